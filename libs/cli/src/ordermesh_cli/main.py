@@ -1,0 +1,145 @@
+"""The `ordermesh` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from ordermesh_cli.dashboard import mesh_table
+from ordermesh_cli.demo import seed_catalogue
+from ordermesh_cli.health_client import check_health
+from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
+from ordermesh_cli.registry import SERVICE_NAMES, load_service
+
+app = typer.Typer(
+    help="ordermesh: an order-processing engine. Run the local mesh, or one service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _service_name(name: str) -> str:
+    if name not in SERVICE_NAMES:
+        raise typer.BadParameter(f"choose one of {', '.join(SERVICE_NAMES)}")
+    return name
+
+
+ServiceArg = Annotated[str, typer.Argument(help="order, inventory, payment or notification")]
+
+
+@app.command()
+def serve(service: ServiceArg) -> None:
+    """Run one service until SIGTERM (what each pod runs)."""
+    from ordermesh_platform.server import run
+
+    run(load_service(_service_name(service)))
+
+
+@app.command()
+def migrate(
+    service: ServiceArg,
+    database_url: Annotated[
+        str | None, typer.Option(help="defaults to ORDERMESH_DATABASE_URL / the service default")
+    ] = None,
+) -> None:
+    """Apply a service's database migrations and exit."""
+    from ordermesh_platform.logs import configure_logging
+    from ordermesh_platform.migrations import upgrade_to_head
+
+    spec = load_service(_service_name(service))
+    settings = spec.settings_type()
+    configure_logging(spec.name, settings.log_level)
+    asyncio.run(upgrade_to_head(spec.migrations, database_url or settings.database_url, spec.name))
+
+
+@app.command()
+def health(
+    address: Annotated[str, typer.Argument(help="host:port")],
+    service: Annotated[str, typer.Option(help="gRPC service name; empty for the server")] = "",
+    timeout: Annotated[float, typer.Option(help="seconds")] = 2.0,
+) -> None:
+    """Exit 0 when the server (or one of its services) is SERVING."""
+    status = asyncio.run(check_health(address, service, timeout))
+    typer.echo(status)
+    raise typer.Exit(0 if status == "SERVING" else 1)
+
+
+@app.command()
+def up(
+    base_port: Annotated[
+        int, typer.Option(help="order = N, inventory = N+1, payment = N+2, notification = N+3")
+    ] = 50051,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL server URL; creates ordermesh_<service> databases on it "
+            "(a database in the URL replaces the ordermesh prefix)"
+        ),
+    ] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers to use; starts no local broker")
+    ] = None,
+    no_demo: Annotated[bool, typer.Option("--no-demo", help="seed, but place no orders")] = False,
+    state_dir: Annotated[Path, typer.Option(help="SQLite files and logs")] = Path(".ordermesh"),
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for SERVING")] = 90.0,
+) -> None:
+    """Start the whole local mesh, wait until it is SERVING, seed it, and show it live."""
+    config = MeshConfig(base_port=base_port, postgres=postgres, kafka=kafka, state_dir=state_dir)
+    code = asyncio.run(_up(config, demo=not no_demo, ready_timeout=ready_timeout))
+    raise typer.Exit(code)
+
+
+async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
+    mesh = LocalMesh(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        console.print(f"starting the mesh (logs in {mesh.logs_dir}/)")
+        mesh.start()
+        ready = asyncio.create_task(mesh.wait_serving(ready_timeout))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            ready.cancel()
+            return 0
+        stopper.cancel()
+        ready.result()
+        for child in mesh.children:
+            console.print(f"{child.name} SERVING on {child.address}")
+        count = await seed_catalogue(config.address("inventory"))
+        console.print(f"seeded {count} demo products")
+        console.print("mesh ready")
+        if demo:
+            console.print("demo orders arrive with the order flow; the mesh is up")
+        await _watch(mesh, stop)
+        return 0
+    except MeshFailed as failure:
+        console.print(f"[red]the mesh did not start:[/red] {failure}")
+        return 1
+    finally:
+        console.print("stopping the mesh")
+        mesh.stop()
+        console.print("stopped")
+
+
+async def _watch(mesh: LocalMesh, stop: asyncio.Event) -> None:
+    live = Live(mesh_table(mesh), console=Console(), refresh_per_second=2, transient=False)
+    with live if sys.stdout.isatty() else contextlib.nullcontext():
+        while not stop.is_set():
+            await mesh.refresh_health()
+            if sys.stdout.isatty():
+                live.update(mesh_table(mesh))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -1,0 +1,146 @@
+"""`ordermesh up`: the whole mesh as local processes, on SQLite or one PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from ordermesh_cli.broker import start_tansu, wait_for_port
+from ordermesh_cli.health_client import check_health
+from ordermesh_cli.processes import child_preexec, stop_all
+from ordermesh_cli.registry import SERVICE_NAMES
+
+PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
+BROKER_PORT_OFFSET = 40
+STOP_TIMEOUT_S = 8.0
+CHILD_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    base_port: int = 50051
+    postgres: str | None = None
+    kafka: str | None = None
+    state_dir: Path = Path(".ordermesh")
+    log_level: str = "INFO"
+
+    def port(self, service: str) -> int:
+        return self.base_port + PORT_OFFSETS[service]
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.port(service)}"
+
+    @property
+    def broker_port(self) -> int:
+        return self.base_port + BROKER_PORT_OFFSET
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka or f"127.0.0.1:{self.broker_port}"
+
+    def database_url(self, service: str) -> str:
+        if self.postgres:
+            # A database named in the URL is a prefix (tests use it to stay apart).
+            server = make_url(self.postgres)
+            url = server.set(database=f"{server.database or 'ordermesh'}_{service}")
+            return url.render_as_string(hide_password=False)
+        return f"sqlite+aiosqlite:///{(self.state_dir / f'{service}.db').resolve()}"
+
+
+@dataclass
+class Child:
+    name: str
+    address: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+    health: str = "STARTING"
+
+
+class MeshFailed(RuntimeError):
+    pass
+
+
+class LocalMesh:
+    """Starts the broker (unless one is given) and the four services, and stops them all."""
+
+    def __init__(self, config: MeshConfig) -> None:
+        self.config = config
+        self.children: list[Child] = []
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.logs_dir = config.state_dir / "logs"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        c = self.config
+        env = dict(os.environ)
+        env.update(
+            ORDERMESH_GRPC_HOST="127.0.0.1",
+            ORDERMESH_GRPC_PORT=str(c.port(service)),
+            ORDERMESH_DATABASE_URL=c.database_url(service),
+            ORDERMESH_KAFKA_BOOTSTRAP=c.kafka_bootstrap,
+            ORDERMESH_INVENTORY_ADDR=c.address("inventory"),
+            ORDERMESH_PAYMENT_ADDR=c.address("payment"),
+            ORDERMESH_SHUTDOWN_GRACE_S=str(CHILD_GRACE_S),
+            ORDERMESH_LOG_LEVEL=c.log_level,
+        )
+        return env
+
+    def start(self) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.kafka is None:
+            log = (self.logs_dir / "broker.log").open("ab")
+            self.broker = start_tansu(self.config.broker_port, log)
+            wait_for_port(self.config.broker_port, timeout_s=15)
+        for name in SERVICE_NAMES:
+            log_path = self.logs_dir / f"{name}.log"
+            with log_path.open("ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "ordermesh_cli", "serve", name],
+                    env=self.service_env(name),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=child_preexec,
+                )
+            self.children.append(Child(name, self.config.address(name), proc, log_path))
+
+    async def refresh_health(self) -> None:
+        async def one(child: Child) -> None:
+            if child.proc.poll() is not None:
+                child.health = f"EXITED({child.proc.returncode})"
+            else:
+                child.health = await check_health(child.address)
+
+        await asyncio.gather(*(one(c) for c in self.children))
+
+    async def wait_serving(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await self.refresh_health()
+            exited = [c for c in self.children if c.health.startswith("EXITED")]
+            if exited:
+                raise MeshFailed(self._failure(exited[0]))
+            if all(c.health == "SERVING" for c in self.children):
+                return
+            if time.monotonic() > deadline:
+                waiting = ", ".join(f"{c.name}={c.health}" for c in self.children)
+                raise MeshFailed(f"not all services SERVING after {timeout_s}s: {waiting}")
+            await asyncio.sleep(0.2)
+
+    def _failure(self, child: Child) -> str:
+        tail = child.log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"{child.name} exited with {child.proc.returncode}; last log lines:\n" + "\n".join(
+            tail
+        )
+
+    def stop(self) -> None:
+        # Services first (they drain), the broker last so relays can flush.
+        stop_all([c.proc for c in self.children], STOP_TIMEOUT_S)
+        if self.broker is not None:
+            stop_all([self.broker], 2.0)

@@ -1,0 +1,20 @@
+"""Finds services by name through the ``ordermesh.services`` entry points, so the CLI
+never imports a service package directly."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from ordermesh_platform.service import ServiceSpec
+
+SERVICE_NAMES = ("order", "inventory", "payment", "notification")
+
+
+def load_service(name: str) -> ServiceSpec:
+    found = entry_points(group="ordermesh.services", name=name)
+    for entry in found:
+        spec = entry.load()
+        if not isinstance(spec, ServiceSpec):
+            raise TypeError(f"entry point {entry.value} is not a ServiceSpec")
+        return spec
+    raise LookupError(f"no service named {name!r}; known: {', '.join(SERVICE_NAMES)}")

@@ -1,0 +1,1 @@
+"""Shared plumbing of every ordermesh service: settings, logs, errors, database, gRPC."""

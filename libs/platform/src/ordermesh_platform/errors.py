@@ -1,0 +1,80 @@
+"""Domain errors. Raised by domain code (which knows nothing of gRPC) and mapped to a
+gRPC status with google.rpc details in one place: ``ordermesh_platform.grpc_errors``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ERROR_DOMAIN = "ordermesh"
+
+
+class ServiceError(Exception):
+    """Base of every error a caller may see with its own status code."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed: INVALID_ARGUMENT + google.rpc.BadRequest."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        fields = ", ".join(v.field for v in violations)
+        super().__init__(f"invalid request: {fields}")
+        self.violations = violations
+
+
+class _WithReason(ServiceError):
+    def __init__(self, reason: str, message: str, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class FailedPrecondition(_WithReason):
+    """The request is valid but the system's state refuses it: ErrorInfo carries the reason."""
+
+
+class Conflict(_WithReason):
+    """A concurrency or idempotency conflict (ABORTED): the caller must not blindly retry."""
+
+
+class NotFound(ServiceError):
+    """The named resource does not exist: NOT_FOUND + google.rpc.ResourceInfo."""
+
+    def __init__(self, resource_type: str, resource_name: str) -> None:
+        super().__init__(f"{resource_type} {resource_name!r} not found")
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+
+class Unavailable(ServiceError):
+    """A dependency is down; the caller may retry later (UNAVAILABLE)."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The work did not finish within the caller's deadline."""
+
+
+class Validator:
+    """Collects every field violation of a request before raising once."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        if not ok:
+            self.violations.append(FieldViolation(field, description))
+        return ok
+
+    def raise_if_invalid(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)

@@ -1,0 +1,68 @@
+"""The one place where domain errors become gRPC statuses with google.rpc details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ordermesh_platform.errors import (
+    ERROR_DOMAIN,
+    Conflict,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+
+
+def _status(code: int, message: str, *details: object) -> grpc.Status:
+    packed = []
+    for detail in details:
+        item = any_pb2.Any()
+        item.Pack(detail)  # type: ignore[arg-type]
+        packed.append(item)
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=message, details=packed)
+    )
+    return status
+
+
+def to_grpc_status(error: ServiceError) -> grpc.Status:
+    """Map a domain error to its status code and rich details."""
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        return _status(code_pb2.INVALID_ARGUMENT, error.message, bad_request)
+    if isinstance(error, FailedPrecondition | Conflict):
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
+        code = code_pb2.FAILED_PRECONDITION
+        if isinstance(error, Conflict):
+            code = code_pb2.ABORTED
+        return _status(code, error.message, info)
+    if isinstance(error, NotFound):
+        info = error_details_pb2.ResourceInfo(
+            resource_type=error.resource_type, resource_name=error.resource_name
+        )
+        return _status(code_pb2.NOT_FOUND, error.message, info)
+    if isinstance(error, Unavailable):
+        return _status(code_pb2.UNAVAILABLE, error.message)
+    if isinstance(error, DeadlineExceeded):
+        return _status(code_pb2.DEADLINE_EXCEEDED, error.message)
+    return _status(code_pb2.INTERNAL, "internal error")
+
+
+def internal_error() -> grpc.Status:
+    """What a caller sees of a bug: no stack, no SQL, no secrets."""
+    return _status(code_pb2.INTERNAL, "internal error")

@@ -1,0 +1,44 @@
+"""Keyset pagination with opaque page tokens, shared by every List RPC."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from ordermesh_platform.errors import Validator
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position after the last item of a page, newest first: (created_at, id) descending."""
+
+    created_at: datetime
+    id: str
+
+
+def page_size(v: Validator, requested: int, field: str = "page_size") -> int:
+    v.check(0 <= requested <= MAX_PAGE_SIZE, field, f"must be 0-{MAX_PAGE_SIZE}")
+    return requested or DEFAULT_PAGE_SIZE
+
+
+def encode_token(cursor: Cursor) -> str:
+    raw = json.dumps({"t": cursor.created_at.isoformat(), "id": cursor.id}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_token(v: Validator, token: str, field: str = "page_token") -> Cursor | None:
+    """The cursor in a token; None for the first page, or a violation for garbage."""
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return Cursor(datetime.fromisoformat(data["t"]), str(data["id"]))
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+        v.check(False, field, "is not a token returned by this service")
+        return None

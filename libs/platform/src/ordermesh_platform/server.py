@@ -1,0 +1,118 @@
+"""The gRPC bootstrap every service runs on: health, reflection, error mapping, message
+limits, migrations, and a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.health import DatabaseHealth
+from ordermesh_platform.interceptors import ErrorStatusInterceptor
+from ordermesh_platform.logs import configure_logging, get_logger
+from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.service import Runtime, ServiceSpec
+from ordermesh_platform.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class RunningService:
+    """A started service: its bound port, and how to stop it (tests use this directly)."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.port = 0
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        spec, settings = self.spec, self.settings
+        if settings.migrate_on_start:
+            log.info("applying migrations", database=_redacted(settings.database_url))
+            await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
+        engine = create_engine(settings.database_url, settings.database_pool_size)
+        server = grpc.aio.server(
+            options=server_options(settings), interceptors=[ErrorStatusInterceptor()]
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                *spec.grpc_services,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        db_health = DatabaseHealth(
+            health_servicer,
+            engine,
+            spec.grpc_services,
+            settings.health_interval_s,
+            settings.health_timeout_s,
+        )
+        runtime = Runtime(settings, server, engine, session_factory(engine))
+        try:
+            async with spec.wire(runtime):
+                self.port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+                await db_health.probe_once()
+                await server.start()
+                prober = asyncio.create_task(db_health.run(), name="database-health")
+                log.info("serving", address=f"{settings.grpc_host}:{self.port}")
+                if ready is not None:
+                    ready.set()
+                await self._stop.wait()
+                # Drain: tell load balancers first, refuse new calls, let in-flight ones finish.
+                log.info("draining", grace_s=settings.shutdown_grace_s)
+                await health_servicer.enter_graceful_shutdown()
+                prober.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await prober
+                await server.stop(settings.shutdown_grace_s)
+        finally:
+            await engine.dispose()
+            self._stopped.set()
+            log.info("stopped")
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> None:
+    """Run one service until SIGTERM or SIGINT, then drain and return."""
+    settings = settings or spec.settings_type()
+    configure_logging(spec.name, settings.log_level)
+    running = RunningService(spec, settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, running.request_stop)
+    await running.run()
+
+
+def run(spec: ServiceSpec) -> None:
+    asyncio.run(serve(spec))

@@ -1,0 +1,64 @@
+"""The InventoryService servicer: protobuf in and out, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from ordermesh.common.v1 import money_pb2
+from ordermesh.inventory.v1 import inventory_pb2 as pb
+from ordermesh.inventory.v1 import inventory_pb2_grpc
+from ordermesh_inventory.domain import Adjustment, Product, StockLevel
+from ordermesh_inventory.usecases import Inventory
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def product_to_pb(product: Product) -> pb.Product:
+    return pb.Product(
+        sku=product.sku,
+        name=product.name,
+        unit_price=money_pb2.Money(
+            amount_minor=product.unit_price_minor, currency=product.currency
+        ),
+    )
+
+
+def stock_to_pb(level: StockLevel) -> pb.StockLevel:
+    return pb.StockLevel(
+        sku=level.sku,
+        available=level.available,
+        reserved=level.reserved,
+        committed=level.committed,
+    )
+
+
+class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
+    def __init__(self, inventory: Inventory) -> None:
+        self._inventory = inventory
+
+    async def UpsertProduct(
+        self, request: pb.UpsertProductRequest, context: Context
+    ) -> pb.UpsertProductResponse:
+        p = request.product
+        product = await self._inventory.upsert_product(
+            Product(p.sku, p.name, p.unit_price.amount_minor, p.unit_price.currency)
+        )
+        return pb.UpsertProductResponse(product=product_to_pb(product))
+
+    async def ListProducts(
+        self, request: pb.ListProductsRequest, context: Context
+    ) -> pb.ListProductsResponse:
+        products = await self._inventory.list_products(list(request.skus))
+        return pb.ListProductsResponse(products=[product_to_pb(p) for p in products])
+
+    async def AdjustStock(
+        self, request: pb.AdjustStockRequest, context: Context
+    ) -> pb.AdjustStockResponse:
+        level = await self._inventory.adjust_stock(
+            Adjustment(request.adjustment_id, request.sku, request.delta, request.note)
+        )
+        return pb.AdjustStockResponse(stock=stock_to_pb(level))
+
+    async def GetStock(self, request: pb.GetStockRequest, context: Context) -> pb.GetStockResponse:
+        levels = await self._inventory.get_stock(list(request.skus))
+        return pb.GetStockResponse(stock=[stock_to_pb(s) for s in levels])

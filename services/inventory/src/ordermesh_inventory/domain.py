@@ -1,0 +1,96 @@
+"""The inventory domain: products and the stock of each SKU. No gRPC, no SQL."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ordermesh_platform.errors import FailedPrecondition, Validator
+from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
+
+SKU_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_NAME_LENGTH = 256
+MAX_SKUS_PER_CALL = 1000
+MAX_STOCK_DELTA = 10**9
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    name: str
+    unit_price_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    sku: str
+    available: int
+    reserved: int
+    committed: int
+
+    def adjusted(self, delta: int) -> StockLevel:
+        """Stock after adding ``delta`` available units; never below zero."""
+        if self.available + delta < 0:
+            raise FailedPrecondition(
+                "INSUFFICIENT_STOCK",
+                f"cannot remove {-delta} units of {self.sku}: {self.available} available",
+                {"sku": self.sku, "available": str(self.available)},
+            )
+        return StockLevel(self.sku, self.available + delta, self.reserved, self.committed)
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    adjustment_id: str
+    sku: str
+    delta: int
+    note: str
+
+
+def validate_sku(v: Validator, sku: str, field: str) -> None:
+    v.check(bool(SKU_PATTERN.match(sku)), field, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
+
+
+def validate_product(product: Product) -> None:
+    v = Validator()
+    validate_sku(v, product.sku, "product.sku")
+    v.check(
+        0 < len(product.name) <= MAX_NAME_LENGTH,
+        "product.name",
+        f"must be 1-{MAX_NAME_LENGTH} characters",
+    )
+    v.check(
+        0 <= product.unit_price_minor <= MAX_AMOUNT_MINOR,
+        "product.unit_price.amount_minor",
+        f"must be between 0 and {MAX_AMOUNT_MINOR}",
+    )
+    v.check(
+        is_currency(product.currency),
+        "product.unit_price.currency",
+        "must be an ISO 4217 code such as EUR",
+    )
+    v.raise_if_invalid()
+
+
+def validate_adjustment(adjustment: Adjustment) -> None:
+    v = Validator()
+    v.check(0 < len(adjustment.adjustment_id) <= 128, "adjustment_id", "must be 1-128 characters")
+    validate_sku(v, adjustment.sku, "sku")
+    v.check(
+        adjustment.delta != 0 and abs(adjustment.delta) <= MAX_STOCK_DELTA,
+        "delta",
+        f"must be non-zero and at most {MAX_STOCK_DELTA} in size",
+    )
+    v.check(len(adjustment.note) <= 256, "note", "must be at most 256 characters")
+    v.raise_if_invalid()
+
+
+def validate_sku_list(skus: list[str], field: str, required: bool) -> None:
+    v = Validator()
+    if required:
+        v.check(len(skus) > 0, field, "must name at least one SKU")
+    v.check(len(skus) <= MAX_SKUS_PER_CALL, field, f"must name at most {MAX_SKUS_PER_CALL}")
+    for i, sku in enumerate(skus[:MAX_SKUS_PER_CALL]):
+        validate_sku(v, sku, f"{field}[{i}]")
+    v.raise_if_invalid()

@@ -1,0 +1,55 @@
+"""Notification use cases: each one transaction over the store."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ordermesh_notification.domain import (
+    Delivery,
+    Preferences,
+    validate_customer_id,
+    validate_preferences,
+)
+from ordermesh_notification.store import NotificationStore
+from ordermesh_platform.errors import Validator
+from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
+
+
+class Notifications:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def get_preferences(self, customer_id: str) -> Preferences:
+        v = Validator()
+        validate_customer_id(v, customer_id, "customer_id")
+        v.raise_if_invalid()
+        async with self._sessions() as session:
+            found = await NotificationStore(session).get_preferences(customer_id)
+        return found or Preferences.default_for(customer_id)
+
+    async def set_preferences(
+        self, prefs: Preferences, channel_count: int, unknown_channel: bool
+    ) -> Preferences:
+        validate_preferences(prefs, channel_count, unknown_channel)
+        async with self._sessions.begin() as session:
+            await NotificationStore(session).save_preferences(prefs)
+        return prefs
+
+    async def list_deliveries(
+        self, customer_id: str, order_id: str, requested_size: int, token: str
+    ) -> tuple[list[Delivery], str]:
+        v = Validator()
+        validate_customer_id(v, customer_id, "customer_id")
+        v.check(len(order_id) <= 64, "order_id", "must be at most 64 characters")
+        size = page_size(v, requested_size)
+        after = decode_token(v, token)
+        v.raise_if_invalid()
+        async with self._sessions() as session:
+            rows = await NotificationStore(session).list_deliveries(
+                customer_id, order_id, after, size + 1
+            )
+        next_token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            next_token = encode_token(Cursor(rows[-1].created_at, rows[-1].notification_id))
+        return rows, next_token

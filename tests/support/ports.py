@@ -1,0 +1,24 @@
+"""Free loopback ports for servers the tests start."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+
+def is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(size: int, low: int = 20000, high: int = 60000, tries: int = 200) -> int:
+    """First port of ``size`` consecutive free ports (plus the broker's, +40)."""
+    for _ in range(tries):
+        base = random.randrange(low, high - 64)
+        if all(is_free(base + i) for i in range(size)) and is_free(base + 40):
+            return base
+    raise RuntimeError("no free block of loopback ports found")
