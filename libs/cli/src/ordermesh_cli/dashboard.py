@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import time
 
+from rich.console import Group
 from rich.table import Table
 
+from ordermesh_cli.demo import DemoTraffic
 from ordermesh_cli.mesh import LocalMesh
 
 STYLES = {"SERVING": "green", "NOT_SERVING": "yellow", "STARTING": "cyan"}
+
+
+def mesh_view(mesh: LocalMesh, demo: DemoTraffic | None) -> Group:
+    parts: list[Table] = [mesh_table(mesh)]
+    if demo is not None:
+        outcomes = Table(title="demo orders", show_header=True)
+        outcomes.add_column("outcome")
+        outcomes.add_column("orders", justify="right")
+        for outcome, count in demo.outcomes.most_common():
+            outcomes.add_row(outcome, str(count))
+        recent = Table(title="latest", show_header=False)
+        recent.add_column("order")
+        for line in demo.last:
+            recent.add_row(line)
+        parts += [outcomes, recent]
+    return Group(*parts)
 
 
 def mesh_table(mesh: LocalMesh) -> Table:

@@ -1,13 +1,21 @@
-"""The demo catalogue `ordermesh up` seeds into inventory-service."""
+"""The demo catalogue `ordermesh up` seeds, and the demo orders it places."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,113 @@ async def seed_catalogue(inventory_address: str) -> int:
                 timeout=5,
             )
     return len(DEMO_CATALOGUE)
+
+
+# Token mix of the demo: mostly good cards, and every failure path now and then.
+DEMO_TOKENS: dict[str, float] = {
+    "tok_ok": 70,
+    "tok_decline": 10,
+    "tok_insufficient_funds": 5,
+    "tok_flaky": 10,
+    "tok_timeout": 5,
+}
+RESTOCK_BELOW = 20
+RESTOCK_UNITS = 200
+
+
+class DemoTraffic:
+    """Places a mix of orders through the mesh, so that a user sees every path:
+    confirmed, declined, out of stock (the scarce teapot), flaky and slow payments."""
+
+    def __init__(self, order_address: str, inventory_address: str, seed: int | None = None):
+        self._order_address = order_address
+        self._inventory_address = inventory_address
+        self._rng = random.Random(seed)
+        self.outcomes: Counter[str] = Counter()
+        self.last: list[str] = []
+
+    def _request(self, n: int) -> order_pb2.PlaceOrderRequest:
+        plenty = [p for p in DEMO_CATALOGUE if p.stock >= RESTOCK_UNITS]
+        products = self._rng.sample(plenty, k=self._rng.randint(1, 3))
+        if self._rng.random() < 0.1:  # now and then, the scarce teapot
+            products.append(DEMO_CATALOGUE[-1])
+        return order_pb2.PlaceOrderRequest(
+            customer_id=f"demo-customer-{self._rng.randint(1, 5)}",
+            idempotency_key=f"demo-{uuid.uuid4().hex}",
+            items=[
+                order_pb2.OrderItem(sku=p.sku, quantity=self._rng.randint(1, 2)) for p in products
+            ],
+            payment=order_pb2.PaymentMethod(
+                token=self._rng.choices(list(DEMO_TOKENS), list(DEMO_TOKENS.values()))[0]
+            ),
+            currency=DEMO_CURRENCY,
+            wait_for_outcome=n % 2 == 0,
+        )
+
+    async def place_one(self, orders: order_pb2_grpc.OrderServiceAsyncStub, n: int) -> str:
+        request = self._request(n)
+        try:
+            reply = await orders.PlaceOrder(request, timeout=5)
+            order = reply.order
+            if order.state == order_pb2.ORDER_STATE_PENDING:  # not waited for: watch it
+                stream = orders.WatchOrder(
+                    order_pb2.WatchOrderRequest(order_id=order.order_id), timeout=60
+                )
+                async for change in stream:
+                    order = change.order
+            outcome = order_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
+            if order.reason:
+                outcome += (
+                    f" ({order_pb2.OrderReason.Name(order.reason).removeprefix('ORDER_REASON_')})"
+                )
+        except grpc.aio.AioRpcError as error:
+            outcome = f"{error.code().name}"
+            status = rpc_status.from_call(error)  # type: ignore[arg-type]
+            for item in status.details if status else ():
+                info = error_details_pb2.ErrorInfo()
+                if item.Unpack(info):
+                    outcome = info.reason
+        self.outcomes[outcome] += 1
+        token = request.payment.token
+        self.last = [
+            f"{request.customer_id} {len(request.items)} line(s) {token}: {outcome}",
+            *self.last,
+        ][:5]
+        return outcome
+
+    async def restock(self, inventory: inventory_pb2_grpc.InventoryServiceAsyncStub) -> None:
+        skus = [p.sku for p in DEMO_CATALOGUE if p.stock >= RESTOCK_UNITS]
+        reply = await inventory.GetStock(inventory_pb2.GetStockRequest(skus=skus), timeout=5)
+        for level in reply.stock:
+            if level.available < RESTOCK_BELOW:
+                await inventory.AdjustStock(
+                    inventory_pb2.AdjustStockRequest(
+                        adjustment_id=f"demo-restock-{uuid.uuid4().hex}",
+                        sku=level.sku,
+                        delta=RESTOCK_UNITS,
+                        note="demo restock",
+                    ),
+                    timeout=5,
+                )
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
+        async with (
+            grpc.aio.insecure_channel(self._order_address) as order_channel,
+            grpc.aio.insecure_channel(self._inventory_address) as inventory_channel,
+        ):
+            orders = order_pb2_grpc.OrderServiceStub(order_channel)
+            inventory = inventory_pb2_grpc.InventoryServiceStub(inventory_channel)
+            n = 0
+            in_flight: set[asyncio.Task[str]] = set()
+            while not stop.is_set():
+                n += 1
+                task = asyncio.create_task(self.place_one(orders, n))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if n % 20 == 0:
+                    await self.restock(inventory)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval_s)
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)

@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from ordermesh_cli.dashboard import mesh_table
-from ordermesh_cli.demo import seed_catalogue
+from ordermesh_cli.dashboard import mesh_view
+from ordermesh_cli.demo import DemoTraffic, seed_catalogue
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
@@ -121,9 +121,14 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         count = await seed_catalogue(config.address("inventory"))
         console.print(f"seeded {count} demo products")
         console.print("mesh ready")
+        traffic = None
         if demo:
-            console.print("demo orders arrive with the order flow; the mesh is up")
-        await _watch(mesh, stop)
+            traffic = DemoTraffic(config.address("order"), config.address("inventory"))
+            demo_task = asyncio.create_task(traffic.run(stop))
+        await _watch(mesh, stop, traffic)
+        if traffic is not None:
+            await demo_task
+            console.print(f"demo orders: {dict(traffic.outcomes)}")
         return 0
     except MeshFailed as failure:
         console.print(f"[red]the mesh did not start:[/red] {failure}")
@@ -134,12 +139,18 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         console.print("stopped")
 
 
-async def _watch(mesh: LocalMesh, stop: asyncio.Event) -> None:
-    live = Live(mesh_table(mesh), console=Console(), refresh_per_second=2, transient=False)
-    with live if sys.stdout.isatty() else contextlib.nullcontext():
+async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None) -> None:
+    """The live table on a terminal; elsewhere (CI, a pipe) a line per change of outcomes."""
+    tty = sys.stdout.isatty()
+    live = Live(mesh_view(mesh, demo), console=Console(), refresh_per_second=2)
+    shown = ""
+    with live if tty else contextlib.nullcontext():
         while not stop.is_set():
             await mesh.refresh_health()
-            if sys.stdout.isatty():
-                live.update(mesh_table(mesh))
+            if tty:
+                live.update(mesh_view(mesh, demo))
+            elif demo is not None and (line := str(dict(demo.outcomes))) != shown:
+                print(f"demo orders: {line}", flush=True)
+                shown = line
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class MeshConfig:
     kafka: str | None = None
     state_dir: Path = Path(".ordermesh")
     log_level: str = "INFO"
+    # Extra ORDERMESH_* settings for every service (tests shorten timeouts with it).
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def port(self, service: str) -> int:
         return self.base_port + PORT_OFFSETS[service]
@@ -90,6 +93,7 @@ class LocalMesh:
             ORDERMESH_SHUTDOWN_GRACE_S=str(CHILD_GRACE_S),
             ORDERMESH_LOG_LEVEL=c.log_level,
         )
+        env.update(c.env)
         return env
 
     def start(self) -> None:
@@ -99,16 +103,29 @@ class LocalMesh:
             self.broker = start_tansu(self.config.broker_port, log)
             wait_for_port(self.config.broker_port, timeout_s=15)
         for name in SERVICE_NAMES:
-            log_path = self.logs_dir / f"{name}.log"
-            with log_path.open("ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "ordermesh_cli", "serve", name],
-                    env=self.service_env(name),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=child_preexec,
-                )
-            self.children.append(Child(name, self.config.address(name), proc, log_path))
+            self.start_service(name)
+
+    def start_service(self, name: str, **env: str) -> Child:
+        """Start (or restart) one service; ``env`` adds settings for this start only."""
+        log_path = self.logs_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ordermesh_cli", "serve", name],
+                env={**self.service_env(name), **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=child_preexec,
+            )
+        child = Child(name, self.config.address(name), proc, log_path)
+        self.children = [c for c in self.children if c.name != name] + [child]
+        self.children.sort(key=lambda c: SERVICE_NAMES.index(c.name))
+        return child
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def stop_service(self, name: str) -> None:
+        stop_all([self.child(name).proc], STOP_TIMEOUT_S)
 
     async def refresh_health(self) -> None:
         async def one(child: Child) -> None:

@@ -57,7 +57,15 @@ class NotFound(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """A dependency is down; the caller may retry later (UNAVAILABLE)."""
+    """A dependency is down; the caller may retry later (UNAVAILABLE). A reason, when
+    given, travels as google.rpc.ErrorInfo."""
+
+    def __init__(
+        self, message: str, reason: str = "", metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 class DeadlineExceeded(ServiceError):

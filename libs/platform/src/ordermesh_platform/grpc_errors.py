@@ -57,7 +57,12 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
         )
         return _status(code_pb2.NOT_FOUND, error.message, info)
     if isinstance(error, Unavailable):
-        return _status(code_pb2.UNAVAILABLE, error.message)
+        if not error.reason:
+            return _status(code_pb2.UNAVAILABLE, error.message)
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
+        return _status(code_pb2.UNAVAILABLE, error.message, info)
     if isinstance(error, DeadlineExceeded):
         return _status(code_pb2.DEADLINE_EXCEEDED, error.message)
     return _status(code_pb2.INTERNAL, "internal error")

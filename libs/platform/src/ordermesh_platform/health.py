@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ordermesh_platform.db import ping
 from ordermesh_platform.logs import get_logger
 
+# Answers SERVING for as long as the process serves, whatever the database does: what a
+# liveness probe should ask, so that a database outage never restarts every pod.
+LIVENESS = "ordermesh.liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -35,6 +38,10 @@ class DatabaseHealth:
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self.healthy: bool | None = None
+
+    async def start(self) -> None:
+        await self._servicer.set(LIVENESS, SERVING)
+        await self.probe_once()
 
     async def probe_once(self) -> bool:
         ok = await ping(self._engine, self._timeout_s)

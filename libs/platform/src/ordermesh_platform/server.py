@@ -77,7 +77,7 @@ class RunningService:
         try:
             async with spec.wire(runtime):
                 self.port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-                await db_health.probe_once()
+                await db_health.start()
                 await server.start()
                 prober = asyncio.create_task(db_health.run(), name="database-health")
                 log.info("serving", address=f"{settings.grpc_host}:{self.port}")

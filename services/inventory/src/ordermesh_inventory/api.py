@@ -7,8 +7,16 @@ import grpc
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2 as pb
 from ordermesh.inventory.v1 import inventory_pb2_grpc
-from ordermesh_inventory.domain import Adjustment, Product, StockLevel
+from ordermesh_inventory.domain import (
+    Adjustment,
+    Product,
+    Reservation,
+    ReservationLine,
+    ReservationState,
+    StockLevel,
+)
 from ordermesh_inventory.usecases import Inventory
+from ordermesh_platform.convert import to_timestamp
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -29,6 +37,30 @@ def stock_to_pb(level: StockLevel) -> pb.StockLevel:
         available=level.available,
         reserved=level.reserved,
         committed=level.committed,
+    )
+
+
+STATE_TO_PB = {
+    ReservationState.RESERVED: pb.RESERVATION_STATE_RESERVED,
+    ReservationState.COMMITTED: pb.RESERVATION_STATE_COMMITTED,
+    ReservationState.RELEASED: pb.RESERVATION_STATE_RELEASED,
+}
+
+
+def reservation_to_pb(r: Reservation) -> pb.Reservation:
+    return pb.Reservation(
+        order_id=r.order_id,
+        state=STATE_TO_PB[r.state],
+        lines=[
+            pb.ReservationLine(
+                sku=x.sku,
+                quantity=x.quantity,
+                unit_price=money_pb2.Money(amount_minor=x.unit_price_minor, currency=r.currency),
+            )
+            for x in r.lines
+        ],
+        expire_time=to_timestamp(r.expires_at),
+        create_time=to_timestamp(r.created_at),
     )
 
 
@@ -62,3 +94,27 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
     async def GetStock(self, request: pb.GetStockRequest, context: Context) -> pb.GetStockResponse:
         levels = await self._inventory.get_stock(list(request.skus))
         return pb.GetStockResponse(stock=[stock_to_pb(s) for s in levels])
+
+    async def ReserveStock(
+        self, request: pb.ReserveStockRequest, context: Context
+    ) -> pb.ReserveStockResponse:
+        reservation = await self._inventory.reserve(
+            request.order_id,
+            [ReservationLine(x.sku, x.quantity) for x in request.lines],
+            request.currency,
+            request.ttl.ToTimedelta().total_seconds(),
+        )
+        return pb.ReserveStockResponse(reservation=reservation_to_pb(reservation))
+
+    async def CommitReservation(
+        self, request: pb.CommitReservationRequest, context: Context
+    ) -> pb.CommitReservationResponse:
+        reservation = await self._inventory.commit(request.order_id)
+        return pb.CommitReservationResponse(reservation=reservation_to_pb(reservation))
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: Context
+    ) -> pb.ReleaseReservationResponse:
+        reservation = await self._inventory.release(request.order_id)
+        assert reservation is not None  # only the sweeper's expired_only release skips
+        return pb.ReleaseReservationResponse(reservation=reservation_to_pb(reservation))

@@ -10,15 +10,22 @@ from ordermesh_inventory.api import InventoryApi
 from ordermesh_inventory.config import InventorySettings
 from ordermesh_inventory.usecases import Inventory
 from ordermesh_platform.service import Runtime, ServiceSpec
+from ordermesh_platform.workers import background, run_periodically
 
 
 @asynccontextmanager
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
+    settings = runtime.settings
+    assert isinstance(settings, InventorySettings)
+    inventory = Inventory(runtime.sessions, settings.reservation_ttl_s)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
-        InventoryApi(Inventory(runtime.sessions)),  # type: ignore[abstract]
-        runtime.server,
+        InventoryApi(inventory), runtime.server
     )
-    yield
+    sweeper = run_periodically(
+        "reservation-sweeper", inventory.release_expired, settings.sweep_interval_s
+    )
+    async with background(("reservation-sweeper", sweeper)):
+        yield
 
 
 service = ServiceSpec(

@@ -11,3 +11,4 @@ class InventorySettings(ServiceSettings):
     grpc_port: int = 50052
     database_url: str = "sqlite+aiosqlite:///.ordermesh/inventory.db"
     reservation_ttl_s: float = Field(900.0, gt=0, description="Default life of a reservation.")
+    sweep_interval_s: float = Field(5.0, gt=0, description="How often expired ones are released.")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from ordermesh_platform.errors import FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
@@ -94,3 +96,89 @@ def validate_sku_list(skus: list[str], field: str, required: bool) -> None:
     for i, sku in enumerate(skus[:MAX_SKUS_PER_CALL]):
         validate_sku(v, sku, f"{field}[{i}]")
     v.raise_if_invalid()
+
+
+MAX_LINES = 50
+MAX_QUANTITY = 1000
+MAX_ORDER_ID_LENGTH = 64
+MAX_TTL_S = 24 * 3600
+
+
+class ReservationState(enum.StrEnum):
+    RESERVED = "RESERVED"
+    COMMITTED = "COMMITTED"
+    RELEASED = "RELEASED"
+
+
+@dataclass(frozen=True)
+class ReservationLine:
+    sku: str
+    quantity: int
+    unit_price_minor: int = 0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The stock held for one order. Guards its own transitions."""
+
+    order_id: str
+    state: ReservationState
+    lines: tuple[ReservationLine, ...]
+    currency: str
+    expires_at: datetime
+    created_at: datetime
+
+    def same_request(self, lines: tuple[ReservationLine, ...]) -> bool:
+        return [(x.sku, x.quantity) for x in self.lines] == [(x.sku, x.quantity) for x in lines]
+
+    def committed(self) -> Reservation:
+        if self.state is ReservationState.RELEASED:
+            raise FailedPrecondition(
+                "RESERVATION_RELEASED",
+                f"the reservation of order {self.order_id} was released",
+                {"order_id": self.order_id},
+            )
+        return replace(self, state=ReservationState.COMMITTED)
+
+    def expired(self, now: datetime) -> bool:
+        expires_at = self.expires_at
+        if expires_at.tzinfo is None:  # SQLite returns naive UTC
+            expires_at = expires_at.replace(tzinfo=UTC)
+        return expires_at < now
+
+    def released(self) -> Reservation:
+        return replace(self, state=ReservationState.RELEASED)
+
+
+def out_of_stock(sku: str, detail: str) -> FailedPrecondition:
+    return FailedPrecondition("OUT_OF_STOCK", f"{sku}: {detail}", {"sku": sku})
+
+
+def validate_order_id(v: Validator, order_id: str) -> None:
+    v.check(
+        0 < len(order_id) <= MAX_ORDER_ID_LENGTH,
+        "order_id",
+        f"must be 1-{MAX_ORDER_ID_LENGTH} characters",
+    )
+
+
+def validate_reservation_request(
+    order_id: str, lines: list[ReservationLine], currency: str, ttl_s: float
+) -> tuple[ReservationLine, ...]:
+    """The lines sorted by SKU: every reservation takes its rows in that one order,
+    so two reservations can never wait on each other."""
+    v = Validator()
+    validate_order_id(v, order_id)
+    v.check(0 < len(lines) <= MAX_LINES, "lines", f"must hold 1-{MAX_LINES} lines")
+    for i, line in enumerate(lines[:MAX_LINES]):
+        validate_sku(v, line.sku, f"lines[{i}].sku")
+        v.check(
+            0 < line.quantity <= MAX_QUANTITY,
+            f"lines[{i}].quantity",
+            f"must be 1-{MAX_QUANTITY}",
+        )
+    v.check(len({x.sku for x in lines}) == len(lines), "lines", "must name each SKU once")
+    v.check(is_currency(currency), "currency", "must be an ISO 4217 code such as EUR")
+    v.check(0 <= ttl_s <= MAX_TTL_S, "ttl", f"must be 0-{MAX_TTL_S} seconds")
+    v.raise_if_invalid()
+    return tuple(sorted(lines, key=lambda x: x.sku))

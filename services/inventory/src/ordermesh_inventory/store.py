@@ -10,6 +10,8 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -17,11 +19,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordermesh_inventory.domain import Adjustment, Product, StockLevel
+from ordermesh_inventory.domain import (
+    Adjustment,
+    Product,
+    Reservation,
+    ReservationLine,
+    ReservationState,
+    StockLevel,
+)
+from ordermesh_messaging.outbox import outbox_table
 from ordermesh_platform.db import dialect_insert
 from ordermesh_platform.errors import Conflict, NotFound
 
 metadata = MetaData()
+outbox = outbox_table(metadata)
 
 
 def utcnow() -> datetime:
@@ -61,6 +72,33 @@ stock_adjustments = Table(
     Column("note", String(256), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
 )
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_reservations_state_expires", "state", "expires_at"),
+)
+
+reservation_lines = Table(
+    "reservation_lines",
+    metadata,
+    Column("order_id", String(64), ForeignKey("reservations.order_id"), primary_key=True),
+    Column("sku", String(64), ForeignKey("products.sku"), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+)
+
+# Moves between the stock columns, by reservation transition.
+RESERVE = ("available", "reserved")
+COMMIT = ("reserved", "committed")
+RELEASE_RESERVED = ("reserved", "available")
+RELEASE_COMMITTED = ("committed", "available")
 
 
 def _level(row: object) -> StockLevel:
@@ -153,3 +191,105 @@ class InventoryStore:
             )
         )
         return True
+
+    async def prices(self, skus: list[str]) -> dict[str, Product]:
+        rows = (await self.session.execute(select(products).where(products.c.sku.in_(skus)))).all()
+        return {r.sku: Product(r.sku, r.name, r.unit_price_minor, r.currency) for r in rows}
+
+    async def get_reservation(self, order_id: str, lock: bool = False) -> Reservation | None:
+        query = select(reservations).where(reservations.c.order_id == order_id)
+        if lock:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            return None
+        lines = (
+            await self.session.execute(
+                select(reservation_lines)
+                .where(reservation_lines.c.order_id == order_id)
+                .order_by(reservation_lines.c.sku)
+            )
+        ).all()
+        return Reservation(
+            row.order_id,
+            ReservationState(row.state),
+            tuple(ReservationLine(x.sku, x.quantity, x.unit_price_minor) for x in lines),
+            row.currency,
+            row.expires_at,
+            row.created_at,
+        )
+
+    async def claim_reservation(self, reservation: Reservation) -> bool:
+        """Insert the reservation head; False when one exists already for the order
+        (on PostgreSQL a concurrent claimer waits here for the first to finish)."""
+        insert = dialect_insert(self.session.get_bind().dialect.name)
+        result = await self.session.execute(
+            insert(reservations)
+            .values(
+                order_id=reservation.order_id,
+                state=reservation.state.value,
+                currency=reservation.currency,
+                expires_at=reservation.expires_at,
+                created_at=reservation.created_at,
+                updated_at=reservation.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["order_id"])
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def add_lines(self, order_id: str, lines: tuple[ReservationLine, ...]) -> None:
+        await self.session.execute(
+            reservation_lines.insert(),
+            [
+                {
+                    "order_id": order_id,
+                    "sku": x.sku,
+                    "quantity": x.quantity,
+                    "unit_price_minor": x.unit_price_minor,
+                }
+                for x in lines
+            ],
+        )
+
+    async def take_available(self, sku: str, quantity: int) -> bool:
+        """Move units from available to reserved only if enough are available: the
+        condition and the change are one statement, so no two orders take one unit."""
+        result = await self.session.execute(
+            stock.update()
+            .where(stock.c.sku == sku, stock.c.available >= quantity)
+            .values(available=stock.c.available - quantity, reserved=stock.c.reserved + quantity)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def move(self, lines: tuple[ReservationLine, ...], columns: tuple[str, str]) -> None:
+        source, target = columns
+        for line in lines:  # sorted by SKU: the one lock order
+            await self.session.execute(
+                stock.update()
+                .where(stock.c.sku == line.sku)
+                .values(
+                    {
+                        source: stock.c[source] - line.quantity,
+                        target: stock.c[target] + line.quantity,
+                    }
+                )
+            )
+
+    async def set_state(self, order_id: str, state: ReservationState) -> None:
+        await self.session.execute(
+            reservations.update()
+            .where(reservations.c.order_id == order_id)
+            .values(state=state.value, updated_at=utcnow())
+        )
+
+    async def expired(self, now: datetime, limit: int) -> list[str]:
+        query = (
+            select(reservations.c.order_id)
+            .where(
+                reservations.c.state == ReservationState.RESERVED.value,
+                reservations.c.expires_at < now,
+            )
+            .order_by(reservations.c.expires_at)
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())

@@ -1,9 +1,126 @@
-"""The OrderService servicer: protobuf in and out, nothing else."""
+"""The OrderService servicer: protobuf in and out, outcomes to status codes."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ordermesh.common.v1 import money_pb2
+from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.order.v1 import order_pb2_grpc
+from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason
+from ordermesh_order.usecases import Orders
+from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.errors import FailedPrecondition, Unavailable
+
+Context = grpc.aio.ServicerContext[object, object]
+
+STATE_TO_PB = {
+    OrderState.PENDING: pb.ORDER_STATE_PENDING,
+    OrderState.CONFIRMED: pb.ORDER_STATE_CONFIRMED,
+    OrderState.REJECTED: pb.ORDER_STATE_REJECTED,
+    OrderState.CANCELLED: pb.ORDER_STATE_CANCELLED,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+REASON_TO_PB = {
+    Reason.OUT_OF_STOCK: pb.ORDER_REASON_OUT_OF_STOCK,
+    Reason.PAYMENT_DECLINED: pb.ORDER_REASON_PAYMENT_DECLINED,
+    Reason.PAYMENT_UNAVAILABLE: pb.ORDER_REASON_PAYMENT_UNAVAILABLE,
+    Reason.SAGA_TIMEOUT: pb.ORDER_REASON_SAGA_TIMEOUT,
+    Reason.CANCELLED_BY_CUSTOMER: pb.ORDER_REASON_CANCELLED_BY_CUSTOMER,
+    Reason.CURRENCY_MISMATCH: pb.ORDER_REASON_CURRENCY_MISMATCH,
+}
+# A rejection the caller waited for is answered as an error: a refusal for good
+# (FAILED_PRECONDITION) or a dependency that was down (UNAVAILABLE: retry with a new key).
+UNAVAILABLE_REASONS = frozenset({Reason.PAYMENT_UNAVAILABLE, Reason.SAGA_TIMEOUT})
+
+
+def order_to_pb(order: Order) -> pb.Order:
+    def money(amount: int | None) -> money_pb2.Money | None:
+        return (
+            None
+            if amount is None
+            else money_pb2.Money(amount_minor=amount, currency=order.currency)
+        )
+
+    return pb.Order(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        idempotency_key=order.idempotency_key,
+        state=STATE_TO_PB[order.state],
+        lines=[
+            pb.OrderLine(
+                sku=x.sku,
+                quantity=x.quantity,
+                unit_price=money(x.unit_price_minor),
+                line_total=money(x.total_minor),
+            )
+            for x in order.lines
+        ],
+        total=money(order.total_minor),
+        reason=REASON_TO_PB[order.reason] if order.reason else pb.ORDER_REASON_UNSPECIFIED,
+        reason_detail=order.reason_detail,
+        payment_id=order.payment_id,
+        create_time=to_timestamp(order.created_at),
+        update_time=to_timestamp(order.updated_at),
+        currency=order.currency,
+    )
+
+
+def raise_for_rejection(order: Order) -> None:
+    if order.state is not OrderState.REJECTED or order.reason is None:
+        return
+    metadata = {**order.reason_metadata, "order_id": order.order_id}
+    message = f"order {order.order_id} rejected: {order.reason.value}: {order.reason_detail}"
+    if order.reason in UNAVAILABLE_REASONS:
+        raise Unavailable(message, order.reason.value, metadata)
+    raise FailedPrecondition(order.reason.value, message, metadata)
 
 
 class OrderApi(order_pb2_grpc.OrderServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until the order-flow work lands."""
+    def __init__(self, orders: Orders) -> None:
+        self._orders = orders
+
+    async def PlaceOrder(
+        self, request: pb.PlaceOrderRequest, context: Context
+    ) -> pb.PlaceOrderResponse:
+        place = PlaceOrder.validated(
+            request.customer_id,
+            request.idempotency_key,
+            [(x.sku, x.quantity) for x in request.items],
+            request.currency,
+            request.payment.token,
+        )
+        order, replayed = await self._orders.place(
+            place, request.wait_for_outcome, context.time_remaining()
+        )
+        if request.wait_for_outcome:
+            raise_for_rejection(order)
+        return pb.PlaceOrderResponse(order=order_to_pb(order), replayed=replayed)
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
+        return pb.GetOrderResponse(order=order_to_pb(await self._orders.get(request.order_id)))
+
+    async def ListOrders(
+        self, request: pb.ListOrdersRequest, context: Context
+    ) -> pb.ListOrdersResponse:
+        orders, token = await self._orders.list(
+            request.customer_id,
+            STATE_FROM_PB.get(request.state),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders], next_page_token=token)
+
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: Context
+    ) -> pb.CancelOrderResponse:
+        order = await self._orders.cancel(request.order_id, request.note, context.time_remaining())
+        return pb.CancelOrderResponse(order=order_to_pb(order))
+
+    async def WatchOrder(
+        self, request: pb.WatchOrderRequest, context: Context
+    ) -> AsyncIterator[pb.WatchOrderResponse]:
+        async for order in self._orders.watch(request.order_id):
+            yield pb.WatchOrderResponse(order=order_to_pb(order))

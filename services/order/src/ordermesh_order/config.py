@@ -12,3 +12,23 @@ class OrderSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.ordermesh/order.db"
     inventory_addr: str = Field("127.0.0.1:50052", description="host:port of inventory-service")
     payment_addr: str = Field("127.0.0.1:50053", description="host:port of payment-service")
+    saga_timeout_s: float = Field(
+        30.0, gt=0, description="A PENDING order is confirmed or rejected within this time."
+    )
+    step_timeout_s: float = Field(5.0, gt=0, description="One call to inventory or payment.")
+    compensation_budget_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long one run keeps retrying compensations before "
+        "leaving them to the recovery worker.",
+    )
+    lease_s: float = Field(5.0, gt=0, description="A saga runner's hold on an order.")
+    recovery_interval_s: float = Field(1.0, gt=0, description="How often owed work is sought.")
+    reservation_ttl_s: float = Field(
+        900.0, gt=0, description="Time to live asked of inventory for each reservation."
+    )
+    fault_point: str = Field(
+        "",
+        description="Testing only: SIGKILL this process at the named saga point, "
+        "e.g. after_reserve_stock. Empty (off) by default.",
+    )

@@ -1,7 +1,267 @@
-"""Order tables and the queries the domain needs."""
+"""Order tables, and the repository that saves an order together with its events."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordermesh_messaging.outbox import Outbox, outbox_table
+from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
+from ordermesh_platform.db import dialect_insert
+from ordermesh_platform.paging import Cursor
 
 metadata = MetaData()
+outbox = outbox_table(metadata)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("payment_token", String(256), nullable=False),
+    Column("total_minor", BigInteger, nullable=True),
+    Column("reason", String(32), nullable=True),
+    Column("reason_detail", Text, nullable=False, default=""),
+    Column("reason_metadata", Text, nullable=False, default="{}"),
+    Column("payment_id", String(36), nullable=False, default=""),
+    Column("work", String(16), nullable=False, default=""),
+    # Who drives the order's saga until when; the recovery worker takes expired leases.
+    Column("lease_owner", String(64), nullable=False, default=""),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Idempotency: one order per (customer, key), enforced by the database itself.
+    UniqueConstraint("customer_id", "idempotency_key", name="uq_orders_customer_key"),
+    Index("ix_orders_customer_created", "customer_id", "created_at", "order_id"),
+    Index("ix_orders_work_lease", "work", "lease_until"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", String(36), ForeignKey("orders.order_id"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=True),
+)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class StaleOrder(Exception):
+    """Another writer changed the order since it was read (optimistic concurrency)."""
+
+
+class OrderRepository:
+    """Loads and saves orders. Saving writes the events the order recorded into the
+    outbox in the same transaction: no caller can forget them or publish them early."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._outbox = Outbox(outbox)
+
+    async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
+        """Insert a new order; False when (customer, key) has an order already."""
+        insert = dialect_insert(self.session.get_bind().dialect.name)
+        result = await self.session.execute(
+            insert(orders)
+            .values(
+                **self._row(order),
+                version=order.version,
+                customer_id=order.customer_id,
+                idempotency_key=order.idempotency_key,
+                request_hash=order.request_hash,
+                currency=order.currency,
+                payment_token=order.payment_token,
+                created_at=order.created_at,
+                lease_owner=lease_owner,
+                lease_until=lease_until,
+            )
+            .on_conflict_do_nothing(index_elements=["customer_id", "idempotency_key"])
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        await self.session.execute(
+            order_lines.insert(),
+            [
+                {
+                    "order_id": order.order_id,
+                    "line_no": i,
+                    "sku": x.sku,
+                    "quantity": x.quantity,
+                    "unit_price_minor": x.unit_price_minor,
+                }
+                for i, x in enumerate(order.lines)
+            ],
+        )
+        await self._outbox.add(self.session, order.pull_events())
+        return True
+
+    async def save(self, order: Order, priced: bool = False) -> None:
+        """Write the order if nobody changed it since it was read, else StaleOrder."""
+        result = await self.session.execute(
+            orders.update()
+            .where(orders.c.order_id == order.order_id, orders.c.version == order.version)
+            .values({**self._row(order), "version": order.version + 1})
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise StaleOrder(order.order_id)
+        order.version += 1
+        if priced:
+            for i, x in enumerate(order.lines):
+                await self.session.execute(
+                    order_lines.update()
+                    .where(order_lines.c.order_id == order.order_id, order_lines.c.line_no == i)
+                    .values(unit_price_minor=x.unit_price_minor)
+                )
+        await self._outbox.add(self.session, order.pull_events())
+
+    @staticmethod
+    def _row(order: Order) -> dict[str, object]:
+        return {
+            "order_id": order.order_id,
+            "state": order.state.value,
+            "total_minor": order.total_minor,
+            "reason": order.reason.value if order.reason else None,
+            "reason_detail": order.reason_detail,
+            "reason_metadata": json.dumps(order.reason_metadata),
+            "payment_id": order.payment_id,
+            "work": order.work.value,
+            "updated_at": order.updated_at,
+        }
+
+    async def get(self, order_id: str) -> Order | None:
+        row = (
+            await self.session.execute(select(orders).where(orders.c.order_id == order_id))
+        ).first()
+        if row is None:
+            return None
+        return (await self._hydrate([row]))[0]
+
+    async def get_by_key(self, customer_id: str, idempotency_key: str) -> Order | None:
+        row = (
+            await self.session.execute(
+                select(orders).where(
+                    orders.c.customer_id == customer_id,
+                    orders.c.idempotency_key == idempotency_key,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return (await self._hydrate([row]))[0]
+
+    async def list_for_customer(
+        self, customer_id: str, state: OrderState | None, after: Cursor | None, limit: int
+    ) -> list[Order]:
+        c = orders.c
+        query = (
+            select(orders)
+            .where(c.customer_id == customer_id)
+            .order_by(c.created_at.desc(), c.order_id.desc())
+            .limit(limit)
+        )
+        if state is not None:
+            query = query.where(c.state == state.value)
+        if after is not None:
+            query = query.where(
+                or_(
+                    c.created_at < after.created_at,
+                    and_(c.created_at == after.created_at, c.order_id < after.id),
+                )
+            )
+        return await self._hydrate((await self.session.execute(query)).all())
+
+    async def take_lease(self, order_id: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Take the order's lease if it is free or expired (or ours already)."""
+        result = await self.session.execute(
+            orders.update()
+            .where(
+                orders.c.order_id == order_id,
+                or_(
+                    orders.c.lease_until.is_(None),
+                    orders.c.lease_until < now,
+                    orders.c.lease_owner == owner,
+                ),
+            )
+            .values(lease_owner=owner, lease_until=until)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def with_work_due(self, now: datetime, limit: int) -> list[str]:
+        """Orders that still owe work and that nobody holds a live lease on."""
+        query = (
+            select(orders.c.order_id)
+            .where(
+                orders.c.work != Work.NONE.value,
+                or_(orders.c.lease_until.is_(None), orders.c.lease_until < now),
+            )
+            .order_by(orders.c.created_at)
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def _hydrate(self, rows: Sequence[Row[Any]]) -> list[Order]:
+        if not rows:
+            return []
+        ids = [r.order_id for r in rows]
+        lines: dict[str, list[OrderLine]] = {i: [] for i in ids}
+        for x in (
+            await self.session.execute(
+                select(order_lines)
+                .where(order_lines.c.order_id.in_(ids))
+                .order_by(order_lines.c.order_id, order_lines.c.line_no)
+            )
+        ).all():
+            lines[x.order_id].append(OrderLine(x.sku, x.quantity, x.unit_price_minor))
+        return [
+            Order(
+                order_id=r.order_id,
+                customer_id=r.customer_id,
+                idempotency_key=r.idempotency_key,
+                request_hash=r.request_hash,
+                state=OrderState(r.state),
+                lines=tuple(lines[r.order_id]),
+                currency=r.currency,
+                payment_token=r.payment_token,
+                created_at=_aware(r.created_at),
+                updated_at=_aware(r.updated_at),
+                total_minor=r.total_minor,
+                reason=Reason(r.reason) if r.reason else None,
+                reason_detail=r.reason_detail,
+                reason_metadata=json.loads(r.reason_metadata),
+                payment_id=r.payment_id,
+                work=Work(r.work),
+                version=r.version,
+            )
+            for r in rows
+        ]

@@ -2,8 +2,80 @@
 
 from __future__ import annotations
 
+import grpc
+
+from ordermesh.common.v1 import money_pb2
+from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
+from ordermesh_payment.domain import Payment, PaymentState
+from ordermesh_payment.usecases import Payments
+from ordermesh_platform.convert import to_timestamp
+
+Context = grpc.aio.ServicerContext[object, object]
+
+STATE_TO_PB = {
+    PaymentState.AUTHORIZING: pb.PAYMENT_STATE_UNSPECIFIED,
+    PaymentState.AUTHORIZED: pb.PAYMENT_STATE_AUTHORIZED,
+    PaymentState.CAPTURED: pb.PAYMENT_STATE_CAPTURED,
+    PaymentState.VOIDED: pb.PAYMENT_STATE_VOIDED,
+    PaymentState.REFUNDED: pb.PAYMENT_STATE_REFUNDED,
+    PaymentState.DECLINED: pb.PAYMENT_STATE_DECLINED,
+}
+
+
+def payment_to_pb(p: Payment | None) -> pb.Payment | None:
+    if p is None:
+        return None
+    return pb.Payment(
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        state=STATE_TO_PB[p.state],
+        amount=money_pb2.Money(amount_minor=p.amount_minor, currency=p.currency),
+        decline_reason=p.decline_reason,
+        psp_reference=p.psp_reference,
+        create_time=to_timestamp(p.created_at),
+        update_time=to_timestamp(p.updated_at),
+    )
 
 
 class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until the order-flow work lands."""
+    def __init__(self, payments: Payments) -> None:
+        self._payments = payments
+
+    async def AuthorizePayment(
+        self, request: pb.AuthorizePaymentRequest, context: Context
+    ) -> pb.AuthorizePaymentResponse:
+        payment = await self._payments.authorize(
+            request.order_id,
+            request.customer_id,
+            request.amount.amount_minor,
+            request.amount.currency,
+            request.payment_token,
+            context.time_remaining(),
+        )
+        return pb.AuthorizePaymentResponse(payment=payment_to_pb(payment))
+
+    async def CapturePayment(
+        self, request: pb.CapturePaymentRequest, context: Context
+    ) -> pb.CapturePaymentResponse:
+        payment = await self._payments.capture(request.order_id, context.time_remaining())
+        return pb.CapturePaymentResponse(payment=payment_to_pb(payment))
+
+    async def VoidPayment(
+        self, request: pb.VoidPaymentRequest, context: Context
+    ) -> pb.VoidPaymentResponse:
+        payment = await self._payments.void(request.order_id, context.time_remaining())
+        return pb.VoidPaymentResponse(payment=payment_to_pb(payment))
+
+    async def RefundPayment(
+        self, request: pb.RefundPaymentRequest, context: Context
+    ) -> pb.RefundPaymentResponse:
+        payment = await self._payments.refund(request.order_id, context.time_remaining())
+        return pb.RefundPaymentResponse(payment=payment_to_pb(payment))
+
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: Context
+    ) -> pb.GetPaymentResponse:
+        payment = await self._payments.get(request.order_id)
+        return pb.GetPaymentResponse(payment=payment_to_pb(payment))

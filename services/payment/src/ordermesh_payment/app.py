@@ -1,4 +1,4 @@
-"""Wiring: the payment servicer onto the shared bootstrap."""
+"""Wiring: the payment servicer, its provider and the provider's protections."""
 
 from __future__ import annotations
 
@@ -8,12 +8,28 @@ from contextlib import asynccontextmanager
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_payment.api import PaymentApi
 from ordermesh_payment.config import PaymentSettings
+from ordermesh_payment.psp import ResilientProvider
+from ordermesh_payment.simulated_psp import SimulatedProvider
+from ordermesh_payment.usecases import Payments
+from ordermesh_platform.resilience import CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
+
+
+def build_provider(settings: PaymentSettings) -> ResilientProvider:
+    return ResilientProvider(
+        SimulatedProvider(settings.psp_latency_s, settings.psp_failure_rate),
+        CircuitBreaker(settings.psp_breaker_threshold, settings.psp_breaker_open_s),
+        timeout_s=settings.psp_timeout_s,
+        attempts=settings.psp_attempts,
+    )
 
 
 @asynccontextmanager
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
-    payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(), runtime.server)  # type: ignore[abstract]
+    settings = runtime.settings
+    assert isinstance(settings, PaymentSettings)
+    payments = Payments(runtime.sessions, build_provider(settings))
+    payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     yield
 
 

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from ordermesh_platform.settings import ServiceSettings
 
 
 class PaymentSettings(ServiceSettings):
     grpc_port: int = 50053
     database_url: str = "sqlite+aiosqlite:///.ordermesh/payment.db"
+    psp_latency_s: float = Field(0.0, ge=0, description="Simulated provider: added latency.")
+    psp_failure_rate: float = Field(
+        0.0, ge=0, le=1, description="Simulated provider: share of calls failing transiently."
+    )
+    psp_timeout_s: float = Field(2.0, gt=0, description="One provider call may take this long.")
+    psp_attempts: int = Field(
+        3, ge=1, description="Provider calls per operation, retries included."
+    )
+    psp_breaker_threshold: int = Field(
+        10, ge=1, description="Consecutive transient failures that open the circuit."
+    )
+    psp_breaker_open_s: float = Field(5.0, gt=0, description="How long the circuit stays open.")

@@ -2,6 +2,99 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ordermesh_messaging.outbox import outbox_table
+from ordermesh_payment.domain import Payment, PaymentState
+from ordermesh_platform.db import dialect_insert
 
 metadata = MetaData()
+outbox = outbox_table(metadata)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+payments = Table(
+    "payments",
+    metadata,
+    # One payment per order: the order id is the idempotency key of every operation.
+    Column("order_id", String(128), primary_key=True),
+    Column("payment_id", String(36), nullable=False, unique=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("decline_reason", String(128), nullable=False, default=""),
+    Column("psp_reference", String(128), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _payment(row: object) -> Payment:
+    r = row
+    return Payment(
+        r.payment_id,  # type: ignore[attr-defined]
+        r.order_id,  # type: ignore[attr-defined]
+        r.customer_id,  # type: ignore[attr-defined]
+        PaymentState(r.state),  # type: ignore[attr-defined]
+        r.amount_minor,  # type: ignore[attr-defined]
+        r.currency,  # type: ignore[attr-defined]
+        r.decline_reason,  # type: ignore[attr-defined]
+        r.psp_reference,  # type: ignore[attr-defined]
+        r.created_at,  # type: ignore[attr-defined]
+        r.updated_at,  # type: ignore[attr-defined]
+    )
+
+
+class PaymentStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, order_id: str, lock: bool = False) -> Payment | None:
+        query = select(payments).where(payments.c.order_id == order_id)
+        if lock:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        return None if row is None else _payment(row)
+
+    async def claim(self, payment: Payment) -> bool:
+        """Insert the payment; False when the order has one already."""
+        insert = dialect_insert(self.session.get_bind().dialect.name)
+        result = await self.session.execute(
+            insert(payments)
+            .values(
+                order_id=payment.order_id,
+                payment_id=payment.payment_id,
+                customer_id=payment.customer_id,
+                state=payment.state.value,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                decline_reason=payment.decline_reason,
+                psp_reference=payment.psp_reference,
+                created_at=payment.created_at,
+                updated_at=payment.updated_at,
+            )
+            .on_conflict_do_nothing(index_elements=["order_id"])
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def move(self, before: Payment, after: Payment) -> bool:
+        """Conditional update from ``before.state``: False when another call moved the
+        payment first (the caller re-reads and decides)."""
+        result = await self.session.execute(
+            payments.update()
+            .where(payments.c.order_id == before.order_id, payments.c.state == before.state.value)
+            .values(
+                state=after.state.value,
+                decline_reason=after.decline_reason,
+                psp_reference=after.psp_reference,
+                updated_at=utcnow(),
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -279,7 +279,7 @@ class StockReleased(_message.Message):
     order_id: _builtins.str
     """The order."""
     reason: _builtins.str
-    """Why: "COMPENSATION", "CANCELLED" or "EXPIRED"."""
+    """Why: "RELEASED" (a compensation or a cancellation) or "EXPIRED" (its time to live passed)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventLine]:
         """The released lines."""

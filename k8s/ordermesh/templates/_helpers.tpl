@@ -1,0 +1,264 @@
+{{/*
+Helpers of the ordermesh chart. Numbers read from values are float64 in Helm:
+they are printed through int/int64/toString/toYaml, never bare, so that a large
+number never comes out as 4.194304e+06.
+*/}}
+
+{{- define "ordermesh.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ordermesh.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ordermesh.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The four services, in the order they are rendered. */}}
+{{- define "ordermesh.serviceNames" -}}
+order inventory payment notification
+{{- end }}
+
+{{/* The full gRPC service name each service answers health for. Usage: include "ordermesh.grpcServiceName" "order" */}}
+{{- define "ordermesh.grpcServiceName" -}}
+{{- $names := dict
+  "order" "ordermesh.order.v1.OrderService"
+  "inventory" "ordermesh.inventory.v1.InventoryService"
+  "payment" "ordermesh.payment.v1.PaymentService"
+  "notification" "ordermesh.notification.v1.NotificationService" }}
+{{- required (printf "unknown service %q" .) (get $names .) }}
+{{- end }}
+
+{{/* Labels of every object of the release. */}}
+{{- define "ordermesh.labels" -}}
+helm.sh/chart: {{ include "ordermesh.chart" . }}
+{{ include "ordermesh.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ordermesh
+{{- end }}
+
+{{/*
+Labels of a Deployment's pods: no chart version, so that a chart upgrade that
+changes nothing in a pod does not restart it.
+*/}}
+{{- define "ordermesh.podLabels" -}}
+{{ include "ordermesh.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: ordermesh
+{{- end }}
+
+{{/* Labels every pod of the release carries: the default-deny NetworkPolicy selects them. */}}
+{{- define "ordermesh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ordermesh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector of one component's pods. Usage: include "ordermesh.componentSelectorLabels" (dict "root" $ "component" "order") */}}
+{{- define "ordermesh.componentSelectorLabels" -}}
+{{ include "ordermesh.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Name of a per-service object: <fullname>-<service>. Usage: include "ordermesh.componentName" (dict "root" $ "component" "order") */}}
+{{- define "ordermesh.componentName" -}}
+{{- printf "%s-%s" (include "ordermesh.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The settings of one service: `defaults` deep-merged with `services.<name>`.
+Usage: $cfg := include "ordermesh.serviceConfig" (dict "root" $ "name" "order") | fromJson
+*/}}
+{{- define "ordermesh.serviceConfig" -}}
+{{- $own := index .root.Values.services .name | default dict }}
+{{- mustMergeOverwrite (deepCopy .root.Values.defaults) (deepCopy $own) | toJson }}
+{{- end }}
+
+{{- define "ordermesh.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ordermesh.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference from an image block. Usage: include "ordermesh.image" (dict "root" $ "image" $cfg.image) */}}
+{{- define "ordermesh.image" -}}
+{{- $tag := default .root.Chart.AppVersion .image.tag }}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* In-cluster gRPC address of a service. Usage: include "ordermesh.grpcAddress" (dict "root" $ "component" "inventory") */}}
+{{- define "ordermesh.grpcAddress" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "ordermesh.componentName" .) .root.Release.Namespace .root.Values.clusterDomain (int .root.Values.ports.grpc) }}
+{{- end }}
+
+{{/*
+Where a service's database URL comes from, as {"name": secret, "key": key}.
+For the migration Job (hook: true) a plain URL comes from the hook's own Secret,
+because the release's Secrets do not exist yet at pre-install.
+Usage: include "ordermesh.databaseSecretRef" (dict "root" $ "name" "order" "cfg" $cfg "hook" false) | fromJson
+*/}}
+{{- define "ordermesh.databaseSecretRef" -}}
+{{- $db := .cfg.database }}
+{{- if $db.url }}
+{{- if .hook }}
+{{- dict "name" (include "ordermesh.componentName" (dict "root" .root "component" "migrate")) "key" (printf "%s-database-url" .name) | toJson }}
+{{- else }}
+{{- dict "name" (include "ordermesh.componentName" (dict "root" .root "component" .name)) "key" "database-url" | toJson }}
+{{- end }}
+{{- else if $db.existingSecret }}
+{{- dict "name" $db.existingSecret "key" $db.existingSecretKey | toJson }}
+{{- else }}
+{{- fail (printf "services.%s.database: set url or existingSecret" .name) }}
+{{- end }}
+{{- end }}
+
+{{/* Downward-API variables the OpenTelemetry resource attributes refer to. */}}
+{{- define "ordermesh.podEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- end }}
+
+{{/*
+OpenTelemetry variables of one workload, as a name -> value dict (JSON).
+Usage: include "ordermesh.otelEnv" (dict "root" $ "name" "order" "kind" "deployment" "workload" $name) | fromJson
+*/}}
+{{- define "ordermesh.otelEnv" -}}
+{{- $t := .root.Values.telemetry }}
+{{- $attrs := list
+  "service.namespace=ordermesh"
+  (printf "service.version=%s" .root.Chart.AppVersion)
+  "k8s.namespace.name=$(POD_NAMESPACE)"
+  "k8s.pod.name=$(POD_NAME)"
+  "k8s.node.name=$(NODE_NAME)"
+  (printf "k8s.%s.name=%s" .kind .workload) }}
+{{- range $k, $v := $t.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+{{- dict
+  "OTEL_SERVICE_NAME" (printf "%s-service" .name)
+  "OTEL_EXPORTER_OTLP_ENDPOINT" $t.otlpEndpoint
+  "OTEL_EXPORTER_OTLP_PROTOCOL" $t.otlpProtocol
+  "OTEL_TRACES_SAMPLER" $t.sampler
+  "OTEL_TRACES_SAMPLER_ARG" (toString $t.samplerArg)
+  "OTEL_RESOURCE_ATTRIBUTES" (join "," $attrs) | toJson }}
+{{- end }}
+
+{{/* Render a name -> value dict as EnvVar items, sorted by name. */}}
+{{- define "ordermesh.envFromDict" -}}
+{{- range $k := keys . | sortAlpha }}
+- name: {{ $k }}
+  value: {{ index $ $k | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level hardening shared by every pod of the chart (uid 10001 is the image's user). */}}
+{{- define "ordermesh.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level hardening shared by every container of the chart. */}}
+{{- define "ordermesh.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* The only writable path: /tmp. */}}
+{{- define "ordermesh.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+
+{{- define "ordermesh.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Port list of a NetworkPolicy rule. Usage: include "ordermesh.tcpPorts" (list 5432) */}}
+{{- define "ordermesh.tcpPorts" -}}
+{{- range . }}
+- protocol: TCP
+  port: {{ int . }}
+{{- end }}
+{{- end }}
+
+{{/* ipBlock peers from a CIDR list whose items are "a.b.c.d/n" or {cidr, except}. */}}
+{{- define "ordermesh.cidrPeers" -}}
+{{- range . }}
+{{- if kindIs "string" . }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- else }}
+- ipBlock:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Data of the chart-managed Secret of one service (empty when every secret value
+comes from an existing Secret): its plain database URL, and for notification the
+plain webhook secret. Usage: include "ordermesh.serviceSecretData" (dict "root" $ "name" "order" "cfg" $cfg)
+*/}}
+{{- define "ordermesh.serviceSecretData" -}}
+{{- if .cfg.database.url }}
+database-url: {{ .cfg.database.url | b64enc | quote }}
+{{- end }}
+{{- if and (eq .name "notification") .root.Values.notification.webhookSecret.value }}
+webhook-secret: {{ .root.Values.notification.webhookSecret.value | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+One NetworkPolicy rule, or nothing when it has no peer: an empty peer list
+would mean "everyone", which is never what an unset value should allow.
+Usage: include "ordermesh.netpolRule" (dict "direction" "to" "peers" $peers "ports" (list 5432))
+*/}}
+{{- define "ordermesh.netpolRule" -}}
+{{- if .peers -}}
+- {{ .direction }}:
+    {{- toYaml .peers | nindent 4 }}
+  ports:
+    {{- include "ordermesh.tcpPorts" .ports | trim | nindent 4 }}
+{{- end }}
+{{- end }}

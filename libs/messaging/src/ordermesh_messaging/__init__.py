@@ -1,0 +1,1 @@
+"""Messaging plumbing shared by the services: the transactional outbox and its events."""

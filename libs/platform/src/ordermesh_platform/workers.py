@@ -1,0 +1,41 @@
+"""Background workers that run beside the gRPC server for the life of the service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from ordermesh_platform.logs import get_logger
+
+log = get_logger(__name__)
+
+
+async def run_periodically(
+    name: str, work: Callable[[], Awaitable[object]], interval_s: float
+) -> None:
+    """Call ``work`` every interval; a failure is logged and the loop goes on."""
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker failed; retrying next interval", worker=name)
+        await asyncio.sleep(interval_s)
+
+
+@asynccontextmanager
+async def background(*workers: tuple[str, Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run the workers while the context is open; cancel them on the way out."""
+    tasks = [asyncio.create_task(coro, name=name) for name, coro in workers]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

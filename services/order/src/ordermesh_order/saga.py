@@ -1,0 +1,324 @@
+"""The order saga, declared as data, and the runner that drives an order through it.
+
+Forward steps run in order; each has a compensation. Every step and compensation is
+idempotent (keyed by the order id downstream), so the runner may repeat any of them
+after a crash, and two runners on one order cannot double an effect. What the order
+still owes is persisted with it (``Order.work``), so the recovery worker finishes
+whatever a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ordermesh_order.domain import Order, Reason, Work, priced_lines
+from ordermesh_order.store import OrderRepository, StaleOrder
+from ordermesh_order.watch import OrderWatch
+from ordermesh_platform.logs import get_logger
+from ordermesh_platform.resilience import Transient, retry_until
+
+log = get_logger(__name__)
+
+
+# Of a waiting caller's time, what the forward steps leave for compensating and answering.
+ANSWER_RESERVE_SHARE = 0.2
+MAX_ANSWER_RESERVE_S = 0.3
+
+
+class StepFailed(Exception):
+    """A participant said no for good (out of stock, declined): reject, never retry."""
+
+    def __init__(self, reason: Reason, detail: str, metadata: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.metadata = metadata or {}
+
+
+class Participants(Protocol):
+    """The saga's view of inventory and payment. Transient failures raise
+    ``Transient``; final refusals raise :class:`StepFailed`."""
+
+    async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]: ...
+    async def release_stock(self, order_id: str, timeout_s: float) -> None: ...
+    async def commit_stock(self, order_id: str, timeout_s: float) -> None: ...
+    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str: ...
+    async def void_payment(self, order_id: str, timeout_s: float) -> bool: ...
+    async def capture_payment(self, order_id: str, timeout_s: float) -> None: ...
+    async def refund_payment(self, order_id: str, timeout_s: float) -> None: ...
+
+
+@dataclass
+class SagaContext:
+    """What the forward steps learn on the way."""
+
+    order: Order
+    unit_prices: dict[str, int] = field(default_factory=dict)
+    payment_id: str = ""
+
+
+Action = Callable[[Participants, SagaContext, float], Awaitable[None]]
+Compensation = Callable[[Participants, str, float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    action: Action
+    compensation: Compensation
+    # The rejection reason when the step cannot finish before the saga's deadline.
+    timeout_reason: Reason
+
+
+async def _reserve_stock(p: Participants, ctx: SagaContext, timeout_s: float) -> None:
+    ctx.unit_prices = await p.reserve_stock(ctx.order, timeout_s)
+
+
+async def _release_stock(p: Participants, order_id: str, timeout_s: float) -> None:
+    await p.release_stock(order_id, timeout_s)
+
+
+async def _authorize_payment(p: Participants, ctx: SagaContext, timeout_s: float) -> None:
+    lines = priced_lines(ctx.order.lines, ctx.unit_prices)
+    total = sum(x.total_minor or 0 for x in lines)
+    ctx.payment_id = await p.authorize_payment(ctx.order, total, timeout_s)
+
+
+async def _void_payment(p: Participants, order_id: str, timeout_s: float) -> None:
+    await p.void_payment(order_id, timeout_s)
+
+
+async def _void_or_refund_payment(p: Participants, order_id: str, timeout_s: float) -> None:
+    if not await p.void_payment(order_id, timeout_s):  # captured already: give it back
+        await p.refund_payment(order_id, timeout_s)
+
+
+async def _capture_payment(p: Participants, order_id: str, timeout_s: float) -> None:
+    await p.capture_payment(order_id, timeout_s)
+
+
+async def _commit_stock(p: Participants, order_id: str, timeout_s: float) -> None:
+    await p.commit_stock(order_id, timeout_s)
+
+
+# PlaceOrder: reserve, then authorize, then confirm. Adding a step is one line.
+PLACE_ORDER: tuple[Step, ...] = (
+    Step("reserve_stock", _reserve_stock, _release_stock, Reason.SAGA_TIMEOUT),
+    Step("authorize_payment", _authorize_payment, _void_payment, Reason.PAYMENT_UNAVAILABLE),
+)
+# What each kind of owed work runs. Compensations are independent, so they run side by
+# side: a payment outage must not keep stock held.
+COMPENSATIONS: tuple[Compensation, ...] = tuple(s.compensation for s in reversed(PLACE_ORDER))
+FULFILMENT: tuple[Compensation, ...] = (_capture_payment, _commit_stock)  # in order
+CANCELLATION: tuple[Compensation, ...] = (_void_or_refund_payment, _release_stock)
+
+
+@dataclass(frozen=True)
+class SagaSettings:
+    saga_timeout_s: float
+    step_timeout_s: float
+    compensation_budget_s: float
+    lease_s: float
+    fault_point: str = ""
+
+
+class SagaRunner:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        participants: Participants,
+        watch: OrderWatch,
+        settings: SagaSettings,
+        owner: str | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._participants = participants
+        self._watch = watch
+        self.settings = settings
+        self.owner = owner or f"order-{uuid.uuid4().hex[:12]}"
+        self._background: set[asyncio.Task[Order | None]] = set()
+
+    # -- entry points ----------------------------------------------------------------
+
+    async def drive(self, order_id: str, deadline: float | None = None) -> Order | None:
+        """Do everything the order owes, as far as ``deadline`` (monotonic; None: the
+        saga's own deadline) allows. Returns the order as it was left."""
+        async with self._lease_heartbeat(order_id):
+            order = await self._load(order_id)
+            while order is not None and order.work is not Work.NONE:
+                before = (order.version, order.work)
+                order = await self._step(order, deadline)
+                if order is None or (order.version, order.work) == before:
+                    break  # no progress possible now: the recovery worker retries later
+            return order
+
+    def drive_in_background(self, order_id: str) -> None:
+        task = asyncio.create_task(self.drive(order_id), name=f"saga-{order_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def recover_once(self, limit: int = 50) -> int:
+        """Take up orders whose work is owed and whose runner is gone (crash, restart)."""
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            due = await OrderRepository(session).with_work_due(now, limit)
+        taken = []
+        for order_id in due:
+            async with self._sessions.begin() as session:
+                if await OrderRepository(session).take_lease(
+                    order_id, self.owner, now, now + timedelta(seconds=self.settings.lease_s)
+                ):
+                    taken.append(order_id)
+        if taken:
+            log.info("recovering orders", count=len(taken))
+        await asyncio.gather(*(self.drive(order_id) for order_id in taken))
+        return len(taken)
+
+    async def stop(self) -> None:
+        """Let background sagas stop where they are; their leases expire and the
+        recovery worker of this or another replica takes them up."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- one unit of owed work ---------------------------------------------------------
+
+    async def _step(self, order: Order, deadline: float | None) -> Order | None:
+        match order.work:
+            case Work.FORWARD:
+                return await self._forward(order, deadline)
+            case Work.COMPENSATE:
+                return await self._finish(order, Work.COMPENSATE, COMPENSATIONS, deadline)
+            case Work.FULFIL:
+                return await self._finish(order, Work.FULFIL, FULFILMENT, deadline, parallel=False)
+            case Work.CANCEL:
+                return await self._finish(order, Work.CANCEL, CANCELLATION, deadline)
+        return order
+
+    def _saga_deadline(self, order: Order, answer_by: float | None) -> float:
+        """When the forward steps must have finished: the saga timeout counted from the
+        order's creation, or earlier when a waiting caller must be answered, keeping
+        back part of its time for the compensations and the answer."""
+        now = time.monotonic()
+        age = (datetime.now(UTC) - order.created_at).total_seconds()
+        deadline = now + self.settings.saga_timeout_s - age
+        if answer_by is None:
+            return deadline
+        reserve = min(MAX_ANSWER_RESERVE_S, ANSWER_RESERVE_SHARE * max(0.0, answer_by - now))
+        return min(deadline, answer_by - reserve)
+
+    async def _forward(self, order: Order, caller_deadline: float | None) -> Order | None:
+        deadline = self._saga_deadline(order, caller_deadline)
+        ctx = SagaContext(order)
+        for step in PLACE_ORDER:
+            try:
+                await retry_until(
+                    lambda timeout, s=step: s.action(self._participants, ctx, timeout),  # type: ignore[misc]
+                    deadline,
+                    self.settings.step_timeout_s,
+                )
+            except StepFailed as failure:
+                return await self._reject(order, failure.reason, failure.detail, failure.metadata)
+            except Transient:
+                detail = f"{step.name} did not succeed before the deadline"
+                return await self._reject(order, step.timeout_reason, detail, {})
+            self._fault_point(f"after_{step.name}")
+        order.confirm(priced_lines(order.lines, ctx.unit_prices), ctx.payment_id)
+        return await self._save(order, priced=True)
+
+    async def _reject(
+        self, order: Order, reason: Reason, detail: str, metadata: dict[str, str]
+    ) -> Order | None:
+        log.info("rejecting order", order_id=order.order_id, reason=reason.value)
+        order.reject(reason, detail, metadata)
+        return await self._save(order)
+
+    async def _finish(
+        self,
+        order: Order,
+        work: Work,
+        calls: tuple[Compensation, ...],
+        caller_deadline: float | None,
+        parallel: bool = True,
+    ) -> Order | None:
+        deadline = time.monotonic() + self.settings.compensation_budget_s
+        if caller_deadline is not None:
+            deadline = min(deadline, caller_deadline)
+
+        async def run(call: Compensation) -> None:
+            await retry_until(
+                lambda timeout: call(self._participants, order.order_id, timeout),
+                deadline,
+                self.settings.step_timeout_s,
+            )
+
+        try:
+            if parallel:
+                await asyncio.gather(*(run(call) for call in calls))
+            else:
+                for call in calls:
+                    await run(call)
+        except (Transient, StepFailed) as error:
+            log.warning(
+                "owed work not finished; will retry",
+                order_id=order.order_id,
+                work=work.value,
+                error=str(error),
+            )
+            return order
+        order.work_done(work)
+        return await self._save(order)
+
+    # -- persistence -------------------------------------------------------------------
+
+    async def _load(self, order_id: str) -> Order | None:
+        async with self._sessions() as session:
+            return await OrderRepository(session).get(order_id)
+
+    async def _save(self, order: Order, priced: bool = False) -> Order | None:
+        try:
+            async with self._sessions.begin() as session:
+                await OrderRepository(session).save(order, priced=priced)
+        except StaleOrder:
+            # Another runner (or a cancellation) moved the order first: continue from
+            # what it is now, never from what we thought it was.
+            return await self._load(order.order_id)
+        self._watch.changed(order.order_id)
+        return order
+
+    @contextlib.asynccontextmanager
+    async def _lease_heartbeat(self, order_id: str) -> AsyncIterator[None]:
+        """Renew our lease while we work, so the recovery worker leaves the order alone."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.settings.lease_s / 2)
+                now = datetime.now(UTC)
+                async with self._sessions.begin() as session:
+                    await OrderRepository(session).take_lease(
+                        order_id, self.owner, now, now + timedelta(seconds=self.settings.lease_s)
+                    )
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _fault_point(self, name: str) -> None:
+        if self.settings.fault_point == name:
+            log.warning("fault point reached: killing this process", fault_point=name)
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,146 @@
+"""Order use cases: place, read, list, cancel, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ordermesh_order.domain import (
+    Order,
+    OrderState,
+    PlaceOrder,
+    Reason,
+    Work,
+    validate_cancel,
+    validate_order_id,
+)
+from ordermesh_order.saga import SagaRunner
+from ordermesh_order.store import OrderRepository, StaleOrder
+from ordermesh_order.watch import OrderWatch
+from ordermesh_platform.errors import NotFound, Validator
+from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
+
+WATCH_POLL_S = 0.5
+# Kept back from a caller's deadline for the answer's trip home.
+TRANSPORT_MARGIN_S = 0.05
+
+
+def caller_deadline(budget_s: float | None) -> float | None:
+    """When a waiting caller must have its answer (monotonic), from its gRPC deadline."""
+    if budget_s is None:
+        return None
+    return time.monotonic() + max(0.0, budget_s - TRANSPORT_MARGIN_S)
+
+
+class Orders:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], runner: SagaRunner, watch: OrderWatch
+    ) -> None:
+        self._sessions = sessions
+        self._runner = runner
+        self._watch = watch
+
+    async def place(
+        self, request: PlaceOrder, wait_for_outcome: bool, budget_s: float | None
+    ) -> tuple[Order, bool]:
+        """The order and whether it was placed before (an idempotent replay)."""
+        deadline = caller_deadline(budget_s)
+        order = Order.place(str(uuid.uuid4()), request)
+        now = datetime.now(UTC)
+        lease_until = now + timedelta(seconds=self._runner.settings.lease_s)
+        existing: Order | None = None
+        async with self._sessions.begin() as session:
+            repo = OrderRepository(session)
+            if not await repo.add(order, self._runner.owner, lease_until):
+                existing = await repo.get_by_key(request.customer_id, request.idempotency_key)
+                assert existing is not None
+                existing.check_same_request(request)
+        if existing is not None:
+            if wait_for_outcome and not existing.is_final:
+                existing = await self._wait_final(existing, deadline)
+            return existing, True
+        if not wait_for_outcome:
+            self._runner.drive_in_background(order.order_id)
+            return order, False
+        driven = await self._runner.drive(order.order_id, deadline)
+        assert driven is not None
+        if driven.work is not Work.NONE:
+            self._runner.drive_in_background(order.order_id)  # what the deadline cut short
+        return driven, False
+
+    async def get(self, order_id: str) -> Order:
+        validate_order_id(order_id)
+        async with self._sessions() as session:
+            order = await OrderRepository(session).get(order_id)
+        if order is None:
+            raise NotFound("order", order_id)
+        return order
+
+    async def list(
+        self, customer_id: str, state: OrderState | None, requested_size: int, token: str
+    ) -> tuple[list[Order], str]:
+        v = Validator()
+        v.check(0 < len(customer_id) <= 128, "customer_id", "must be 1-128 characters")
+        size = page_size(v, requested_size)
+        after = decode_token(v, token)
+        v.raise_if_invalid()
+        async with self._sessions() as session:
+            found = await OrderRepository(session).list_for_customer(
+                customer_id, state, after, size + 1
+            )
+        next_token = ""
+        if len(found) > size:
+            found = found[:size]
+            next_token = encode_token(Cursor(found[-1].created_at, found[-1].order_id))
+        return found, next_token
+
+    async def cancel(self, order_id: str, note: str, budget_s: float | None) -> Order:
+        validate_cancel(order_id, note)
+        for _ in range(5):  # optimistic concurrency: re-read when a runner moved it
+            order = await self.get(order_id)
+            if not order.cancel(Reason.CANCELLED_BY_CUSTOMER, note):
+                return order
+            try:
+                async with self._sessions.begin() as session:
+                    await OrderRepository(session).save(order)
+            except StaleOrder:
+                continue
+            self._watch.changed(order_id)
+            driven = await self._runner.drive(order_id, caller_deadline(budget_s))
+            assert driven is not None
+            if driven.work is not Work.NONE:
+                self._runner.drive_in_background(order_id)
+            return driven
+        raise StaleOrder(order_id)
+
+    async def watch(self, order_id: str) -> AsyncIterator[Order]:
+        """The order now, then each new version, until it is final."""
+        order = await self.get(order_id)
+        yield order
+        with self._watch.subscribe(order_id) as changed:
+            while not order.is_final:
+                # The poll sees what another replica did; the event what we did.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), WATCH_POLL_S)
+                changed.clear()
+                latest = await self.get(order_id)
+                if latest.version != order.version:
+                    order = latest
+                    yield order
+
+    async def _wait_final(self, order: Order, deadline: float | None) -> Order:
+        """The order once final, or as it is when the deadline comes."""
+        delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(delay):
+                async for latest in self.watch(order.order_id):
+                    order = latest
+        except TimeoutError:
+            pass
+        return order

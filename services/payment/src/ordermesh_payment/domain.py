@@ -1,0 +1,127 @@
+"""The payment aggregate and its state machine. No gRPC, no SQL."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
+from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
+
+MAX_ID_LENGTH = 128
+MAX_TOKEN_LENGTH = 256
+
+
+class PaymentState(enum.StrEnum):
+    # Recorded before the provider is asked, so a crash mid-call is found and finished.
+    AUTHORIZING = "AUTHORIZING"
+    AUTHORIZED = "AUTHORIZED"
+    CAPTURED = "CAPTURED"
+    VOIDED = "VOIDED"
+    REFUNDED = "REFUNDED"
+    DECLINED = "DECLINED"
+
+
+# Every legal move. Anything else is refused with ILLEGAL_PAYMENT_TRANSITION.
+TRANSITIONS = {
+    PaymentState.AUTHORIZING: {
+        PaymentState.AUTHORIZED,
+        PaymentState.DECLINED,
+        PaymentState.VOIDED,
+    },
+    PaymentState.AUTHORIZED: {PaymentState.CAPTURED, PaymentState.VOIDED},
+    PaymentState.CAPTURED: {PaymentState.REFUNDED},
+    PaymentState.VOIDED: set(),
+    PaymentState.REFUNDED: set(),
+    PaymentState.DECLINED: set(),
+}
+
+
+@dataclass(frozen=True)
+class Payment:
+    payment_id: str
+    order_id: str
+    customer_id: str
+    state: PaymentState
+    amount_minor: int
+    currency: str
+    decline_reason: str
+    psp_reference: str
+    created_at: datetime
+    updated_at: datetime
+
+    def moved_to(self, state: PaymentState, **changes: str) -> Payment:
+        """The payment in ``state``: the same payment when it is there already (a retry),
+        or FAILED_PRECONDITION when the state machine has no such move."""
+        if state is self.state:
+            return self
+        if state not in TRANSITIONS[self.state]:
+            raise FailedPrecondition(
+                "ILLEGAL_PAYMENT_TRANSITION",
+                f"payment of order {self.order_id} is {self.state.value}, cannot become "
+                f"{state.value}",
+                {"order_id": self.order_id, "state": self.state.value, "wanted": state.value},
+            )
+        return replace(self, state=state, **changes)  # type: ignore[arg-type]
+
+    def check_same_request(self, amount_minor: int, currency: str) -> None:
+        if (self.amount_minor, self.currency) != (amount_minor, currency):
+            raise Conflict(
+                "PAYMENT_MISMATCH",
+                f"order {self.order_id} was authorized for another amount",
+                {"order_id": self.order_id},
+            )
+
+    def refuse_if_finished_without_money(self) -> None:
+        """A retried authorization of a declined or voided payment fails as it did."""
+        if self.state is PaymentState.DECLINED:
+            raise declined(self.order_id, self.decline_reason)
+        if self.state is PaymentState.VOIDED:
+            raise FailedPrecondition(
+                "PAYMENT_VOIDED",
+                f"the payment of order {self.order_id} was voided",
+                {"order_id": self.order_id},
+            )
+
+
+def declined(order_id: str, reason: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "PAYMENT_DECLINED",
+        f"the payment provider declined: {reason}",
+        {"order_id": order_id, "decline_reason": reason},
+    )
+
+
+def validate_order_id(v: Validator, order_id: str) -> None:
+    v.check(0 < len(order_id) <= MAX_ID_LENGTH, "order_id", f"must be 1-{MAX_ID_LENGTH} characters")
+
+
+def validate_authorization(
+    order_id: str, customer_id: str, amount_minor: int, currency: str, token: str
+) -> None:
+    v = Validator()
+    validate_order_id(v, order_id)
+    v.check(
+        0 < len(customer_id) <= MAX_ID_LENGTH,
+        "customer_id",
+        f"must be 1-{MAX_ID_LENGTH} characters",
+    )
+    v.check(
+        0 < amount_minor <= MAX_AMOUNT_MINOR,
+        "amount.amount_minor",
+        f"must be 1-{MAX_AMOUNT_MINOR}",
+    )
+    v.check(is_currency(currency), "amount.currency", "must be an ISO 4217 code such as EUR")
+    v.check(
+        0 < len(token) <= MAX_TOKEN_LENGTH,
+        "payment_token",
+        f"must be 1-{MAX_TOKEN_LENGTH} characters",
+    )
+    v.raise_if_invalid()
+
+
+def validate_order_id_only(order_id: str) -> None:
+    v = Validator()
+    validate_order_id(v, order_id)
+    v.raise_if_invalid()

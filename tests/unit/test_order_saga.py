@@ -1,0 +1,207 @@
+"""The saga's declared steps and compensations, run with fake participants (no network)
+over the order store on a throw-away SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
+from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
+from ordermesh_order.store import OrderRepository
+from ordermesh_order.watch import OrderWatch
+from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.resilience import Transient
+
+SETTINGS = SagaSettings(
+    saga_timeout_s=2.0, step_timeout_s=0.5, compensation_budget_s=0.5, lease_s=0.2
+)
+
+
+class FakeParticipants:
+    """Records every call; ``fail`` maps a call name to what it raises next."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail: dict[str, list[Exception]] = {}
+        self.captured = False
+
+    def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        failures = self.fail.get(name)
+        if failures:
+            raise failures.pop(0)
+
+    async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
+        self._enter("reserve")
+        return {x.sku: 250 for x in order.lines}
+
+    async def release_stock(self, order_id: str, timeout_s: float) -> None:
+        self._enter("release")
+
+    async def commit_stock(self, order_id: str, timeout_s: float) -> None:
+        self._enter("commit")
+
+    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
+        self._enter("authorize")
+        assert amount == sum(250 * x.quantity for x in order.lines)
+        return "pay-1"
+
+    async def void_payment(self, order_id: str, timeout_s: float) -> bool:
+        self._enter("void")
+        return not self.captured
+
+    async def capture_payment(self, order_id: str, timeout_s: float) -> None:
+        self._enter("capture")
+        self.captured = True
+
+    async def refund_payment(self, order_id: str, timeout_s: float) -> None:
+        self._enter("refund")
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/order.db"
+    await upgrade_to_head("ordermesh_order:migrations", url, "order")
+    engine = create_engine(url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def _new_order(
+    sessions: async_sessionmaker[AsyncSession], created: datetime | None = None, lease_s: float = 5
+) -> str:
+    order = Order.place(
+        str(uuid.uuid4()),
+        PlaceOrder.validated("c1", uuid.uuid4().hex, [("TEA", 2), ("MUG", 1)], "EUR", "tok_ok"),
+        now=created,
+    )
+    async with sessions.begin() as session:
+        lease = datetime.now(UTC) + timedelta(seconds=lease_s)
+        assert await OrderRepository(session).add(order, "someone", lease)
+    return order.order_id
+
+
+def _runner(sessions: async_sessionmaker[AsyncSession], fake: FakeParticipants) -> SagaRunner:
+    return SagaRunner(sessions, fake, OrderWatch(), SETTINGS)
+
+
+def test_place_order_is_declared_as_reserve_then_authorize() -> None:
+    assert [s.name for s in PLACE_ORDER] == ["reserve_stock", "authorize_payment"]
+
+
+async def test_the_happy_path_confirms_then_captures_and_commits(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    order = await _runner(sessions, fake).drive(await _new_order(sessions))
+    assert order is not None
+    assert (order.state, order.work) == (OrderState.CONFIRMED, Work.NONE)
+    assert order.total_minor == 750
+    assert fake.calls == ["reserve", "authorize", "capture", "commit"]
+
+
+async def test_a_decline_rejects_and_fires_every_compensation(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.fail["authorize"] = [StepFailed(Reason.PAYMENT_DECLINED, "card_declined")]
+    order = await _runner(sessions, fake).drive(await _new_order(sessions))
+    assert order is not None
+    assert (order.state, order.reason, order.work) == (
+        OrderState.REJECTED,
+        Reason.PAYMENT_DECLINED,
+        Work.NONE,
+    )
+    assert fake.calls[:2] == ["reserve", "authorize"]
+    assert sorted(fake.calls[2:]) == ["release", "void"]
+
+
+async def test_out_of_stock_rejects_before_any_payment_is_asked(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.fail["reserve"] = [StepFailed(Reason.OUT_OF_STOCK, "TEA: none left", {"sku": "TEA"})]
+    order = await _runner(sessions, fake).drive(await _new_order(sessions))
+    assert order is not None
+    assert order.reason is Reason.OUT_OF_STOCK
+    assert order.reason_metadata == {"sku": "TEA"}
+    assert "authorize" not in fake.calls
+    # Compensations are idempotent, so a void of a payment never made is harmless,
+    # and it stops an authorization still in flight from landing later.
+    assert sorted(fake.calls[1:]) == ["release", "void"]
+
+
+async def test_transient_failures_are_retried_within_the_deadline(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.fail["reserve"] = [Transient("blip")]
+    fake.fail["authorize"] = [Transient("blip"), Transient("blip")]
+    order = await _runner(sessions, fake).drive(await _new_order(sessions))
+    assert order is not None
+    assert order.state is OrderState.CONFIRMED
+    assert fake.calls.count("authorize") == 3
+
+
+async def test_payment_unreachable_until_the_deadline_rejects_as_unavailable(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.fail["authorize"] = [Transient("down")] * 1000
+    order = await _runner(sessions, fake).drive(await _new_order(sessions))
+    assert order is not None
+    assert (order.state, order.reason) == (OrderState.REJECTED, Reason.PAYMENT_UNAVAILABLE)
+    assert "release" in fake.calls
+
+
+async def test_an_unfinished_compensation_is_owed_and_finished_by_recovery(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.fail["authorize"] = [StepFailed(Reason.PAYMENT_DECLINED, "no")]
+    fake.fail["void"] = [Transient("down")] * 1000
+    runner = _runner(sessions, fake)
+    order = await runner.drive(await _new_order(sessions, lease_s=-1))
+    assert order is not None
+    assert (order.state, order.work) == (OrderState.REJECTED, Work.COMPENSATE)
+    fake.fail["void"] = []  # payment is back
+    await asyncio.sleep(2 * SETTINGS.lease_s)
+    assert await runner.recover_once() == 1
+    async with sessions() as session:
+        recovered = await OrderRepository(session).get(order.order_id)
+    assert recovered is not None
+    assert recovered.work is Work.NONE
+
+
+async def test_recovery_resumes_an_order_whose_runner_died(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    order_id = await _new_order(sessions, lease_s=-1)  # the lease of a dead runner
+    assert await _runner(sessions, fake).recover_once() == 1
+    async with sessions() as session:
+        order = await OrderRepository(session).get(order_id)
+    assert order is not None
+    assert order.state is OrderState.CONFIRMED
+
+
+async def test_recovery_leaves_orders_with_a_live_lease_alone(sessions) -> None:  # type: ignore[no-untyped-def]
+    await _new_order(sessions, lease_s=60)
+    assert await _runner(sessions, FakeParticipants()).recover_once() == 0
+
+
+async def test_an_order_past_the_saga_timeout_is_rejected_not_confirmed(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    long_ago = datetime.now(UTC) - timedelta(seconds=60)
+    order = await _runner(sessions, fake).drive(await _new_order(sessions, created=long_ago))
+    assert order is not None
+    assert (order.state, order.reason) == (OrderState.REJECTED, Reason.SAGA_TIMEOUT)
+    assert "authorize" not in fake.calls
+
+
+async def test_cancel_after_capture_refunds_instead_of_voiding(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    runner = _runner(sessions, fake)
+    order = await runner.drive(await _new_order(sessions))
+    assert order is not None
+    assert order.cancel(Reason.CANCELLED_BY_CUSTOMER, "")
+    async with sessions.begin() as session:
+        await OrderRepository(session).save(order)
+    cancelled = await runner.drive(order.order_id)
+    assert cancelled is not None
+    assert (cancelled.state, cancelled.work) == (OrderState.CANCELLED, Work.NONE)
+    assert {"void", "refund", "release"} <= set(fake.calls)

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ordermesh_payment.psp import PspDeclined
+from ordermesh_payment.simulated_psp import SimulatedProvider
+from ordermesh_platform.resilience import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpen,
+    Transient,
+    retry,
+    retry_until,
+    timeboxed,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _state(breaker: CircuitBreaker) -> BreakerState:
+    return breaker.state  # read afresh: the clock moved
+
+
+async def _fail() -> None:
+    raise Transient("down")
+
+
+async def _ok() -> str:
+    return "ok"
+
+
+async def test_the_breaker_opens_after_the_threshold_and_half_opens_later() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=3, open_s=10, clock=clock)
+    for _ in range(3):
+        with pytest.raises(Transient):
+            await breaker.call(_fail)
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen):
+        await breaker.call(_ok)
+    clock.now = 10
+    assert _state(breaker) is BreakerState.HALF_OPEN
+    assert await breaker.call(_ok) == "ok"
+    assert _state(breaker) is BreakerState.CLOSED
+
+
+async def test_a_failed_trial_opens_the_breaker_again() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, open_s=5, clock=clock)
+    with pytest.raises(Transient):
+        await breaker.call(_fail)
+    clock.now = 5
+    with pytest.raises(Transient):
+        await breaker.call(_fail)
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_retry_stops_at_the_attempt_count() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise Transient("blip")
+        return "ok"
+
+    assert await retry(flaky, attempts=3, base_backoff_s=0) == "ok"
+    calls = -10
+    with pytest.raises(Transient):
+        await retry(flaky, attempts=2, base_backoff_s=0)
+
+
+async def test_retry_until_gives_up_at_the_deadline() -> None:
+    started = time.monotonic()
+    with pytest.raises(Transient):
+        await retry_until(lambda timeout: _fail(), time.monotonic() + 0.3, 0.1)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_call_that_never_answers_times_out_as_transient() -> None:
+    provider = SimulatedProvider()
+    with pytest.raises(Transient):
+        await timeboxed(lambda: provider.authorize("k", 1, "EUR", "tok_timeout"), 0.05)
+
+
+async def test_the_simulated_provider_follows_its_tokens() -> None:
+    provider = SimulatedProvider()
+    first = await provider.authorize("k1", 100, "EUR", "tok_ok")
+    assert first == await provider.authorize("k1", 100, "EUR", "tok_ok")  # same key, same auth
+    with pytest.raises(PspDeclined) as raised:
+        await provider.authorize("k2", 100, "EUR", "tok_insufficient_funds")
+    assert raised.value.reason == "insufficient_funds"
+    with pytest.raises(Transient):
+        await provider.authorize("k3", 100, "EUR", "tok_flaky")
+    assert await provider.authorize("k3", 100, "EUR", "tok_flaky")
