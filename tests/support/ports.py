@@ -16,9 +16,11 @@ def is_free(port: int) -> bool:
 
 
 def free_port_block(size: int, low: int = 20000, high: int = 60000, tries: int = 200) -> int:
-    """First port of ``size`` consecutive free ports (plus the broker's, +40)."""
+    """First port of ``size`` consecutive free ports, with the metrics ports (+10...)
+    and the broker's (+40) that `ordermesh up` puts beside them."""
     for _ in range(tries):
         base = random.randrange(low, high - 64)
-        if all(is_free(base + i) for i in range(size)) and is_free(base + 40):
+        wanted = [base + i for i in range(size)] + [base + 10 + i for i in range(size)]
+        if all(is_free(p) for p in [*wanted, base + 40]):
             return base
     raise RuntimeError("no free block of loopback ports found")

@@ -36,15 +36,21 @@ def mesh_table(mesh: LocalMesh) -> Table:
     table.add_column("pid", justify="right")
     table.add_column("health")
     table.add_column("up", justify="right")
+    table.add_column("outbox backlog", justify="right")
+    table.add_column("notifications sent", justify="right")
     now = time.monotonic()
     for child in mesh.children:
         style = STYLES.get(child.health, "red")
+        backlog = child.metrics.get("ordermesh_outbox_backlog")
+        sent = child.metrics.get('ordermesh_notifications_total{result="sent"}')
         table.add_row(
             child.name,
             child.address,
             str(child.proc.pid),
             f"[{style}]{child.health}[/{style}]",
             f"{now - child.started:.0f}s",
+            "" if backlog is None else f"{backlog:.0f}",
+            "" if sent is None else f"{sent:.0f}",
         )
     broker = mesh.broker
     if broker is not None:
@@ -57,5 +63,5 @@ def mesh_table(mesh: LocalMesh) -> Table:
             "",
         )
     else:
-        table.add_row("broker (external)", mesh.config.kafka_bootstrap, "", "", "")
+        table.add_row("broker (external)", mesh.config.kafka_bootstrap)
     return table

@@ -63,6 +63,81 @@ def migrate(
 
 
 @app.command()
+def relay(service: ServiceArg) -> None:
+    """Run only the outbox relay of a service (beside it, with ORDERMESH_RELAY_ENABLED=false)."""
+    from ordermesh_messaging.relay import OutboxRelay
+    from ordermesh_messaging.settings import RelaySettings
+    from ordermesh_platform.db import create_engine
+    from ordermesh_platform.logs import configure_logging
+
+    spec = load_service(_service_name(service))
+    settings = spec.settings_type()
+    if spec.outbox is None or not isinstance(settings, RelaySettings):
+        raise typer.BadParameter(f"{service} publishes no events")
+    configure_logging(f"{spec.name}-relay", settings.log_level)
+    outbox = spec.outbox
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url, 2)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(
+            OutboxRelay(engine, outbox, f"ordermesh/{spec.name}", settings).run()
+        )
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+dlq_app = typer.Typer(help="Dead-letter topics: list and replay.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+KafkaOption = Annotated[
+    str, typer.Option(envvar="ORDERMESH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")
+]
+TopicOption = Annotated[
+    list[str] | None, typer.Option("--topic", help="DLQ topic(s); default: every one")
+]
+
+
+@dlq_app.command("list")
+def dlq_list(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -> None:
+    """Show every message in the dead-letter topics, with why it is there."""
+    from rich.table import Table
+
+    from ordermesh_messaging.dlq import default_dlq_topics, list_dead_letters
+
+    letters = asyncio.run(list_dead_letters(kafka, topic or default_dlq_topics()))
+    table = Table(title=f"{len(letters)} dead letter(s)")
+    for column in ("topic", "partition", "offset", "key", "type", "event id", "reason", "error"):
+        table.add_column(column)
+    for x in letters:
+        table.add_row(
+            x.topic, str(x.partition), str(x.offset), x.key, x.event_type, x.event_id,
+            x.reason, x.error[:80],
+        )  # fmt: skip
+    Console().print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -> None:
+    """Publish dead letters back onto their original topics (each one once)."""
+    from ordermesh_messaging.dlq import default_dlq_topics, replay_dead_letters
+
+    letters = asyncio.run(replay_dead_letters(kafka, topic or default_dlq_topics()))
+    for x in letters:
+        typer.echo(
+            f"replayed {x.topic}@{x.partition}:{x.offset} -> {x.original_topic} ({x.event_id})"
+        )
+    typer.echo(f"{len(letters)} replayed")
+
+
+@app.command()
 def health(
     address: Annotated[str, typer.Argument(help="host:port")],
     service: Annotated[str, typer.Option(help="gRPC service name; empty for the server")] = "",
@@ -92,9 +167,20 @@ def up(
     no_demo: Annotated[bool, typer.Option("--no-demo", help="seed, but place no orders")] = False,
     state_dir: Annotated[Path, typer.Option(help="SQLite files and logs")] = Path(".ordermesh"),
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for SERVING")] = 90.0,
+    otlp: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="send traces there (OTLP, e.g. http://127.0.0.1:4317 for Jaeger)",
+        ),
+    ] = None,
 ) -> None:
-    """Start the whole local mesh, wait until it is SERVING, seed it, and show it live."""
-    config = MeshConfig(base_port=base_port, postgres=postgres, kafka=kafka, state_dir=state_dir)
+    """Start the whole local mesh, wait until it is SERVING, seed it, and show it live.
+
+    Metrics: each service serves /metrics on N+10 (order) ... N+13 (notification)."""
+    config = MeshConfig(
+        base_port=base_port, postgres=postgres, kafka=kafka, state_dir=state_dir, otlp_endpoint=otlp
+    )
     code = asyncio.run(_up(config, demo=not no_demo, ready_timeout=ready_timeout))
     raise typer.Exit(code)
 
@@ -146,7 +232,7 @@ async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None)
     shown = ""
     with live if tty else contextlib.nullcontext():
         while not stop.is_set():
-            await mesh.refresh_health()
+            await mesh.refresh_health(with_metrics=tty)
             if tty:
                 live.update(mesh_view(mesh, demo))
             elif demo is not None and (line := str(dict(demo.outcomes))) != shown:

@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from ordermesh_cli.broker import start_tansu, wait_for_port
@@ -20,6 +22,7 @@ from ordermesh_cli.registry import SERVICE_NAMES
 
 PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
 BROKER_PORT_OFFSET = 40
+METRICS_PORT_OFFSET = 10
 STOP_TIMEOUT_S = 8.0
 CHILD_GRACE_S = 5.0
 
@@ -31,11 +34,15 @@ class MeshConfig:
     kafka: str | None = None
     state_dir: Path = Path(".ordermesh")
     log_level: str = "INFO"
+    otlp_endpoint: str | None = None
     # Extra ORDERMESH_* settings for every service (tests shorten timeouts with it).
     env: Mapping[str, str] = field(default_factory=dict)
 
     def port(self, service: str) -> int:
         return self.base_port + PORT_OFFSETS[service]
+
+    def metrics_port(self, service: str) -> int:
+        return self.base_port + METRICS_PORT_OFFSET + PORT_OFFSETS[service]
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.port(service)}"
@@ -63,8 +70,28 @@ class Child:
     address: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    metrics_port: int = 0
     started: float = field(default_factory=time.monotonic)
     health: str = "STARTING"
+    # Samples of the service's /metrics, summed over labels except "result".
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The service's metrics, summed over their labels (``name{result="x"}`` kept apart)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=0.5) as reply:
+            body = reply.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            name = sample.name
+            if "result" in sample.labels:
+                name += f'{{result="{sample.labels["result"]}"}}'
+            totals[name] = totals.get(name, 0.0) + sample.value
+    return totals
 
 
 class MeshFailed(RuntimeError):
@@ -92,7 +119,11 @@ class LocalMesh:
             ORDERMESH_PAYMENT_ADDR=c.address("payment"),
             ORDERMESH_SHUTDOWN_GRACE_S=str(CHILD_GRACE_S),
             ORDERMESH_LOG_LEVEL=c.log_level,
+            ORDERMESH_METRICS_PORT=str(c.metrics_port(service)),
+            OTEL_SERVICE_NAME=f"{service}-service",
         )
+        if c.otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = c.otlp_endpoint
         env.update(c.env)
         return env
 
@@ -116,7 +147,9 @@ class LocalMesh:
                 stderr=subprocess.STDOUT,
                 preexec_fn=child_preexec,
             )
-        child = Child(name, self.config.address(name), proc, log_path)
+        child = Child(
+            name, self.config.address(name), proc, log_path, self.config.metrics_port(name)
+        )
         self.children = [c for c in self.children if c.name != name] + [child]
         self.children.sort(key=lambda c: SERVICE_NAMES.index(c.name))
         return child
@@ -127,12 +160,14 @@ class LocalMesh:
     def stop_service(self, name: str) -> None:
         stop_all([self.child(name).proc], STOP_TIMEOUT_S)
 
-    async def refresh_health(self) -> None:
+    async def refresh_health(self, with_metrics: bool = False) -> None:
         async def one(child: Child) -> None:
             if child.proc.poll() is not None:
                 child.health = f"EXITED({child.proc.returncode})"
             else:
                 child.health = await check_health(child.address)
+                if with_metrics:
+                    child.metrics = await asyncio.to_thread(scrape_metrics, child.metrics_port)
 
         await asyncio.gather(*(one(c) for c in self.children))
 

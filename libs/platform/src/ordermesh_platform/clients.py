@@ -7,6 +7,7 @@ import json
 import grpc
 
 from ordermesh_platform.settings import ServiceSettings
+from ordermesh_platform.telemetry import client_interceptors
 
 # Every ordermesh RPC is idempotent, so a call that never reached a server (UNAVAILABLE)
 # is safe to retry; the throttle stops retries from multiplying an outage's load.
@@ -32,6 +33,7 @@ SERVICE_CONFIG = json.dumps(
 def open_channel(address: str, settings: ServiceSettings) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
+        interceptors=client_interceptors(),
         options=[
             ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.enable_retries", 1),

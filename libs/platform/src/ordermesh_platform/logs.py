@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -16,6 +17,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
+        _add_trace_ids,
     ]
     structlog.configure(
         processors=[
@@ -51,6 +53,15 @@ def _add_service(service: str) -> structlog.types.Processor:
         return event
 
     return add
+
+
+def _add_trace_ids(_: Any, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    """Every line written inside a span names it, so logs and traces join up."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

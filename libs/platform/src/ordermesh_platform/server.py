@@ -13,11 +13,18 @@ from grpc_reflection.v1alpha import reflection
 
 from ordermesh_platform.db import create_engine, session_factory
 from ordermesh_platform.health import DatabaseHealth
-from ordermesh_platform.interceptors import ErrorStatusInterceptor
+from ordermesh_platform.interceptors import RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
+from ordermesh_platform.metrics import serve_metrics
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.settings import ServiceSettings
+from ordermesh_platform.telemetry import (
+    configure_tracing,
+    instrument_engine,
+    server_interceptors,
+    shutdown_tracing,
+)
 
 log = get_logger(__name__)
 
@@ -38,6 +45,7 @@ class RunningService:
         self.spec = spec
         self.settings = settings
         self.port = 0
+        self.metrics_port = 0
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
 
@@ -53,8 +61,10 @@ class RunningService:
             log.info("applying migrations", database=_redacted(settings.database_url))
             await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
         engine = create_engine(settings.database_url, settings.database_pool_size)
+        instrument_engine(engine)
         server = grpc.aio.server(
-            options=server_options(settings), interceptors=[ErrorStatusInterceptor()]
+            options=server_options(settings),
+            interceptors=[*server_interceptors(), RpcInterceptor(spec.name)],
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -80,7 +90,12 @@ class RunningService:
                 await db_health.start()
                 await server.start()
                 prober = asyncio.create_task(db_health.run(), name="database-health")
-                log.info("serving", address=f"{settings.grpc_host}:{self.port}")
+                self.metrics_port = serve_metrics(settings.metrics_port, settings.grpc_host)
+                log.info(
+                    "serving",
+                    address=f"{settings.grpc_host}:{self.port}",
+                    metrics_port=self.metrics_port,
+                )
                 if ready is not None:
                     ready.set()
                 await self._stop.wait()
@@ -107,11 +122,15 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> N
     """Run one service until SIGTERM or SIGINT, then drain and return."""
     settings = settings or spec.settings_type()
     configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name)
     running = RunningService(spec, settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, running.request_stop)
-    await running.run()
+    try:
+        await running.run()
+    finally:
+        shutdown_tracing()
 
 
 def run(spec: ServiceSpec) -> None:

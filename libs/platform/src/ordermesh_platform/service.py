@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import grpc
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ordermesh_platform.settings import ServiceSettings
@@ -38,3 +39,5 @@ class ServiceSpec:
     grpc_services: tuple[str, ...]
     migrations: str
     wire: Wiring
+    # The service's outbox table, when it publishes events (for `ordermesh relay`).
+    outbox: Table | None = None

@@ -20,6 +20,9 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path.",
     )
     database_pool_size: int = Field(10, ge=1)
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port on grpc_host; 0: none."
+    )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     migrate_on_start: bool = Field(True, description="Apply alembic migrations before serving.")
     log_level: str = "INFO"

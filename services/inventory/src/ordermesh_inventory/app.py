@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh_inventory.api import InventoryApi
 from ordermesh_inventory.config import InventorySettings
+from ordermesh_inventory.store import outbox
 from ordermesh_inventory.usecases import Inventory
+from ordermesh_messaging.relay import relay_workers
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.workers import background, run_periodically
 
@@ -24,7 +26,9 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     sweeper = run_periodically(
         "reservation-sweeper", inventory.release_expired, settings.sweep_interval_s
     )
-    async with background(("reservation-sweeper", sweeper)):
+    async with background(
+        ("reservation-sweeper", sweeper), *relay_workers(runtime, outbox, "inventory")
+    ):
         yield
 
 
@@ -34,4 +38,5 @@ service = ServiceSpec(
     grpc_services=(inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,),
     migrations="ordermesh_inventory:migrations",
     wire=wire,
+    outbox=outbox,
 )

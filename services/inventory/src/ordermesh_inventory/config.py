@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ordermesh_platform.settings import ServiceSettings
+from ordermesh_messaging.settings import RelaySettings
 
 
-class InventorySettings(ServiceSettings):
+class InventorySettings(RelaySettings):
     grpc_port: int = 50052
     database_url: str = "sqlite+aiosqlite:///.ordermesh/inventory.db"
     reservation_ttl_s: float = Field(900.0, gt=0, description="Default life of a reservation.")

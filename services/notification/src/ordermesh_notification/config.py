@@ -2,9 +2,61 @@
 
 from __future__ import annotations
 
-from ordermesh_platform.settings import ServiceSettings
+from pydantic import Field, SecretStr, model_validator
+
+from ordermesh_messaging.settings import ConsumerSettings
+
+# Only for development: a receiver can verify signatures, but anyone can forge them.
+DEV_WEBHOOK_SECRET = "ordermesh-dev-webhook-secret"
 
 
-class NotificationSettings(ServiceSettings):
+class NotificationSettings(ConsumerSettings):
     grpc_port: int = 50054
     database_url: str = "sqlite+aiosqlite:///.ordermesh/notification.db"
+
+    smtp_host: str = Field("127.0.0.1", description="SMTP server for CHANNEL_EMAIL.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP server port.")
+    smtp_from: str = Field("ordermesh@localhost", description="From address of the e-mails.")
+    smtp_username: str | None = Field(None, description="SMTP AUTH user; unset: no AUTH.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_timeout_s: float = Field(10.0, gt=0, description="One e-mail may take this long.")
+
+    webhook_secret: SecretStr = Field(
+        SecretStr(DEV_WEBHOOK_SECRET),
+        description="Shared secret of the X-Ordermesh-Signature HMAC-SHA256. Set it: the "
+        "default is a public development value (a warning is logged at start).",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="One webhook POST may take this long.")
+
+    delivery_max_attempts: int = Field(
+        8, ge=1, description="Tries per delivery, the first included; then FAILED."
+    )
+    delivery_backoff_base_s: float = Field(
+        0.5, gt=0, description="Wait after the first failed try; doubles after each next one."
+    )
+    delivery_backoff_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between two tries."
+    )
+    delivery_interval_s: float = Field(
+        0.5, gt=0, description="How often the worker looks for due deliveries."
+    )
+    delivery_batch_size: int = Field(
+        50, ge=1, description="Deliveries claimed (and sent side by side) per pass."
+    )
+    delivery_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="A worker's claim on the deliveries it is sending; after it another "
+        "replica may take them over. Must exceed the SMTP and webhook timeouts.",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> NotificationSettings:
+        longest = max(self.smtp_timeout_s, self.webhook_timeout_s)
+        if self.delivery_lease_s <= longest:
+            raise ValueError(
+                f"delivery_lease_s ({self.delivery_lease_s}) must exceed the longest send "
+                f"timeout ({longest}): a claim must not expire while its send may still succeed"
+            )
+        return self

@@ -1,10 +1,11 @@
-"""Notification preferences and delivery records. No gRPC, no SQL."""
+"""Notification preferences, the customer-facing facts we tell, delivery records and
+their retry policy. No gRPC, no SQL, no network."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 from ordermesh_platform.errors import Validator
@@ -75,3 +76,99 @@ def validate_preferences(prefs: Preferences, channel_count: int, unknown_channel
             "must be an http(s) URL when CHANNEL_WEBHOOK is chosen",
         )
     v.raise_if_invalid()
+
+
+class NoticeKind(enum.StrEnum):
+    """The customer-facing events; every other event type is not told to anyone."""
+
+    ORDER_CONFIRMED = "OrderConfirmed"
+    ORDER_REJECTED = "OrderRejected"
+    ORDER_CANCELLED = "OrderCancelled"
+    PAYMENT_REFUNDED = "PaymentRefunded"
+
+
+@dataclass(frozen=True)
+class Money:
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class NoticeLine:
+    sku: str
+    quantity: int
+    unit_price: Money | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One customer-facing event, as the templates need it."""
+
+    kind: NoticeKind
+    event_id: str
+    event_type: str
+    order_id: str
+    customer_id: str
+    occurred_at: datetime | None = None
+    amount: Money | None = None  # the total, the released or the refunded amount
+    reason: str = ""
+    reason_detail: str = ""
+    payment_id: str = ""
+    lines: tuple[NoticeLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A due delivery claimed by one worker: everything its channel needs to send it."""
+
+    notification_id: str
+    event_id: str
+    event_type: str
+    customer_id: str
+    order_id: str
+    channel: Channel
+    recipient: str  # the e-mail address or webhook URL when the event was handled; "" for LOG
+    subject: str
+    body: str
+    occurred_at: datetime | None
+    amount: Money | None
+    attempts: int  # tries recorded before this one
+    traceparent: str = ""  # the consuming span's: the delivery continues that trace
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: the n-th failed try waits ``base_s * 2**(n-1)``, at most
+    ``max_backoff_s``; the ``max_attempts``-th failed try is final."""
+
+    max_attempts: int = 8
+    base_s: float = 0.5
+    max_backoff_s: float = 300.0
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after the ``attempt``-th try (1-based) failed."""
+        # The exponent is bounded so a large attempt count cannot overflow a float.
+        return min(self.max_backoff_s, self.base_s * 2.0 ** min(attempt - 1, 62))
+
+    def after_failure(self, attempts_before: int, now: datetime) -> Retry | GiveUp:
+        attempt = attempts_before + 1
+        if attempt >= self.max_attempts:
+            return GiveUp(attempt)
+        return Retry(attempt, now + timedelta(seconds=self.delay_after(attempt)))
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    attempts: int

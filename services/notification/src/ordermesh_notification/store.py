@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Index,
@@ -17,10 +20,22 @@ from sqlalchemy import (
     and_,
     or_,
     select,
+    update,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ordermesh_notification.domain import Channel, Delivery, DeliveryState, Preferences
+from ordermesh_messaging.inbox import inbox_table
+from ordermesh_notification.domain import (
+    Channel,
+    Delivery,
+    DeliveryState,
+    GiveUp,
+    Money,
+    Outgoing,
+    Preferences,
+    Retry,
+)
 from ordermesh_platform.db import dialect_insert
 from ordermesh_platform.paging import Cursor
 
@@ -29,6 +44,11 @@ metadata = MetaData()
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; we only ever store UTC.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 preferences = Table(
@@ -40,6 +60,10 @@ preferences = Table(
     Column("webhook_url", Text, nullable=False, default=""),
     Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
 )
+
+# Which events this service has handled (the consumer's dedup, one transaction with
+# the deliveries the event creates).
+inbox = inbox_table(metadata)
 
 deliveries = Table(
     "deliveries",
@@ -56,10 +80,59 @@ deliveries = Table(
     Column("last_error", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # What is sent, fixed when the event is handled, so every retry sends the same thing.
+    Column("recipient", Text, nullable=False, default="", server_default=""),
+    Column("body", Text, nullable=False, default="", server_default=""),
+    Column("occurred_at", DateTime(timezone=True), nullable=True),
+    Column("amount_minor", BigInteger, nullable=True),
+    Column("currency", String(3), nullable=False, default="", server_default=""),
+    # Retries: a PENDING row is due once next_attempt_at has passed.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    # The worker that is sending it, until when; an expired claim may be taken over.
+    Column("claimed_by", String(36), nullable=False, default="", server_default=""),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("traceparent", String(64), nullable=False, default="", server_default=""),
     # Exactly one delivery record per (event, channel), however often the event arrives.
     UniqueConstraint("event_id", "channel", name="uq_deliveries_event_channel"),
     Index("ix_deliveries_customer_created", "customer_id", "created_at", "notification_id"),
+    Index("ix_deliveries_due", "state", "next_attempt_at"),
 )
+
+
+def _delivery(r: Row[Any]) -> Delivery:
+    return Delivery(
+        r.notification_id,
+        r.event_id,
+        r.event_type,
+        r.customer_id,
+        r.order_id,
+        Channel(r.channel),
+        DeliveryState(r.state),
+        r.attempts,
+        r.subject,
+        r.last_error,
+        r.created_at,
+        r.delivered_at,
+    )
+
+
+def _outgoing(r: Row[Any]) -> Outgoing:
+    amount = None if r.amount_minor is None else Money(r.amount_minor, r.currency)
+    return Outgoing(
+        r.notification_id,
+        r.event_id,
+        r.event_type,
+        r.customer_id,
+        r.order_id,
+        Channel(r.channel),
+        r.recipient,
+        r.subject,
+        r.body,
+        _aware(r.occurred_at),
+        amount,
+        r.attempts,
+        r.traceparent,
+    )
 
 
 class NotificationStore:
@@ -110,21 +183,101 @@ class NotificationStore:
                     and_(c.created_at == after.created_at, c.notification_id < after.id),
                 )
             )
-        rows = (await self.session.execute(query)).all()
-        return [
-            Delivery(
-                r.notification_id,
-                r.event_id,
-                r.event_type,
-                r.customer_id,
-                r.order_id,
-                Channel(r.channel),
-                DeliveryState(r.state),
-                r.attempts,
-                r.subject,
-                r.last_error,
-                r.created_at,
-                r.delivered_at,
+        return [_delivery(r) for r in (await self.session.execute(query)).all()]
+
+    async def add_pending(self, rows: Sequence[dict[str, object]]) -> int:
+        """Record PENDING deliveries; a (event, channel) already recorded is left as it is.
+        Returns how many were new."""
+        if not rows:
+            return 0
+        insert = dialect_insert(self.session.get_bind().dialect.name)
+        result = await self.session.execute(
+            insert(deliveries)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["event_id", "channel"])
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def claim_due(
+        self, claim: str, now: datetime, until: datetime, limit: int
+    ) -> list[Outgoing]:
+        """Claim up to ``limit`` PENDING deliveries that are due and that no live claim
+        holds, for ``claim`` until ``until``."""
+        c = deliveries.c
+        claimable = and_(
+            c.state == DeliveryState.PENDING.value,
+            c.next_attempt_at <= now,
+            or_(c.claimed_until.is_(None), c.claimed_until < now),
+        )
+        # PostgreSQL: replicas skip each other's locked rows instead of queueing on them.
+        # SQLite has no row locks (the clause is dropped); its transactions run one at a time.
+        ids = list(
+            (
+                await self.session.execute(
+                    select(c.notification_id)
+                    .where(claimable)
+                    .order_by(c.next_attempt_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return []
+        # Conditional, so a row another worker claimed since our read is not taken twice.
+        await self.session.execute(
+            update(deliveries)
+            .where(c.notification_id.in_(ids), claimable)
+            .values(claimed_by=claim, claimed_until=until)
+        )
+        rows = await self.session.execute(
+            select(deliveries)
+            .where(c.notification_id.in_(ids), c.claimed_by == claim)
+            .order_by(c.next_attempt_at)
+        )
+        return [_outgoing(r) for r in rows.all()]
+
+    async def record_sent(
+        self, notification_id: str, claim: str, attempts: int, now: datetime
+    ) -> bool:
+        """SENT, if the claim is still ours. False when another worker took it over."""
+        return await self._record(
+            notification_id,
+            claim,
+            state=DeliveryState.SENT.value,
+            attempts=attempts,
+            delivered_at=now,
+        )
+
+    async def record_failure(
+        self, notification_id: str, claim: str, outcome: Retry | GiveUp, error: str
+    ) -> bool:
+        """PENDING again until its next attempt, or FAILED for good."""
+        if isinstance(outcome, Retry):
+            return await self._record(
+                notification_id,
+                claim,
+                attempts=outcome.attempts,
+                last_error=error,
+                next_attempt_at=outcome.next_attempt_at,
             )
-            for r in rows
-        ]
+        return await self._record(
+            notification_id,
+            claim,
+            state=DeliveryState.FAILED.value,
+            attempts=outcome.attempts,
+            last_error=error,
+        )
+
+    async def _record(self, notification_id: str, claim: str, **values: object) -> bool:
+        c = deliveries.c
+        result = await self.session.execute(
+            update(deliveries)
+            .where(
+                c.notification_id == notification_id,
+                c.claimed_by == claim,
+                c.state == DeliveryState.PENDING.value,
+            )
+            .values(claimed_by="", claimed_until=None, **values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

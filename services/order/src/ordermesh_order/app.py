@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh_messaging.relay import relay_workers
 from ordermesh_order.api import OrderApi
 from ordermesh_order.config import OrderSettings
 from ordermesh_order.participants import GrpcParticipants
 from ordermesh_order.saga import SagaRunner, SagaSettings
+from ordermesh_order.store import outbox
 from ordermesh_order.usecases import Orders
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.clients import open_channel
@@ -44,7 +46,9 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         recovery = run_periodically(
             "saga-recovery", runner.recover_once, settings.recovery_interval_s
         )
-        async with background(("saga-recovery", recovery)):
+        async with background(
+            ("saga-recovery", recovery), *relay_workers(runtime, outbox, "order")
+        ):
             try:
                 yield
             finally:
@@ -57,4 +61,5 @@ service = ServiceSpec(
     grpc_services=(order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,),
     migrations="ordermesh_order:migrations",
     wire=wire,
+    outbox=outbox,
 )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ordermesh_platform.settings import ServiceSettings
+from ordermesh_messaging.settings import RelaySettings
 
 
-class OrderSettings(ServiceSettings):
+class OrderSettings(RelaySettings):
     grpc_port: int = 50051
     database_url: str = "sqlite+aiosqlite:///.ordermesh/order.db"
     inventory_addr: str = Field("127.0.0.1:50052", description="host:port of inventory-service")

@@ -16,17 +16,22 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from opentelemetry.trace import Span
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.contextvars import bound_contextvars
 
-from ordermesh_order.domain import Order, Reason, Work, priced_lines
+from ordermesh_order.domain import Order, OrderState, Reason, Work, priced_lines
 from ordermesh_order.store import OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.logs import get_logger
+from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
+from ordermesh_platform.telemetry import record_error, tracer
 
 log = get_logger(__name__)
 
@@ -133,6 +138,16 @@ class SagaSettings:
     fault_point: str = ""
 
 
+def _span(name: str, order: Order) -> AbstractContextManager[Span]:
+    """A span per saga step, named for the step, carrying the order id."""
+    return tracer().start_as_current_span(
+        name,
+        attributes={"ordermesh.order_id": order.order_id},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
 class SagaRunner:
     def __init__(
         self,
@@ -155,13 +170,17 @@ class SagaRunner:
         """Do everything the order owes, as far as ``deadline`` (monotonic; None: the
         saga's own deadline) allows. Returns the order as it was left."""
         async with self._lease_heartbeat(order_id):
-            order = await self._load(order_id)
-            while order is not None and order.work is not Work.NONE:
-                before = (order.version, order.work)
-                order = await self._step(order, deadline)
-                if order is None or (order.version, order.work) == before:
-                    break  # no progress possible now: the recovery worker retries later
-            return order
+            with bound_contextvars(order_id=order_id):
+                return await self._drive(order_id, deadline)
+
+    async def _drive(self, order_id: str, deadline: float | None) -> Order | None:
+        order = await self._load(order_id)
+        while order is not None and order.work is not Work.NONE:
+            before = (order.version, order.work)
+            order = await self._step(order, deadline)
+            if order is None or (order.version, order.work) == before:
+                break  # no progress possible now: the recovery worker retries later
+        return order
 
     def drive_in_background(self, order_id: str) -> None:
         task = asyncio.create_task(self.drive(order_id), name=f"saga-{order_id}")
@@ -222,27 +241,39 @@ class SagaRunner:
         deadline = self._saga_deadline(order, caller_deadline)
         ctx = SagaContext(order)
         for step in PLACE_ORDER:
-            try:
-                await retry_until(
-                    lambda timeout, s=step: s.action(self._participants, ctx, timeout),  # type: ignore[misc]
-                    deadline,
-                    self.settings.step_timeout_s,
-                )
-            except StepFailed as failure:
-                return await self._reject(order, failure.reason, failure.detail, failure.metadata)
-            except Transient:
-                detail = f"{step.name} did not succeed before the deadline"
-                return await self._reject(order, step.timeout_reason, detail, {})
+            with _span(f"saga {step.name}", order) as span:
+                try:
+                    await retry_until(
+                        lambda timeout, s=step: s.action(self._participants, ctx, timeout),  # type: ignore[misc]
+                        deadline,
+                        self.settings.step_timeout_s,
+                    )
+                except StepFailed as failure:
+                    record_error(span, failure)
+                    return await self._reject(
+                        order, failure.reason, failure.detail, failure.metadata
+                    )
+                except Transient as error:
+                    record_error(span, error)
+                    detail = f"{step.name} did not succeed before the deadline"
+                    return await self._reject(order, step.timeout_reason, detail, {})
             self._fault_point(f"after_{step.name}")
-        order.confirm(priced_lines(order.lines, ctx.unit_prices), ctx.payment_id)
-        return await self._save(order, priced=True)
+        with _span("saga confirm", order):
+            order.confirm(priced_lines(order.lines, ctx.unit_prices), ctx.payment_id)
+            saved = await self._save(order, priced=True)
+        if saved is not None and saved.state is OrderState.CONFIRMED:
+            SAGA_OUTCOMES.labels("confirmed", "").inc()
+        return saved
 
     async def _reject(
         self, order: Order, reason: Reason, detail: str, metadata: dict[str, str]
     ) -> Order | None:
-        log.info("rejecting order", order_id=order.order_id, reason=reason.value)
+        log.info("rejecting order", reason=reason.value, detail=detail)
         order.reject(reason, detail, metadata)
-        return await self._save(order)
+        saved = await self._save(order)
+        if saved is not None and saved.state is OrderState.REJECTED:
+            SAGA_OUTCOMES.labels("rejected", reason.value).inc()
+        return saved
 
     async def _finish(
         self,
@@ -257,18 +288,24 @@ class SagaRunner:
             deadline = min(deadline, caller_deadline)
 
         async def run(call: Compensation) -> None:
-            await retry_until(
-                lambda timeout: call(self._participants, order.order_id, timeout),
-                deadline,
-                self.settings.step_timeout_s,
-            )
+            with _span(f"saga {work.value.lower()} {call.__name__.lstrip('_')}", order) as span:
+                try:
+                    await retry_until(
+                        lambda timeout: call(self._participants, order.order_id, timeout),
+                        deadline,
+                        self.settings.step_timeout_s,
+                    )
+                except (Transient, StepFailed) as error:
+                    record_error(span, error)
+                    raise
 
         try:
-            if parallel:
-                await asyncio.gather(*(run(call) for call in calls))
-            else:
-                for call in calls:
-                    await run(call)
+            with _span(f"saga {work.value.lower()}", order):
+                if parallel:
+                    await asyncio.gather(*(run(call) for call in calls))
+                else:
+                    for call in calls:
+                        await run(call)
         except (Transient, StepFailed) as error:
             log.warning(
                 "owed work not finished; will retry",

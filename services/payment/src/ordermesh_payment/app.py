@@ -6,21 +6,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh_messaging.relay import relay_workers
 from ordermesh_payment.api import PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
 from ordermesh_payment.simulated_psp import SimulatedProvider
+from ordermesh_payment.store import outbox
 from ordermesh_payment.usecases import Payments
-from ordermesh_platform.resilience import CircuitBreaker
+from ordermesh_platform.metrics import PSP_BREAKER_OPEN, PSP_LATENCY
+from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
+from ordermesh_platform.workers import background
 
 
 def build_provider(settings: PaymentSettings) -> ResilientProvider:
+    breaker = CircuitBreaker(settings.psp_breaker_threshold, settings.psp_breaker_open_s)
+
+    def observe(operation: str, seconds: float, outcome: str) -> None:
+        PSP_LATENCY.labels(operation, outcome).observe(seconds)
+        PSP_BREAKER_OPEN.set(0 if breaker.state is BreakerState.CLOSED else 1)
+
     return ResilientProvider(
         SimulatedProvider(settings.psp_latency_s, settings.psp_failure_rate),
-        CircuitBreaker(settings.psp_breaker_threshold, settings.psp_breaker_open_s),
+        breaker,
         timeout_s=settings.psp_timeout_s,
         attempts=settings.psp_attempts,
+        observe=observe,
     )
 
 
@@ -30,7 +41,8 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     assert isinstance(settings, PaymentSettings)
     payments = Payments(runtime.sessions, build_provider(settings))
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
-    yield
+    async with background(*relay_workers(runtime, outbox, "payment")):
+        yield
 
 
 service = ServiceSpec(
@@ -39,4 +51,5 @@ service = ServiceSpec(
     grpc_services=(payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,),
     migrations="ordermesh_payment:migrations",
     wire=wire,
+    outbox=outbox,
 )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ordermesh_platform.settings import ServiceSettings
+from ordermesh_messaging.settings import RelaySettings
 
 
-class PaymentSettings(ServiceSettings):
+class PaymentSettings(RelaySettings):
     grpc_port: int = 50053
     database_url: str = "sqlite+aiosqlite:///.ordermesh/payment.db"
     psp_latency_s: float = Field(0.0, ge=0, description="Simulated provider: added latency.")

@@ -1,0 +1,285 @@
+"""The consumer loop every consuming service runs: decode, dedupe through the inbox,
+handle in one transaction, retry with backoff, dead-letter, then commit the offset.
+
+Guarantees: an offset is committed only after the handler's transaction (with its
+inbox row) committed, or after the record reached ``<topic>.dlq`` with acks=all. A crash
+in between means redelivery, and the inbox makes redelivery a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from opentelemetry.trace import Span, SpanKind
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ordermesh_messaging.cloudevents import header_map, parse_time
+from ordermesh_messaging.inbound import InboundEvent, UndecodableEvent, decode_payload
+from ordermesh_messaging.inbox import Inbox
+from ordermesh_messaging.settings import ConsumerSettings
+from ordermesh_messaging.topics import dlq_topic, ensure_topics
+from ordermesh_platform.logs import get_logger
+from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
+from ordermesh_platform.telemetry import context_from_traceparent, record_error, tracer
+
+log = get_logger(__name__)
+
+Handler = Callable[[AsyncSession, InboundEvent], Awaitable[None]]
+MAX_BACKOFF_S = 5.0
+DLQ_HEADERS = (
+    "ordermesh_dlq_reason",
+    "ordermesh_dlq_error",
+    "ordermesh_dlq_attempts",
+    "ordermesh_dlq_topic",
+    "ordermesh_dlq_partition",
+    "ordermesh_dlq_offset",
+)
+
+
+def is_infrastructure_error(error: BaseException) -> bool:
+    """A failure of the database connection rather than of the handler's logic."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | ConnectionError | TimeoutError)
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    failed_attempts: int = 0
+    dead_lettered: int = 0
+
+
+def inbound_event(record: ConsumerRecord) -> InboundEvent:
+    headers = header_map(record.headers)
+    event_id = headers.get("ce_id", b"").decode(errors="replace")
+    event_type = headers.get("ce_type", b"").decode(errors="replace")
+    if not event_id:
+        raise UndecodableEvent("no ce_id header")
+    return InboundEvent(
+        event_id=event_id,
+        event_type=event_type,
+        source=headers.get("ce_source", b"").decode(errors="replace"),
+        time=parse_time(headers.get("ce_time")),
+        key=(record.key or b"").decode(errors="replace"),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        payload=decode_payload(event_type, record.value or b""),
+        headers=headers,
+    )
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        name: str,
+        topics: Sequence[str],
+        handler: Handler,
+        sessions: async_sessionmaker[AsyncSession],
+        inbox: Inbox,
+        settings: ConsumerSettings,
+    ) -> None:
+        self.name = name
+        self.topics = tuple(topics)
+        self._handler = handler
+        self._sessions = sessions
+        self._inbox = inbox
+        self._settings = settings
+        self.stats = ConsumerStats()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def forget_handled(self, engine: AsyncEngine) -> None:
+        """Drop inbox rows older than the retention (keep it above the topics')."""
+        await self._inbox.forget_older_than(engine, self._settings.inbox_retention_s)
+
+    @property
+    def group_id(self) -> str:
+        return self._settings.consumer_group or f"ordermesh-{self.name}"
+
+    async def run(self) -> None:
+        """Consume until cancelled; broker and database outages are waited out."""
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self._start()
+                    failures = 0
+                    await self._consume()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    failures += 1
+                    backoff = min(MAX_BACKOFF_S, 0.2 * 2**failures) * random.uniform(0.5, 1)
+                    log.warning("consumer failed; restarting", error=repr(error), backoff_s=backoff)
+                    await self._stop()
+                    await asyncio.sleep(backoff)
+        finally:
+            await self._stop()
+
+    async def _start(self) -> None:
+        if self._consumer is not None:
+            return
+        s = self._settings
+        if s.kafka_create_topics:
+            await ensure_topics(
+                s.kafka_bootstrap,
+                self.topics,
+                s.kafka_topic_partitions,
+                s.kafka_replication_factor,
+                s.kafka_request_timeout_s,
+            )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=False,
+            request_timeout_ms=int(s.kafka_request_timeout_s * 1000),
+        )
+        await producer.start()
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=200,
+        )
+        await consumer.start()
+        self._producer, self._consumer = producer, consumer
+        log.info("consuming", topics=self.topics, group=self.group_id)
+
+    async def _stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        for client in (consumer, producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for partition, records in batches.items():
+                for record in records:
+                    await self.process(record)
+                # Only now is every effect of these records durable (or dead-lettered).
+                await self._consumer.commit({partition: records[-1].offset + 1})
+                highwater = self._consumer.highwater(partition)
+                if highwater is not None:
+                    CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(
+                        max(0, highwater - records[-1].offset - 1)
+                    )
+
+    async def process(self, record: ConsumerRecord) -> None:
+        """Handle one record under a CONSUMER span that continues the producer's trace."""
+        headers = header_map(record.headers)
+        parent = context_from_traceparent(
+            headers.get("traceparent", b"").decode(errors="replace"),
+            headers.get("tracestate", b"").decode(errors="replace"),
+        )
+        with tracer().start_as_current_span(
+            f"process {record.topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.kafka.message.key": (record.key or b"").decode(errors="replace"),
+                "messaging.message.id": headers.get("ce_id", b"").decode(errors="replace"),
+                "messaging.consumer.group.name": self.group_id,
+            },
+        ) as span:
+            await self._process(record, span)
+
+    async def _process(self, record: ConsumerRecord, span: Span) -> None:
+        try:
+            event = inbound_event(record)
+        except UndecodableEvent as error:
+            record_error(span, error)
+            await self._dead_letter(record, "undecodable", str(error), attempts=0)
+            return
+        attempts = self._settings.consumer_max_attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._handle(event)
+                return
+            except Exception as error:
+                if is_infrastructure_error(error):
+                    # The database is away: not the message's fault. Wait, never
+                    # dead-letter, and keep the offset where it is.
+                    log.warning("database unavailable; waiting", error=repr(error))
+                    attempt -= 1
+                    await asyncio.sleep(MAX_BACKOFF_S * random.uniform(0.5, 1))
+                    continue
+                self.stats.failed_attempts += 1
+                CONSUMER_MESSAGES.labels(self.name, record.topic, "failed").inc()
+                log.warning(
+                    "handler failed",
+                    consumer=self.name,
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    attempt=attempt,
+                    error=repr(error),
+                )
+                if attempt == attempts:
+                    record_error(span, error)
+                    await self._dead_letter(record, "handler-failed", repr(error), attempts)
+                    return
+                backoff = self._settings.consumer_backoff_s * 2 ** (attempt - 1)
+                await asyncio.sleep(min(MAX_BACKOFF_S, backoff) * random.uniform(0.5, 1))
+
+    async def _handle(self, event: InboundEvent) -> None:
+        async with self._sessions.begin() as session:
+            if not await self._inbox.claim(session, event.event_id):
+                self.stats.duplicates += 1
+                CONSUMER_MESSAGES.labels(self.name, event.topic, "duplicate").inc()
+                return
+            await self._handler(session, event)
+        self.stats.handled += 1
+        CONSUMER_MESSAGES.labels(self.name, event.topic, "handled").inc()
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord,
+        reason: str,
+        error: str,
+        attempts: int,
+    ) -> None:
+        assert self._producer is not None
+        headers = [(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS]
+        headers += [
+            ("ordermesh_dlq_reason", reason.encode()),
+            ("ordermesh_dlq_error", error[:1000].encode()),
+            ("ordermesh_dlq_attempts", str(attempts).encode()),
+            ("ordermesh_dlq_topic", record.topic.encode()),
+            ("ordermesh_dlq_partition", str(record.partition).encode()),
+            ("ordermesh_dlq_offset", str(record.offset).encode()),
+        ]
+        # Acknowledged before the offset moves on: a record is never dropped.
+        await self._producer.send_and_wait(
+            dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
+        )
+        self.stats.dead_lettered += 1
+        CONSUMER_MESSAGES.labels(self.name, record.topic, "dead_lettered").inc()
+        log.error(
+            "message dead-lettered",
+            consumer=self.name,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+        )

@@ -1,0 +1,51 @@
+"""The inbox: which events a consumer has handled, written in the same transaction as
+the handler's effect, so a redelivered event changes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from ordermesh_platform.db import dialect_insert
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(64), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("handled_at", DateTime(timezone=True), nullable=False),
+        Index("ix_inbox_handled_at", "handled_at"),
+    )
+
+
+class Inbox:
+    def __init__(self, table: Table, consumer: str) -> None:
+        self.table = table
+        self.consumer = consumer
+
+    async def claim(self, session: AsyncSession, event_id: str) -> bool:
+        """Record the event as handled; False when it was handled before. On PostgreSQL
+        a concurrent claim of the same event waits here until the first one finishes."""
+        insert = dialect_insert(session.get_bind().dialect.name)
+        result = await session.execute(
+            insert(self.table)
+            .values(consumer=self.consumer, event_id=event_id, handled_at=datetime.now(UTC))
+            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def handled(self, session: AsyncSession, event_id: str) -> bool:
+        t = self.table
+        found = await session.scalar(
+            select(t.c.event_id).where(t.c.consumer == self.consumer, t.c.event_id == event_id)
+        )
+        return found is not None
+
+    async def forget_older_than(self, engine: AsyncEngine, seconds: float) -> None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+        async with engine.begin() as conn:
+            await conn.execute(delete(self.table).where(self.table.c.handled_at < cutoff))

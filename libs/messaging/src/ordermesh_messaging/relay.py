@@ -1,0 +1,313 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, marks them published
+only once the broker acknowledged them (acks=all), and keeps each aggregate's events
+in commit order even with several relays on one outbox.
+
+How a pass works (PostgreSQL):
+  for each bucket (rows are bucketed by aggregate id):
+    BEGIN
+    pg_try_advisory_xact_lock(bucket)          -- another relay has it? skip the bucket
+    SELECT ... WHERE bucket = b AND published_at IS NULL
+      ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED
+    produce every row, wait for every acknowledgement
+    UPDATE outbox SET published_at = now() WHERE seq IN (acknowledged prefix)
+    COMMIT
+A relay that dies mid-batch rolls its transaction back: the rows are published again by
+the next pass (a duplicate on the wire, never a gap). SQLite has one writer at a time,
+so its single relay simply claims in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import Row, Table, delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ordermesh_messaging.cloudevents import build_headers
+from ordermesh_messaging.events import TOPICS
+from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
+from ordermesh_messaging.settings import RelaySettings
+from ordermesh_messaging.topics import ensure_topics
+from ordermesh_platform.logs import get_logger
+from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from ordermesh_platform.service import Runtime
+
+log = get_logger(__name__)
+
+MAX_BACKOFF_S = 5.0
+RETENTION_SWEEP_S = 60.0
+RETENTION_CHUNK = 10_000
+BACKLOG_OBSERVE_S = 1.0
+
+
+def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
+    # acks=all: a row is marked published only when every in-sync replica has it. The
+    # idempotent producer is off: the local broker refuses it, and consumers dedupe
+    # by event id anyway (at-least-once on the wire).
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        request_timeout_ms=int(settings.kafka_request_timeout_s * 1000),
+        max_batch_size=1024 * 1024,
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        source: str,
+        settings: RelaySettings,
+        producer_factory: Callable[[RelaySettings], AIOKafkaProducer] = make_producer,
+    ) -> None:
+        self._engine = engine
+        self._table = table
+        self._source = source
+        self._service = source.rsplit("/", 1)[-1]
+        self._settings = settings
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._wake = asyncio.Event()
+        self._postgres = engine.dialect.name == "postgresql"
+        self._topics_ready = not settings.kafka_create_topics
+        self._last_sweep = 0.0
+        self._last_observed = 0.0
+        self.published = 0  # rows acknowledged by the broker since start
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Publish until cancelled; broker or database outages are waited out."""
+        listener = asyncio.create_task(self._listen()) if self._postgres else None
+        failures = 0
+        try:
+            while True:
+                try:
+                    published = await self.publish_once()
+                    await self._sweep_retention()
+                    await self._observe_backlog()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    failures += 1
+                    await self._drop_producer()
+                    backoff = min(MAX_BACKOFF_S, 0.1 * 2**failures) * random.uniform(0.5, 1)
+                    log.warning("relay pass failed; retrying", error=repr(error), backoff_s=backoff)
+                    await asyncio.sleep(backoff)
+                    continue
+                if published < self._settings.outbox_batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._settings.outbox_poll_s)
+                    self._wake.clear()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+            await self._drop_producer()
+
+    async def publish_once(self) -> int:
+        """One pass over every bucket with work; the number of rows published."""
+        if not await self._has_work():
+            return 0
+        producer = await self._ready_producer()
+        if not self._postgres:
+            return await self._publish_batch(producer, bucket=None)
+        total = 0
+        start = random.randrange(OUTBOX_BUCKETS)  # no bucket is always last
+        for i in range(OUTBOX_BUCKETS):
+            total += await self._publish_batch(producer, (start + i) % OUTBOX_BUCKETS)
+        return total
+
+    # -- one batch -----------------------------------------------------------------------
+
+    async def _publish_batch(self, producer: AIOKafkaProducer, bucket: int | None) -> int:
+        t = self._table
+        async with self._engine.connect() as conn, conn.begin():
+            if bucket is not None:
+                key = zlib.crc32(f"ordermesh-outbox-{t.name}-{bucket}".encode())
+                locked = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})
+                if not locked:
+                    return 0  # another relay is publishing this bucket
+            query = (
+                select(t)
+                .where(t.c.published_at.is_(None))
+                .order_by(t.c.seq)
+                .limit(self._settings.outbox_batch_size)
+            )
+            if bucket is not None:
+                query = query.where(t.c.bucket == bucket).with_for_update(skip_locked=True)
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return 0
+            acknowledged = await self._produce(producer, rows)
+            if acknowledged:
+                await conn.execute(
+                    update(t)
+                    .where(t.c.seq.in_([r.seq for r in rows[:acknowledged]]))
+                    .values(published_at=datetime.now(UTC))
+                )
+            if acknowledged < len(rows):
+                await conn.execute(
+                    update(t)
+                    .where(t.c.seq == rows[acknowledged].seq)
+                    .values(attempts=t.c.attempts + 1)
+                )
+        self.published += acknowledged
+        if acknowledged < len(rows):
+            raise RuntimeError(f"broker acknowledged {acknowledged} of {len(rows)} rows")
+        return acknowledged
+
+    async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]) -> int:
+        """Send every row, wait for every acknowledgement; the length of the
+        acknowledged prefix (rows after a failure are sent again next pass)."""
+        futures = []
+        for row in rows:
+            headers = build_headers(
+                row.event_id,
+                row.event_type,
+                self._source,
+                row.created_at,
+                row.traceparent,
+                row.tracestate,
+            )
+            futures.append(
+                await producer.send(
+                    row.topic,
+                    value=bytes(row.payload),
+                    key=row.aggregate_id.encode(),
+                    headers=headers,
+                )
+            )
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for i, result in enumerate(results):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "publish not acknowledged", event_id=rows[i].event_id, error=repr(result)
+                )
+                return i
+        return len(results)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _has_work(self) -> bool:
+        t = self._table
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(select(t.c.seq).where(t.c.published_at.is_(None)).limit(1))
+        return found is not None
+
+    async def backlog(self) -> tuple[int, float]:
+        """Unpublished rows, and the age in seconds of the oldest of them."""
+        t = self._table
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
+                )
+            ).one()
+        count, oldest = row
+        if oldest is None:
+            return int(count), 0.0
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(count), (datetime.now(UTC) - oldest).total_seconds()
+
+    async def _observe_backlog(self) -> None:
+        now = time.monotonic()
+        if now - self._last_observed < BACKLOG_OBSERVE_S:
+            return
+        self._last_observed = now
+        count, age = await self.backlog()
+        OUTBOX_BACKLOG.labels(self._service).set(count)
+        OUTBOX_OLDEST_AGE.labels(self._service).set(age)
+
+    async def _ready_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._producer_factory(self._settings)
+            await producer.start()
+            self._producer = producer
+        if not self._topics_ready:
+            s = self._settings
+            await ensure_topics(
+                s.kafka_bootstrap,
+                TOPICS.values(),
+                s.kafka_topic_partitions,
+                s.kafka_replication_factor,
+                s.kafka_request_timeout_s,
+            )
+            self._topics_ready = True
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _sweep_retention(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < RETENTION_SWEEP_S:
+            return
+        self._last_sweep = now
+        t = self._table
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.outbox_retention_s)
+        while True:
+            async with self._engine.begin() as conn:
+                doomed = select(t.c.seq).where(t.c.published_at < cutoff).limit(RETENTION_CHUNK)
+                result = await conn.execute(delete(t).where(t.c.seq.in_(doomed)))
+            if (result.rowcount or 0) < RETENTION_CHUNK:
+                return
+
+    async def _listen(self) -> None:
+        """LISTEN for writers' NOTIFY; reconnects after a database outage."""
+        while True:
+            try:
+                async with self._engine.connect() as conn:
+                    await self._listen_on(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.debug("outbox LISTEN connection lost", error=repr(error))
+                await asyncio.sleep(1.0)
+
+    async def _listen_on(self, conn: AsyncConnection) -> None:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+
+        def wake(*_: object) -> None:
+            self._wake.set()
+
+        closed = asyncio.Event()
+        driver.add_termination_listener(lambda *_: closed.set())
+        await driver.add_listener(NOTIFY_CHANNEL, wake)
+        try:
+            await closed.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await driver.remove_listener(NOTIFY_CHANNEL, wake)
+
+
+def relay_workers(
+    runtime: Runtime, table: Table, service: str
+) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+    """The relay as a background worker of the service, unless it runs on its own
+    (``ORDERMESH_RELAY_ENABLED=false`` and ``ordermesh relay <service>``)."""
+    settings = runtime.settings
+    assert isinstance(settings, RelaySettings)
+    if not settings.relay_enabled:
+        return []
+    relay = OutboxRelay(runtime.engine, table, f"ordermesh/{service}", settings)
+    return [("outbox-relay", relay.run())]

@@ -1,0 +1,44 @@
+"""Messaging settings, mixed into the settings of the services that publish or consume."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ordermesh_platform.settings import ServiceSettings
+
+
+class KafkaSettings(ServiceSettings):
+    kafka_create_topics: bool = Field(
+        True, description="Create missing topics (and their .dlq) at start-up."
+    )
+    kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of created topics.")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replicas of created topics.")
+    kafka_request_timeout_s: float = Field(
+        5.0, gt=0, description="A produce that the broker has not acknowledged by then fails."
+    )
+
+
+class RelaySettings(KafkaSettings):
+    relay_enabled: bool = Field(
+        True, description="Run the outbox relay inside the service process."
+    )
+    outbox_batch_size: int = Field(500, ge=1, description="Rows claimed and published at once.")
+    outbox_poll_s: float = Field(
+        0.5, gt=0, description="Polling fallback when no NOTIFY wakes the relay."
+    )
+    outbox_retention_s: float = Field(
+        3600.0, ge=0, description="Published rows are deleted after this long."
+    )
+
+
+class ConsumerSettings(KafkaSettings):
+    consumer_group: str = Field("", description="Kafka consumer group; empty: ordermesh-<service>.")
+    consumer_max_attempts: int = Field(
+        5, ge=1, description="Handler attempts before a message goes to <topic>.dlq."
+    )
+    consumer_backoff_s: float = Field(0.2, ge=0, description="First retry backoff (doubles).")
+    inbox_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="Handled event ids are kept this long; keep it above the topics' retention.",
+    )

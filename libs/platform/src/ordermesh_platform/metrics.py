@@ -1,0 +1,67 @@
+"""Prometheus metrics of every service, served on ``ORDERMESH_METRICS_PORT``.
+
+prometheus-client keeps metrics in one process-wide registry, so they are declared
+here once; each service process only fills the ones that concern it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+RPC_REQUESTS = Counter(
+    "ordermesh_rpc_requests_total", "gRPC calls handled, by method and status code.",
+    ["service", "method", "code"],
+)  # fmt: skip
+RPC_LATENCY = Histogram(
+    "ordermesh_rpc_duration_seconds", "Time to handle a gRPC call, by method.",
+    ["service", "method"], buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+RPC_IN_FLIGHT = Gauge("ordermesh_rpc_in_flight", "gRPC calls being handled now.", ["service"])
+
+OUTBOX_BACKLOG = Gauge(
+    "ordermesh_outbox_backlog", "Committed outbox rows not yet acknowledged by Kafka.", ["service"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "ordermesh_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row.", ["service"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "ordermesh_outbox_published_total", "Outbox rows acknowledged by Kafka.", ["service", "topic"]
+)
+
+CONSUMER_LAG = Gauge(
+    "ordermesh_consumer_lag", "Records behind the partition's high watermark.",
+    ["consumer", "topic", "partition"],
+)  # fmt: skip
+CONSUMER_MESSAGES = Counter(
+    "ordermesh_consumer_messages_total",
+    "Records consumed, by result: handled, duplicate, failed (an attempt), dead_lettered.",
+    ["consumer", "topic", "result"],
+)
+
+SAGA_OUTCOMES = Counter(
+    "ordermesh_saga_outcomes_total", "Orders that reached a decision, by outcome and reason.",
+    ["outcome", "reason"],
+)  # fmt: skip
+
+PSP_LATENCY = Histogram(
+    "ordermesh_psp_call_duration_seconds", "Payment-provider calls, by operation and outcome.",
+    ["operation", "outcome"], buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+PSP_BREAKER_OPEN = Gauge(
+    "ordermesh_psp_circuit_open", "1 while the payment-provider circuit is open (or half-open)."
+)
+
+NOTIFICATIONS = Counter(
+    "ordermesh_notifications_total", "Delivery attempts, by channel and result.",
+    ["channel", "result"],
+)  # fmt: skip
+
+
+def serve_metrics(port: int, host: str) -> int:
+    """Start the /metrics endpoint (a daemon thread); 0 means no endpoint."""
+    if port <= 0:
+        return 0
+    server, _ = start_http_server(port, addr=host)
+    return int(server.server_port)

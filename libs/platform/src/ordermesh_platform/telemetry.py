@@ -1,0 +1,143 @@
+"""OpenTelemetry, set up once for every service from the standard environment variables
+(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME,
+OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, OTEL_SDK_DISABLED, ...).
+
+With no endpoint, spans are not recorded at all (the root sampler is ALWAYS_OFF): the
+cost is an id per span, and trace context still flows through gRPC, the outbox and
+Kafka, so the logs' trace ids and the events' traceparent stay meaningful.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    aio_server_interceptor,
+    filters,
+)
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import Span, Status, StatusCode
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+TRACER_NAME = "ordermesh"
+_instrumented_engines: set[int] = set()
+
+
+def otlp_endpoint() -> str:
+    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+    )
+
+
+def service_version() -> str:
+    try:
+        return version("ordermesh-platform")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def configure_tracing(service: str) -> TracerProvider | None:
+    """Install the tracer provider for this process; None when the SDK is disabled."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    resource = Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME", f"{service}-service"),
+            "service.namespace": "ordermesh",
+            "service.version": service_version(),
+            "service.instance.id": str(uuid.uuid4()),
+        }
+    )
+    endpoint = otlp_endpoint()
+    if endpoint:
+        provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+        provider.add_span_processor(BatchSpanProcessor(_exporter()))
+    else:
+        provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _exporter() -> Any:
+    protocol = os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    )
+    if protocol.startswith("http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcSpanExporter,
+    )
+
+    return GrpcSpanExporter()
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()  # flushes what the batch processor holds
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME, service_version())
+
+
+# Probes and tooling would drown the traces worth reading.
+_NOT_TRACED = filters.negate(
+    filters.any_of(filters.service_prefix("grpc.health"), filters.service_prefix("grpc.reflection"))
+)
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    return [aio_server_interceptor(filter_=_NOT_TRACED)]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """SQL spans for every statement of this engine."""
+    if id(engine.sync_engine) in _instrumented_engines:
+        return
+    _instrumented_engines.add(id(engine.sync_engine))
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+
+
+def record_error(span: Span, error: BaseException) -> None:
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+
+
+def current_ids() -> tuple[str, str]:
+    """(trace_id, span_id) of the active span, as hex; empty strings when none."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return "", ""
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def context_from_traceparent(traceparent: str, tracestate: str = "") -> Context:
+    """The remote parent carried by a W3C traceparent (an outbox row, a Kafka header)."""
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return propagate.extract(carrier)
+
+
+def traceparent_of_current() -> tuple[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", ""), carrier.get("tracestate", "")

@@ -1,0 +1,120 @@
+"""Sends recorded deliveries through their channels, outside any transaction, with retries.
+
+One pass (:meth:`DeliveryWorker.run_once`): claim the due PENDING rows for a lease (one
+short transaction), send each through its channel (no transaction open), record each
+outcome (one short transaction each, and only while the claim is still ours)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ordermesh_notification.channels import DeliveryFailed, Sender
+from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, RetryPolicy
+from ordermesh_notification.store import NotificationStore
+from ordermesh_platform.logs import get_logger
+from ordermesh_platform.metrics import NOTIFICATIONS
+from ordermesh_platform.telemetry import context_from_traceparent, tracer
+
+log = get_logger(__name__)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        senders: Mapping[Channel, Sender],
+        policy: RetryPolicy,
+        lease_s: float = 60.0,
+        batch_size: int = 50,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sessions = sessions
+        self._senders = senders
+        self._policy = policy
+        self._lease = timedelta(seconds=lease_s)
+        self._batch_size = batch_size
+        self._clock = clock
+
+    async def run_once(self) -> int:
+        """Claim the due deliveries, send them side by side, record the outcomes.
+        Returns how many were attempted."""
+        claim = str(uuid.uuid4())
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            due = await NotificationStore(session).claim_due(
+                claim, now, now + self._lease, self._batch_size
+            )
+        # Every send runs to its end even if recording another fails (a database blip): the
+        # first error is raised after, for the periodic loop to log.
+        results = await asyncio.gather(
+            *(self._deliver(claim, message) for message in due), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(due)
+
+    async def _deliver(self, claim: str, message: Outgoing) -> None:
+        attempt = message.attempts + 1
+        with tracer().start_as_current_span(
+            f"deliver {message.channel.value.lower()}",
+            context=context_from_traceparent(message.traceparent),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "ordermesh.order_id": message.order_id,
+                "ordermesh.event_id": message.event_id,
+                "ordermesh.channel": message.channel.value,
+                "ordermesh.attempt": attempt,
+            },
+        ) as span:
+            error = await self._send(message)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error[:200]))
+        NOTIFICATIONS.labels(message.channel.value, "sent" if error is None else "failed").inc()
+        now = self._clock()
+        outcome: Retry | GiveUp | None = None
+        async with self._sessions.begin() as session:
+            store = NotificationStore(session)
+            if error is None:
+                recorded = await store.record_sent(message.notification_id, claim, attempt, now)
+            else:
+                outcome = self._policy.after_failure(message.attempts, now)
+                recorded = await store.record_failure(
+                    message.notification_id, claim, outcome, error
+                )
+        fields = {
+            "notification_id": message.notification_id,
+            "event_id": message.event_id,
+            "channel": message.channel.value,
+            "attempt": attempt,
+        }
+        if not recorded:
+            # Our claim expired and another worker took the delivery over: its record stands.
+            log.warning("delivery claim lost; outcome not recorded", **fields)
+        elif error is None:
+            log.debug("delivery sent", **fields)
+        elif isinstance(outcome, GiveUp):
+            log.error("delivery failed for good", error=error, **fields)
+        else:
+            log.warning("delivery failed; will retry", error=error, **fields)
+
+    async def _send(self, message: Outgoing) -> str | None:
+        """None when the channel took the message, else the error to record."""
+        sender = self._senders.get(message.channel)
+        if sender is None:
+            return f"no sender for channel {message.channel.value}"
+        try:
+            await sender.send(message)
+        except DeliveryFailed as failure:
+            return str(failure) or "delivery failed"
+        except Exception as error:
+            # A defect, not the peer: logged in full here, stored by type only.
+            log.exception("delivery raised", notification_id=message.notification_id)
+            return f"unexpected {type(error).__name__}"
+        return None

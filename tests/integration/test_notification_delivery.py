@@ -1,0 +1,475 @@
+"""Notifications end to end on PostgreSQL and SQLite: handled events become delivery
+records once per (event, channel); the worker sends them to a real SMTP server and a
+real HTTP endpoint, retries failures, and ListNotifications shows the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import hashlib
+import hmac
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from google.protobuf.message import Message
+from sqlalchemy import func, select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ordermesh.common.v1 import money_pb2
+from ordermesh.events.v1 import events_pb2
+from ordermesh.notification.v1 import notification_pb2 as pb
+from ordermesh.notification.v1 import notification_pb2_grpc
+from ordermesh_cli.registry import load_service
+from ordermesh_messaging.inbound import InboundEvent
+from ordermesh_notification.app import build_senders, retry_policy
+from ordermesh_notification.config import NotificationSettings
+from ordermesh_notification.delivery import DeliveryWorker
+from ordermesh_notification.domain import Channel, DeliveryState, Outgoing, Preferences
+from ordermesh_notification.handler import NotificationHandler
+from ordermesh_notification.store import NotificationStore, deliveries
+from ordermesh_notification.usecases import Notifications
+from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.migrations import upgrade_to_head
+from tests.support.services import running_service
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-webhook-secret"
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def sessions(any_database: str) -> AsyncIterator[Sessions]:
+    spec = load_service("notification")
+    await upgrade_to_head(spec.migrations, any_database, spec.name)
+    engine = create_engine(any_database)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+# --- a real SMTP server --------------------------------------------------------------
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.content
+        assert isinstance(content, bytes)
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+# --- a real HTTP endpoint ------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def signature_is_valid(self) -> bool:
+        digest = hmac.new(SECRET.encode(), self.body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(
+            self.headers.get("x-ordermesh-signature", ""), f"sha256={digest}"
+        )
+
+
+@dataclass
+class WebhookEndpoint:
+    """A minimal HTTP/1.1 server: answers the scripted statuses in turn, then ``then``."""
+
+    script: list[int]
+    then: int
+    requests: list[Received] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/orders"
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await reader.readline()
+            assert request_line.startswith(b"POST /hooks/orders "), request_line
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.requests.append(Received(headers, body))
+            status = self.script.pop(0) if self.script else self.then
+            writer.write(
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def _endpoint(script: list[int], then: int) -> tuple[WebhookEndpoint, asyncio.Server]:
+    endpoint = WebhookEndpoint(script, then)
+    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
+    endpoint.port = server.sockets[0].getsockname()[1]
+    return endpoint, server
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _event(payload: Message, event_id: str) -> InboundEvent:
+    return InboundEvent(
+        event_id=event_id,
+        event_type=payload.DESCRIPTOR.full_name,
+        source="ordermesh/order",
+        time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        key="ord-1",
+        topic="ordermesh.orders.v1",
+        partition=0,
+        offset=1,
+        payload=payload,
+    )
+
+
+def _confirmed(order_id: str, customer_id: str = "c1", amount: int = 1234) -> Message:
+    return events_pb2.OrderConfirmed(
+        order_id=order_id,
+        customer_id=customer_id,
+        total=money_pb2.Money(amount_minor=amount, currency="EUR"),
+        payment_id="pay-1",
+    )
+
+
+async def _handle(sessions: Sessions, event: InboundEvent) -> None:
+    """As the consumer does: one transaction around the handler."""
+    async with sessions.begin() as session:
+        await NotificationHandler().handle(session, event)
+
+
+async def _prefer(sessions: Sessions, prefs: Preferences) -> None:
+    await Notifications(sessions).set_preferences(prefs, len(prefs.channels), False)
+
+
+async def _rows(sessions: Sessions) -> list[Row[Any]]:
+    async with sessions() as session:
+        return list((await session.execute(select(deliveries))).all())
+
+
+async def _pending(sessions: Sessions) -> int:
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.state == DeliveryState.PENDING.value)
+        )
+        return int(count or 0)
+
+
+def _settings(**overrides: object) -> NotificationSettings:
+    values: dict[str, object] = {
+        "webhook_secret": SECRET,
+        "delivery_max_attempts": 8,
+        "delivery_backoff_base_s": 0.001,
+        "delivery_backoff_max_s": 0.01,
+        **overrides,
+    }
+    return NotificationSettings.model_validate(values)
+
+
+async def _deliver_all(worker: DeliveryWorker, sessions: Sessions, passes: int = 500) -> None:
+    """Run the worker until nothing is PENDING (bounded)."""
+    for _ in range(passes):
+        await worker.run_once()
+        if await _pending(sessions) == 0:
+            return
+        await asyncio.sleep(0.005)  # let tiny backoffs pass
+    raise AssertionError("deliveries still PENDING after the worker's passes")
+
+
+async def _list(database_url: str, customer_id: str) -> list[pb.Notification]:
+    async with (
+        running_service(load_service("notification"), database_url) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        reply = await stub.ListNotifications(pb.ListNotificationsRequest(customer_id=customer_id))
+        return list(reply.notifications)
+
+
+# --- the tests -----------------------------------------------------------------------
+
+
+async def test_an_order_confirmed_handled_twice_sends_one_email(
+    sessions: Sessions, smtp_server: tuple[Inbox, int], any_database: str
+) -> None:
+    inbox, port = smtp_server
+    await _prefer(sessions, Preferences("c1", (Channel.EMAIL,), email="c1@example.com"))
+    event = _event(_confirmed("ord-1"), "5b0e6a59-8f0e-4a43-9a53-7c1d6f1e0001")
+    await _handle(sessions, event)
+    await _handle(sessions, event)  # redelivered: changes nothing
+
+    settings = _settings(smtp_port=port, smtp_from="shop@example.com")
+    async with httpx.AsyncClient() as http:
+        worker = DeliveryWorker(sessions, build_senders(settings, http), retry_policy(settings))
+        await _deliver_all(worker, sessions)
+        await _handle(sessions, event)  # even after it was sent
+        assert await worker.run_once() == 0
+
+    (mail,) = inbox.messages
+    assert inbox.recipients == [["c1@example.com"]]
+    assert mail["From"] == "shop@example.com"
+    assert mail["Subject"] == "Order ord-1 confirmed"
+    assert mail["Message-ID"] == "<5b0e6a59-8f0e-4a43-9a53-7c1d6f1e0001.email@example.com>"
+    text = mail.get_content()
+    assert "ord-1" in text
+    assert "Total: 12.34 EUR" in text
+
+    (listed,) = await _list(any_database, "c1")
+    assert (listed.channel, listed.state, listed.attempts) == (
+        pb.CHANNEL_EMAIL,
+        pb.DELIVERY_STATE_SENT,
+        1,
+    )
+    assert listed.event_id == event.event_id
+    assert listed.order_id == "ord-1"
+    assert listed.subject == "Order ord-1 confirmed"
+    assert listed.HasField("deliver_time")
+
+
+async def test_a_webhook_failing_twice_then_answering_200_is_one_record_sent_after_3_attempts(
+    sessions: Sessions, any_database: str
+) -> None:
+    endpoint, server = await _endpoint([500, 500], then=200)
+    async with server:
+        await _prefer(sessions, Preferences("c1", (Channel.WEBHOOK,), webhook_url=endpoint.url))
+        event = _event(_confirmed("ord-7", amount=990), "ev-webhook-1")
+        await _handle(sessions, event)
+        await _handle(sessions, event)
+        settings = _settings()
+        async with httpx.AsyncClient() as http:
+            worker = DeliveryWorker(sessions, build_senders(settings, http), retry_policy(settings))
+            await _deliver_all(worker, sessions)
+
+    assert len(endpoint.requests) == 3
+    assert all(r.signature_is_valid for r in endpoint.requests)
+    assert {r.headers["idempotency-key"] for r in endpoint.requests} == {"ev-webhook-1"}
+    assert {r.headers["x-ordermesh-event-type"] for r in endpoint.requests} == {
+        "ordermesh.events.v1.OrderConfirmed"
+    }
+    assert {r.headers["content-type"] for r in endpoint.requests} == {"application/json"}
+    assert len({r.body for r in endpoint.requests}) == 1  # every retry sends the same bytes
+
+    (row,) = await _rows(sessions)
+    assert (row.state, row.attempts) == (DeliveryState.SENT.value, 3)
+    assert row.last_error == "webhook answered HTTP 500"
+    assert row.delivered_at is not None
+
+    (listed,) = await _list(any_database, "c1")
+    assert (listed.channel, listed.state, listed.attempts) == (
+        pb.CHANNEL_WEBHOOK,
+        pb.DELIVERY_STATE_SENT,
+        3,
+    )
+    assert listed.notification_id == row.notification_id
+
+
+async def test_a_webhook_that_always_fails_ends_failed_after_the_last_attempt(
+    sessions: Sessions, any_database: str
+) -> None:
+    endpoint, server = await _endpoint([], then=503)
+    async with server:
+        await _prefer(sessions, Preferences("c1", (Channel.WEBHOOK,), webhook_url=endpoint.url))
+        await _handle(sessions, _event(_confirmed("ord-9"), "ev-webhook-2"))
+        settings = _settings(delivery_max_attempts=3)
+        async with httpx.AsyncClient() as http:
+            worker = DeliveryWorker(sessions, build_senders(settings, http), retry_policy(settings))
+            await _deliver_all(worker, sessions)
+            assert await worker.run_once() == 0  # given up: never tried again
+
+    assert len(endpoint.requests) == 3
+    (row,) = await _rows(sessions)
+    assert (row.state, row.attempts) == (DeliveryState.FAILED.value, 3)
+    assert row.last_error == "webhook answered HTTP 503"
+    assert row.delivered_at is None
+    (listed,) = await _list(any_database, "c1")
+    assert (listed.state, listed.attempts) == (pb.DELIVERY_STATE_FAILED, 3)
+    assert listed.last_error == "webhook answered HTTP 503"
+
+
+async def test_an_unreachable_webhook_is_retried_and_its_error_kept(sessions: Sessions) -> None:
+    closed = f"http://127.0.0.1:{_free_port()}/hooks/orders"
+    await _prefer(sessions, Preferences("c1", (Channel.WEBHOOK,), webhook_url=closed))
+    await _handle(sessions, _event(_confirmed("ord-3"), "ev-webhook-3"))
+    settings = _settings(delivery_max_attempts=2)
+    async with httpx.AsyncClient() as http:
+        worker = DeliveryWorker(sessions, build_senders(settings, http), retry_policy(settings))
+        await _deliver_all(worker, sessions)
+    (row,) = await _rows(sessions)
+    assert (row.state, row.attempts) == (DeliveryState.FAILED.value, 2)
+    assert "ConnectError" in row.last_error
+
+
+async def test_each_channel_the_customer_chose_gets_one_record(
+    sessions: Sessions, smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    endpoint, server = await _endpoint([], then=200)
+    async with server:
+        await _prefer(
+            sessions,
+            Preferences(
+                "c1",
+                (Channel.LOG, Channel.EMAIL, Channel.WEBHOOK),
+                email="c1@example.com",
+                webhook_url=endpoint.url,
+            ),
+        )
+        rejected = events_pb2.OrderRejected(
+            order_id="ord-5", customer_id="c1", reason="OUT_OF_STOCK", reason_detail="SKU-9"
+        )
+        for _ in range(3):
+            await _handle(sessions, _event(rejected, "ev-rejected-1"))
+        settings = _settings(smtp_port=port)
+        async with httpx.AsyncClient() as http:
+            worker = DeliveryWorker(sessions, build_senders(settings, http), retry_policy(settings))
+            await _deliver_all(worker, sessions)
+
+    rows = await _rows(sessions)
+    assert sorted(r.channel for r in rows) == ["EMAIL", "LOG", "WEBHOOK"]
+    assert {(r.state, r.attempts) for r in rows} == {(DeliveryState.SENT.value, 1)}
+    assert len(inbox.messages) == 1
+    assert len(endpoint.requests) == 1
+    assert "an item is out of stock (OUT_OF_STOCK): SKU-9" in inbox.messages[0].get_content()
+
+
+async def test_workers_side_by_side_send_each_delivery_once(sessions: Sessions) -> None:
+    sent: list[str] = []
+
+    class Recording:
+        async def send(self, message: Outgoing) -> None:
+            await asyncio.sleep(0)  # let the other workers run meanwhile
+            sent.append(message.notification_id)
+
+    for i in range(30):
+        await _handle(sessions, _event(_confirmed(f"ord-{i}", customer_id=f"c{i}"), f"ev-{i}"))
+    workers = [
+        DeliveryWorker(
+            sessions, {Channel.LOG: Recording()}, retry_policy(_settings()), batch_size=4
+        )
+        for _ in range(3)
+    ]
+    for _ in range(100):
+        await asyncio.gather(*(w.run_once() for w in workers))
+        if await _pending(sessions) == 0:
+            break
+    rows = await _rows(sessions)
+    assert len(rows) == 30
+    assert sorted(sent) == sorted(r.notification_id for r in rows)  # each exactly once
+    assert {(r.state, r.attempts) for r in rows} == {(DeliveryState.SENT.value, 1)}
+
+
+async def test_a_delivery_whose_worker_died_is_sent_after_its_claim_expires(
+    sessions: Sessions,
+) -> None:
+    await _handle(sessions, _event(_confirmed("ord-1"), "ev-orphan"))
+    now = datetime.now(UTC)
+    async with sessions.begin() as session:  # a worker claims it, then dies before recording
+        (orphan,) = await NotificationStore(session).claim_due(
+            "dead-worker", now, now + timedelta(seconds=60), 10
+        )
+
+    sent: list[str] = []
+
+    class Recording:
+        async def send(self, message: Outgoing) -> None:
+            sent.append(message.notification_id)
+
+    senders = {Channel.LOG: Recording()}
+    assert await DeliveryWorker(sessions, senders, retry_policy(_settings())).run_once() == 0
+    later = DeliveryWorker(
+        sessions, senders, retry_policy(_settings()), clock=lambda: now + timedelta(seconds=61)
+    )
+    assert await later.run_once() == 1
+    assert sent == [orphan.notification_id]
+
+    async with sessions.begin() as session:  # the dead worker's late word changes nothing
+        assert not await NotificationStore(session).record_sent(
+            orphan.notification_id, "dead-worker", 1, now
+        )
+    (row,) = await _rows(sessions)
+    assert (row.state, row.attempts) == (DeliveryState.SENT.value, 1)
+
+
+async def test_the_running_service_delivers_to_the_log_by_default(
+    sessions: Sessions, any_database: str
+) -> None:
+    async with (
+        running_service(
+            load_service("notification"), any_database, delivery_interval_s=0.02
+        ) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        refunded = events_pb2.PaymentRefunded(
+            payment_id="pay-1",
+            order_id="ord-1",
+            customer_id="c-default",
+            amount=money_pb2.Money(amount_minor=500, currency="JPY"),
+        )
+        await _handle(sessions, _event(refunded, "ev-refund-1"))
+        for _ in range(500):
+            reply = await stub.ListNotifications(
+                pb.ListNotificationsRequest(customer_id="c-default")
+            )
+            if [n.state for n in reply.notifications] == [pb.DELIVERY_STATE_SENT]:
+                break
+            await asyncio.sleep(0.02)
+        (listed,) = reply.notifications
+        assert (listed.channel, listed.state, listed.attempts) == (
+            pb.CHANNEL_LOG,
+            pb.DELIVERY_STATE_SENT,
+            1,
+        )
+        assert listed.subject == "Refund for order ord-1"

@@ -1,0 +1,215 @@
+"""The outbox and its relay against the real PostgreSQL and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ordermesh.events.v1 import events_pb2
+from ordermesh_messaging.cloudevents import header_map
+from ordermesh_messaging.events import DomainEvent
+from ordermesh_messaging.outbox import Outbox
+from ordermesh_messaging.relay import OutboxRelay
+from ordermesh_messaging.settings import RelaySettings
+from ordermesh_order.domain import Order, PlaceOrder
+from ordermesh_order.store import OrderRepository, orders, outbox
+from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.migrations import upgrade_to_head
+from tests.support.broker import Broker, read_topic, running_broker
+
+pytestmark = pytest.mark.integration
+TOPIC = "ordermesh.orders.v1"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Broker]:
+    with running_broker() as b:
+        yield b
+
+
+@pytest.fixture
+async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
+    await upgrade_to_head("ordermesh_order:migrations", pg_database, "order")
+    engine = create_engine(pg_database)
+    yield engine
+    await engine.dispose()
+
+
+def _settings(broker: Broker, **change: object) -> RelaySettings:
+    return RelaySettings.model_validate(
+        {"kafka_bootstrap": broker.bootstrap, "outbox_poll_s": 0.05, **change}
+    )
+
+
+async def _write_interleaved(engine: AsyncEngine, aggregates: int, per_aggregate: int) -> None:
+    """Events of many aggregates, each in its own transaction, interleaved; every event
+    carries its position in its aggregate's history (in customer_id)."""
+    sessions = session_factory(engine)
+    box = Outbox(outbox)
+    for n in range(per_aggregate):
+        for a in range(aggregates):
+            async with sessions.begin() as session:
+                event = events_pb2.OrderCreated(order_id=f"agg-{a}", customer_id=str(n))
+                await box.add(session, [DomainEvent("order", f"agg-{a}", event)])
+
+
+async def _unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(select(func.count()).where(outbox.c.published_at.is_(None))) or 0
+        )
+
+
+async def test_a_failure_before_commit_leaves_neither_the_change_nor_its_event(
+    engine: AsyncEngine,
+) -> None:
+    order = Order.place(str(uuid.uuid4()), PlaceOrder.validated("c", "k", [("A", 1)], "EUR", "t"))
+
+    async def write_then_fail() -> None:
+        async with session_factory(engine).begin() as session:
+            await OrderRepository(session).add(order, "me", order.created_at)
+            raise RuntimeError("injected failure after the domain write, before commit")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        await write_then_fail()
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(orders)) == 0
+        assert await conn.scalar(select(func.count()).select_from(outbox)) == 0
+
+
+async def test_two_relays_on_one_outbox_keep_each_aggregates_order(
+    engine: AsyncEngine, broker: Broker, pg_database: str
+) -> None:
+    await _write_interleaved(engine, aggregates=100, per_aggregate=5)
+    second_engine = create_engine(pg_database)
+    relays = [
+        OutboxRelay(e, outbox, "ordermesh/order", _settings(broker, outbox_batch_size=7))
+        for e in (engine, second_engine)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        for _ in range(300):  # bounded: 30 s
+            if await _unpublished(engine) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await _unpublished(engine) == 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await second_engine.dispose()
+    assert all(r.published > 0 for r in relays), "both relays took a share"
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in await read_topic(broker.bootstrap, TOPIC, expect=500):
+        event = events_pb2.OrderCreated.FromString(record.value)
+        if event.order_id.startswith("agg-"):
+            seen[event.order_id].append(int(event.customer_id))
+    assert len(seen) == 100
+    for history in seen.values():
+        assert history == sorted(history), "an aggregate's events went out of order"
+        assert set(history) == set(range(5))
+
+
+async def test_records_carry_key_cloudevents_headers_and_a_decodable_payload(
+    engine: AsyncEngine, broker: Broker
+) -> None:
+    async with session_factory(engine).begin() as session:
+        event = DomainEvent("order", "o-headers", events_pb2.OrderConfirmed(order_id="o-headers"))
+        await Outbox(outbox).add(session, [event])
+    relay = OutboxRelay(engine, outbox, "ordermesh/order", _settings(broker))
+    assert await relay.publish_once() == 1
+    records = [
+        r for r in await read_topic(broker.bootstrap, TOPIC, expect=1) if r.key == b"o-headers"
+    ]
+    assert len(records) == 1
+    headers = header_map(records[0].headers)
+    assert headers["ce_id"].decode() == event.event_id
+    assert headers["ce_type"] == b"ordermesh.events.v1.OrderConfirmed"
+    assert headers["ce_source"] == b"ordermesh/order"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["content-type"] == b"application/protobuf"
+    assert headers["ce_time"].endswith(b"Z")
+    assert events_pb2.OrderConfirmed.FromString(records[0].value).order_id == "o-headers"
+
+
+async def test_with_the_broker_away_rows_wait_and_then_drain(
+    engine: AsyncEngine, broker: Broker
+) -> None:
+    relay = OutboxRelay(
+        engine, outbox, "ordermesh/order", _settings(broker, kafka_request_timeout_s=1.0)
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        with broker.paused():
+            await _write_interleaved(engine, aggregates=5, per_aggregate=2)
+            await asyncio.sleep(2.5)
+            assert await _unpublished(engine) == 10  # nothing is marked without an ack
+        for _ in range(300):  # bounded: 30 s
+            if await _unpublished(engine) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await _unpublished(engine) == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _start_relay(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`ordermesh relay order`: the relay as its own process, as beside a service."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ordermesh_cli", "relay", "order"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_a_relay_killed_mid_batch_loses_nothing(
+    engine: AsyncEngine, broker: Broker, pg_database: str, tmp_path: Path
+) -> None:
+    await _write_interleaved(engine, aggregates=50, per_aggregate=60)  # 3000 events
+    async with engine.connect() as conn:
+        written = set((await conn.execute(select(outbox.c.event_id))).scalars())
+    env = {
+        **os.environ,
+        "ORDERMESH_DATABASE_URL": pg_database,
+        "ORDERMESH_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "ORDERMESH_OUTBOX_BATCH_SIZE": "50",
+    }
+    log = tmp_path / "relay.log"
+    relay = _start_relay(env, log)
+    for _ in range(600):  # bounded: 60 s, until it is part-way through
+        left = await _unpublished(engine)
+        if left < len(written):
+            break
+        await asyncio.sleep(0.1)
+    relay.send_signal(signal.SIGKILL)
+    relay.wait()
+    assert 0 < await _unpublished(engine) < len(written), "the kill came mid-way"
+    relay = _start_relay(env, log)
+    try:
+        for _ in range(600):  # bounded: 60 s
+            if await _unpublished(engine) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await _unpublished(engine) == 0
+    finally:
+        relay.terminate()
+        relay.wait(timeout=10)
+    on_the_wire = [
+        header_map(r.headers)["ce_id"].decode()
+        for r in await read_topic(broker.bootstrap, TOPIC, expect=len(written), timeout_s=60)
+    ]
+    assert written <= set(on_the_wire), "an event is missing"
