@@ -5,6 +5,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.postgres import database_url, drop_database, unique_name
+from tests.support.receivers import smtp_server
+
+__all__ = ["smtp_server"]  # a real SMTP server, for the notification tests
 
 
 @pytest.fixture

@@ -21,9 +21,14 @@ TEST_SETTINGS = {
 }
 
 
-async def start_mesh(tmp: Path, postgres: str | None) -> AsyncIterator[MeshClient]:
+async def start_mesh(
+    tmp: Path, postgres: str | None, settings: dict[str, str] | None = None
+) -> AsyncIterator[MeshClient]:
     config = MeshConfig(
-        base_port=free_port_block(4), postgres=postgres, state_dir=tmp, env=TEST_SETTINGS
+        base_port=free_port_block(4),
+        postgres=postgres,
+        state_dir=tmp,
+        env={**TEST_SETTINGS, **(settings or {})},
     )
     mesh = LocalMesh(config)
     mesh.start()

@@ -5,23 +5,14 @@ real HTTP endpoint, retries failures, and ListNotifications shows the outcome.""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
-import hashlib
-import hmac
 import socket
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from http import HTTPStatus
 from typing import Any
 
 import grpc
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from google.protobuf.message import Message
 from sqlalchemy import func, select
 from sqlalchemy.engine import Row
@@ -42,11 +33,11 @@ from ordermesh_notification.store import NotificationStore, deliveries
 from ordermesh_notification.usecases import Notifications
 from ordermesh_platform.db import create_engine, session_factory
 from ordermesh_platform.migrations import upgrade_to_head
+from tests.support.receivers import SECRET, MailBox, webhook_endpoint
 from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
 
-SECRET = "test-webhook-secret"
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -66,94 +57,6 @@ async def sessions(any_database: str) -> AsyncIterator[Sessions]:
         yield session_factory(engine)
     finally:
         await engine.dispose()
-
-
-# --- a real SMTP server --------------------------------------------------------------
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.content
-        assert isinstance(content, bytes)
-        parsed = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
-
-
-# --- a real HTTP endpoint ------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def signature_is_valid(self) -> bool:
-        digest = hmac.new(SECRET.encode(), self.body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(
-            self.headers.get("x-ordermesh-signature", ""), f"sha256={digest}"
-        )
-
-
-@dataclass
-class WebhookEndpoint:
-    """A minimal HTTP/1.1 server: answers the scripted statuses in turn, then ``then``."""
-
-    script: list[int]
-    then: int
-    requests: list[Received] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/orders"
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await reader.readline()
-            assert request_line.startswith(b"POST /hooks/orders "), request_line
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append(Received(headers, body))
-            status = self.script.pop(0) if self.script else self.then
-            writer.write(
-                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-
-
-async def _endpoint(script: list[int], then: int) -> tuple[WebhookEndpoint, asyncio.Server]:
-    endpoint = WebhookEndpoint(script, then)
-    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
-    endpoint.port = server.sockets[0].getsockname()[1]
-    return endpoint, server
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -242,7 +145,7 @@ async def _list(database_url: str, customer_id: str) -> list[pb.Notification]:
 
 
 async def test_an_order_confirmed_handled_twice_sends_one_email(
-    sessions: Sessions, smtp_server: tuple[Inbox, int], any_database: str
+    sessions: Sessions, smtp_server: tuple[MailBox, int], any_database: str
 ) -> None:
     inbox, port = smtp_server
     await _prefer(sessions, Preferences("c1", (Channel.EMAIL,), email="c1@example.com"))
@@ -281,7 +184,7 @@ async def test_an_order_confirmed_handled_twice_sends_one_email(
 async def test_a_webhook_failing_twice_then_answering_200_is_one_record_sent_after_3_attempts(
     sessions: Sessions, any_database: str
 ) -> None:
-    endpoint, server = await _endpoint([500, 500], then=200)
+    endpoint, server = await webhook_endpoint([500, 500], then=200)
     async with server:
         await _prefer(sessions, Preferences("c1", (Channel.WEBHOOK,), webhook_url=endpoint.url))
         event = _event(_confirmed("ord-7", amount=990), "ev-webhook-1")
@@ -318,7 +221,7 @@ async def test_a_webhook_failing_twice_then_answering_200_is_one_record_sent_aft
 async def test_a_webhook_that_always_fails_ends_failed_after_the_last_attempt(
     sessions: Sessions, any_database: str
 ) -> None:
-    endpoint, server = await _endpoint([], then=503)
+    endpoint, server = await webhook_endpoint([], then=503)
     async with server:
         await _prefer(sessions, Preferences("c1", (Channel.WEBHOOK,), webhook_url=endpoint.url))
         await _handle(sessions, _event(_confirmed("ord-9"), "ev-webhook-2"))
@@ -352,10 +255,10 @@ async def test_an_unreachable_webhook_is_retried_and_its_error_kept(sessions: Se
 
 
 async def test_each_channel_the_customer_chose_gets_one_record(
-    sessions: Sessions, smtp_server: tuple[Inbox, int]
+    sessions: Sessions, smtp_server: tuple[MailBox, int]
 ) -> None:
     inbox, port = smtp_server
-    endpoint, server = await _endpoint([], then=200)
+    endpoint, server = await webhook_endpoint([], then=200)
     async with server:
         await _prefer(
             sessions,

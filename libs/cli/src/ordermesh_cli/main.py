@@ -113,14 +113,21 @@ def dlq_list(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -
     from ordermesh_messaging.dlq import default_dlq_topics, list_dead_letters
 
     letters = asyncio.run(list_dead_letters(kafka, topic or default_dlq_topics()))
+    columns = ("topic", "partition", "offset", "key", "type", "event id", "reason", "error")
+    rows = [
+        (x.topic, str(x.partition), str(x.offset), x.key, x.event_type, x.event_id,
+         x.reason, x.error[:120])
+        for x in letters
+    ]  # fmt: skip
+    if not sys.stdout.isatty():  # a pipe or a script: one tab-separated line each
+        for line in (columns, *rows):
+            typer.echo("\t".join(line))
+        return
     table = Table(title=f"{len(letters)} dead letter(s)")
-    for column in ("topic", "partition", "offset", "key", "type", "event id", "reason", "error"):
+    for column in columns:
         table.add_column(column)
-    for x in letters:
-        table.add_row(
-            x.topic, str(x.partition), str(x.offset), x.key, x.event_type, x.event_id,
-            x.reason, x.error[:80],
-        )  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 

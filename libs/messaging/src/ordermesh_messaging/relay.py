@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Row, Table, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -37,8 +39,14 @@ from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 from ordermesh_platform.service import Runtime
+from ordermesh_platform.telemetry import (
+    context_from_traceparent,
+    record_error,
+    traceparent_of_current,
+    tracer,
+)
 
 log = get_logger(__name__)
 
@@ -173,15 +181,28 @@ class OutboxRelay:
     async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]) -> int:
         """Send every row, wait for every acknowledgement; the length of the
         acknowledged prefix (rows after a failure are sent again next pass)."""
-        futures = []
+        futures, spans = [], []
         for row in rows:
+            # A PRODUCER span per event, child of the request that wrote the row; the
+            # record carries this span's context, so consumers join the same trace.
+            span = tracer().start_span(
+                f"publish {row.topic}",
+                context=context_from_traceparent(row.traceparent, row.tracestate),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": row.topic,
+                    "messaging.message.id": row.event_id,
+                    "messaging.kafka.message.key": row.aggregate_id,
+                    "ordermesh.event_type": row.event_type,
+                },
+            )
+            spans.append(span)
+            with trace.use_span(span):
+                traceparent, tracestate = traceparent_of_current()
             headers = build_headers(
-                row.event_id,
-                row.event_type,
-                self._source,
-                row.created_at,
-                row.traceparent,
-                row.tracestate,
+                row.event_id, row.event_type, self._source, row.created_at, traceparent, tracestate
             )
             futures.append(
                 await producer.send(
@@ -192,13 +213,21 @@ class OutboxRelay:
                 )
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
-        for i, result in enumerate(results):
+        acknowledged = len(results)
+        for i, (span, result) in enumerate(zip(spans, results, strict=True)):
             if isinstance(result, BaseException):
-                log.warning(
-                    "publish not acknowledged", event_id=rows[i].event_id, error=repr(result)
-                )
-                return i
-        return len(results)
+                record_error(span, result)
+                if i < acknowledged:
+                    acknowledged = i
+                    log.warning(
+                        "publish not acknowledged", event_id=rows[i].event_id, error=repr(result)
+                    )
+            else:
+                span.set_attribute("messaging.destination.partition.id", str(result.partition))
+                span.set_attribute("messaging.kafka.offset", result.offset)
+                OUTBOX_PUBLISHED.labels(self._service, rows[i].topic).inc()
+            span.end()
+        return acknowledged
 
     # -- helpers -------------------------------------------------------------------------
 
