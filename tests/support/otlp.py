@@ -61,7 +61,7 @@ def _value(value: Any) -> Any:
 async def start_receiver() -> tuple[Receiver, grpc.aio.Server, int]:
     receiver = Receiver()
     server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return receiver, server, port
