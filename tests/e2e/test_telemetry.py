@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh_cli.mesh import scrape_metrics
 from tests.e2e.conftest import start_mesh
 from tests.support.mesh_client import MeshClient
