@@ -47,6 +47,14 @@ async def _read(consumer: AIOKafkaConsumer, limit: int, quiet_s: float) -> list[
     return records
 
 
+def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+
+
 def _letter(record: ConsumerRecord) -> DeadLetter:
     h = header_map(record.headers)
 
@@ -73,11 +81,7 @@ async def list_dead_letters(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = _partitions(consumer, topics)
         if not partitions:
             return []
         consumer.assign(partitions)
@@ -93,8 +97,9 @@ async def replay_dead_letters(
     """Publish the dead letters not replayed before back onto their original topics,
     with their original key, value and headers. The replayer's consumer group remembers
     how far it got, so a second replay sends nothing twice."""
+    # Partitions are assigned, not subscribed: the group only keeps the replayer's
+    # offsets, so no join (and no wait for a rebalance) happens.
     consumer = AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=bootstrap,
         group_id=REPLAY_GROUP,
         enable_auto_commit=False,
@@ -104,6 +109,10 @@ async def replay_dead_letters(
     await consumer.start()
     await producer.start()
     try:
+        partitions = _partitions(consumer, topics)
+        if not partitions:
+            return []
+        consumer.assign(partitions)
         records = await _read(consumer, limit, quiet_s)
         replayed = []
         for record in records:
