@@ -14,7 +14,7 @@ PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 # buf breaking compares against main; CI clones carry main, so this is always there.
 BREAKING_AGAINST ?= .git\#branch=main
 
-.PHONY: help install run test test-unit test-integration test-e2e lint proto proto-check bench clean
+.PHONY: help install run test test-unit test-integration test-e2e lint proto proto-check bench bench-soak chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -74,8 +74,15 @@ proto-check: install ## fail when the committed stubs differ from what the proto
 	$(MAKE) --no-print-directory _protoc OUT=$$tmp >/dev/null && \
 	diff -r -x __pycache__ $$tmp/ordermesh $(CONTRACTS_OUT)/ordermesh && echo "stubs match protos"
 
-bench: install ## benchmark suite
-	@echo "make bench: the benchmark suite is not built yet (see the load-generator issue)"
+bench: install ## PlaceOrder against its baselines, under 5 minutes: bench/results/latest.{json,png}
+	$(VENV)/bin/ordermesh bench
+
+chaos: install ## 5000 orders under kills, a broker outage, a PostgreSQL restart, a bad provider
+	$(VENV)/bin/ordermesh chaos
+
+ORDERS ?= 1000000
+bench-soak: install ## a long wait_for_outcome=false run: memory, backlog, invariants (ORDERS=n)
+	$(VENV)/bin/ordermesh soak --orders $(ORDERS)
 
 clean: ## remove local state and caches (keeps .venv)
 	rm -rf .ordermesh .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@
 #   1. helm lint --strict, with the default values and every k8s/examples/*.yaml
 #   2. helm template with the same value sets
 #   3. every rendered object validated by kubernetes-validate (strict) for each
-#      Kubernetes version of K8S_KUBE_VERSIONS; KafkaTopic and ServiceMonitor
+#      Kubernetes version of K8S_KUBE_VERSIONS; KafkaTopic, ServiceMonitor and Certificate
 #      against the schemas in k8s/tools/crd-schemas/
 #   4. hadolint Dockerfile
 #

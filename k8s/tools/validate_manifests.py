@@ -4,7 +4,7 @@ Built-in kinds are validated with kubernetes-validate (strict: unknown fields ar
 errors) against every Kubernetes version given. Unlike the kubernetes-validate
 command, a kind/apiVersion without a schema for a version is an error here (the
 command only warns), so an API removed in a later Kubernetes fails the check.
-Custom resources (KafkaTopic, ServiceMonitor) are validated against the schemas
+Custom resources (KafkaTopic, ServiceMonitor, Certificate) are validated against the schemas
 bundled in k8s/tools/crd-schemas/. Objects are also checked for duplicates.
 
 Run with the tools' Python: .tools/k8s/bin/python k8s/tools/validate_manifests.py

@@ -22,13 +22,19 @@ TEST_SETTINGS = {
 
 
 async def start_mesh(
-    tmp: Path, postgres: str | None, settings: dict[str, str] | None = None
+    tmp: Path,
+    postgres: str | None,
+    settings: dict[str, str] | None = None,
+    tls: bool = False,
+    auth: bool = False,
 ) -> AsyncIterator[MeshClient]:
     config = MeshConfig(
         base_port=free_port_block(4),
         postgres=postgres,
         state_dir=tmp,
         env={**TEST_SETTINGS, **(settings or {})},
+        tls=tls,
+        auth=auth,
     )
     mesh = LocalMesh(config)
     mesh.start()

@@ -46,7 +46,7 @@ def smtp() -> Iterator[tuple[MailBox, int]]:
     from tests.support.ports import is_free
 
     box = MailBox()
-    port = next(p for p in range(42500, 43500, 3) if is_free(p))
+    port = next(p for p in range(19000, 20000, 3) if is_free(p))
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
     try:

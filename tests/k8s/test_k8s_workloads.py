@@ -48,10 +48,14 @@ def assert_hardened(pod_spec: dict[str, Any], where: str) -> None:
         assert sc["capabilities"] == {"drop": ["ALL"]}, where
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
         assert sc.get("privileged", False) is False, where
-        # /tmp is the only writable path: an emptyDir.
-        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        assert "emptyDir" in volumes[mounts["/tmp"]], where
-        assert set(mounts) == {"/tmp"}, where
+        # /tmp is the only writable path: an emptyDir. Anything else mounted is a
+        # read-only Secret or ConfigMap (certificates, token keys).
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]], where
+        for path, mount in mounts.items():
+            if path != "/tmp":
+                assert mount.get("readOnly") is True, f"{where}: {path}"
+                assert {"secret", "configMap"} & set(volumes[mount["name"]]), f"{where}: {path}"
         for bound in ("requests", "limits"):
             for resource in ("cpu", "memory"):
                 assert c["resources"][bound][resource], f"{where}: {bound}.{resource}"

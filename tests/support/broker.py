@@ -37,7 +37,7 @@ class Broker:
 
 @contextmanager
 def running_broker() -> Iterator[Broker]:
-    port = next(p for p in range(39100, 39900, 7) if is_free(p))
+    port = next(p for p in range(18000, 19000, 7) if is_free(p))
     proc = start_tansu(port)
     try:
         wait_for_port(port, timeout_s=15)

@@ -6,8 +6,6 @@ import asyncio
 import time
 import uuid
 
-import grpc
-
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
@@ -18,12 +16,17 @@ from ordermesh_cli.mesh import LocalMesh
 
 
 class MeshClient:
+    """On a mesh with TLS its channels present the caller certificate; with
+    authentication its helpers call as an administrator (the stubs send no token)."""
+
     def __init__(self, mesh: LocalMesh, saga_timeout_s: float) -> None:
         self.mesh = mesh
         self.saga_timeout_s = saga_timeout_s
         config = mesh.config
+        self.access = config.access()
+        self.admin = self.access.as_admin()
         self._channels = {
-            name: grpc.aio.insecure_channel(config.address(name))
+            name: self.access.channel(config.address(name))
             for name in ("order", "inventory", "payment")
         }
         self.orders = order_pb2_grpc.OrderServiceStub(self._channels["order"])
@@ -45,16 +48,20 @@ class MeshClient:
                 )
             ),
             timeout=5,
+            metadata=self.admin,
         )
         if stock:
             await self.inventory.AdjustStock(
                 inventory_pb2.AdjustStockRequest(adjustment_id=f"init-{sku}", sku=sku, delta=stock),
                 timeout=5,
+                metadata=self.admin,
             )
         return sku
 
     async def stock(self, sku: str) -> tuple[int, int, int]:
-        reply = await self.inventory.GetStock(inventory_pb2.GetStockRequest(skus=[sku]), timeout=5)
+        reply = await self.inventory.GetStock(
+            inventory_pb2.GetStockRequest(skus=[sku]), timeout=5, metadata=self.admin
+        )
         level = reply.stock[0]
         return level.available, level.reserved, level.committed
 
@@ -79,16 +86,20 @@ class MeshClient:
         self, items: dict[str, int], deadline_s: float = 15, **kw: object
     ) -> order_pb2.Order:
         request = self.place_request(items, **kw)  # type: ignore[arg-type]
-        reply = await self.orders.PlaceOrder(request, timeout=deadline_s)
+        reply = await self.orders.PlaceOrder(
+            request, timeout=deadline_s, metadata=self.access.as_customer(request.customer_id)
+        )
         return reply.order
 
     async def get(self, order_id: str) -> order_pb2.Order:
-        reply = await self.orders.GetOrder(order_pb2.GetOrderRequest(order_id=order_id), timeout=5)
+        reply = await self.orders.GetOrder(
+            order_pb2.GetOrderRequest(order_id=order_id), timeout=5, metadata=self.admin
+        )
         return reply.order
 
     async def payment(self, order_id: str) -> payment_pb2.Payment:
         reply = await self.payments.GetPayment(
-            payment_pb2.GetPaymentRequest(order_id=order_id), timeout=5
+            payment_pb2.GetPaymentRequest(order_id=order_id), timeout=5, metadata=self.admin
         )
         return reply.payment
 
@@ -124,7 +135,8 @@ class MeshClient:
 
     async def wait_serving(self, name: str, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
-        while await check_health(self.mesh.config.address(name)) != "SERVING":
+        config = self.mesh.config
+        while await check_health(config.address(name), tls=config.caller_tls) != "SERVING":
             assert self.mesh.child(name).proc.poll() is None, f"{name} exited"
             assert time.monotonic() < deadline, f"{name} never became SERVING"
             await asyncio.sleep(0.1)

@@ -15,9 +15,11 @@ def is_free(port: int) -> bool:
     return True
 
 
-def free_port_block(size: int, low: int = 20000, high: int = 60000, tries: int = 200) -> int:
+def free_port_block(size: int, low: int = 20000, high: int = 32000, tries: int = 200) -> int:
     """First port of ``size`` consecutive free ports, with the metrics ports (+10...)
-    and the broker's (+40) that `ordermesh up` puts beside them."""
+    and the broker's (+40) that `ordermesh up` puts beside them. Below the kernel's
+    ephemeral range (32768-60999), so no client socket takes one between the check
+    and the bind."""
     for _ in range(tries):
         base = random.randrange(low, high - 64)
         wanted = [base + i for i in range(size)] + [base + 10 + i for i in range(size)]

@@ -262,3 +262,49 @@ Usage: include "ordermesh.netpolRule" (dict "direction" "to" "peers" $peers "por
     {{- include "ordermesh.tcpPorts" .ports | trim | nindent 4 }}
 {{- end }}
 {{- end }}
+
+{{/* The TLS Secret of a service (tls.crt, tls.key, ca.crt). Usage: include "ordermesh.tlsSecretName" (dict "root" $ "name" "order") */}}
+{{- define "ordermesh.tlsSecretName" -}}
+{{- $given := index .root.Values.tls.secretNames .name | default "" }}
+{{- $given | default (printf "%s-tls" (include "ordermesh.componentName" (dict "root" .root "component" .name))) }}
+{{- end }}
+
+{{/*
+Checks of the security values, shared by every template that renders pods.
+auth needs tls (service identities come from certificates, and tokens must not
+cross the network in clear text) and the identity provider's keys.
+*/}}
+{{- define "ordermesh.checkSecurity" -}}
+{{- if and .Values.auth.enabled (not .Values.tls.enabled) }}
+{{- fail "auth.enabled needs tls.enabled: service identities come from client certificates, and tokens must not travel in clear text" }}
+{{- end }}
+{{- if and .Values.auth.enabled (not .Values.auth.jwks.configMap) }}
+{{- fail "auth.enabled needs auth.jwks.configMap: the ConfigMap holding the identity provider's JWKS" }}
+{{- end }}
+{{- if and .Values.tls.enabled .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of the security settings of one service, as a name -> value dict (JSON). Usage: include "ordermesh.securityEnv" $ | fromJson */}}
+{{- define "ordermesh.securityEnv" -}}
+{{- $env := dict }}
+{{- if .Values.tls.enabled }}
+{{- $dir := .Values.tls.mountPath | trimSuffix "/" }}
+{{- $_ := set $env "ORDERMESH_TLS_CERT_FILE" (printf "%s/tls.crt" $dir) }}
+{{- $_ := set $env "ORDERMESH_TLS_KEY_FILE" (printf "%s/tls.key" $dir) }}
+{{- $_ := set $env "ORDERMESH_TLS_CA_FILE" (printf "%s/ca.crt" $dir) }}
+{{- $_ := set $env "ORDERMESH_HEALTH_PORT" (int .Values.ports.health) }}
+{{- end }}
+{{- if .Values.auth.enabled }}
+{{- $_ := set $env "ORDERMESH_AUTH_ENABLED" "true" }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWKS_FILE" (printf "%s/%s" (include "ordermesh.authMountPath" .) .Values.auth.jwks.key) }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWT_AUDIENCE" .Values.auth.audience }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWT_ISSUER" .Values.auth.issuer }}
+{{- end }}
+{{- $env | toJson }}
+{{- end }}
+
+{{- define "ordermesh.authMountPath" -}}
+/etc/ordermesh/auth
+{{- end }}

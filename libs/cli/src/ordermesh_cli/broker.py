@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ordermesh_cli.processes import child_preexec
+from ordermesh_cli.processes import dies_with_parent
 
 
 def tansu_binary() -> str:
@@ -27,19 +27,20 @@ def start_tansu(
     """Start a broker on 127.0.0.1:port. Memory storage forgets everything on restart."""
     url = f"tcp://127.0.0.1:{port}"
     return subprocess.Popen(
-        [
-            tansu_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            storage,
-        ],
+        dies_with_parent(
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                storage,
+            ]
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=child_preexec,
     )
 
 

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh_cli.access import Access
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,11 @@ DEMO_CATALOGUE = (
 )
 
 
-async def seed_catalogue(inventory_address: str) -> int:
+async def seed_catalogue(inventory_address: str, access: Access | None = None) -> int:
     """Upsert the demo products and top their stock up once (idempotent across restarts)."""
-    async with grpc.aio.insecure_channel(inventory_address) as channel:
+    access = access or Access()
+    admin = access.as_admin()
+    async with access.channel(inventory_address) as channel:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
         for item in DEMO_CATALOGUE:
             await stub.UpsertProduct(
@@ -53,6 +56,7 @@ async def seed_catalogue(inventory_address: str) -> int:
                     )
                 ),
                 timeout=5,
+                metadata=admin,
             )
             await stub.AdjustStock(
                 inventory_pb2.AdjustStockRequest(
@@ -62,6 +66,7 @@ async def seed_catalogue(inventory_address: str) -> int:
                     note="demo catalogue",
                 ),
                 timeout=5,
+                metadata=admin,
             )
     return len(DEMO_CATALOGUE)
 
@@ -82,9 +87,16 @@ class DemoTraffic:
     """Places a mix of orders through the mesh, so that a user sees every path:
     confirmed, declined, out of stock (the scarce teapot), flaky and slow payments."""
 
-    def __init__(self, order_address: str, inventory_address: str, seed: int | None = None):
+    def __init__(
+        self,
+        order_address: str,
+        inventory_address: str,
+        seed: int | None = None,
+        access: Access | None = None,
+    ):
         self._order_address = order_address
         self._inventory_address = inventory_address
+        self._access = access or Access()
         self._rng = random.Random(seed)
         self.outcomes: Counter[str] = Counter()
         self.last: list[str] = []
@@ -109,12 +121,15 @@ class DemoTraffic:
 
     async def place_one(self, orders: order_pb2_grpc.OrderServiceAsyncStub, n: int) -> str:
         request = self._request(n)
+        as_customer = self._access.as_customer(request.customer_id)
         try:
-            reply = await orders.PlaceOrder(request, timeout=5)
+            reply = await orders.PlaceOrder(request, timeout=5, metadata=as_customer)
             order = reply.order
             if order.state == order_pb2.ORDER_STATE_PENDING:  # not waited for: watch it
                 stream = orders.WatchOrder(
-                    order_pb2.WatchOrderRequest(order_id=order.order_id), timeout=60
+                    order_pb2.WatchOrderRequest(order_id=order.order_id),
+                    timeout=60,
+                    metadata=as_customer,
                 )
                 async for change in stream:
                     order = change.order
@@ -140,7 +155,10 @@ class DemoTraffic:
 
     async def restock(self, inventory: inventory_pb2_grpc.InventoryServiceAsyncStub) -> None:
         skus = [p.sku for p in DEMO_CATALOGUE if p.stock >= RESTOCK_UNITS]
-        reply = await inventory.GetStock(inventory_pb2.GetStockRequest(skus=skus), timeout=5)
+        admin = self._access.as_admin()
+        reply = await inventory.GetStock(
+            inventory_pb2.GetStockRequest(skus=skus), timeout=5, metadata=admin
+        )
         for level in reply.stock:
             if level.available < RESTOCK_BELOW:
                 await inventory.AdjustStock(
@@ -151,12 +169,13 @@ class DemoTraffic:
                         note="demo restock",
                     ),
                     timeout=5,
+                    metadata=admin,
                 )
 
     async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
         async with (
-            grpc.aio.insecure_channel(self._order_address) as order_channel,
-            grpc.aio.insecure_channel(self._inventory_address) as inventory_channel,
+            self._access.channel(self._order_address) as order_channel,
+            self._access.channel(self._inventory_address) as inventory_channel,
         ):
             orders = order_pb2_grpc.OrderServiceStub(order_channel)
             inventory = inventory_pb2_grpc.InventoryServiceStub(inventory_channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from ordermesh_cli.demo import DemoTraffic, seed_catalogue
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_platform.tls import TlsFiles
 
 app = typer.Typer(
     help="ordermesh: an order-processing engine. Run the local mesh, or one service.",
@@ -69,12 +71,16 @@ def relay(service: ServiceArg) -> None:
     from ordermesh_messaging.settings import RelaySettings
     from ordermesh_platform.db import create_engine
     from ordermesh_platform.logs import configure_logging
+    from ordermesh_platform.metrics import serve_metrics
+    from ordermesh_platform.telemetry import configure_tracing
 
     spec = load_service(_service_name(service))
     settings = spec.settings_type()
     if spec.outbox is None or not isinstance(settings, RelaySettings):
         raise typer.BadParameter(f"{service} publishes no events")
     configure_logging(f"{spec.name}-relay", settings.log_level)
+    configure_tracing(spec.name)
+    serve_metrics(settings.metrics_port, settings.grpc_host)
     outbox = spec.outbox
 
     async def run() -> None:
@@ -145,15 +151,164 @@ def dlq_replay(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None)
 
 
 @app.command()
+def bench(
+    postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
+        "postgresql://postgres@127.0.0.1:5432"
+    ),
+    base_port: Annotated[int, typer.Option(help="first of the ports the suite uses")] = 26051,
+    level_s: Annotated[float, typer.Option(help="seconds per closed-loop level")] = 8.0,
+    levels: Annotated[str, typer.Option(help="closed-loop concurrency levels")] = "4,16,32",
+    open_loop_s: Annotated[float, typer.Option(help="seconds of the half-load run")] = 10.0,
+    events: Annotated[int, typer.Option(help="events for the relay bound")] = 20_000,
+    zipf: Annotated[float, typer.Option(help="Zipf exponent of SKU popularity; 0: uniform")] = 1.1,
+    decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.05,
+    out: Annotated[Path, typer.Option(help="where latest.json and latest.png go")] = Path(
+        "bench/results"
+    ),
+) -> None:
+    """Benchmark PlaceOrder against its baselines (echo chain, raw SQL, raw producer)."""
+    from ordermesh_bench.suite import BenchConfig, run_suite
+
+    config = BenchConfig(
+        postgres=postgres,
+        base_port=base_port,
+        levels=tuple(int(x) for x in levels.split(",")),
+        level_s=level_s,
+        raw_sql_s=level_s,
+        open_loop_s=open_loop_s,
+        events=events,
+        zipf_s=zipf,
+        decline_share=decline_share,
+        out=out,
+    )
+    report = asyncio.run(run_suite(config))
+    typer.echo(json.dumps({k: report[k] for k in ("ratios", "invariants_ok")}, indent=2))
+    raise typer.Exit(0 if report["invariants_ok"] else 1)
+
+
+@app.command()
+def soak(
+    orders: Annotated[int, typer.Option(help="orders to place")] = 1_000_000,
+    postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
+        "postgresql://postgres@127.0.0.1:5432"
+    ),
+    concurrency: Annotated[int, typer.Option(help="callers at once")] = 32,
+) -> None:
+    """Place many orders without waiting; report memory, backlog and the invariants."""
+    from ordermesh_bench.soak import SoakConfig, run_soak
+
+    result = asyncio.run(run_soak(SoakConfig(orders, postgres, concurrency=concurrency)))
+    summary = {k: v for k, v in result.items() if k != "samples"}
+    typer.echo(json.dumps(summary, indent=2))
+    raise typer.Exit(0 if result["invariants_ok"] else 1)
+
+
+@app.command()
+def chaos(
+    orders: Annotated[int, typer.Option(help="orders placed under the faults")] = 5000,
+    kills: Annotated[int, typer.Option(help="SIGKILLs of random services")] = 10,
+    broker_outage_s: Annotated[float, typer.Option(help="broker stopped this long; 0: no")] = 20,
+    restart_postgres: Annotated[bool, typer.Option(help="restart PostgreSQL once")] = True,
+    psp_slow_s: Annotated[float, typer.Option(help="provider latency, then failing; 0: no")] = 5,
+    postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
+        "postgresql://postgres@127.0.0.1:5432"
+    ),
+) -> None:
+    """Load the mesh while injecting faults; then check every invariant."""
+    from ordermesh_bench.chaos import ChaosConfig, run_chaos
+
+    config = ChaosConfig(
+        orders=orders,
+        kills=kills,
+        broker_outage_s=broker_outage_s,
+        restart_postgres=restart_postgres,
+        psp_slow_s=psp_slow_s,
+        postgres=postgres,
+    )
+    report = asyncio.run(run_chaos(config)).as_dict()
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(
+        f"orders placed {report['orders_placed']}, faults injected {report['faults_injected']}, "
+        f"violations {len(report['violations'])}"
+    )
+    raise typer.Exit(0 if not report["violations"] else 1)
+
+
+@app.command()
 def health(
     address: Annotated[str, typer.Argument(help="host:port")],
     service: Annotated[str, typer.Option(help="gRPC service name; empty for the server")] = "",
     timeout: Annotated[float, typer.Option(help="seconds")] = 2.0,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="mTLS, with the certificate files below")
+    ] = False,
+    cert: Annotated[
+        str, typer.Option(envvar="ORDERMESH_TLS_CERT_FILE", help="client certificate (PEM)")
+    ] = "",
+    key: Annotated[str, typer.Option(envvar="ORDERMESH_TLS_KEY_FILE", help="its key (PEM)")] = "",
+    ca: Annotated[
+        str, typer.Option(envvar="ORDERMESH_TLS_CA_FILE", help="CA of the server (PEM)")
+    ] = "",
+    server_name: Annotated[
+        str, typer.Option(help="name to verify the server's certificate against")
+    ] = "",
 ) -> None:
-    """Exit 0 when the server (or one of its services) is SERVING."""
-    status = asyncio.run(check_health(address, service, timeout))
+    """Exit 0 when the server (or one of its services) is SERVING.
+
+    With --tls the files default to the service's own (ORDERMESH_TLS_*), so inside a
+    pod `ordermesh health --tls 127.0.0.1:50051` works as it is."""
+    files = None
+    if tls:
+        files = TlsFiles.from_paths(cert, key, ca)
+        if files is None:
+            raise typer.BadParameter("--tls needs --cert, --key and --ca (or ORDERMESH_TLS_*)")
+    status = asyncio.run(check_health(address, service, timeout, files, server_name))
     typer.echo(status)
     raise typer.Exit(0 if status == "SERVING" else 1)
+
+
+@app.command()
+def certs(
+    out: Annotated[Path, typer.Option(help="where the CA and certificate folders go")] = Path(
+        ".ordermesh/certs"
+    ),
+    namespace: Annotated[
+        str, typer.Option(help="Kubernetes namespace of the in-cluster DNS names")
+    ] = "ordermesh",
+    force: Annotated[bool, typer.Option("--force", help="replace everything, CA included")] = False,
+) -> None:
+    """Create a development CA, a certificate per service and one for callers.
+
+    Each folder (order, inventory, payment, notification, caller) holds tls.crt, tls.key
+    and ca.crt, the layout of a cert-manager Secret. Service certificates are for server
+    and client use, with the names localhost, 127.0.0.1 and ordermesh-<service>[.<ns>
+    [.svc[.cluster.local]]]. Existing files are kept unless --force."""
+    from ordermesh_platform.devcerts import CALLER, create_dev_certs
+
+    written = create_dev_certs(out, namespace=namespace, services=SERVICE_NAMES, force=force)
+    for name in (*SERVICE_NAMES, CALLER):
+        state = "created" if out / name in written else "kept"
+        typer.echo(f"{state:8} {out / name}/{{tls.crt,tls.key,ca.crt}}")
+    typer.echo(f"CA: {out / 'ca.crt'} (its key {out / 'ca.key'} signs them: keep it private)")
+
+
+@app.command()
+def token(
+    subject: Annotated[str, typer.Argument(help="the token's sub: a customer id or an operator")],
+    admin: Annotated[bool, typer.Option("--admin", help="add the ordermesh:admin scope")] = False,
+    key: Annotated[Path, typer.Option(help="development signing key")] = Path(
+        ".ordermesh/auth/jwt-signing.key"
+    ),
+    ttl: Annotated[float, typer.Option(help="seconds the token is valid")] = 3600.0,
+) -> None:
+    """Print a development bearer token for a mesh started with `ordermesh up --auth`
+    (signed with its key, made on first use). Production tokens come from your
+    identity provider."""
+    from ordermesh_platform.devcerts import ADMIN_SCOPE, ensure_jwt_keys, mint_token
+
+    if not key.is_file():
+        key = ensure_jwt_keys(key.parent)[0]
+    typer.echo(mint_token(key, subject, [ADMIN_SCOPE] if admin else [], ttl_s=ttl))
 
 
 @app.command()
@@ -181,12 +336,32 @@ def up(
             help="send traces there (OTLP, e.g. http://127.0.0.1:4317 for Jaeger)",
         ),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls", help="mTLS on every hop (development certificates in <state-dir>/certs)"
+        ),
+    ] = False,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="callers need a token (`ordermesh token`, key in <state-dir>/auth) "
+            "or a service certificate",
+        ),
+    ] = False,
 ) -> None:
     """Start the whole local mesh, wait until it is SERVING, seed it, and show it live.
 
     Metrics: each service serves /metrics on N+10 (order) ... N+13 (notification)."""
     config = MeshConfig(
-        base_port=base_port, postgres=postgres, kafka=kafka, state_dir=state_dir, otlp_endpoint=otlp
+        base_port=base_port,
+        postgres=postgres,
+        kafka=kafka,
+        state_dir=state_dir,
+        otlp_endpoint=otlp,
+        tls=tls,
+        auth=auth,
     )
     code = asyncio.run(_up(config, demo=not no_demo, ready_timeout=ready_timeout))
     raise typer.Exit(code)
@@ -211,12 +386,19 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         ready.result()
         for child in mesh.children:
             console.print(f"{child.name} SERVING on {child.address}")
-        count = await seed_catalogue(config.address("inventory"))
+        if config.tls:
+            console.print(f"mTLS on: caller certificate in {config.certs_dir / 'caller'}/")
+        if config.auth:
+            console.print("authentication on: `ordermesh token <customer-id>` prints a token")
+        access = config.access()
+        count = await seed_catalogue(config.address("inventory"), access)
         console.print(f"seeded {count} demo products")
         console.print("mesh ready")
         traffic = None
         if demo:
-            traffic = DemoTraffic(config.address("order"), config.address("inventory"))
+            traffic = DemoTraffic(
+                config.address("order"), config.address("inventory"), access=access
+            )
             demo_task = asyncio.create_task(traffic.run(stop))
         await _watch(mesh, stop, traffic)
         if traffic is not None:

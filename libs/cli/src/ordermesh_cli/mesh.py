@@ -15,10 +15,19 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
+from ordermesh_cli.access import Access
 from ordermesh_cli.broker import start_tansu, wait_for_port
 from ordermesh_cli.health_client import check_health
-from ordermesh_cli.processes import child_preexec, stop_all
+from ordermesh_cli.processes import dies_with_parent, stop_all
 from ordermesh_cli.registry import SERVICE_NAMES
+from ordermesh_platform.devcerts import (
+    CALLER,
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    create_dev_certs,
+    ensure_jwt_keys,
+)
+from ordermesh_platform.tls import TlsFiles
 
 PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
 BROKER_PORT_OFFSET = 40
@@ -37,6 +46,31 @@ class MeshConfig:
     otlp_endpoint: str | None = None
     # Extra ORDERMESH_* settings for every service (tests shorten timeouts with it).
     env: Mapping[str, str] = field(default_factory=dict)
+    # mTLS on every hop, with development certificates under <state_dir>/certs.
+    tls: bool = False
+    # Callers must authenticate: tokens signed by a development key under <state_dir>/auth.
+    auth: bool = False
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.state_dir / "certs"
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.state_dir / "auth"
+
+    def service_tls(self, name: str) -> TlsFiles | None:
+        """A service's own certificate (``caller`` for callers); None without TLS."""
+        return TlsFiles.in_dir(self.certs_dir / name) if self.tls else None
+
+    @property
+    def caller_tls(self) -> TlsFiles | None:
+        return self.service_tls(CALLER)
+
+    def access(self) -> Access:
+        """How a caller (the demo, a test) reaches this mesh."""
+        key = ensure_jwt_keys(self.auth_dir)[0] if self.auth else None
+        return Access(self.caller_tls, key)
 
     def port(self, service: str) -> int:
         return self.base_port + PORT_OFFSETS[service]
@@ -124,11 +158,29 @@ class LocalMesh:
         )
         if c.otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = c.otlp_endpoint
+        tls = c.service_tls(service)
+        if tls is not None:
+            env.update(tls.env())
+        if c.auth:
+            env.update(
+                ORDERMESH_AUTH_ENABLED="true",
+                ORDERMESH_AUTH_JWT_PUBLIC_KEY_FILE=str(ensure_jwt_keys(c.auth_dir)[1]),
+                ORDERMESH_AUTH_JWT_AUDIENCE=DEV_AUDIENCE,
+                ORDERMESH_AUTH_JWT_ISSUER=DEV_ISSUER,
+            )
         env.update(c.env)
         return env
 
+    def prepare_credentials(self) -> None:
+        """Development certificates and signing key, made once per state dir."""
+        if self.config.tls:
+            create_dev_certs(self.config.certs_dir, services=SERVICE_NAMES)
+        if self.config.auth:
+            ensure_jwt_keys(self.config.auth_dir)
+
     def start(self) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_credentials()
         if self.config.kafka is None:
             log = (self.logs_dir / "broker.log").open("ab")
             self.broker = start_tansu(self.config.broker_port, log)
@@ -141,11 +193,10 @@ class LocalMesh:
         log_path = self.logs_dir / f"{name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ordermesh_cli", "serve", name],
+                dies_with_parent([sys.executable, "-m", "ordermesh_cli", "serve", name]),
                 env={**self.service_env(name), **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=child_preexec,
             )
         child = Child(
             name, self.config.address(name), proc, log_path, self.config.metrics_port(name)
@@ -165,7 +216,7 @@ class LocalMesh:
             if child.proc.poll() is not None:
                 child.health = f"EXITED({child.proc.returncode})"
             else:
-                child.health = await check_health(child.address)
+                child.health = await check_health(child.address, tls=self.config.caller_tls)
                 if with_metrics:
                     child.metrics = await asyncio.to_thread(scrape_metrics, child.metrics_port)
 

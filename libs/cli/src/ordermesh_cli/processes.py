@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -11,11 +11,24 @@ from collections.abc import Sequence
 
 PR_SET_PDEATHSIG = 1
 
+# Runs in the new child, then becomes the wanted program (exec keeps the setting): if
+# `ordermesh up` is killed outright, the kernel stops its children too. A subprocess
+# preexec_fn would do the same between fork and exec, but running Python there is
+# unsafe while gRPC's threads run in the parent (the child can crash before exec).
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    f"    ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, signal.SIGTERM)\n"
+    "    if os.getppid() != int(sys.argv[1]):\n"  # the parent died before the prctl
+    "        sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
-def child_preexec() -> None:
-    # If `ordermesh up` is killed outright, the kernel stops its children too.
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+def dies_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when this process dies. ``argv[0]`` must be
+    a path (no PATH lookup)."""
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
 
 
 def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:

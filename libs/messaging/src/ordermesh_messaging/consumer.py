@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from opentelemetry.trace import Span, SpanKind
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ordermesh_messaging.cloudevents import header_map, parse_time
@@ -24,6 +23,7 @@ from ordermesh_messaging.inbound import InboundEvent, UndecodableEvent, decode_p
 from ordermesh_messaging.inbox import Inbox
 from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_messaging.topics import dlq_topic, ensure_topics
+from ordermesh_platform.db import is_connection_error
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
 from ordermesh_platform.telemetry import context_from_traceparent, record_error, tracer
@@ -40,13 +40,6 @@ DLQ_HEADERS = (
     "ordermesh_dlq_partition",
     "ordermesh_dlq_offset",
 )
-
-
-def is_infrastructure_error(error: BaseException) -> bool:
-    """A failure of the database connection rather than of the handler's logic."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, OperationalError | InterfaceError | ConnectionError | TimeoutError)
 
 
 @dataclass
@@ -218,7 +211,7 @@ class EventConsumer:
                 await self._handle(event)
                 return
             except Exception as error:
-                if is_infrastructure_error(error):
+                if is_connection_error(error):
                     # The database is away: not the message's fault. Wait, never
                     # dead-letter, and keep the offset where it is.
                     log.warning("database unavailable; waiting", error=repr(error))

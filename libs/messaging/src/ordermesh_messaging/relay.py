@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
-from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
+from ordermesh_messaging.outbox import NOTIFY_CHANNEL
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
 from ordermesh_platform.logs import get_logger
@@ -46,6 +46,7 @@ from ordermesh_platform.telemetry import (
     record_error,
     traceparent_of_current,
     tracer,
+    untraced,
 )
 
 log = get_logger(__name__)
@@ -54,6 +55,9 @@ MAX_BACKOFF_S = 5.0
 RETENTION_SWEEP_S = 60.0
 RETENTION_CHUNK = 10_000
 BACKLOG_OBSERVE_S = 1.0
+# Commits arriving together wake the relay once: a pass costs a few statements however
+# many rows it carries, so waiting a little for company is cheaper than a pass per row.
+WAKE_COALESCE_S = 0.05
 
 
 def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
@@ -102,14 +106,18 @@ class OutboxRelay:
         try:
             while True:
                 try:
-                    published = await self.publish_once()
-                    await self._sweep_retention()
-                    await self._observe_backlog()
+                    with untraced():
+                        published = await self.publish_once()
+                        await self._sweep_retention()
+                        await self._observe_backlog()
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
                     failures += 1
+                    # The backlog keeps growing while the broker is away: show it.
+                    with contextlib.suppress(Exception), untraced():
+                        await self._observe_backlog(force=True)
                     await self._drop_producer()
                     backoff = min(MAX_BACKOFF_S, 0.1 * 2**failures) * random.uniform(0.5, 1)
                     log.warning("relay pass failed; retrying", error=repr(error), backoff_s=backoff)
@@ -118,6 +126,7 @@ class OutboxRelay:
                 if published < self._settings.outbox_batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._settings.outbox_poll_s)
+                    await asyncio.sleep(WAKE_COALESCE_S)
                     self._wake.clear()
         finally:
             if listener is not None:
@@ -127,16 +136,17 @@ class OutboxRelay:
             await self._drop_producer()
 
     async def publish_once(self) -> int:
-        """One pass over every bucket with work; the number of rows published."""
-        if not await self._has_work():
+        """One pass over the buckets that have work; the number of rows published."""
+        buckets = await self._buckets_with_work()
+        if not buckets:
             return 0
         producer = await self._ready_producer()
         if not self._postgres:
             return await self._publish_batch(producer, bucket=None)
         total = 0
-        start = random.randrange(OUTBOX_BUCKETS)  # no bucket is always last
-        for i in range(OUTBOX_BUCKETS):
-            total += await self._publish_batch(producer, (start + i) % OUTBOX_BUCKETS)
+        random.shuffle(buckets)  # no bucket is always last
+        for bucket in buckets:
+            total += await self._publish_batch(producer, bucket)
         return total
 
     # -- one batch -----------------------------------------------------------------------
@@ -231,11 +241,14 @@ class OutboxRelay:
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _has_work(self) -> bool:
+    async def _buckets_with_work(self) -> list[int]:
+        """The buckets holding unpublished rows (an index-only scan of the partial index)."""
         t = self._table
         async with self._engine.connect() as conn:
-            found = await conn.scalar(select(t.c.seq).where(t.c.published_at.is_(None)).limit(1))
-        return found is not None
+            found = await conn.scalars(
+                select(t.c.bucket).where(t.c.published_at.is_(None)).distinct()
+            )
+            return list(found)
 
     async def backlog(self) -> tuple[int, float]:
         """Unpublished rows, and the age in seconds of the oldest of them."""
@@ -253,14 +266,21 @@ class OutboxRelay:
             oldest = oldest.replace(tzinfo=UTC)
         return int(count), (datetime.now(UTC) - oldest).total_seconds()
 
-    async def _observe_backlog(self) -> None:
+    async def _observe_backlog(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last_observed < BACKLOG_OBSERVE_S:
+        if not force and now - self._last_observed < BACKLOG_OBSERVE_S:
             return
         self._last_observed = now
         count, age = await self.backlog()
         OUTBOX_BACKLOG.labels(self._service).set(count)
         OUTBOX_OLDEST_AGE.labels(self._service).set(age)
+
+    async def ready(self) -> None:
+        """Connect to the broker and create the topics now rather than on first work."""
+        await self._ready_producer()
+
+    async def close(self) -> None:
+        await self._drop_producer()
 
     async def _ready_producer(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -8,20 +8,35 @@ import grpc
 
 from ordermesh_platform.settings import ServiceSettings
 from ordermesh_platform.telemetry import client_interceptors
+from ordermesh_platform.tls import TlsFiles, channel_credentials
 
-# Every ordermesh RPC is idempotent, so a call that never reached a server (UNAVAILABLE)
-# is safe to retry; the throttle stops retries from multiplying an outage's load.
+# Which failures a channel retries by itself, and how:
+# - UNAVAILABLE: the call never reached a server (or the server was going away).
+# - RESOURCE_EXHAUSTED: the server shed the call before doing any work (it also sends
+#   gRPC's pushback, `grpc-retry-pushback-ms`, which replaces the backoff). Every
+#   ordermesh RPC is idempotent (PlaceOrder by its key, the rest by order id), so
+#   a repeated call can never act twice, whatever the code.
+# Nothing else is retried here: DEADLINE_EXCEEDED means the caller's time is gone, and
+# the saga retries what it considers transient itself, within its own deadline.
+# Backoff is exponential with gRPC's own jitter (each delay is random in [0, backoff]).
+# retryThrottling is the retry budget: each failed attempt costs a token, each success
+# returns 0.1; with half of the 10 tokens gone, the channel stops retrying until calls
+# succeed again, so retries add at most a small fraction to an overloaded peer's load.
+# "timeout" caps any call whose caller set no deadline; callers' own deadlines (the
+# saga's step timeouts) are shorter and win.
+RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
                 "name": [{}],
+                "timeout": "30s",
                 "retryPolicy": {
                     "maxAttempts": 3,
                     "initialBackoff": "0.05s",
                     "maxBackoff": "0.5s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": list(RETRYABLE_CODES),
                 },
             }
         ],
@@ -30,18 +45,32 @@ SERVICE_CONFIG = json.dumps(
 )
 
 
-def open_channel(address: str, settings: ServiceSettings) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
+def channel_options(settings: ServiceSettings) -> list[tuple[str, str | int]]:
+    return [
+        ("grpc.service_config", SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        # Fail fast while a peer is down instead of queueing calls for it.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+def open_channel(
+    address: str, settings: ServiceSettings, tls: TlsFiles | None = None
+) -> grpc.aio.Channel:
+    """A channel to another service: mTLS with the service's own certificate when
+    ORDERMESH_TLS_* are set (``tls`` overrides them), plaintext otherwise."""
+    tls = tls or settings.tls_files()
+    if tls is None:
+        return grpc.aio.insecure_channel(
+            address, interceptors=client_interceptors(), options=channel_options(settings)
+        )
+    return grpc.aio.secure_channel(
         address,
+        channel_credentials(tls),
         interceptors=client_interceptors(),
-        options=[
-            ("grpc.service_config", SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            # Fail fast while a peer is down instead of queueing calls for it.
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
-        ],
+        options=channel_options(settings),
     )

@@ -45,7 +45,8 @@ def create_engine(url: str | URL, pool_size: int = 10) -> AsyncEngine:
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout. A connection found dead
+        # fails its statement once, and a disconnect error invalidates the whole pool.
         # A dead server must fail a checkout quickly, not hang a request or a probe.
         connect_args={"timeout": CONNECT_TIMEOUT_S},
     )
@@ -75,9 +76,12 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 async def ping(engine: AsyncEngine, timeout_s: float) -> bool:
     """True when the database answers ``SELECT 1`` within the timeout."""
+    from ordermesh_platform.telemetry import untraced
+
     try:
-        async with asyncio.timeout(timeout_s), engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        with untraced():
+            async with asyncio.timeout(timeout_s), engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         return True
     except Exception:
         return False
@@ -125,3 +129,16 @@ def dialect_insert(dialect_name: str) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """A failure to reach the database (down, restarting, pool exhausted), as opposed
+    to a statement the database refused."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error, OperationalError | InterfaceError | PoolTimeout | ConnectionError | TimeoutError
+    )

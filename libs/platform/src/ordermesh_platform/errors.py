@@ -72,6 +72,26 @@ class DeadlineExceeded(ServiceError):
     """The work did not finish within the caller's deadline."""
 
 
+class Unauthenticated(_WithReason):
+    """The caller did not prove who it is (no token, a bad one, no trusted certificate):
+    UNAUTHENTICATED + ErrorInfo."""
+
+
+class PermissionDenied(_WithReason):
+    """The caller is known but may not do this: PERMISSION_DENIED + ErrorInfo."""
+
+
+class Overloaded(ServiceError):
+    """The service sheds the call before doing any work (RESOURCE_EXHAUSTED + ErrorInfo
+    ``OVERLOADED`` + RetryInfo): a retry after ``retry_after_s`` is safe."""
+
+    def __init__(self, message: str, retry_after_s: float, metadata: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.reason = "OVERLOADED"
+        self.retry_after_s = retry_after_s
+        self.metadata = dict(metadata)
+
+
 class Validator:
     """Collects every field violation of a request before raising once."""
 
@@ -82,6 +102,11 @@ class Validator:
         if not ok:
             self.violations.append(FieldViolation(field, description))
         return ok
+
+    def storable(self, text: str, field: str) -> bool:
+        """Text a database can hold: PostgreSQL refuses NUL (U+0000) in any text, even
+        in a query's parameters, so a NUL would otherwise end the call as INTERNAL."""
+        return self.check("\x00" not in text, field, "must not contain NUL characters")
 
     def raise_if_invalid(self) -> None:
         if self.violations:

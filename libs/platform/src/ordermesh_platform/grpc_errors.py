@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -14,12 +16,28 @@ from ordermesh_platform.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Overloaded,
+    PermissionDenied,
     ServiceError,
+    Unauthenticated,
     Unavailable,
 )
 
+# gRPC's own server pushback: a client's retry policy waits this long before its next
+# attempt (and a negative value stops it retrying).
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
-def _status(code: int, message: str, *details: object) -> grpc.Status:
+
+@dataclass(frozen=True)
+class _StatusWithTrailers(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _status(
+    code: int, message: str, *details: object, trailing: tuple[tuple[str, str], ...] = ()
+) -> grpc.Status:
     packed = []
     for detail in details:
         item = any_pb2.Any()
@@ -28,7 +46,15 @@ def _status(code: int, message: str, *details: object) -> grpc.Status:
     status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code, message=message, details=packed)
     )
+    if trailing:
+        return _StatusWithTrailers(
+            status.code, status.details, (*status.trailing_metadata, *trailing)
+        )
     return status
+
+
+def _info(reason: str, metadata: dict[str, str]) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
 
 
 def to_grpc_status(error: ServiceError) -> grpc.Status:
@@ -65,6 +91,22 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
         return _status(code_pb2.UNAVAILABLE, error.message, info)
     if isinstance(error, DeadlineExceeded):
         return _status(code_pb2.DEADLINE_EXCEEDED, error.message)
+    if isinstance(error, Unauthenticated):
+        return _status(code_pb2.UNAUTHENTICATED, error.message, _info(error.reason, error.metadata))
+    if isinstance(error, PermissionDenied):
+        return _status(
+            code_pb2.PERMISSION_DENIED, error.message, _info(error.reason, error.metadata)
+        )
+    if isinstance(error, Overloaded):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(round(error.retry_after_s * 1000))
+        return _status(
+            code_pb2.RESOURCE_EXHAUSTED,
+            error.message,
+            _info(error.reason, error.metadata),
+            error_details_pb2.RetryInfo(retry_delay=delay),
+            trailing=((RETRY_PUSHBACK_KEY, str(round(error.retry_after_s * 1000))),),
+        )
     return _status(code_pb2.INTERNAL, "internal error")
 
 

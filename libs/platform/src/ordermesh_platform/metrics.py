@@ -19,6 +19,10 @@ RPC_LATENCY = Histogram(
     ["service", "method"], buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 RPC_IN_FLIGHT = Gauge("ordermesh_rpc_in_flight", "gRPC calls being handled now.", ["service"])
+RPC_SHED = Counter(
+    "ordermesh_rpc_shed_total", "Calls refused with RESOURCE_EXHAUSTED past the in-flight bound.",
+    ["service", "method"],
+)  # fmt: skip
 
 OUTBOX_BACKLOG = Gauge(
     "ordermesh_outbox_backlog", "Committed outbox rows not yet acknowledged by Kafka.", ["service"]

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ordermesh_platform.errors import Validator
 
@@ -38,7 +38,22 @@ def decode_token(v: Validator, token: str, field: str = "page_token") -> Cursor 
         return None
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return Cursor(datetime.fromisoformat(data["t"]), str(data["id"]))
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+        cursor = Cursor(datetime.fromisoformat(data["t"]), str(data["id"]))
+        # What the database driver does with them: a time at the ends of the calendar
+        # overflows in UTC, and PostgreSQL refuses NUL in text (both were INTERNAL, as
+        # was JSON nested too deep to parse: RecursionError).
+        cursor.created_at.astimezone(UTC)
+        if "\x00" in cursor.id:
+            raise ValueError("NUL in the cursor id")
+        return cursor
+    except (
+        binascii.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeError,
+        OverflowError,
+        RecursionError,
+    ):
         v.check(False, field, "is not a token returned by this service")
         return None

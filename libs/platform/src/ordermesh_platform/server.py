@@ -1,5 +1,6 @@
 """The gRPC bootstrap every service runs on: health, reflection, error mapping, message
-limits, migrations, and a graceful drain on SIGTERM."""
+limits, load shedding, mTLS, caller authentication, migrations, and a graceful drain
+on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ordermesh_platform.auth import Authenticator, TokenVerifier
 from ordermesh_platform.db import create_engine, session_factory
 from ordermesh_platform.health import DatabaseHealth
-from ordermesh_platform.interceptors import RpcInterceptor
+from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
 from ordermesh_platform.metrics import serve_metrics
 from ordermesh_platform.migrations import upgrade_to_head
@@ -25,6 +27,7 @@ from ordermesh_platform.telemetry import (
     server_interceptors,
     shutdown_tracing,
 )
+from ordermesh_platform.tls import server_credentials
 
 log = get_logger(__name__)
 
@@ -38,6 +41,38 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     ]
 
 
+def interceptors(spec: ServiceSpec, settings: ServiceSettings) -> list[grpc.aio.ServerInterceptor]:
+    """Tracing (outermost), then errors/metrics/shedding, then authentication."""
+    limit = None
+    if settings.max_in_flight > 0:
+        limit = InFlightLimit(spec.name, settings.max_in_flight, settings.shed_retry_after_s)
+    chain: list[grpc.aio.ServerInterceptor] = [
+        *server_interceptors(),
+        RpcInterceptor(spec.name, limit),
+    ]
+    if settings.auth_enabled:
+        chain.append(AuthInterceptor(authenticator(settings), spec.policy))
+    return chain
+
+
+def authenticator(settings: ServiceSettings) -> Authenticator:
+    tokens = settings.token_settings()
+    verifier = None
+    if tokens.public_key_file or tokens.jwks_file:
+        verifier = TokenVerifier(tokens)
+    else:
+        log.warning(
+            "authentication is on without ORDERMESH_AUTH_JWKS_FILE or "
+            "ORDERMESH_AUTH_JWT_PUBLIC_KEY_FILE: only ordermesh service certificates are accepted"
+        )
+    if settings.tls_files() is None:
+        log.warning(
+            "authentication is on without TLS: tokens travel in clear text and no caller "
+            "can prove a service identity; set ORDERMESH_TLS_*"
+        )
+    return Authenticator(verifier)
+
+
 class RunningService:
     """A started service: its bound port, and how to stop it (tests use this directly)."""
 
@@ -45,6 +80,7 @@ class RunningService:
         self.spec = spec
         self.settings = settings
         self.port = 0
+        self.health_port = 0
         self.metrics_port = 0
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -60,14 +96,17 @@ class RunningService:
         if settings.migrate_on_start:
             log.info("applying migrations", database=_redacted(settings.database_url))
             await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
+        chain = interceptors(spec, settings)  # reads the token keys: fails before anything opens
         engine = create_engine(settings.database_url, settings.database_pool_size)
         instrument_engine(engine)
-        server = grpc.aio.server(
-            options=server_options(settings),
-            interceptors=[*server_interceptors(), RpcInterceptor(spec.name)],
-        )
+        server = grpc.aio.server(options=server_options(settings), interceptors=chain)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        # Probes that cannot do mTLS ask this plaintext server, which answers health only.
+        health_server = None
+        if settings.health_port:
+            health_server = grpc.aio.server(options=server_options(settings))
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
         reflection.enable_server_reflection(
             (
                 *spec.grpc_services,
@@ -86,15 +125,30 @@ class RunningService:
         runtime = Runtime(settings, server, engine, session_factory(engine))
         try:
             async with spec.wire(runtime):
-                self.port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+                address = f"{settings.grpc_host}:{settings.grpc_port}"
+                tls = settings.tls_files()
+                if tls is not None:
+                    self.port = server.add_secure_port(address, server_credentials(tls))
+                else:
+                    self.port = server.add_insecure_port(address)
+                if health_server is not None:
+                    self.health_port = health_server.add_insecure_port(
+                        f"{settings.grpc_host}:{settings.health_port}"
+                    )
                 await db_health.start()
                 await server.start()
+                if health_server is not None:
+                    await health_server.start()
                 prober = asyncio.create_task(db_health.run(), name="database-health")
                 self.metrics_port = serve_metrics(settings.metrics_port, settings.grpc_host)
                 log.info(
                     "serving",
                     address=f"{settings.grpc_host}:{self.port}",
                     metrics_port=self.metrics_port,
+                    health_port=self.health_port,
+                    tls=tls is not None,
+                    auth=settings.auth_enabled,
+                    max_in_flight=settings.max_in_flight,
                 )
                 if ready is not None:
                     ready.set()
@@ -106,6 +160,8 @@ class RunningService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await prober
                 await server.stop(settings.shutdown_grace_s)
+                if health_server is not None:
+                    await health_server.stop(None)
         finally:
             await engine.dispose()
             self._stopped.set()

@@ -10,6 +10,7 @@ import grpc
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ordermesh_platform.policy import Policy
 from ordermesh_platform.settings import ServiceSettings
 
 
@@ -41,3 +42,6 @@ class ServiceSpec:
     wire: Wiring
     # The service's outbox table, when it publishes events (for `ordermesh relay`).
     outbox: Table | None = None
+    # Who may call which RPC, applied while ORDERMESH_AUTH_ENABLED is on. Without one,
+    # every RPC but health and reflection is refused then.
+    policy: Policy | None = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ordermesh_platform.auth import TokenSettings
+from ordermesh_platform.tls import TlsFiles
 
 MiB = 1024 * 1024
 
@@ -32,3 +35,62 @@ class ServiceSettings(BaseSettings):
     )
     health_interval_s: float = Field(1.0, gt=0, description="How often the database is probed.")
     health_timeout_s: float = Field(2.0, gt=0, description="A probe slower than this fails.")
+
+    # Overload protection (docs/reliability.md).
+    max_in_flight: int = Field(
+        256,
+        ge=0,
+        description="Calls handled at once; past it a call is answered RESOURCE_EXHAUSTED "
+        "(ErrorInfo OVERLOADED + RetryInfo) at once instead of queueing. 0: unbounded. "
+        "Health and reflection calls are never shed.",
+    )
+    shed_retry_after_s: float = Field(
+        0.2, gt=0, description="Retry delay a shed call advises (RetryInfo, gRPC pushback)."
+    )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="A plaintext port serving grpc.health.v1 only, for probes that cannot "
+        "do mTLS (the kubelet's gRPC probes). 0: none.",
+    )
+
+    # Transport security (docs/security.md): all three, or none.
+    tls_cert_file: str = Field("", description="PEM certificate (server and client use).")
+    tls_key_file: str = Field("", description="Its PEM private key.")
+    tls_ca_file: str = Field(
+        "", description="PEM CA bundle: peers' certificates must chain to it (mTLS)."
+    )
+
+    # Caller authentication and authorization (docs/security.md).
+    auth_enabled: bool = Field(
+        False, description="Require a bearer JWT or an ordermesh service certificate."
+    )
+    auth_jwt_public_key_file: str = Field("", description="PEM public key that signs tokens.")
+    auth_jwks_file: str = Field("", description="JWKS file (keys chosen by kid); wins.")
+    auth_jwt_audience: str = Field(
+        "ordermesh", description="Required `aud` of tokens; empty: not checked."
+    )
+    auth_jwt_issuer: str = Field("", description="Required `iss` of tokens; empty: not checked.")
+    auth_jwt_algorithms: str = Field(
+        "RS256,PS256,ES256,EdDSA", description="Accepted signature algorithms, comma-separated."
+    )
+    auth_jwt_leeway_s: float = Field(30.0, ge=0, description="Clock skew allowed on exp/nbf.")
+
+    @model_validator(mode="after")
+    def _tls_all_or_nothing(self) -> ServiceSettings:
+        self.tls_files()  # raises ValueError when only some are set
+        return self
+
+    def tls_files(self) -> TlsFiles | None:
+        return TlsFiles.from_paths(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+
+    def token_settings(self) -> TokenSettings:
+        return TokenSettings(
+            public_key_file=self.auth_jwt_public_key_file,
+            jwks_file=self.auth_jwks_file,
+            audience=self.auth_jwt_audience,
+            issuer=self.auth_jwt_issuer,
+            algorithms=tuple(a.strip() for a in self.auth_jwt_algorithms.split(",") if a.strip()),
+            leeway_s=self.auth_jwt_leeway_s,
+        )

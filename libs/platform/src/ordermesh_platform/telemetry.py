@@ -9,14 +9,17 @@ Kafka, so the logs' trace ids and the events' traceparent stay meaningful.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import uuid
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import grpc
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry import context, propagate, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
     aio_server_interceptor,
@@ -40,6 +43,7 @@ def otlp_endpoint() -> str:
     )
 
 
+@functools.cache
 def service_version() -> str:
     try:
         return version("ordermesh-platform")
@@ -91,6 +95,8 @@ def shutdown_tracing() -> None:
 
 
 def tracer() -> trace.Tracer:
+    # Not cached: the provider is set once at start-up, but tests swap it. The name and
+    # version are cached (reading package metadata scans sys.path).
     return trace.get_tracer(TRACER_NAME, service_version())
 
 
@@ -109,8 +115,10 @@ def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
-    """SQL spans for every statement of this engine."""
-    if id(engine.sync_engine) in _instrumented_engines:
+    """SQL spans for every statement of this engine, when traces are exported: with no
+    endpoint the instrumentation would cost CPU on every statement for spans nobody
+    records (trace context needs no SQL spans to flow)."""
+    if not otlp_endpoint() or id(engine.sync_engine) in _instrumented_engines:
         return
     _instrumented_engines.add(id(engine.sync_engine))
     SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
@@ -141,3 +149,15 @@ def traceparent_of_current() -> tuple[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get("traceparent", ""), carrier.get("tracestate", "")
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Background chores (probes, polls, claims) make no SQL or gRPC spans of their own:
+    a trace per poll would drown the traces worth reading. Spans started explicitly
+    with a parent (the relay's publish spans) are still made."""
+    token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        context.detach(token)

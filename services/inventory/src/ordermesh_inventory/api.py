@@ -17,8 +17,24 @@ from ordermesh_inventory.domain import (
 )
 from ordermesh_inventory.usecases import Inventory
 from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.policy import Admin, AnyCaller, Policy, ServiceOrAdmin
 
 Context = grpc.aio.ServicerContext[object, object]
+
+# Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md).
+ORDER_SERVICE = ServiceOrAdmin(("order",))
+POLICY = Policy(
+    pb.DESCRIPTOR.services_by_name["InventoryService"].full_name,
+    {
+        "ListProducts": AnyCaller(),
+        "GetStock": AnyCaller(),
+        "UpsertProduct": Admin(),
+        "AdjustStock": Admin(),
+        "ReserveStock": ORDER_SERVICE,
+        "CommitReservation": ORDER_SERVICE,
+        "ReleaseReservation": ORDER_SERVICE,
+    },
+)
 
 
 def product_to_pb(product: Product) -> pb.Product:
@@ -102,7 +118,8 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
             request.order_id,
             [ReservationLine(x.sku, x.quantity) for x in request.lines],
             request.currency,
-            request.ttl.ToTimedelta().total_seconds(),
+            # Not ToTimedelta(): an int64 of seconds overflows a timedelta (INTERNAL).
+            request.ttl.seconds + request.ttl.nanos / 1e9,
         )
         return pb.ReserveStockResponse(reservation=reservation_to_pb(reservation))
 

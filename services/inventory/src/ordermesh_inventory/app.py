@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from ordermesh_inventory.api import InventoryApi
+from ordermesh_inventory.api import POLICY, InventoryApi
 from ordermesh_inventory.config import InventorySettings
 from ordermesh_inventory.store import outbox
 from ordermesh_inventory.usecases import Inventory
@@ -39,4 +39,5 @@ service = ServiceSpec(
     migrations="ordermesh_inventory:migrations",
     wire=wire,
     outbox=outbox,
+    policy=POLICY,
 )

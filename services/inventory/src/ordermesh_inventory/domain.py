@@ -51,7 +51,8 @@ class Adjustment:
 
 
 def validate_sku(v: Validator, sku: str, field: str) -> None:
-    v.check(bool(SKU_PATTERN.match(sku)), field, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    # fullmatch: with match, "$" also matches before a final newline ("A\n" passed).
+    v.check(bool(SKU_PATTERN.fullmatch(sku)), field, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
 
 
 def validate_product(product: Product) -> None:
@@ -62,6 +63,7 @@ def validate_product(product: Product) -> None:
         "product.name",
         f"must be 1-{MAX_NAME_LENGTH} characters",
     )
+    v.storable(product.name, "product.name")
     v.check(
         0 <= product.unit_price_minor <= MAX_AMOUNT_MINOR,
         "product.unit_price.amount_minor",
@@ -78,6 +80,7 @@ def validate_product(product: Product) -> None:
 def validate_adjustment(adjustment: Adjustment) -> None:
     v = Validator()
     v.check(0 < len(adjustment.adjustment_id) <= 128, "adjustment_id", "must be 1-128 characters")
+    v.storable(adjustment.adjustment_id, "adjustment_id")
     validate_sku(v, adjustment.sku, "sku")
     v.check(
         adjustment.delta != 0 and abs(adjustment.delta) <= MAX_STOCK_DELTA,
@@ -85,6 +88,7 @@ def validate_adjustment(adjustment: Adjustment) -> None:
         f"must be non-zero and at most {MAX_STOCK_DELTA} in size",
     )
     v.check(len(adjustment.note) <= 256, "note", "must be at most 256 characters")
+    v.storable(adjustment.note, "note")
     v.raise_if_invalid()
 
 
@@ -160,6 +164,7 @@ def validate_order_id(v: Validator, order_id: str) -> None:
         "order_id",
         f"must be 1-{MAX_ORDER_ID_LENGTH} characters",
     )
+    v.storable(order_id, "order_id")
 
 
 def validate_reservation_request(

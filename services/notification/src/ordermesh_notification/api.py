@@ -9,8 +9,20 @@ from ordermesh.notification.v1 import notification_pb2_grpc
 from ordermesh_notification.domain import Channel, Delivery, DeliveryState, Preferences
 from ordermesh_notification.usecases import Notifications
 from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.policy import CustomerInRequest, Policy
 
 Context = grpc.aio.ServicerContext[object, object]
+
+# Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md): customers
+# see and set only their own notifications and preferences.
+POLICY = Policy(
+    pb.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+    {
+        "ListNotifications": CustomerInRequest("customer_id"),
+        "GetPreferences": CustomerInRequest("customer_id"),
+        "SetPreferences": CustomerInRequest("preferences.customer_id"),
+    },
+)
 
 CHANNEL_TO_PB = {
     Channel.LOG: pb.CHANNEL_LOG,

@@ -11,7 +11,7 @@ import httpx
 from ordermesh.notification.v1 import notification_pb2, notification_pb2_grpc
 from ordermesh_messaging.consumer import EventConsumer
 from ordermesh_messaging.inbox import Inbox
-from ordermesh_notification.api import NotificationApi
+from ordermesh_notification.api import POLICY, NotificationApi
 from ordermesh_notification.channels import LogSender, Sender, SmtpConfig, SmtpSender, WebhookSender
 from ordermesh_notification.config import DEV_WEBHOOK_SECRET, NotificationSettings
 from ordermesh_notification.delivery import DeliveryWorker
@@ -109,4 +109,5 @@ service = ServiceSpec(
     grpc_services=(notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,),
     migrations="ordermesh_notification:migrations",
     wire=wire,
+    policy=POLICY,
 )

@@ -19,7 +19,7 @@ from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, Retr
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import NOTIFICATIONS
-from ordermesh_platform.telemetry import context_from_traceparent, tracer
+from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
 
 log = get_logger(__name__)
 
@@ -46,10 +46,11 @@ class DeliveryWorker:
         Returns how many were attempted."""
         claim = str(uuid.uuid4())
         now = self._clock()
-        async with self._sessions.begin() as session:
-            due = await NotificationStore(session).claim_due(
-                claim, now, now + self._lease, self._batch_size
-            )
+        with untraced():
+            async with self._sessions.begin() as session:
+                due = await NotificationStore(session).claim_due(
+                    claim, now, now + self._lease, self._batch_size
+                )
         # Every send runs to its end even if recording another fails (a database blip): the
         # first error is raised after, for the periodic loop to log.
         results = await asyncio.gather(

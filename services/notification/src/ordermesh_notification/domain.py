@@ -55,6 +55,12 @@ class Delivery:
 
 def validate_customer_id(v: Validator, customer_id: str, name: str) -> None:
     v.check(0 < len(customer_id) <= MAX_ID_LENGTH, name, f"must be 1-{MAX_ID_LENGTH} characters")
+    v.storable(customer_id, name)
+
+
+def _plain(text: str) -> bool:
+    """No whitespace and no control characters (NUL included): an address or URL."""
+    return all(c.isprintable() and not c.isspace() for c in text)
 
 
 def validate_preferences(prefs: Preferences, channel_count: int, unknown_channel: bool) -> None:
@@ -62,16 +68,25 @@ def validate_preferences(prefs: Preferences, channel_count: int, unknown_channel
     validate_customer_id(v, prefs.customer_id, "preferences.customer_id")
     v.check(not unknown_channel, "preferences.channels", "holds an unknown channel")
     v.check(channel_count <= len(Channel), "preferences.channels", "names a channel twice")
+    # The address is stored whichever channels are chosen: bound it always.
+    v.check(
+        len(prefs.email) <= 254 and _plain(prefs.email),
+        "preferences.email",
+        "must be at most 254 characters, without spaces or control characters",
+    )
     if Channel.EMAIL in prefs.channels:
         v.check(
-            "@" in prefs.email and len(prefs.email) <= 254,
+            "@" in prefs.email,
             "preferences.email",
             "must be an e-mail address when CHANNEL_EMAIL is chosen",
         )
     if Channel.WEBHOOK in prefs.channels or prefs.webhook_url:
-        url = urlparse(prefs.webhook_url)
+        url = urlparse(prefs.webhook_url)  # it drops whitespace: the URL is checked too
         v.check(
-            url.scheme in ("http", "https") and bool(url.netloc) and len(prefs.webhook_url) < 2048,
+            url.scheme in ("http", "https")
+            and bool(url.netloc)
+            and len(prefs.webhook_url) < 2048
+            and _plain(prefs.webhook_url),
             "preferences.webhook_url",
             "must be an http(s) URL when CHANNEL_WEBHOOK is chosen",
         )

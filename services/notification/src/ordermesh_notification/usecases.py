@@ -41,6 +41,7 @@ class Notifications:
         v = Validator()
         validate_customer_id(v, customer_id, "customer_id")
         v.check(len(order_id) <= 64, "order_id", "must be at most 64 characters")
+        v.storable(order_id, "order_id")
         size = page_size(v, requested_size)
         after = decode_token(v, token)
         v.raise_if_invalid()

@@ -13,6 +13,7 @@ from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason
 from ordermesh_order.usecases import Orders
 from ordermesh_platform.convert import to_timestamp
 from ordermesh_platform.errors import FailedPrecondition, Unavailable
+from ordermesh_platform.policy import CustomerInRequest, OwnerOfResource, Policy
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -31,6 +32,18 @@ REASON_TO_PB = {
     Reason.CANCELLED_BY_CUSTOMER: pb.ORDER_REASON_CANCELLED_BY_CUSTOMER,
     Reason.CURRENCY_MISMATCH: pb.ORDER_REASON_CURRENCY_MISMATCH,
 }
+# Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md). A customer
+# is the token's subject; the order's owner is checked by the use case that loads it.
+POLICY = Policy(
+    pb.DESCRIPTOR.services_by_name["OrderService"].full_name,
+    {
+        "PlaceOrder": CustomerInRequest("customer_id"),
+        "ListOrders": CustomerInRequest("customer_id"),
+        "GetOrder": OwnerOfResource("order"),
+        "WatchOrder": OwnerOfResource("order"),
+        "CancelOrder": OwnerOfResource("order"),
+    },
+)
 # A rejection the caller waited for is answered as an error: a refusal for good
 # (FAILED_PRECONDITION) or a dependency that was down (UNAVAILABLE: retry with a new key).
 UNAVAILABLE_REASONS = frozenset({Reason.PAYMENT_UNAVAILABLE, Reason.SAGA_TIMEOUT})

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 from ordermesh_messaging.relay import relay_workers
-from ordermesh_order.api import OrderApi
+from ordermesh_order.api import POLICY, OrderApi
 from ordermesh_order.config import OrderSettings
 from ordermesh_order.participants import GrpcParticipants
 from ordermesh_order.saga import SagaRunner, SagaSettings
@@ -62,4 +62,5 @@ service = ServiceSpec(
     migrations="ordermesh_order:migrations",
     wire=wire,
     outbox=outbox,
+    policy=POLICY,
 )

@@ -267,7 +267,7 @@ class PlaceOrder:
         v.check(0 < len(items) <= MAX_LINES, "items", f"must hold 1-{MAX_LINES} lines")
         for i, (sku, quantity) in enumerate(items[:MAX_LINES]):
             v.check(
-                bool(SKU_PATTERN.match(sku)),
+                bool(SKU_PATTERN.fullmatch(sku)),  # match: "$" passes "A\n"
                 f"items[{i}].sku",
                 "must be 1-64 characters of A-Z a-z 0-9 . _ -",
             )
@@ -281,6 +281,7 @@ class PlaceOrder:
             "payment.token",
             f"must be 1-{MAX_TOKEN_LENGTH} characters",
         )
+        v.storable(payment_token, "payment.token")
         v.raise_if_invalid()
         return cls(
             customer_id,
@@ -310,6 +311,7 @@ def validate_cancel(order_id: str, note: str) -> None:
     v = Validator()
     _check_id(v, order_id, "order_id")
     v.check(len(note) <= MAX_NOTE_LENGTH, "note", f"must be at most {MAX_NOTE_LENGTH} characters")
+    v.storable(note, "note")
     v.raise_if_invalid()
 
 

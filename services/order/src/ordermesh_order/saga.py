@@ -31,7 +31,7 @@ from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
-from ordermesh_platform.telemetry import record_error, tracer
+from ordermesh_platform.telemetry import record_error, tracer, untraced
 
 log = get_logger(__name__)
 
@@ -166,16 +166,30 @@ class SagaRunner:
 
     # -- entry points ----------------------------------------------------------------
 
-    async def drive(self, order_id: str, deadline: float | None = None) -> Order | None:
+    async def drive(
+        self,
+        order_id: str,
+        deadline: float | None = None,
+        until_decided: bool = False,
+        order: Order | None = None,
+    ) -> Order | None:
         """Do everything the order owes, as far as ``deadline`` (monotonic; None: the
-        saga's own deadline) allows. Returns the order as it was left."""
+        saga's own deadline) allows; with ``until_decided``, stop once it is confirmed
+        (what a waiting caller needs: capture and commit can follow). Returns the order
+        as it was left. ``order``, when given, is the order as just written (saves a read).
+        """
         async with self._lease_heartbeat(order_id):
             with bound_contextvars(order_id=order_id):
-                return await self._drive(order_id, deadline)
+                return await self._drive(order_id, deadline, until_decided, order)
 
-    async def _drive(self, order_id: str, deadline: float | None) -> Order | None:
-        order = await self._load(order_id)
+    async def _drive(
+        self, order_id: str, deadline: float | None, until_decided: bool, order: Order | None
+    ) -> Order | None:
+        if order is None:
+            order = await self._load(order_id)
         while order is not None and order.work is not Work.NONE:
+            if until_decided and order.work is Work.FULFIL:
+                break
             before = (order.version, order.work)
             order = await self._step(order, deadline)
             if order is None or (order.version, order.work) == before:
@@ -190,15 +204,16 @@ class SagaRunner:
     async def recover_once(self, limit: int = 50) -> int:
         """Take up orders whose work is owed and whose runner is gone (crash, restart)."""
         now = datetime.now(UTC)
-        async with self._sessions() as session:
-            due = await OrderRepository(session).with_work_due(now, limit)
-        taken = []
-        for order_id in due:
-            async with self._sessions.begin() as session:
-                if await OrderRepository(session).take_lease(
-                    order_id, self.owner, now, now + timedelta(seconds=self.settings.lease_s)
-                ):
-                    taken.append(order_id)
+        with untraced():
+            async with self._sessions() as session:
+                due = await OrderRepository(session).with_work_due(now, limit)
+            taken = []
+            for order_id in due:
+                async with self._sessions.begin() as session:
+                    if await OrderRepository(session).take_lease(
+                        order_id, self.owner, now, now + timedelta(seconds=self.settings.lease_s)
+                    ):
+                        taken.append(order_id)
         if taken:
             log.info("recovering orders", count=len(taken))
         await asyncio.gather(*(self.drive(order_id) for order_id in taken))

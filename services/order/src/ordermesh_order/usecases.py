@@ -23,6 +23,7 @@ from ordermesh_order.domain import (
 from ordermesh_order.saga import SagaRunner
 from ordermesh_order.store import OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
+from ordermesh_platform.auth import require_owner
 from ordermesh_platform.errors import NotFound, Validator
 from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
 
@@ -68,10 +69,11 @@ class Orders:
         if not wait_for_outcome:
             self._runner.drive_in_background(order.order_id)
             return order, False
-        driven = await self._runner.drive(order.order_id, deadline)
+        driven = await self._runner.drive(order.order_id, deadline, until_decided=True, order=order)
         assert driven is not None
         if driven.work is not Work.NONE:
-            self._runner.drive_in_background(order.order_id)  # what the deadline cut short
+            # Capture and commit after the answer; and what a deadline cut short.
+            self._runner.drive_in_background(order.order_id)
         return driven, False
 
     async def get(self, order_id: str) -> Order:
@@ -80,6 +82,8 @@ class Orders:
             order = await OrderRepository(session).get(order_id)
         if order is None:
             raise NotFound("order", order_id)
+        # Only its customer (or an administrator) reads, watches or cancels an order.
+        require_owner(order.customer_id, f"order/{order_id}")
         return order
 
     async def list(
@@ -87,6 +91,7 @@ class Orders:
     ) -> tuple[list[Order], str]:
         v = Validator()
         v.check(0 < len(customer_id) <= 128, "customer_id", "must be 1-128 characters")
+        v.storable(customer_id, "customer_id")
         size = page_size(v, requested_size)
         after = decode_token(v, token)
         v.raise_if_invalid()

@@ -10,8 +10,24 @@ from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_payment.domain import Payment, PaymentState
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.policy import Policy, ServiceOrAdmin
 
 Context = grpc.aio.ServicerContext[object, object]
+
+# Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md). Payments are
+# moved by order-service's saga only; an operator (admin scope) may do anything, refunds
+# included. order-service refunds by itself when a captured order is cancelled.
+ORDER_SERVICE = ServiceOrAdmin(("order",))
+POLICY = Policy(
+    pb.DESCRIPTOR.services_by_name["PaymentService"].full_name,
+    {
+        "AuthorizePayment": ORDER_SERVICE,
+        "CapturePayment": ORDER_SERVICE,
+        "VoidPayment": ORDER_SERVICE,
+        "RefundPayment": ORDER_SERVICE,
+        "GetPayment": ORDER_SERVICE,
+    },
+)
 
 STATE_TO_PB = {
     PaymentState.AUTHORIZING: pb.PAYMENT_STATE_UNSPECIFIED,

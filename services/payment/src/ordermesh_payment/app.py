@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_messaging.relay import relay_workers
-from ordermesh_payment.api import PaymentApi
+from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
 from ordermesh_payment.simulated_psp import SimulatedProvider
@@ -52,4 +52,5 @@ service = ServiceSpec(
     migrations="ordermesh_payment:migrations",
     wire=wire,
     outbox=outbox,
+    policy=POLICY,
 )

@@ -10,6 +10,9 @@ from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
 
 MAX_ID_LENGTH = 128
+# An order id names the payment's events in the outbox (aggregate_id, 64 characters):
+# a longer one was authorized, then failed to record its outcome (INTERNAL).
+MAX_ORDER_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 256
 
 
@@ -94,7 +97,12 @@ def declined(order_id: str, reason: str) -> FailedPrecondition:
 
 
 def validate_order_id(v: Validator, order_id: str) -> None:
-    v.check(0 < len(order_id) <= MAX_ID_LENGTH, "order_id", f"must be 1-{MAX_ID_LENGTH} characters")
+    v.check(
+        0 < len(order_id) <= MAX_ORDER_ID_LENGTH,
+        "order_id",
+        f"must be 1-{MAX_ORDER_ID_LENGTH} characters",
+    )
+    v.storable(order_id, "order_id")
 
 
 def validate_authorization(
@@ -107,6 +115,7 @@ def validate_authorization(
         "customer_id",
         f"must be 1-{MAX_ID_LENGTH} characters",
     )
+    v.storable(customer_id, "customer_id")
     v.check(
         0 < amount_minor <= MAX_AMOUNT_MINOR,
         "amount.amount_minor",

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from ordermesh_platform.resilience import CircuitBreaker, retry, timeboxed
+from ordermesh_platform.resilience import CircuitBreaker, CircuitOpen, retry, timeboxed
 
 T = TypeVar("T")
 
@@ -74,6 +74,12 @@ class ResilientProvider:
                 result = await self.breaker.call(lambda: timeboxed(fn, timeout))
                 outcome = "ok"
                 return result
+            except PspDeclined:
+                outcome = "declined"  # an answer, not a failure of the provider
+                raise
+            except CircuitOpen:
+                outcome = "circuit_open"  # not a call: no latency to speak of
+                raise
             finally:
                 self._observe(op, time.monotonic() - started, outcome)
 

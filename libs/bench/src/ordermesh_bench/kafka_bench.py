@@ -1,0 +1,105 @@
+"""The relay against its bound: the same events, produced straight with aiokafka to the
+same broker, in the same batch size, waiting for the same acknowledgements."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import MetaData
+
+from ordermesh.events.v1 import events_pb2
+from ordermesh_bench.rawsql import asyncpg_dsn
+from ordermesh_messaging.cloudevents import build_headers
+from ordermesh_messaging.outbox import bucket_of, outbox_table
+from ordermesh_messaging.relay import OutboxRelay
+from ordermesh_messaging.settings import RelaySettings
+from ordermesh_platform.db import create_engine
+
+TOPIC = "ordermesh.orders.v1"
+AGGREGATE_EVENTS = 5  # events per aggregate, as an order's life has a handful
+outbox = outbox_table(MetaData())  # the fixed outbox contract, as every service has it
+
+
+def sample_events(count: int) -> list[tuple[str, str, bytes]]:
+    """(event id, aggregate id, payload) of OrderConfirmed-sized events."""
+    events = []
+    for i in range(count):
+        aggregate = f"bench-{i // AGGREGATE_EVENTS}"
+        payload = events_pb2.OrderConfirmed(
+            order_id=aggregate,
+            customer_id="bench-customer",
+            lines=[events_pb2.EventLine(sku="SKU-BENCH-1", quantity=2)],
+            payment_id=str(uuid.uuid4()),
+        ).SerializeToString()
+        events.append((str(uuid.uuid4()), aggregate, payload))
+    return events
+
+
+async def fill_outbox(database_url: str, events: list[tuple[str, str, bytes]]) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    now = datetime.now(UTC)
+    try:
+        await conn.copy_records_to_table(
+            "outbox",
+            columns=[
+                "event_id", "aggregate_type", "aggregate_id", "event_type", "topic", "payload",
+                "traceparent", "tracestate", "created_at", "attempts", "bucket",
+            ],
+            records=[
+                (e, "order", a, "ordermesh.events.v1.OrderConfirmed", TOPIC, p, "", "", now, 0,
+                 bucket_of(a))
+                for e, a, p in events
+            ],
+        )  # fmt: skip
+    finally:
+        await conn.close()
+
+
+async def relay_throughput(database_url: str, settings: RelaySettings, count: int) -> float:
+    """Events per second for one relay draining ``count`` committed rows."""
+    engine = create_engine(database_url, 4)
+    relay = OutboxRelay(engine, outbox, "ordermesh/bench", settings)
+    try:
+        await relay.ready()  # connects and creates the topics: not measured
+        await fill_outbox(database_url, sample_events(count))
+        started = time.perf_counter()
+        while (await relay.backlog())[0]:
+            await relay.publish_once()
+        elapsed = time.perf_counter() - started
+        return relay.published / max(elapsed, 1e-9)
+    finally:
+        await relay.close()
+        await engine.dispose()
+
+
+async def producer_throughput(bootstrap: str, count: int, batch: int) -> float:
+    """Events per second produced straight to the broker, batch by batch, acks=all."""
+    events = sample_events(count)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=2,
+        max_batch_size=1024 * 1024,
+    )  # fmt: skip
+    await producer.start()
+    try:
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        for i in range(0, len(events), batch):
+            futures = []
+            for event_id, aggregate, payload in events[i : i + batch]:
+                headers = build_headers(
+                    event_id, "ordermesh.events.v1.OrderConfirmed", "ordermesh/bench", now
+                )
+                futures.append(
+                    await producer.send(
+                        TOPIC, value=payload, key=aggregate.encode(), headers=headers
+                    )
+                )
+            for future in futures:
+                await future
+        return count / max(time.perf_counter() - started, 1e-9)
+    finally:
+        await producer.stop()

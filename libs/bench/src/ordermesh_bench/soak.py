@@ -1,0 +1,155 @@
+"""`make bench-soak ORDERS=n`: a long run with wait_for_outcome=false. It samples the
+resident memory of every service and the outbox backlog as it goes, and checks the
+invariants once the mesh has settled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.progress import Progress
+
+from ordermesh.order.v1 import order_pb2_grpc
+from ordermesh_bench.suite import (
+    SAGA_TIMEOUT_S,
+    SKUS,
+    _drop_databases,
+    _settle,
+    place_call,
+    seed,
+    wait_drained,
+)
+from ordermesh_bench.workload import RequestMaker, Workload
+from ordermesh_cli.invariants import check_invariants
+from ordermesh_cli.mesh import LocalMesh, MeshConfig, scrape_metrics
+
+console = Console(stderr=True)
+PAGE_KB = 4
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    orders: int
+    postgres: str = "postgresql://postgres@127.0.0.1:5432"
+    base_port: int = 27051
+    concurrency: int = 32
+    sample_every_s: float = 10.0
+    out: Path = Path("bench/results")
+    state_dir: Path = Path(".ordermesh/soak")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * PAGE_KB / 1024
+
+
+async def run_soak(config: SoakConfig) -> dict[str, Any]:
+    prefix = f"soak_{uuid.uuid4().hex[:6]}"
+    env = {"ORDERMESH_SAGA_TIMEOUT_S": str(SAGA_TIMEOUT_S), "ORDERMESH_LOG_LEVEL": "WARNING"}
+    mesh = LocalMesh(
+        MeshConfig(
+            base_port=config.base_port,
+            postgres=f"{config.postgres}/{prefix}",
+            state_dir=config.state_dir,
+            env=env,
+        )
+    )
+    samples: list[dict[str, Any]] = []
+    placed = 0
+    try:
+        mesh.start()
+        await mesh.wait_serving(120)
+        await seed(mesh.config.address("inventory"))
+        maker = RequestMaker(Workload(SKUS, wait_for_outcome=False), seed=9)
+        started = time.perf_counter()
+        async with grpc.aio.insecure_channel(mesh.config.address("order")) as channel:
+            call = place_call(order_pb2_grpc.OrderServiceStub(channel), maker)
+            gate = asyncio.Semaphore(config.concurrency)
+            errors = 0
+
+            async def one() -> None:
+                nonlocal placed, errors
+                async with gate:
+                    if await call() == "OK":
+                        placed += 1
+                    else:
+                        errors += 1
+
+            async def sampler() -> None:
+                while True:
+                    samples.append(_sample(mesh, placed, time.perf_counter() - started))
+                    await asyncio.sleep(config.sample_every_s)
+
+            sampling = asyncio.create_task(sampler())
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("soak", total=config.orders)
+                batch = 1000
+                for first in range(0, config.orders, batch):
+                    n = min(batch, config.orders - first)
+                    await asyncio.gather(*(one() for _ in range(n)))
+                    progress.update(task, completed=first + n)
+            await _settle(mesh, 600)
+            backlog = await wait_drained(mesh, 300)
+            samples.append(_sample(mesh, placed, time.perf_counter() - started))
+            sampling.cancel()
+        c = mesh.config
+        report = await check_invariants(
+            c.database_url("order"), c.database_url("inventory"), c.database_url("payment"),
+            SAGA_TIMEOUT_S,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+    finally:
+        mesh.stop()
+        await _drop_databases(config.postgres, prefix)
+    result = {
+        "orders": config.orders,
+        "accepted": placed,
+        "errors": errors,
+        "elapsed_s": round(elapsed, 1),
+        "throughput_per_s": round(placed / elapsed, 2),
+        "invariants_ok": report.ok and backlog == 0,
+        "violations": report.violations[:20],
+        "final_backlog": backlog,
+        "memory_growth_10_to_100": _growth(samples),
+        "samples": samples,
+    }
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
+    backlog = 0.0
+    for child in mesh.children:
+        backlog += scrape_metrics(child.metrics_port).get("ordermesh_outbox_backlog", 0.0)
+    return {
+        "t_s": round(at_s, 1),
+        "placed": placed,
+        "rss_mb": {c.name: round(rss_mb(c.proc.pid), 1) for c in mesh.children},
+        "backlog": backlog,
+    }
+
+
+def _growth(samples: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Memory at the end over memory at 10% of the orders, per service."""
+    if len(samples) < 2:
+        return {}
+    total = samples[-1]["placed"] or 1
+    early = next((s for s in samples if s["placed"] >= total * 0.1), samples[0])
+    late = samples[-1]
+    return {
+        name: round(late["rss_mb"][name] / early["rss_mb"][name] - 1, 4)
+        if early["rss_mb"].get(name)
+        else None
+        for name in late["rss_mb"]
+    }

@@ -1,0 +1,413 @@
+"""`make bench`: PlaceOrder against its baselines, measured in one run on this machine.
+
+Every headline figure is a ratio against a baseline measured in the same run, because
+these machines are shared and noisy:
+
+- place_order_sync / echo_chain        the transport bound (closed loop, same concurrency)
+- place_order_async / raw_sql          the database bound (orders fully processed per s)
+- relay / raw_producer                 the relay bound (events per s to the same broker)
+- p99 sync / p99 echo chain            in open loop, both at half of PlaceOrder's maximum
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from rich.console import Console
+from rich.progress import Progress
+
+from ordermesh.common.v1 import money_pb2
+from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from ordermesh.order.v1 import order_pb2_grpc
+from ordermesh_bench.echo import start_echo_chain
+from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
+from ordermesh_bench.loadgen import Call, closed_loop, open_loop
+from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
+from ordermesh_bench.stats import Run
+from ordermesh_bench.workload import RequestMaker, Workload
+from ordermesh_cli.invariants import check_invariants, owed_work
+from ordermesh_cli.mesh import LocalMesh, MeshConfig
+from ordermesh_cli.processes import stop_all
+from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_messaging.settings import RelaySettings
+from ordermesh_platform.db import ensure_database
+from ordermesh_platform.migrations import upgrade_to_head
+
+console = Console(stderr=True)
+SKUS = tuple(f"BENCH-{i:03d}" for i in range(100))
+STOCK_PER_SKU = 10_000_000
+SAGA_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    postgres: str = "postgresql://postgres@127.0.0.1:5432"
+    base_port: int = 26051
+    levels: tuple[int, ...] = (4, 16, 32)  # closed-loop concurrency, low to high
+    level_s: float = 8.0
+    open_loop_s: float = 10.0
+    raw_sql_s: float = 8.0
+    events: int = 20_000
+    zipf_s: float = 1.1
+    decline_share: float = 0.05
+    out: Path = Path("bench/results")
+    state_dir: Path = Path(".ordermesh/bench")
+
+
+@dataclass
+class Results:
+    data: dict[str, Any] = field(default_factory=dict)
+    curve: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def _outcome_of(error: grpc.aio.AioRpcError) -> str:
+    return error.code().name
+
+
+def place_call(stub: order_pb2_grpc.OrderServiceAsyncStub, maker: RequestMaker) -> Call:
+    async def call() -> str:
+        try:
+            await stub.PlaceOrder(maker.place_order(), timeout=30)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return _outcome_of(error)
+
+    return call
+
+
+def echo_call(channel: grpc.aio.Channel, maker: RequestMaker) -> Call:
+    method: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
+        "/ordermesh.order.v1.OrderService/PlaceOrder",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda b: b,
+    )
+
+    async def call() -> str:
+        try:
+            await method(maker.place_order(), timeout=30)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return _outcome_of(error)
+
+    return call
+
+
+async def seed(address: str) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        for sku in SKUS:
+            price = money_pb2.Money(amount_minor=100, currency="EUR")
+            await stub.UpsertProduct(
+                inventory_pb2.UpsertProductRequest(
+                    product=inventory_pb2.Product(sku=sku, name=sku, unit_price=price)
+                ),
+                timeout=10,
+            )
+            await stub.AdjustStock(
+                inventory_pb2.AdjustStockRequest(
+                    adjustment_id=f"bench-{sku}", sku=sku, delta=STOCK_PER_SKU
+                ),
+                timeout=10,
+            )
+
+
+async def _settle(mesh: LocalMesh, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while await owed_work(mesh.config.database_url("order")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the mesh did not settle")
+        await asyncio.sleep(0.25)
+
+
+async def outbox_backlog(mesh: LocalMesh) -> int:
+    """Unpublished outbox rows in every producing service's database."""
+    total = 0
+    for service in ("order", "inventory", "payment"):
+        conn = await asyncpg.connect(asyncpg_dsn(mesh.config.database_url(service)))
+        try:
+            total += await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        finally:
+            await conn.close()
+    return total
+
+
+async def wait_drained(mesh: LocalMesh, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = await outbox_backlog(mesh)
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.25)
+
+
+async def _drop_databases(postgres: str, prefix: str) -> None:
+    conn = await asyncpg.connect(f"{postgres}/postgres")
+    try:
+        for (name,) in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%"
+        ):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def run_suite(config: BenchConfig) -> dict[str, Any]:
+    prefix = f"bench_{uuid.uuid4().hex[:6]}"
+    results = Results()
+    env = {
+        "ORDERMESH_SAGA_TIMEOUT_S": str(SAGA_TIMEOUT_S),
+        "ORDERMESH_LOG_LEVEL": "WARNING",
+        "ORDERMESH_DATABASE_POOL_SIZE": "8",
+    }
+    mesh = LocalMesh(
+        MeshConfig(
+            base_port=config.base_port,
+            postgres=f"{config.postgres}/{prefix}",
+            state_dir=config.state_dir,
+            env=env,
+        )
+    )
+    echo = []
+    try:
+        mesh.start()
+        await mesh.wait_serving(120)
+        await seed(mesh.config.address("inventory"))
+        echo = start_echo_chain(config.base_port + 20)
+        with Progress(console=console, transient=True) as progress:
+            await _measure_mesh_and_echo(config, mesh, results, progress)
+            invariants = await _invariants(mesh)
+        left = await wait_drained(mesh, 120)
+        results.data["outbox_backlog_after"] = left
+        results.data["invariants_ok"] = invariants.ok and left == 0
+        results.data["invariant_violations"] = invariants.violations[:20]
+        results.data["orders_by_state"] = dict(invariants.orders_by_state)
+        mesh.stop()
+        stop_all(echo, 5)
+        echo = []
+        await _measure_database_bound(config, prefix, results)
+        await _measure_relay_bound(config, prefix, results)
+    finally:
+        stop_all(echo, 5)
+        mesh.stop()
+        await _drop_databases(config.postgres, prefix)
+    return _report(config, results)
+
+
+async def _measure_mesh_and_echo(
+    config: BenchConfig, mesh: LocalMesh, results: Results, progress: Progress
+) -> None:
+    workload = Workload(SKUS, zipf_s=config.zipf_s, decline_share=config.decline_share)
+    async with (
+        grpc.aio.insecure_channel(mesh.config.address("order")) as order_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{config.base_port + 20}") as echo_channel,
+    ):
+        orders = order_pb2_grpc.OrderServiceStub(order_channel)
+        sync = place_call(orders, RequestMaker(workload, seed=1))
+        echoed = echo_call(echo_channel, RequestMaker(workload, seed=2))
+        await closed_loop(Run("warm-up"), sync, 4, 2.0)
+        await closed_loop(Run("warm-up echo"), echoed, 4, 1.0)
+        best: dict[str, Run] = {}
+        for name, call in (("place_order_sync", sync), ("echo_chain", echoed)):
+            results.curve[name] = []
+            for level in config.levels:
+                run = await closed_loop(
+                    Run(f"{name} x{level}"), call, level, config.level_s, progress
+                )
+                results.curve[name].append(
+                    (run.summary()["throughput_per_s"], run.percentile_ms(99))
+                )
+                if (
+                    name not in best
+                    or run.count / run.elapsed_s > best[name].count / best[name].elapsed_s
+                ):
+                    best[name] = run
+            results.data[name] = best[name].summary()
+        # Half load, open loop, the same rate for both: queueing is measured, not hidden.
+        rate = max(1.0, results.data["place_order_sync"]["throughput_per_s"] / 2)
+        for name, call in (("sync", sync), ("echo", echoed)):
+            run = await open_loop(
+                Run(f"{name} at half load"), call, rate, config.open_loop_s, progress=progress
+            )
+            results.data[f"half_load_{name}"] = {**run.summary(), "rate_per_s": round(rate, 2)}
+        # Async: orders accepted, then fully processed; throughput counts to the last one.
+        await _settle(mesh, 120)
+        async_maker = RequestMaker(
+            Workload(SKUS, config.zipf_s, config.decline_share, wait_for_outcome=False), seed=3
+        )
+        run = await closed_loop(
+            Run("place_order_async"), place_call(orders, async_maker), config.levels[-1],
+            config.level_s, progress,
+        )  # fmt: skip
+        accepted_in = run.elapsed_s
+        await _settle(mesh, 300)
+        run.ended = time.perf_counter()
+        results.data["place_order_async"] = {
+            **run.summary(),
+            "accept_throughput_per_s": round(run.count / accepted_in, 2),
+            "note": "throughput counts orders accepted and fully processed (settled)",
+        }
+        await _measure_telemetry_cost(config, mesh, orders, workload, results, progress)
+
+
+async def _measure_telemetry_cost(
+    config: BenchConfig,
+    mesh: LocalMesh,
+    orders: order_pb2_grpc.OrderServiceAsyncStub,
+    workload: Workload,
+    results: Results,
+    progress: Progress,
+) -> None:
+    """The same closed loop with the OpenTelemetry SDK switched off in every service,
+    against the default (no endpoint: ids only, nothing recorded)."""
+    level = config.levels[-1]
+    on = results.curve["place_order_sync"][-1][0]  # the same concurrency level
+    for name in SERVICE_NAMES:
+        mesh.stop_service(name)
+        mesh.start_service(name, OTEL_SDK_DISABLED="true")
+    await mesh.wait_serving(120)
+    await _settle(mesh, 120)
+    call = place_call(orders, RequestMaker(workload, seed=4))
+    await closed_loop(Run("warm-up, telemetry off"), call, 4, 2.0)
+    run = await closed_loop(Run("telemetry off"), call, level, config.level_s, progress)
+    off = run.summary()["throughput_per_s"]
+    results.data["place_order_sync_telemetry_off"] = run.summary()
+    results.data["telemetry_cost"] = {
+        "throughput_on_per_s": on,
+        "throughput_off_per_s": off,
+        "cost_share": round(1 - on / off, 3) if off else None,
+        "note": "on = default (no endpoint); compare with the run-to-run noise of the levels",
+    }
+
+
+async def _invariants(mesh: LocalMesh) -> Any:
+    await _settle(mesh, 300)
+    c = mesh.config
+    return await check_invariants(
+        c.database_url("order"), c.database_url("inventory"), c.database_url("payment"),
+        SAGA_TIMEOUT_S,
+    )  # fmt: skip
+
+
+async def _measure_database_bound(config: BenchConfig, prefix: str, results: Results) -> None:
+    urls = {}
+    for service in ("order", "inventory", "payment"):
+        url = f"{config.postgres}/{prefix}_raw_{service}"
+        spec = load_service(service)
+        await upgrade_to_head(spec.migrations, url, spec.name)
+        urls[service] = url
+    pools = {
+        s: await asyncpg.create_pool(asyncpg_dsn(u), min_size=4, max_size=16)
+        for s, u in urls.items()
+    }
+    try:
+        await seed_catalogue(pools["inventory"], list(SKUS), STOCK_PER_SKU)
+        path = RawOrderPath(pools["order"], pools["inventory"], pools["payment"], list(SKUS))
+        await closed_loop(Run("raw warm-up"), path.place, 4, 1.0)
+        run = await closed_loop(Run("raw_sql"), path.place, config.levels[-1], config.raw_sql_s)
+        results.data["raw_sql"] = run.summary()
+    finally:
+        for pool in pools.values():
+            await pool.close()
+
+
+async def _measure_relay_bound(config: BenchConfig, prefix: str, results: Results) -> None:
+    from ordermesh_cli.broker import start_tansu, wait_for_port
+
+    port = config.base_port + 60
+    broker = start_tansu(port)
+    try:
+        wait_for_port(port, 15)
+        url = f"{config.postgres}/{prefix}_relay"
+        await ensure_database(url)
+        await upgrade_to_head(load_service("order").migrations, url, "order")
+        settings = RelaySettings.model_validate({"kafka_bootstrap": f"127.0.0.1:{port}"})
+        relay = await relay_throughput(url, settings, config.events)
+        raw = await producer_throughput(
+            f"127.0.0.1:{port}", config.events, settings.outbox_batch_size
+        )
+        results.data["relay"] = {
+            "throughput_per_s": round(relay, 2),
+            "p50_ms": None,
+            "p99_ms": None,
+        }
+        results.data["raw_producer"] = {
+            "throughput_per_s": round(raw, 2),
+            "p50_ms": None,
+            "p99_ms": None,
+        }
+    finally:
+        stop_all([broker], 5)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 3)
+
+
+def _report(config: BenchConfig, results: Results) -> dict[str, Any]:
+    d = results.data
+    d["ratios"] = {
+        "sync_vs_echo_chain": _ratio(
+            d["place_order_sync"]["throughput_per_s"], d["echo_chain"]["throughput_per_s"]
+        ),
+        "async_vs_raw_sql": _ratio(
+            d["place_order_async"]["throughput_per_s"], d["raw_sql"]["throughput_per_s"]
+        ),
+        "relay_vs_raw_producer": _ratio(
+            d["relay"]["throughput_per_s"], d["raw_producer"]["throughput_per_s"]
+        ),
+        "p99_sync_vs_echo_chain_at_half_load": _ratio(
+            d["half_load_sync"]["p99_ms"], d["half_load_echo"]["p99_ms"]
+        ),
+    }
+    d["goals"] = {
+        "sync_vs_echo_chain": ">= 0.6",
+        "async_vs_raw_sql": ">= 0.5",
+        "relay_vs_raw_producer": ">= 0.8",
+        "p99_sync_vs_echo_chain_at_half_load": "<= 3",
+    }
+    d["machine"] = {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    d["config"] = {
+        "levels": list(config.levels), "level_s": config.level_s, "open_loop_s": config.open_loop_s,
+        "zipf_s": config.zipf_s, "decline_share": config.decline_share, "events": config.events,
+    }  # fmt: skip
+    d["curve"] = {k: [list(p) for p in v] for k, v in results.curve.items()}
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "latest.json").write_text(json.dumps(d, indent=2) + "\n")
+    plot(results, config.out / "latest.png")
+    return d
+
+
+def plot(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in results.curve.items():
+        xs, ys = zip(*points, strict=True) if points else ((), ())
+        ax.plot(xs, ys, marker="o", label=name.replace("_", " "))
+    ax.set_xlabel("throughput (requests/s)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title("ordermesh: latency against throughput (closed loop)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

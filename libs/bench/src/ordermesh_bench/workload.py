@@ -1,0 +1,50 @@
+"""What the orders look like: SKU popularity (uniform or Zipf), lines per order, the
+share of declined payments, and whether callers wait for the outcome."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from dataclasses import dataclass
+
+from ordermesh.order.v1 import order_pb2
+
+
+@dataclass(frozen=True)
+class Workload:
+    skus: tuple[str, ...]
+    zipf_s: float = 1.1  # 0 = uniform
+    decline_share: float = 0.05
+    wait_for_outcome: bool = True
+    max_lines: int = 3
+    currency: str = "EUR"
+    customers: int = 1000
+
+    def weights(self) -> list[float]:
+        if self.zipf_s <= 0:
+            return [1.0] * len(self.skus)
+        return [1.0 / (rank**self.zipf_s) for rank in range(1, len(self.skus) + 1)]
+
+
+class RequestMaker:
+    def __init__(self, workload: Workload, seed: int = 1) -> None:
+        self.workload = workload
+        self._rng = random.Random(seed)
+        self._cumulative = list(itertools.accumulate(workload.weights()))
+
+    def place_order(self) -> order_pb2.PlaceOrderRequest:
+        w, rng = self.workload, self._rng
+        lines = rng.randint(1, w.max_lines)
+        skus = set(rng.choices(w.skus, cum_weights=self._cumulative, k=lines))
+        declined = rng.random() < w.decline_share
+        return order_pb2.PlaceOrderRequest(
+            customer_id=f"bench-{rng.randrange(w.customers)}",
+            idempotency_key=uuid.uuid4().hex,
+            items=[
+                order_pb2.OrderItem(sku=sku, quantity=rng.randint(1, 2)) for sku in sorted(skus)
+            ],
+            payment=order_pb2.PaymentMethod(token="tok_decline" if declined else "tok_ok"),
+            currency=w.currency,
+            wait_for_outcome=w.wait_for_outcome,
+        )

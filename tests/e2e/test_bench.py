@@ -1,0 +1,70 @@
+"""The benchmark suite, at a tiny size: it runs end to end, writes its report and plot,
+and the invariants hold afterwards. (The figures themselves are for `make bench`.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ordermesh_bench.soak import SoakConfig, run_soak
+from ordermesh_bench.suite import BenchConfig, run_suite
+from tests.support.ports import free_port_block
+from tests.support.postgres import SERVER_URL
+
+pytestmark = pytest.mark.e2e
+
+KEYS = ("place_order_sync", "place_order_async", "echo_chain", "raw_sql", "relay", "raw_producer")
+RATIOS = (
+    "sync_vs_echo_chain",
+    "async_vs_raw_sql",
+    "relay_vs_raw_producer",
+    "p99_sync_vs_echo_chain_at_half_load",
+)
+
+
+async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_path: Path) -> None:
+    config = BenchConfig(
+        postgres=SERVER_URL,
+        base_port=free_port_block(4),
+        levels=(2,),
+        level_s=1.0,
+        open_loop_s=1.0,
+        raw_sql_s=1.0,
+        events=300,
+        out=tmp_path,
+        state_dir=tmp_path / "state",
+    )
+    await run_suite(config)
+    report = json.loads((tmp_path / "latest.json").read_text())
+    for key in KEYS:
+        assert report[key]["throughput_per_s"] > 0, key
+        assert {"p50_ms", "p99_ms"} <= set(report[key])
+    for ratio in RATIOS:
+        assert report["ratios"][ratio] > 0, ratio
+    assert report["invariants_ok"] is True
+    assert report["machine"]["cores"] >= 1
+    assert (tmp_path / "latest.png").stat().st_size > 0
+
+
+async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -> None:
+    result = await run_soak(
+        SoakConfig(
+            orders=200,
+            postgres=SERVER_URL,
+            base_port=free_port_block(4),
+            sample_every_s=0.5,
+            out=tmp_path,
+            state_dir=tmp_path / "state",
+        )
+    )
+    assert result["accepted"] == 200
+    assert result["invariants_ok"] is True
+    assert result["final_backlog"] == 0
+    assert set(result["memory_growth_10_to_100"]) == {
+        "order",
+        "inventory",
+        "payment",
+        "notification",
+    }

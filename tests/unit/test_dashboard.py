@@ -1,0 +1,171 @@
+"""The Grafana dashboard (k8s/dashboards/ordermesh-grafana.json) against the metrics the
+services declare (ordermesh_platform.metrics): every series it queries exists, every
+metric is on some panel, and every label it filters on is one the metric has."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from ordermesh_platform import metrics
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "dashboards" / "ordermesh-grafana.json"
+
+# A metric name in PromQL: not part of a longer identifier, a label value such as
+# "ordermesh.orders.v1", or a string.
+METRIC_NAME = re.compile(r"(?<![\w.\"-])ordermesh_[A-Za-z0-9_:]+")
+# A selector: the metric name and what is between its braces.
+SELECTOR = re.compile(r"(ordermesh_[A-Za-z0-9_:]+)\{([^}]*)\}")
+MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+# The series prometheus_client exposes for one declared metric, by its type. Counters
+# are declared without `_total` (the client strips it) and expose `_total`.
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+}
+
+
+def _declared() -> dict[str, MetricWrapperBase]:
+    """Every metric object of ordermesh_platform.metrics, by its declared name."""
+    found: dict[str, MetricWrapperBase] = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                found[family.name] = value
+    return found
+
+
+def _series_of(metric: MetricWrapperBase) -> dict[str, tuple[str, ...]]:
+    """Exposed series name -> the labels a query may match on."""
+    labels = tuple(metric._labelnames)
+    series: dict[str, tuple[str, ...]] = {}
+    for family in metric.describe():
+        if family.type not in SUFFIXES:
+            raise AssertionError(f"{family.name}: no rule for metric type {family.type}")
+        for suffix in SUFFIXES[family.type]:
+            extra: tuple[str, ...] = ()
+            if suffix == "_bucket":
+                extra = ("le",)
+            elif family.type == "summary" and not suffix:
+                extra = ("quantile",)
+            series[family.name + suffix] = labels + extra
+    return series
+
+
+def _all_series() -> dict[str, tuple[str, ...]]:
+    series: dict[str, tuple[str, ...]] = {}
+    for metric in _declared().values():
+        series.update(_series_of(metric))
+    return series
+
+
+def _dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, those inside collapsed rows included; rows themselves left out."""
+    found: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        if panel.get("type") == "row":
+            found.extend(panel.get("panels", []))
+        else:
+            found.append(panel)
+    return found
+
+
+def _expressions(panel: dict[str, Any]) -> list[str]:
+    return [str(target["expr"]) for target in panel.get("targets", []) if target.get("expr")]
+
+
+def test_the_metrics_module_is_found() -> None:
+    declared = _declared()
+    assert "ordermesh_rpc_requests" in declared  # a counter, declared without _total
+    assert "ordermesh_rpc_duration_seconds" in declared
+    assert "ordermesh_psp_circuit_open" in declared
+    series = _all_series()
+    assert "ordermesh_rpc_requests_total" in series
+    assert "ordermesh_rpc_duration_seconds_bucket" in series
+    assert series["ordermesh_rpc_duration_seconds_bucket"][-1] == "le"
+
+
+def test_the_dashboard_loads_with_its_datasource_and_service_variables() -> None:
+    dashboard = _dashboard()
+    assert dashboard["schemaVersion"] >= 38
+    assert dashboard["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    service = variables["service"]
+    assert service["type"] == "query"
+    query = service["query"]
+    text = query["query"] if isinstance(query, dict) else query
+    assert text.startswith("label_values(ordermesh_")
+    assert text.endswith(", service)")
+
+
+def test_every_row_has_a_title() -> None:
+    for panel in _dashboard()["panels"]:
+        if panel.get("type") == "row":
+            assert panel.get("title"), panel
+
+
+def test_every_panel_has_a_title_and_a_query_on_the_chosen_datasource() -> None:
+    panels = _panels(_dashboard())
+    assert panels
+    for panel in panels:
+        assert panel.get("title"), panel
+        assert panel.get("targets"), f"{panel['title']}: no target"
+        assert _expressions(panel), f"{panel['title']}: no PromQL expression"
+        for target in [panel, *panel["targets"]]:
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_panel_ids_are_unique() -> None:
+    dashboard = _dashboard()
+    rows = [p for p in dashboard["panels"] if p.get("type") == "row"]
+    ids = [p["id"] for p in [*rows, *_panels(dashboard)]]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_metric_the_dashboard_queries_is_declared() -> None:
+    series = _all_series()
+    for panel in _panels(_dashboard()):
+        for expr in _expressions(panel):
+            names = METRIC_NAME.findall(expr)
+            assert names, f"{panel['title']}: no ordermesh metric in {expr}"
+            unknown = sorted(set(names) - series.keys())
+            assert not unknown, f"{panel['title']}: {unknown} not in ordermesh_platform.metrics"
+
+
+def test_every_label_the_dashboard_matches_on_belongs_to_its_metric() -> None:
+    series = _all_series()
+    for panel in _panels(_dashboard()):
+        for expr in _expressions(panel):
+            for name, matchers in SELECTOR.findall(expr):
+                for label in MATCHER.findall(matchers):
+                    assert label in series[name], (
+                        f"{panel['title']}: {name} has no label {label!r} "
+                        f"(it has {', '.join(series[name]) or 'none'})"
+                    )
+
+
+@pytest.mark.parametrize("declared", sorted(_declared()))
+def test_every_declared_metric_is_on_a_panel(declared: str) -> None:
+    exposed = set(_series_of(_declared()[declared]))
+    used = {
+        name
+        for panel in _panels(_dashboard())
+        for expr in _expressions(panel)
+        for name in METRIC_NAME.findall(expr)
+    }
+    assert exposed & used, f"{declared} is on no panel (looked for {sorted(exposed)})"
