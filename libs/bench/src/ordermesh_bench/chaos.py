@@ -127,6 +127,7 @@ async def run_chaos(config: ChaosConfig) -> ChaosReport:
         await mesh.wait_serving(120)
         await _settle(mesh, 300)
         await wait_drained(mesh, 300)
+        await _wait_notified(mesh, 300)
         await _check(mesh, report, acknowledged)
     finally:
         mesh.stop()
@@ -157,10 +158,12 @@ async def _load(
                     order_id = _order_id_of(error)
                     if order_id:
                         acknowledged.add(order_id)
+                    else:  # order-service is away: a caller would back off too
+                        await asyncio.sleep(0.2)
 
         i = 0
         in_flight: set[asyncio.Task[None]] = set()
-        while i < config.orders or not faults_done.is_set():
+        while len(acknowledged) < config.orders or not faults_done.is_set():
             await gate.acquire()  # as many in flight as the concurrency, no more
             gate.release()
             task = asyncio.create_task(one(i))
@@ -193,7 +196,8 @@ async def _faults(
         plan.append("psp")
     rng.shuffle(plan)
     for fault in plan:
-        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        # Spread over the run: roughly one fault every 5-15 s of steady load.
+        await asyncio.sleep(rng.uniform(5.0, 15.0) * min(1.0, config.orders / 5000))
         if fault == "kill":
             name = rng.choice(SERVICE_NAMES)
             child = mesh.child(name)
@@ -230,6 +234,33 @@ async def _rows(url: str, sql: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(sql))
     finally:
         await conn.close()
+
+
+async def _unnotified(mesh: LocalMesh) -> set[str]:
+    c = mesh.config
+    committed = {
+        r["event_id"]
+        for r in await _rows(c.database_url("order"), "SELECT event_id, event_type FROM outbox")
+        if r["event_type"] in CUSTOMER_FACING
+    } | {
+        r["event_id"]
+        for r in await _rows(c.database_url("payment"), "SELECT event_id, event_type FROM outbox")
+        if r["event_type"] in CUSTOMER_FACING
+    }
+    delivered = {
+        r["event_id"]
+        for r in await _rows(c.database_url("notification"), "SELECT event_id FROM deliveries")
+    }
+    return committed - delivered
+
+
+async def _wait_notified(mesh: LocalMesh, timeout_s: float) -> None:
+    """The consumer catches up after the faults (it may have been killed or starved)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not await _unnotified(mesh) or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(1.0)
 
 
 async def _check(mesh: LocalMesh, report: ChaosReport, acknowledged: set[str]) -> None:
