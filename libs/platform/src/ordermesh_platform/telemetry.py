@@ -13,7 +13,8 @@ import contextlib
 import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -30,7 +31,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 TRACER_NAME = "ordermesh"
@@ -107,11 +108,85 @@ _NOT_TRACED = filters.negate(
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    return [aio_server_interceptor(filter_=_NOT_TRACED)]  # type: ignore[no-untyped-call]
+    """Full gRPC instrumentation when spans are exported; otherwise only the caller's
+    trace context is continued (ids for logs, events and downstream calls), without
+    the per-call attribute work of spans nobody records."""
+    if otlp_endpoint():
+        return [aio_server_interceptor(filter_=_NOT_TRACED)]  # type: ignore[no-untyped-call]
+    return [_ContextServerInterceptor()]
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    if otlp_endpoint():
+        return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    return [_ContextUnaryClientInterceptor(), _ContextStreamClientInterceptor()]
+
+
+class _ContextServerInterceptor(grpc.aio.ServerInterceptor):
+    """Continues the caller's W3C trace context in a (non-recording) server span."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        carrier = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        parent = propagate.extract(carrier)
+
+        def span() -> AbstractContextManager[Any]:
+            return tracer().start_as_current_span(method, context=parent, kind=SpanKind.SERVER)
+
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                with span():
+                    return await behavior(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                with span():
+                    async for response in streaming(request, context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _with_trace_context(details: Any) -> Any:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return details
+    metadata = [*(details.metadata or ()), *carrier.items()]
+    return details._replace(metadata=metadata)
+
+
+class _ContextUnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the current trace context with every call."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_trace_context(details), request)
+
+
+class _ContextStreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_trace_context(details), request)
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
