@@ -7,6 +7,9 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, or_
 
 from ordermesh_platform.errors import Validator
 
@@ -57,3 +60,18 @@ def decode_token(v: Validator, token: str, field: str = "page_token") -> Cursor 
     ):
         v.check(False, field, "is not a token returned by this service")
         return None
+
+
+def newest_first(
+    query: Select[Any],
+    created_at: ColumnElement[Any],
+    id_: ColumnElement[Any],
+    after: Cursor | None,
+) -> Select[Any]:
+    """Order a query newest first by (created_at, id) and start it after ``after``."""
+    query = query.order_by(created_at.desc(), id_.desc())
+    if after is None:
+        return query
+    return query.where(
+        or_(created_at < after.created_at, and_(created_at == after.created_at, id_ < after.id))
+    )

@@ -37,7 +37,7 @@ from ordermesh_notification.domain import (
     Retry,
 )
 from ordermesh_platform.db import dialect_insert
-from ordermesh_platform.paging import Cursor
+from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
 
@@ -168,21 +168,14 @@ class NotificationStore:
         self, customer_id: str, order_id: str, after: Cursor | None, limit: int
     ) -> list[Delivery]:
         c = deliveries.c
-        query = (
-            select(deliveries)
-            .where(c.customer_id == customer_id)
-            .order_by(c.created_at.desc(), c.notification_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(
+            select(deliveries).where(c.customer_id == customer_id),
+            c.created_at,
+            c.notification_id,
+            after,
+        ).limit(limit)
         if order_id:
             query = query.where(c.order_id == order_id)
-        if after is not None:
-            query = query.where(
-                or_(
-                    c.created_at < after.created_at,
-                    and_(c.created_at == after.created_at, c.notification_id < after.id),
-                )
-            )
         return [_delivery(r) for r in (await self.session.execute(query)).all()]
 
     async def add_pending(self, rows: Sequence[dict[str, object]]) -> int:

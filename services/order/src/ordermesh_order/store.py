@@ -19,7 +19,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    and_,
     or_,
     select,
 )
@@ -29,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ordermesh_messaging.outbox import Outbox, outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
 from ordermesh_platform.db import dialect_insert
-from ordermesh_platform.paging import Cursor
+from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -184,21 +183,11 @@ class OrderRepository:
         self, customer_id: str, state: OrderState | None, after: Cursor | None, limit: int
     ) -> list[Order]:
         c = orders.c
-        query = (
-            select(orders)
-            .where(c.customer_id == customer_id)
-            .order_by(c.created_at.desc(), c.order_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(
+            select(orders).where(c.customer_id == customer_id), c.created_at, c.order_id, after
+        ).limit(limit)
         if state is not None:
             query = query.where(c.state == state.value)
-        if after is not None:
-            query = query.where(
-                or_(
-                    c.created_at < after.created_at,
-                    and_(c.created_at == after.created_at, c.order_id < after.id),
-                )
-            )
         return await self._hydrate((await self.session.execute(query)).all())
 
     async def take_lease(self, order_id: str, owner: str, now: datetime, until: datetime) -> bool:
