@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
 from ordermesh_order.store import OrderRepository
+from ordermesh_order.usecases import Orders
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.errors import Overloaded
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.resilience import Transient
 
@@ -205,3 +208,47 @@ async def test_cancel_after_capture_refunds_instead_of_voiding(sessions) -> None
     assert cancelled is not None
     assert (cancelled.state, cancelled.work) == (OrderState.CANCELLED, Work.NONE)
     assert {"void", "refund", "release"} <= set(fake.calls)
+
+
+class BlockedParticipants(FakeParticipants):
+    """Reserving stock waits until ``go`` is set: sagas stay in the background."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
+        await self.go.wait()
+        return await super().reserve_stock(order, timeout_s)
+
+
+async def test_past_the_background_bound_async_orders_are_shed_before_any_write(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = BlockedParticipants()
+    runner = SagaRunner(sessions, fake, OrderWatch(), replace(SETTINGS, max_background=1))
+    orders = Orders(sessions, runner, OrderWatch())
+
+    def request() -> PlaceOrder:
+        return PlaceOrder.validated("c1", uuid.uuid4().hex, [("TEA", 1)], "EUR", "tok_ok")
+
+    first, _ = await orders.place(request(), wait_for_outcome=False, budget_s=None)
+    with pytest.raises(Overloaded) as shed:
+        await orders.place(request(), wait_for_outcome=False, budget_s=None)
+    assert shed.value.retry_after_s > 0
+    # A caller that waits for the outcome is still served: its saga runs in its call.
+    fake.go.set()
+    waited, _ = await orders.place(request(), wait_for_outcome=True, budget_s=2)
+    assert waited.state is OrderState.CONFIRMED
+    await runner.stop()
+    async with sessions() as session:
+        listed = await OrderRepository(session).list_for_customer("c1", None, None, 10)
+    assert {o.order_id for o in listed} == {first.order_id, waited.order_id}
+
+
+async def test_recovery_takes_no_more_than_the_free_background_slots(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = BlockedParticipants()
+    runner = SagaRunner(sessions, fake, OrderWatch(), replace(SETTINGS, max_background=1))
+    runner.drive_in_background(await _new_order(sessions))
+    await _new_order(sessions, lease_s=-1)  # owed, its runner gone
+    assert await runner.recover_once() == 0
+    fake.go.set()
+    await runner.stop()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,16 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         async with grpc.aio.insecure_channel(mesh.config.address("order")) as channel:
             call = place_call(order_pb2_grpc.OrderServiceStub(channel), maker)
             gate = asyncio.Semaphore(config.concurrency)
-            errors = 0
+            errors: Counter[str] = Counter()
 
             async def one() -> None:
-                nonlocal placed, errors
+                nonlocal placed
                 async with gate:
-                    if await call() == "OK":
+                    outcome = await call()
+                    if outcome == "OK":
                         placed += 1
                     else:
-                        errors += 1
+                        errors[outcome] += 1
 
             async def sampler() -> None:
                 while True:
@@ -114,7 +116,8 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
     result = {
         "orders": config.orders,
         "accepted": placed,
-        "errors": errors,
+        "errors": sum(errors.values()),
+        "errors_by_code": dict(errors),
         "elapsed_s": round(elapsed, 1),
         "throughput_per_s": round(placed / elapsed, 2),
         "invariants_ok": report.ok and backlog == 0,

@@ -74,13 +74,25 @@ def _outcome_of(error: grpc.aio.AioRpcError) -> str:
     return error.code().name
 
 
+SHED_RETRIES = 100
+SHED_BACKOFF_S = 0.5
+
+
 def place_call(stub: order_pb2_grpc.OrderServiceAsyncStub, maker: RequestMaker) -> Call:
+    """One order, placed as a well-behaved caller does: a call shed with
+    RESOURCE_EXHAUSTED (nothing was written) is sent again, same key, after a pause."""
+
     async def call() -> str:
-        try:
-            await stub.PlaceOrder(maker.place_order(), timeout=30)
-            return "OK"
-        except grpc.aio.AioRpcError as error:
-            return _outcome_of(error)
+        request = maker.place_order()
+        for _ in range(SHED_RETRIES):
+            try:
+                await stub.PlaceOrder(request, timeout=30)
+                return "OK"
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    return _outcome_of(error)
+            await asyncio.sleep(SHED_BACKOFF_S)
+        return grpc.StatusCode.RESOURCE_EXHAUSTED.name
 
     return call
 

@@ -37,6 +37,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
                 step_timeout_s=settings.step_timeout_s,
                 compensation_budget_s=settings.compensation_budget_s,
                 lease_s=settings.lease_s,
+                max_background=settings.max_background_sagas,
                 fault_point=settings.fault_point,
             ),
         )

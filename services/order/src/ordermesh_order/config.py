@@ -23,6 +23,13 @@ class OrderSettings(RelaySettings):
         "leaving them to the recovery worker.",
     )
     lease_s: float = Field(5.0, gt=0, description="A saga runner's hold on an order.")
+    max_background_sagas: int = Field(
+        256,
+        ge=1,
+        description="Orders driven at once after their answer (wait_for_outcome=false, "
+        "capture and commit) or by the recovery worker. Past it, PlaceOrder with "
+        "wait_for_outcome=false is answered RESOURCE_EXHAUSTED + RetryInfo.",
+    )
     recovery_interval_s: float = Field(1.0, gt=0, description="How often owed work is sought.")
     reservation_ttl_s: float = Field(
         900.0, gt=0, description="Time to live asked of inventory for each reservation."

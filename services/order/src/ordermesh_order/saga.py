@@ -136,6 +136,9 @@ class SagaSettings:
     compensation_budget_s: float
     lease_s: float
     fault_point: str = ""
+    # Sagas driven after an answer (wait_for_outcome=false, capture and commit) and by
+    # the recovery worker, at once. Past it, asynchronous PlaceOrder is shed.
+    max_background: int = 256
 
 
 def _span(name: str, order: Order) -> AbstractContextManager[Span]:
@@ -196,13 +199,22 @@ class SagaRunner:
                 break  # no progress possible now: the recovery worker retries later
         return order
 
+    @property
+    def background_full(self) -> bool:
+        """Whether as many sagas run in the background as the settings allow."""
+        return len(self._background) >= self.settings.max_background
+
     def drive_in_background(self, order_id: str) -> None:
         task = asyncio.create_task(self.drive(order_id), name=f"saga-{order_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def recover_once(self, limit: int = 50) -> int:
-        """Take up orders whose work is owed and whose runner is gone (crash, restart)."""
+        """Take up orders whose work is owed and whose runner is gone (crash, restart),
+        as many as there are free background slots."""
+        limit = min(limit, self.settings.max_background - len(self._background))
+        if limit <= 0:
+            return 0
         now = datetime.now(UTC)
         with untraced():
             async with self._sessions() as session:

@@ -24,12 +24,13 @@ from ordermesh_order.saga import SagaRunner
 from ordermesh_order.store import OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.auth import require_owner
-from ordermesh_platform.errors import NotFound, Validator
+from ordermesh_platform.errors import NotFound, Overloaded, Validator
 from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
 
 WATCH_POLL_S = 0.5
 # Kept back from a caller's deadline for the answer's trip home.
 TRANSPORT_MARGIN_S = 0.05
+BACKGROUND_RETRY_AFTER_S = 0.5
 
 
 def caller_deadline(budget_s: float | None) -> float | None:
@@ -51,6 +52,16 @@ class Orders:
         self, request: PlaceOrder, wait_for_outcome: bool, budget_s: float | None
     ) -> tuple[Order, bool]:
         """The order and whether it was placed before (an idempotent replay)."""
+        if not wait_for_outcome and self._runner.background_full:
+            # Accepting more than the sagas can work through would only queue them
+            # here until they time out: push back before anything is written.
+            limit = self._runner.settings.max_background
+            raise Overloaded(
+                f"order-service is driving {limit} orders in the background, its limit; "
+                "retry after the advised delay",
+                BACKGROUND_RETRY_AFTER_S,
+                {"service": "order", "limit": str(limit), "bound": "max_background_sagas"},
+            )
         deadline = caller_deadline(budget_s)
         order = Order.place(str(uuid.uuid4()), request)
         now = datetime.now(UTC)
