@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import context as otel_context
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +27,7 @@ from ordermesh_order.domain import Order, PlaceOrder
 from ordermesh_order.store import OrderRepository, orders, outbox
 from ordermesh_platform.db import create_engine, session_factory
 from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.telemetry import context_from_traceparent
 from tests.support.broker import Broker, read_topic, running_broker
 
 pytestmark = pytest.mark.integration
@@ -141,6 +143,31 @@ async def test_records_carry_key_cloudevents_headers_and_a_decodable_payload(
     assert headers["content-type"] == b"application/protobuf"
     assert headers["ce_time"].endswith(b"Z")
     assert events_pb2.OrderConfirmed.FromString(records[0].value).order_id == "o-headers"
+
+
+async def test_without_an_exporter_records_carry_the_writers_trace_context(
+    engine: AsyncEngine, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No endpoint: no PRODUCER span is made, and the record continues the trace of
+    # the request that wrote the row, so the consumer still joins that trace.
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    writer = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    token = otel_context.attach(context_from_traceparent(writer))
+    try:
+        async with session_factory(engine).begin() as session:
+            await Outbox(outbox).add(
+                session,
+                [DomainEvent("order", "o-trace", events_pb2.OrderCreated(order_id="o-trace"))],
+            )
+    finally:
+        otel_context.detach(token)
+    relay = OutboxRelay(engine, outbox, "ordermesh/order", _settings(broker))
+    assert await relay.publish_once() == 1
+    records = [
+        r for r in await read_topic(broker.bootstrap, TOPIC, expect=1) if r.key == b"o-trace"
+    ]
+    assert [header_map(r.headers)["traceparent"].decode() for r in records] == [writer]
 
 
 async def test_with_the_broker_away_rows_wait_and_then_drain(

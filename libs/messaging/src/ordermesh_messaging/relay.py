@@ -3,7 +3,7 @@ only once the broker acknowledged them (acks=all), and keeps each aggregate's ev
 in commit order even with several relays on one outbox.
 
 How a pass works (PostgreSQL):
-  for each bucket (rows are bucketed by aggregate id):
+  for each bucket with work (rows are bucketed by aggregate id), a few at once:
     BEGIN
     pg_try_advisory_xact_lock(bucket)          -- another relay has it? skip the bucket
     SELECT ... WHERE bucket = b AND published_at IS NULL
@@ -23,6 +23,7 @@ import contextlib
 import random
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Row, Table, delete, func, select, text, update
+from sqlalchemy import Row, Table, any_, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_messaging.cloudevents import build_headers
@@ -43,6 +45,7 @@ from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX
 from ordermesh_platform.service import Runtime
 from ordermesh_platform.telemetry import (
     context_from_traceparent,
+    otlp_endpoint,
     record_error,
     traceparent_of_current,
     tracer,
@@ -58,6 +61,8 @@ BACKLOG_OBSERVE_S = 1.0
 # Commits arriving together wake the relay once: a pass costs a few statements however
 # many rows it carries, so waiting a little for company is cheaper than a pass per row.
 WAKE_COALESCE_S = 0.05
+# Bucket batches in flight at once, each on its own connection of the service's pool.
+BUCKETS_AT_ONCE = 3
 
 
 def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
@@ -143,11 +148,22 @@ class OutboxRelay:
         producer = await self._ready_producer()
         if not self._postgres:
             return await self._publish_batch(producer, bucket=None)
-        total = 0
         random.shuffle(buckets)  # no bucket is always last
-        for bucket in buckets:
-            total += await self._publish_batch(producer, bucket)
-        return total
+        # Buckets are independent (each holds whole aggregates): several at once let the
+        # database claim and mark one while the broker acknowledges another.
+        gate = asyncio.Semaphore(BUCKETS_AT_ONCE)
+
+        async def one(bucket: int) -> int:
+            async with gate:
+                return await self._publish_batch(producer, bucket)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                batches = [group.create_task(one(bucket)) for bucket in buckets]
+        except ExceptionGroup as failed:
+            # The other batches were cancelled and rolled back: their rows go next pass.
+            raise failed.exceptions[0] from None
+        return sum(batch.result() for batch in batches)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -172,11 +188,15 @@ class OutboxRelay:
                 return 0
             acknowledged = await self._produce(producer, rows)
             if acknowledged:
-                await conn.execute(
-                    update(t)
-                    .where(t.c.seq.in_([r.seq for r in rows[:acknowledged]]))
-                    .values(published_at=datetime.now(UTC))
+                seqs = [r.seq for r in rows[:acknowledged]]
+                # One array parameter on PostgreSQL: one statement text (prepared once)
+                # for every batch size, instead of IN with a parameter per row.
+                chosen = (
+                    t.c.seq == any_(bindparam("seqs", seqs, type_=ARRAY(t.c.seq.type)))
+                    if self._postgres
+                    else t.c.seq.in_(seqs)
                 )
+                await conn.execute(update(t).where(chosen).values(published_at=datetime.now(UTC)))
             if acknowledged < len(rows):
                 await conn.execute(
                     update(t)
@@ -191,6 +211,8 @@ class OutboxRelay:
     async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]) -> int:
         """Send every row, wait for every acknowledgement; the length of the
         acknowledged prefix (rows after a failure are sent again next pass)."""
+        if not otlp_endpoint():
+            return await self._produce_unspanned(producer, rows)
         futures, spans = [], []
         for row in rows:
             # A PRODUCER span per event, child of the request that wrote the row; the
@@ -235,9 +257,36 @@ class OutboxRelay:
             else:
                 span.set_attribute("messaging.destination.partition.id", str(result.partition))
                 span.set_attribute("messaging.kafka.offset", result.offset)
-                OUTBOX_PUBLISHED.labels(self._service, rows[i].topic).inc()
             span.end()
+        self._count_published(rows[:acknowledged])
         return acknowledged
+
+    async def _produce_unspanned(self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]) -> int:
+        """`_produce` when no span is exported: each record carries the trace context
+        of the request that wrote its row, so consumers still join that trace, without
+        a PRODUCER span per event that nobody would receive."""
+        futures = []
+        for row in rows:
+            headers = build_headers(
+                row.event_id, row.event_type, self._source, row.created_at,
+                row.traceparent, row.tracestate,
+            )  # fmt: skip
+            key = row.aggregate_id.encode()
+            sent = await producer.send(row.topic, bytes(row.payload), key, headers=headers)
+            futures.append(sent)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        acknowledged = next(
+            (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(rows)
+        )
+        if acknowledged < len(rows):
+            log.warning("publish not acknowledged", event_id=rows[acknowledged].event_id,
+                        error=repr(results[acknowledged]))  # fmt: skip
+        self._count_published(rows[:acknowledged])
+        return acknowledged
+
+    def _count_published(self, rows: Sequence[Row[Any]]) -> None:
+        for topic, count in Counter(row.topic for row in rows).items():
+            OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
 
     # -- helpers -------------------------------------------------------------------------
 
