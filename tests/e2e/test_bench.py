@@ -68,3 +68,7 @@ async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -
         "payment",
         "notification",
     }
+    last = result["samples"][-1]
+    assert last["owed"] == 0, "the last sample is taken once the mesh has settled"
+    assert last["placed"] == 200
+    assert all(rss > 0 for rss in last["rss_mb"].values())

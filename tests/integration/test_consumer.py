@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Column, MetaData, String, Table, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.cloudevents import build_headers, header_map
@@ -19,7 +19,7 @@ from ordermesh_messaging.dlq import list_dead_letters, replay_dead_letters
 from ordermesh_messaging.inbound import InboundEvent
 from ordermesh_messaging.inbox import Inbox, inbox_table
 from ordermesh_messaging.settings import ConsumerSettings
-from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.db import Transactions, create_engine
 from tests.support.broker import Broker, read_topic, running_broker
 
 pytestmark = pytest.mark.integration
@@ -36,14 +36,14 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
-async def sessions(pg_database: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def sessions(pg_database: str) -> AsyncIterator[Transactions]:
     from ordermesh_platform.db import ensure_database
 
     await ensure_database(pg_database)
     engine = create_engine(pg_database)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-    yield session_factory(engine)
+    yield Transactions(engine)
     await engine.dispose()
 
 
@@ -53,7 +53,7 @@ class Recorder:
     def __init__(self, fail_times: int = 0) -> None:
         self.fail_times = fail_times
 
-    async def handle(self, session: AsyncSession, event: InboundEvent) -> None:
+    async def handle(self, session: AsyncConnection, event: InboundEvent) -> None:
         if self.fail_times > 0:
             self.fail_times -= 1
             raise RuntimeError("handler bug")
@@ -83,7 +83,7 @@ def _consumer(
     broker: Broker,
     topic: str,
     handler: Recorder,
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Transactions,
     group: str,
 ) -> EventConsumer:
     settings = ConsumerSettings.model_validate(
@@ -97,7 +97,7 @@ def _consumer(
     return EventConsumer("test", [topic], handler.handle, sessions, Inbox(inbox, "test"), settings)
 
 
-async def _effects(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+async def _effects(sessions: Transactions) -> list[str]:
     async with sessions() as session:
         return list((await session.execute(select(effects.c.event_id))).scalars())
 
@@ -122,7 +122,7 @@ def _valid() -> tuple[str, bytes]:
 
 
 async def test_replaying_a_topic_from_the_start_changes_nothing(
-    broker: Broker, sessions: async_sessionmaker[AsyncSession]
+    broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     ids = await _produce(broker, topic, [_valid() for _ in range(5)])
@@ -135,7 +135,7 @@ async def test_replaying_a_topic_from_the_start_changes_nothing(
 
 
 async def test_a_failing_handler_is_retried_and_takes_effect_once(
-    broker: Broker, sessions: async_sessionmaker[AsyncSession]
+    broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     ids = await _produce(broker, topic, [_valid()])
@@ -147,7 +147,7 @@ async def test_a_failing_handler_is_retried_and_takes_effect_once(
 
 
 async def test_poison_goes_to_the_dlq_the_consumer_goes_on_and_replay_brings_it_back(
-    broker: Broker, sessions: async_sessionmaker[AsyncSession]
+    broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     poison = ("ordermesh.events.v1.OrderConfirmed", b"\xff\xfe not protobuf")
@@ -174,7 +174,7 @@ async def test_poison_goes_to_the_dlq_the_consumer_goes_on_and_replay_brings_it_
 
 
 async def test_a_handler_that_keeps_failing_dead_letters_with_its_reason(
-    broker: Broker, sessions: async_sessionmaker[AsyncSession]
+    broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     ids = await _produce(broker, topic, [_valid(), _valid()])

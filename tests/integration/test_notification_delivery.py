@@ -16,7 +16,6 @@ import pytest
 from google.protobuf.message import Message
 from sqlalchemy import func, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -31,14 +30,14 @@ from ordermesh_notification.domain import Channel, DeliveryState, Outgoing, Pref
 from ordermesh_notification.handler import NotificationHandler
 from ordermesh_notification.store import NotificationStore, deliveries
 from ordermesh_notification.usecases import Notifications
-from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 from tests.support.receivers import SECRET, MailBox, webhook_endpoint
 from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
 
-Sessions = async_sessionmaker[AsyncSession]
+Sessions = Transactions
 
 
 def _free_port() -> int:
@@ -54,7 +53,7 @@ async def sessions(any_database: str) -> AsyncIterator[Sessions]:
     await upgrade_to_head(spec.migrations, any_database, spec.name)
     engine = create_engine(any_database)
     try:
-        yield session_factory(engine)
+        yield Transactions(engine)
     finally:
         await engine.dispose()
 

@@ -25,7 +25,7 @@ from ordermesh_messaging.relay import OutboxRelay
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_order.domain import Order, PlaceOrder
 from ordermesh_order.store import OrderRepository, orders, outbox
-from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.telemetry import context_from_traceparent
 from tests.support.broker import Broker, read_topic, running_broker
@@ -57,7 +57,7 @@ def _settings(broker: Broker, **change: object) -> RelaySettings:
 async def _write_interleaved(engine: AsyncEngine, aggregates: int, per_aggregate: int) -> None:
     """Events of many aggregates, each in its own transaction, interleaved; every event
     carries its position in its aggregate's history (in customer_id)."""
-    sessions = session_factory(engine)
+    sessions = Transactions(engine)
     box = Outbox(outbox)
     for n in range(per_aggregate):
         for a in range(aggregates):
@@ -79,7 +79,7 @@ async def test_a_failure_before_commit_leaves_neither_the_change_nor_its_event(
     order = Order.place(str(uuid.uuid4()), PlaceOrder.validated("c", "k", [("A", 1)], "EUR", "t"))
 
     async def write_then_fail() -> None:
-        async with session_factory(engine).begin() as session:
+        async with Transactions(engine).begin() as session:
             await OrderRepository(session).add(order, "me", order.created_at)
             raise RuntimeError("injected failure after the domain write, before commit")
 
@@ -126,7 +126,7 @@ async def test_two_relays_on_one_outbox_keep_each_aggregates_order(
 async def test_records_carry_key_cloudevents_headers_and_a_decodable_payload(
     engine: AsyncEngine, broker: Broker
 ) -> None:
-    async with session_factory(engine).begin() as session:
+    async with Transactions(engine).begin() as session:
         event = DomainEvent("order", "o-headers", events_pb2.OrderConfirmed(order_id="o-headers"))
         await Outbox(outbox).add(session, [event])
     relay = OutboxRelay(engine, outbox, "ordermesh/order", _settings(broker))
@@ -155,7 +155,7 @@ async def test_without_an_exporter_records_carry_the_writers_trace_context(
     writer = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
     token = otel_context.attach(context_from_traceparent(writer))
     try:
-        async with session_factory(engine).begin() as session:
+        async with Transactions(engine).begin() as session:
             await Outbox(outbox).add(
                 session,
                 [DomainEvent("order", "o-trace", events_pb2.OrderCreated(order_id="o-trace"))],

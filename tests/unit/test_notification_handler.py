@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -53,12 +53,12 @@ IGNORED = [
 async def test_events_that_are_not_customer_facing_are_ignored_without_touching_the_database(
     payload: Message,
 ) -> None:
-    session = cast(AsyncSession, UntouchableSession())
+    session = cast(AsyncConnection, UntouchableSession())
     await NotificationHandler().handle(session, _event(payload))
 
 
 async def test_a_foreign_event_type_is_ignored() -> None:
-    session = cast(AsyncSession, UntouchableSession())
+    session = cast(AsyncConnection, UntouchableSession())
     confirmed = events_pb2.OrderConfirmed(order_id="ord-1", customer_id="c1")
     await NotificationHandler().handle(
         session, _event(confirmed, event_type="com.example.v1.OrderConfirmed")

@@ -11,14 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
 from ordermesh_order.store import OrderRepository
 from ordermesh_order.usecases import Orders
 from ordermesh_order.watch import OrderWatch
-from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.errors import Overloaded
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.resilience import Transient
@@ -70,16 +69,16 @@ class FakeParticipants:
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def sessions(tmp_path: Path) -> AsyncIterator[Transactions]:
     url = f"sqlite+aiosqlite:///{tmp_path}/order.db"
     await upgrade_to_head("ordermesh_order:migrations", url, "order")
     engine = create_engine(url)
-    yield session_factory(engine)
+    yield Transactions(engine)
     await engine.dispose()
 
 
 async def _new_order(
-    sessions: async_sessionmaker[AsyncSession], created: datetime | None = None, lease_s: float = 5
+    sessions: Transactions, created: datetime | None = None, lease_s: float = 5
 ) -> str:
     order = Order.place(
         str(uuid.uuid4()),
@@ -92,7 +91,7 @@ async def _new_order(
     return order.order_id
 
 
-def _runner(sessions: async_sessionmaker[AsyncSession], fake: FakeParticipants) -> SagaRunner:
+def _runner(sessions: Transactions, fake: FakeParticipants) -> SagaRunner:
     return SagaRunner(sessions, fake, OrderWatch(), SETTINGS)
 
 

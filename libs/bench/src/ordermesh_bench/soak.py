@@ -28,7 +28,7 @@ from ordermesh_bench.suite import (
     wait_drained,
 )
 from ordermesh_bench.workload import RequestMaker, Workload
-from ordermesh_cli.invariants import check_invariants
+from ordermesh_cli.invariants import check_invariants, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, scrape_metrics
 
 console = Console(stderr=True)
@@ -89,7 +89,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
 
             async def sampler() -> None:
                 while True:
-                    samples.append(_sample(mesh, placed, time.perf_counter() - started))
+                    samples.append(await _sample(mesh, placed, time.perf_counter() - started))
                     await asyncio.sleep(config.sample_every_s)
 
             sampling = asyncio.create_task(sampler())
@@ -102,7 +102,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                     progress.update(task, completed=first + n)
             await _settle(mesh, 600)
             backlog = await wait_drained(mesh, 300)
-            samples.append(_sample(mesh, placed, time.perf_counter() - started))
+            samples.append(await _sample(mesh, placed, time.perf_counter() - started))
             sampling.cancel()
         c = mesh.config
         report = await check_invariants(
@@ -131,7 +131,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
     return result
 
 
-def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
+async def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
     backlog = 0.0
     for child in mesh.children:
         backlog += scrape_metrics(child.metrics_port).get("ordermesh_outbox_backlog", 0.0)
@@ -140,6 +140,8 @@ def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
         "placed": placed,
         "rss_mb": {c.name: round(rss_mb(c.proc.pid), 1) for c in mesh.children},
         "backlog": backlog,
+        # Orders whose saga still owes work: bounded if the sagas keep up.
+        "owed": await owed_work(mesh.config.database_url("order")),
     }
 
 

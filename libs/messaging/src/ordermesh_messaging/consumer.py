@@ -16,21 +16,21 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from opentelemetry.trace import Span, SpanKind
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_messaging.cloudevents import header_map, parse_time
 from ordermesh_messaging.inbound import InboundEvent, UndecodableEvent, decode_payload
 from ordermesh_messaging.inbox import Inbox
 from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_messaging.topics import dlq_topic, ensure_topics
-from ordermesh_platform.db import is_connection_error
+from ordermesh_platform.db import Transactions, is_connection_error
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
 from ordermesh_platform.telemetry import context_from_traceparent, record_error, tracer
 
 log = get_logger(__name__)
 
-Handler = Callable[[AsyncSession, InboundEvent], Awaitable[None]]
+Handler = Callable[[AsyncConnection, InboundEvent], Awaitable[None]]
 MAX_BACKOFF_S = 5.0
 DLQ_HEADERS = (
     "ordermesh_dlq_reason",
@@ -76,7 +76,7 @@ class EventConsumer:
         name: str,
         topics: Sequence[str],
         handler: Handler,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Transactions,
         inbox: Inbox,
         settings: ConsumerSettings,
     ) -> None:

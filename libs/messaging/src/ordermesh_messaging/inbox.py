@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_platform.db import dialect_insert
 
@@ -27,18 +27,18 @@ class Inbox:
         self.table = table
         self.consumer = consumer
 
-    async def claim(self, session: AsyncSession, event_id: str) -> bool:
+    async def claim(self, session: AsyncConnection, event_id: str) -> bool:
         """Record the event as handled; False when it was handled before. On PostgreSQL
         a concurrent claim of the same event waits here until the first one finishes."""
-        insert = dialect_insert(session.get_bind().dialect.name)
+        insert = dialect_insert(session.dialect.name)
         result = await session.execute(
             insert(self.table)
             .values(consumer=self.consumer, event_id=event_id, handled_at=datetime.now(UTC))
             .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
-    async def handled(self, session: AsyncSession, event_id: str) -> bool:
+    async def handled(self, session: AsyncConnection, event_id: str) -> bool:
         t = self.table
         found = await session.scalar(
             select(t.c.event_id).where(t.c.consumer == self.consumer, t.c.event_id == event_id)

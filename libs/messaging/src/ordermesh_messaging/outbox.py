@@ -24,7 +24,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.telemetry import traceparent_of_current
@@ -86,7 +86,7 @@ class Outbox:
         self.table = table
         self.notify = notify
 
-    async def add(self, session: AsyncSession, events: Sequence[DomainEvent]) -> None:
+    async def add(self, session: AsyncConnection, events: Sequence[DomainEvent]) -> None:
         if not events:
             return
         now = datetime.now(UTC)
@@ -111,6 +111,6 @@ class Outbox:
                 for e in events
             ],
         )
-        if self.notify and session.get_bind().dialect.name == "postgresql":
+        if self.notify and session.dialect.name == "postgresql":
             # Delivered when (and only if) the transaction commits: wakes the relay.
             await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ordermesh_platform.auth import Authenticator, TokenVerifier
-from ordermesh_platform.db import create_engine, session_factory
+from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.health import DatabaseHealth
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
@@ -122,7 +122,7 @@ class RunningService:
             settings.health_interval_s,
             settings.health_timeout_s,
         )
-        runtime = Runtime(settings, server, engine, session_factory(engine))
+        runtime = Runtime(settings, server, engine, Transactions(engine))
         try:
             async with spec.wire(runtime):
                 address = f"{settings.grpc_host}:{settings.grpc_port}"

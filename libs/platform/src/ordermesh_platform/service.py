@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import grpc
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.policy import Policy
 from ordermesh_platform.settings import ServiceSettings
 
@@ -21,7 +22,7 @@ class Runtime:
     settings: ServiceSettings
     server: grpc.aio.Server
     engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Transactions
 
 
 Wiring = Callable[[Runtime], AbstractAsyncContextManager[None]]

@@ -17,7 +17,7 @@ from sqlalchemy import (
     Table,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_inventory.domain import (
     Adjustment,
@@ -108,11 +108,11 @@ def _level(row: object) -> StockLevel:
 class InventoryStore:
     """Queries over one session; the caller owns the transaction."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def upsert_product(self, product: Product) -> None:
-        insert = dialect_insert(self.session.get_bind().dialect.name)
+        insert = dialect_insert(self.session.dialect.name)
         now = utcnow()
         values = {
             "sku": product.sku,
@@ -222,7 +222,7 @@ class InventoryStore:
     async def claim_reservation(self, reservation: Reservation) -> bool:
         """Insert the reservation head; False when one exists already for the order
         (on PostgreSQL a concurrent claimer waits here for the first to finish)."""
-        insert = dialect_insert(self.session.get_bind().dialect.name)
+        insert = dialect_insert(self.session.dialect.name)
         result = await self.session.execute(
             insert(reservations)
             .values(
@@ -235,7 +235,7 @@ class InventoryStore:
             )
             .on_conflict_do_nothing(index_elements=["order_id"])
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def add_lines(self, order_id: str, lines: tuple[ReservationLine, ...]) -> None:
         await self.session.execute(
@@ -259,7 +259,7 @@ class InventoryStore:
             .where(stock.c.sku == sku, stock.c.available >= quantity)
             .values(available=stock.c.available - quantity, reserved=stock.c.reserved + quantity)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def move(self, lines: tuple[ReservationLine, ...], columns: tuple[str, str]) -> None:
         source, target = columns

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
 from ordermesh_inventory.domain import (
@@ -32,6 +30,7 @@ from ordermesh_inventory.store import (
 )
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import Conflict, FailedPrecondition, NotFound, Validator
 
 
@@ -51,9 +50,7 @@ def _event(r: Reservation, payload: object) -> DomainEvent:
 
 
 class Inventory:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], default_ttl_s: float = 900.0
-    ) -> None:
+    def __init__(self, sessions: Transactions, default_ttl_s: float = 900.0) -> None:
         self._sessions = sessions
         self._default_ttl_s = default_ttl_s
         self._outbox = Outbox(outbox)

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ordermesh_notification.channels import DeliveryFailed, Sender
 from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, RetryPolicy
 from ordermesh_notification.store import NotificationStore
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import NOTIFICATIONS
 from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
@@ -27,7 +27,7 @@ log = get_logger(__name__)
 class DeliveryWorker:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Transactions,
         senders: Mapping[Channel, Sender],
         policy: RetryPolicy,
         lease_s: float = 60.0,

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -121,7 +121,7 @@ class NotificationHandler:
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock
 
-    async def handle(self, session: AsyncSession, event: InboundEvent) -> None:
+    async def handle(self, session: AsyncConnection, event: InboundEvent) -> None:
         notice = to_notice(event)
         if notice is None:
             return

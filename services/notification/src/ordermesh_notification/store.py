@@ -23,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.inbox import inbox_table
 from ordermesh_notification.domain import (
@@ -136,7 +136,7 @@ def _outgoing(r: Row[Any]) -> Outgoing:
 
 
 class NotificationStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get_preferences(self, customer_id: str) -> Preferences | None:
@@ -151,7 +151,7 @@ class NotificationStore:
         return Preferences(row.customer_id, channels, row.email, row.webhook_url)
 
     async def save_preferences(self, prefs: Preferences) -> None:
-        insert = dialect_insert(self.session.get_bind().dialect.name)
+        insert = dialect_insert(self.session.dialect.name)
         values = {
             "channels": ",".join(c.value for c in prefs.channels),
             "email": prefs.email,
@@ -183,13 +183,13 @@ class NotificationStore:
         Returns how many were new."""
         if not rows:
             return 0
-        insert = dialect_insert(self.session.get_bind().dialect.name)
+        insert = dialect_insert(self.session.dialect.name)
         result = await self.session.execute(
             insert(deliveries)
             .values(list(rows))
             .on_conflict_do_nothing(index_elements=["event_id", "channel"])
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
     async def claim_due(
         self, claim: str, now: datetime, until: datetime, limit: int
@@ -273,4 +273,4 @@ class NotificationStore:
             )
             .values(claimed_by="", claimed_until=None, **values)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)

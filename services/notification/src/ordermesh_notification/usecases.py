@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from ordermesh_notification.domain import (
     Delivery,
     Preferences,
@@ -11,12 +9,13 @@ from ordermesh_notification.domain import (
     validate_preferences,
 )
 from ordermesh_notification.store import NotificationStore
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import Validator
 from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
 
 
 class Notifications:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: Transactions) -> None:
         self._sessions = sessions
 
     async def get_preferences(self, customer_id: str) -> Preferences:

@@ -22,12 +22,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from opentelemetry.trace import Span
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.contextvars import bound_contextvars
 
 from ordermesh_order.domain import Order, OrderState, Reason, Work, priced_lines
 from ordermesh_order.store import OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
@@ -154,7 +154,7 @@ def _span(name: str, order: Order) -> AbstractContextManager[Span]:
 class SagaRunner:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Transactions,
         participants: Participants,
         watch: OrderWatch,
         settings: SagaSettings,

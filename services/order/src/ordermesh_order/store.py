@@ -23,7 +23,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import Outbox, outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
@@ -84,13 +84,13 @@ class OrderRepository:
     """Loads and saves orders. Saving writes the events the order recorded into the
     outbox in the same transaction: no caller can forget them or publish them early."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
         self._outbox = Outbox(outbox)
 
     async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
         """Insert a new order; False when (customer, key) has an order already."""
-        insert = dialect_insert(self.session.get_bind().dialect.name)
+        insert = dialect_insert(self.session.dialect.name)
         result = await self.session.execute(
             insert(orders)
             .values(
@@ -107,7 +107,7 @@ class OrderRepository:
             )
             .on_conflict_do_nothing(index_elements=["customer_id", "idempotency_key"])
         )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not result.rowcount:
             return False
         await self.session.execute(
             order_lines.insert(),
@@ -132,7 +132,7 @@ class OrderRepository:
             .where(orders.c.order_id == order.order_id, orders.c.version == order.version)
             .values({**self._row(order), "version": order.version + 1})
         )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not result.rowcount:
             raise StaleOrder(order.order_id)
         order.version += 1
         if priced:
@@ -204,7 +204,7 @@ class OrderRepository:
             )
             .values(lease_owner=owner, lease_until=until)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def with_work_due(self, now: datetime, limit: int) -> list[str]:
         """Orders that still owe work and that nobody holds a live lease on."""

@@ -9,8 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from ordermesh_order.domain import (
     Order,
     OrderState,
@@ -24,6 +22,7 @@ from ordermesh_order.saga import SagaRunner
 from ordermesh_order.store import OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.auth import require_owner
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import NotFound, Overloaded, Validator
 from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
 
@@ -41,9 +40,7 @@ def caller_deadline(budget_s: float | None) -> float | None:
 
 
 class Orders:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], runner: SagaRunner, watch: OrderWatch
-    ) -> None:
+    def __init__(self, sessions: Transactions, runner: SagaRunner, watch: OrderWatch) -> None:
         self._sessions = sessions
         self._runner = runner
         self._watch = watch

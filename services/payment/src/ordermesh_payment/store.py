@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_payment.domain import Payment, PaymentState
@@ -53,7 +53,7 @@ def _payment(row: object) -> Payment:
 
 
 class PaymentStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, order_id: str, lock: bool = False) -> Payment | None:
@@ -65,7 +65,7 @@ class PaymentStore:
 
     async def claim(self, payment: Payment) -> bool:
         """Insert the payment; False when the order has one already."""
-        insert = dialect_insert(self.session.get_bind().dialect.name)
+        insert = dialect_insert(self.session.dialect.name)
         result = await self.session.execute(
             insert(payments)
             .values(
@@ -82,7 +82,7 @@ class PaymentStore:
             )
             .on_conflict_do_nothing(index_elements=["order_id"])
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def move(self, before: Payment, after: Payment) -> bool:
         """Conditional update from ``before.state``: False when another call moved the
@@ -97,4 +97,4 @@ class PaymentStore:
                 updated_at=utcnow(),
             )
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)

@@ -10,7 +10,6 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -24,6 +23,7 @@ from ordermesh_payment.domain import (
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
 from ordermesh_payment.store import PaymentStore, outbox
+from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import FailedPrecondition, NotFound, Unavailable
 from ordermesh_platform.resilience import Transient
 
@@ -53,9 +53,7 @@ def _deadline(budget_s: float | None) -> float | None:
 
 
 class Payments:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], provider: ResilientProvider
-    ) -> None:
+    def __init__(self, sessions: Transactions, provider: ResilientProvider) -> None:
         self._sessions = sessions
         self._provider = provider
         self._outbox = Outbox(outbox)
