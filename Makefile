@@ -81,8 +81,9 @@ chaos: install ## 5000 orders under kills, a broker outage, a PostgreSQL restart
 	$(VENV)/bin/ordermesh chaos
 
 ORDERS ?= 1000000
-bench-soak: install ## a long wait_for_outcome=false run: memory, backlog, invariants (ORDERS=n)
-	$(VENV)/bin/ordermesh soak --orders $(ORDERS)
+MAX_MINUTES ?= 0
+bench-soak: install ## a long wait_for_outcome=false run: memory, backlog, invariants (ORDERS=n, MAX_MINUTES=m)
+	$(VENV)/bin/ordermesh soak --orders $(ORDERS) --max-minutes $(MAX_MINUTES)
 
 clean: ## remove local state and caches (keeps .venv)
 	rm -rf .ordermesh .pytest_cache .mypy_cache .ruff_cache

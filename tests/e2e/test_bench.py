@@ -72,3 +72,5 @@ async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -
     assert last["owed"] == 0, "the last sample is taken once the mesh has settled"
     assert last["placed"] == 200
     assert all(rss > 0 for rss in last["rss_mb"].values())
+    assert result["stopped_at_max_s"] is False
+    assert (tmp_path / "soak.png").stat().st_size > 0

@@ -41,6 +41,7 @@ class SoakConfig:
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
     base_port: int = 27051
     concurrency: int = 32
+    max_s: float = 0.0  # stop placing orders after this long (0: place them all)
     sample_every_s: float = 10.0
     out: Path = Path("bench/results")
     state_dir: Path = Path(".ordermesh/soak")
@@ -97,6 +98,8 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                 task = progress.add_task("soak", total=config.orders)
                 batch = 1000
                 for first in range(0, config.orders, batch):
+                    if config.max_s and time.perf_counter() - started > config.max_s:
+                        break  # time-boxed: the report says how many were placed
                     n = min(batch, config.orders - first)
                     await asyncio.gather(*(one() for _ in range(n)))
                     progress.update(task, completed=first + n)
@@ -115,6 +118,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         await _drop_databases(config.postgres, prefix)
     result = {
         "orders": config.orders,
+        "stopped_at_max_s": placed + sum(errors.values()) < config.orders,
         "accepted": placed,
         "errors": sum(errors.values()),
         "errors_by_code": dict(errors),
@@ -128,7 +132,34 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
     }
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_soak(samples, config.out / "soak.png")
     return result
+
+
+def plot_soak(samples: list[dict[str, Any]], path: Path) -> None:
+    """Resident memory per service, and the backlogs, against orders placed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (memory, backlog) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    placed = [s["placed"] for s in samples]
+    for name in samples[-1]["rss_mb"] if samples else ():
+        memory.plot(placed, [s["rss_mb"].get(name, 0) for s in samples], label=name)
+    memory.set_ylabel("resident memory (MB)")
+    memory.set_title("ordermesh soak (wait_for_outcome=false)")
+    memory.legend()
+    backlog.plot(placed, [s["backlog"] for s in samples], label="outbox rows unpublished")
+    backlog.plot(placed, [s.get("owed", 0) for s in samples], label="orders owing saga work")
+    backlog.set_xlabel("orders accepted")
+    backlog.set_ylabel("rows / orders")
+    backlog.legend()
+    for ax in (memory, backlog):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 async def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:

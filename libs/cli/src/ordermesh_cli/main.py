@@ -193,11 +193,15 @@ def soak(
         "postgresql://postgres@127.0.0.1:5432"
     ),
     concurrency: Annotated[int, typer.Option(help="callers at once")] = 32,
+    max_minutes: Annotated[
+        float, typer.Option(help="stop placing orders after this long; 0: no limit")
+    ] = 0,
 ) -> None:
     """Place many orders without waiting; report memory, backlog and the invariants."""
     from ordermesh_bench.soak import SoakConfig, run_soak
 
-    result = asyncio.run(run_soak(SoakConfig(orders, postgres, concurrency=concurrency)))
+    config = SoakConfig(orders, postgres, concurrency=concurrency, max_s=max_minutes * 60)
+    result = asyncio.run(run_soak(config))
     summary = {k: v for k, v in result.items() if k != "samples"}
     typer.echo(json.dumps(summary, indent=2))
     raise typer.Exit(0 if result["invariants_ok"] else 1)
