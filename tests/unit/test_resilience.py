@@ -102,3 +102,19 @@ async def test_the_simulated_provider_follows_its_tokens() -> None:
     with pytest.raises(Transient):
         await provider.authorize("k3", 100, "EUR", "tok_flaky")
     assert await provider.authorize("k3", 100, "EUR", "tok_flaky")
+
+
+async def test_the_simulated_provider_keeps_no_memory_per_call() -> None:
+    # It runs inside payment-service for as long as the service runs: anything it
+    # kept per call would grow with every order (a soak found such a list).
+    provider = SimulatedProvider()
+
+    def sizes() -> dict[str, int]:
+        return {k: len(v) for k, v in vars(provider).items() if hasattr(v, "__len__")}
+
+    await provider.authorize("warm", 100, "EUR", "tok_ok")
+    before = sizes()
+    for i in range(500):
+        await provider.authorize(f"k{i}", 100, "EUR", "tok_ok")
+        await provider.capture(f"k{i}", "ref", 100)
+    assert sizes() == before

@@ -30,11 +30,9 @@ class SimulatedProvider:
         self.latency_s = latency_s
         self.failure_rate = failure_rate
         self._rng = rng or random.Random()
-        self._flaky_seen: set[str] = set()
-        self.calls: list[tuple[str, str]] = []  # (operation, key): what a test may inspect
+        self._flaky_seen: set[str] = set()  # only keys with tok_flaky, a testing token
 
     async def _respond(self, operation: str, key: str) -> None:
-        self.calls.append((operation, key))
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self.failure_rate and self._rng.random() < self.failure_rate:
