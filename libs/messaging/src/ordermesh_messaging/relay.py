@@ -212,7 +212,13 @@ class OutboxRelay:
         """Send every row, wait for every acknowledgement; the length of the
         acknowledged prefix (rows after a failure are sent again next pass)."""
         if not otlp_endpoint():
-            return await self._produce_unspanned(producer, rows)
+            # No span is exported: each record carries the trace context of the request
+            # that wrote its row, so consumers still join that trace, without a
+            # PRODUCER span per event that nobody would receive.
+            futures = [
+                await self._send(producer, row, row.traceparent, row.tracestate) for row in rows
+            ]
+            return self._acknowledged(rows, await asyncio.gather(*futures, return_exceptions=True))
         futures, spans = [], []
         for row in rows:
             # A PRODUCER span per event, child of the request that wrote the row; the
@@ -233,60 +239,41 @@ class OutboxRelay:
             spans.append(span)
             with trace.use_span(span):
                 traceparent, tracestate = traceparent_of_current()
-            headers = build_headers(
-                row.event_id, row.event_type, self._source, row.created_at, traceparent, tracestate
-            )
-            futures.append(
-                await producer.send(
-                    row.topic,
-                    value=bytes(row.payload),
-                    key=row.aggregate_id.encode(),
-                    headers=headers,
-                )
-            )
+            futures.append(await self._send(producer, row, traceparent, tracestate))
         results = await asyncio.gather(*futures, return_exceptions=True)
-        acknowledged = len(results)
-        for i, (span, result) in enumerate(zip(spans, results, strict=True)):
+        for span, result in zip(spans, results, strict=True):
             if isinstance(result, BaseException):
                 record_error(span, result)
-                if i < acknowledged:
-                    acknowledged = i
-                    log.warning(
-                        "publish not acknowledged", event_id=rows[i].event_id, error=repr(result)
-                    )
             else:
                 span.set_attribute("messaging.destination.partition.id", str(result.partition))
                 span.set_attribute("messaging.kafka.offset", result.offset)
             span.end()
-        self._count_published(rows[:acknowledged])
-        return acknowledged
+        return self._acknowledged(rows, results)
 
-    async def _produce_unspanned(self, producer: AIOKafkaProducer, rows: Sequence[Row[Any]]) -> int:
-        """`_produce` when no span is exported: each record carries the trace context
-        of the request that wrote its row, so consumers still join that trace, without
-        a PRODUCER span per event that nobody would receive."""
-        futures = []
-        for row in rows:
-            headers = build_headers(
-                row.event_id, row.event_type, self._source, row.created_at,
-                row.traceparent, row.tracestate,
-            )  # fmt: skip
-            key = row.aggregate_id.encode()
-            sent = await producer.send(row.topic, bytes(row.payload), key, headers=headers)
-            futures.append(sent)
-        results = await asyncio.gather(*futures, return_exceptions=True)
+    async def _send(
+        self, producer: AIOKafkaProducer, row: Row[Any], traceparent: str, tracestate: str
+    ) -> asyncio.Future[Any]:
+        """Hand one row to the producer; the future of its acknowledgement."""
+        headers = build_headers(
+            row.event_id, row.event_type, self._source, row.created_at, traceparent, tracestate
+        )
+        key = row.aggregate_id.encode()
+        future: asyncio.Future[Any] = await producer.send(
+            row.topic, bytes(row.payload), key, headers=headers
+        )
+        return future
+
+    def _acknowledged(self, rows: Sequence[Row[Any]], results: Sequence[Any]) -> int:
+        """The length of the acknowledged prefix; counts it and logs the first failure."""
         acknowledged = next(
             (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(rows)
         )
         if acknowledged < len(rows):
             log.warning("publish not acknowledged", event_id=rows[acknowledged].event_id,
                         error=repr(results[acknowledged]))  # fmt: skip
-        self._count_published(rows[:acknowledged])
-        return acknowledged
-
-    def _count_published(self, rows: Sequence[Row[Any]]) -> None:
-        for topic, count in Counter(row.topic for row in rows).items():
+        for topic, count in Counter(row.topic for row in rows[:acknowledged]).items():
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
+        return acknowledged
 
     # -- helpers -------------------------------------------------------------------------
 
