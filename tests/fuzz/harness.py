@@ -57,11 +57,17 @@ CALL_TIMEOUT_S = 10.0
 MESSAGE_LIMIT_BYTES = 4 * 1024 * 1024  # ORDERMESH_MAX_MESSAGE_BYTES, the default
 
 # The hypothesis settings of every fuzz test: 200 examples per RPC. No example
-# database: a failure prints the blob that reproduces it (@reproduce_failure).
+# database: a failure prints the blob that reproduces it (@reproduce_failure). The
+# checks are methods of suite.ServiceContract, which pytest instantiates once per RPC;
+# the instances hold no state, so calls from different ones are the same test.
 FUZZ = settings(
     max_examples=200,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.differing_executors,
+    ],
     database=None,
     print_blob=True,
 )

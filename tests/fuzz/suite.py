@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import grpc
 from google.protobuf.message import Message
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import ALLOWED_CODES, Mesh, Rpc, assert_allowed
+from tests.fuzz.harness import ALLOWED_CODES, FUZZ, Mesh, Rpc, assert_allowed
 from tests.fuzz.strategies import OVERSIZE, arbitrary_request, messages, spoiled, stuffed
 
 # Bytes no protobuf parser accepts, whatever the message type.
@@ -91,3 +93,56 @@ def _mangle(serialized: bytes, cut: int, flip: int, value: int) -> bytes:
     at = flip % len(serialized)
     changed = serialized[:at] + bytes([value]) + serialized[at + 1 :]
     return changed[: max(1, len(changed) - cut)]
+
+
+class ServiceContract:
+    """The six checks every RPC of one service gets. A fuzz module subclasses it once
+    (``Test<Service>``), names its RPCS and says how to build near-valid and valid
+    requests; tests/fuzz/conftest.py runs each check once per RPC. ``context`` is the
+    module's ``context`` fixture: what was seeded before the fuzzing, if anything."""
+
+    RPCS: ClassVar[Sequence[Rpc]] = ()
+    EXTRA: ClassVar[Mapping[str, tuple[object, ...]] | None] = None  # for the sweep
+
+    def near_valid(self, rpc: str, context: Any) -> st.SearchStrategy[Message]:
+        raise NotImplementedError
+
+    def valid(self, rpc: str, context: Any) -> Sequence[tuple[Message, str]]:
+        """Valid requests for the sweep, each with the id field it keeps fresh ("" for
+        none, see ``sweep``)."""
+        raise NotImplementedError
+
+    @FUZZ
+    @given(data=st.data())
+    def test_any_request_gets_a_documented_status(
+        self, mesh: Mesh, rpc: Rpc, data: st.DataObject
+    ) -> None:
+        any_request(mesh, rpc, data)
+
+    @FUZZ
+    @given(data=st.data())
+    def test_near_valid_requests_get_a_documented_status(
+        self, mesh: Mesh, context: Any, rpc: Rpc, data: st.DataObject
+    ) -> None:
+        request = data.draw(self.near_valid(rpc.name, context), label="request")
+        code, _ = mesh.call(rpc, request)
+        assert_allowed(rpc, code, request)
+
+    def test_each_field_of_a_valid_request_spoiled_in_turn(
+        self, mesh: Mesh, context: Any, rpc: Rpc
+    ) -> None:
+        for request, fresh in self.valid(rpc.name, context):
+            sweep(mesh, rpc, request, fresh, self.EXTRA)
+
+    def test_a_message_over_the_limit_is_resource_exhausted(self, mesh: Mesh, rpc: Rpc) -> None:
+        oversize(mesh, rpc)
+
+    def test_undecodable_bytes_are_invalid_argument(self, mesh: Mesh, rpc: Rpc) -> None:
+        undecodable(mesh, rpc)
+
+    @FUZZ
+    @given(data=st.data())
+    def test_any_bytes_get_a_documented_status(
+        self, mesh: Mesh, rpc: Rpc, data: st.DataObject
+    ) -> None:
+        raw(mesh, rpc, data)

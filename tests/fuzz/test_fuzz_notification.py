@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from google.protobuf.message import Message
-from hypothesis import given
 from hypothesis import strategies as st
 
 from ordermesh.notification.v1 import notification_pb2 as pb
 from tests.fuzz import rules, suite
-from tests.fuzz.harness import FUZZ, Mesh, Rpc, assert_allowed, rpc_ids, rpcs_of
+from tests.fuzz.harness import Mesh, rpcs_of
 from tests.fuzz.strategies import (
     SKU_ALPHABET,
     Field,
@@ -126,18 +125,24 @@ NEAR_VALID: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
 }
 
 
-# One valid request per RPC, for the sweep that spoils each of its fields in turn.
-VALID: dict[str, Message] = {
-    "ListNotifications": pb.ListNotificationsRequest(customer_id="c1", page_size=10),
-    "GetPreferences": pb.GetPreferencesRequest(customer_id="c1"),
-    "SetPreferences": pb.SetPreferencesRequest(
-        preferences=pb.Preferences(
-            customer_id="c1",
-            channels=[pb.CHANNEL_EMAIL, pb.CHANNEL_WEBHOOK],
-            email="c1@example.com",
-            webhook_url="https://hooks.example.com/orders",
-        )
-    ),
+# Valid requests per RPC, for the sweep that spoils each of their fields in turn.
+VALID: dict[str, list[Message]] = {
+    "ListNotifications": [pb.ListNotificationsRequest(customer_id="c1", page_size=10)],
+    "GetPreferences": [pb.GetPreferencesRequest(customer_id="c1")],
+    "SetPreferences": [
+        pb.SetPreferencesRequest(
+            preferences=pb.Preferences(
+                customer_id="c1",
+                channels=[pb.CHANNEL_EMAIL, pb.CHANNEL_WEBHOOK],
+                email="c1@example.com",
+                webhook_url="https://hooks.example.com/orders",
+            )
+        ),
+        # the e-mail address is stored without CHANNEL_EMAIL too
+        pb.SetPreferencesRequest(
+            preferences=pb.Preferences(customer_id="c1", channels=[pb.CHANNEL_LOG])
+        ),
+    ],
 }
 EXTRA = {  # values worth trying on top of the sweep's own
     "preferences.email": ("a@b\r\nBcc: x@example.com", fill("e", 251) + "@x.y"),
@@ -148,49 +153,15 @@ EXTRA = {  # values worth trying on top of the sweep's own
 # -- the tests, in the order they run ----------------------------------------------------
 
 
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_any_request_gets_a_documented_status(mesh: Mesh, rpc: Rpc, data: st.DataObject) -> None:
-    suite.any_request(mesh, rpc, data)
+class TestNotificationService(suite.ServiceContract):
+    RPCS = RPCS
+    EXTRA = EXTRA
 
+    def near_valid(self, rpc: str, context: object) -> st.SearchStrategy[Message]:
+        return NEAR_VALID[rpc]()
 
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_near_valid_requests_get_a_documented_status(
-    mesh: Mesh, rpc: Rpc, data: st.DataObject
-) -> None:
-    request = data.draw(NEAR_VALID[rpc.name](), label="request")
-    code, _ = mesh.call(rpc, request)
-    assert_allowed(rpc, code, request)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_each_field_of_a_valid_request_spoiled_in_turn(mesh: Mesh, rpc: Rpc) -> None:
-    suite.sweep(mesh, rpc, VALID[rpc.name], extra=EXTRA)
-    if rpc.name == "SetPreferences":  # the e-mail address is stored without CHANNEL_EMAIL
-        log_only = pb.SetPreferencesRequest(
-            preferences=pb.Preferences(customer_id="c1", channels=[pb.CHANNEL_LOG])
-        )
-        suite.sweep(mesh, rpc, log_only, extra=EXTRA)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_a_message_over_the_limit_is_resource_exhausted(mesh: Mesh, rpc: Rpc) -> None:
-    suite.oversize(mesh, rpc)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_undecodable_bytes_are_invalid_argument(mesh: Mesh, rpc: Rpc) -> None:
-    suite.undecodable(mesh, rpc)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_any_bytes_get_a_documented_status(mesh: Mesh, rpc: Rpc, data: st.DataObject) -> None:
-    suite.raw(mesh, rpc, data)
+    def valid(self, rpc: str, context: object) -> list[tuple[Message, str]]:
+        return [(request, "") for request in VALID[rpc]]
 
 
 def test_the_database_holds_only_valid_data_and_the_service_serves(mesh: Mesh) -> None:

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 
 import pytest
 from google.protobuf.message import Message
-from hypothesis import given
 from hypothesis import strategies as st
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2
 from ordermesh.order.v1 import order_pb2 as pb
 from tests.fuzz import rules, suite
-from tests.fuzz.harness import FUZZ, Mesh, Rpc, assert_allowed, rpc_ids, rpcs_of
+from tests.fuzz.harness import Mesh, rpcs_of
 from tests.fuzz.strategies import (
     Field,
     currencies,
@@ -108,7 +107,7 @@ def mesh() -> Iterator[Mesh]:
 
 
 @pytest.fixture(scope="module")
-def seed(mesh: Mesh) -> Seed:
+def context(mesh: Mesh) -> Seed:
     """A confirmed, a declined and an out-of-stock order per customer, all final."""
     rpc = {r.name: r for r in RPCS}
     for customer in CUSTOMERS:
@@ -229,45 +228,14 @@ def valid_request(rpc: str, seed: Seed) -> tuple[Message, str]:
 # -- the tests, in the order they run ----------------------------------------------------
 
 
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_any_request_gets_a_documented_status(mesh: Mesh, rpc: Rpc, data: st.DataObject) -> None:
-    suite.any_request(mesh, rpc, data)
+class TestOrderService(suite.ServiceContract):
+    RPCS = RPCS
 
+    def near_valid(self, rpc: str, context: Seed) -> st.SearchStrategy[Message]:
+        return near_valid_request(rpc, context)
 
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_near_valid_requests_get_a_documented_status(
-    mesh: Mesh, seed: Seed, rpc: Rpc, data: st.DataObject
-) -> None:
-    request = data.draw(near_valid_request(rpc.name, seed), label="request")
-    code, _ = mesh.call(rpc, request)
-    assert_allowed(rpc, code, request)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_each_field_of_a_valid_request_spoiled_in_turn(mesh: Mesh, seed: Seed, rpc: Rpc) -> None:
-    request, fresh = valid_request(rpc.name, seed)
-    suite.sweep(mesh, rpc, request, fresh)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_a_message_over_the_limit_is_resource_exhausted(mesh: Mesh, rpc: Rpc) -> None:
-    suite.oversize(mesh, rpc)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_undecodable_bytes_are_invalid_argument(mesh: Mesh, rpc: Rpc) -> None:
-    suite.undecodable(mesh, rpc)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_any_bytes_get_a_documented_status(mesh: Mesh, rpc: Rpc, data: st.DataObject) -> None:
-    suite.raw(mesh, rpc, data)
+    def valid(self, rpc: str, context: Seed) -> list[tuple[Message, str]]:
+        return [valid_request(rpc, context)]
 
 
 def test_the_databases_hold_only_valid_data_and_the_services_serve(mesh: Mesh) -> None:

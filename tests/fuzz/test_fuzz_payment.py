@@ -15,13 +15,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from google.protobuf.message import Message
-from hypothesis import given
 from hypothesis import strategies as st
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from tests.fuzz import rules, suite
-from tests.fuzz.harness import FUZZ, Mesh, Rpc, assert_allowed, rpc_ids, rpcs_of
+from tests.fuzz.harness import Mesh, rpcs_of
 from tests.fuzz.strategies import (
     Field,
     amounts,
@@ -110,45 +109,14 @@ VALID: dict[str, tuple[Message, str]] = {  # the request, and its id field kept 
 # -- the tests, in the order they run ----------------------------------------------------
 
 
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_any_request_gets_a_documented_status(mesh: Mesh, rpc: Rpc, data: st.DataObject) -> None:
-    suite.any_request(mesh, rpc, data)
+class TestPaymentService(suite.ServiceContract):
+    RPCS = RPCS
 
+    def near_valid(self, rpc: str, context: object) -> st.SearchStrategy[Message]:
+        return NEAR_VALID[rpc]()
 
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_near_valid_requests_get_a_documented_status(
-    mesh: Mesh, rpc: Rpc, data: st.DataObject
-) -> None:
-    request = data.draw(NEAR_VALID[rpc.name](), label="request")
-    code, _ = mesh.call(rpc, request)
-    assert_allowed(rpc, code, request)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_each_field_of_a_valid_request_spoiled_in_turn(mesh: Mesh, rpc: Rpc) -> None:
-    request, fresh = VALID[rpc.name]
-    suite.sweep(mesh, rpc, request, fresh)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_a_message_over_the_limit_is_resource_exhausted(mesh: Mesh, rpc: Rpc) -> None:
-    suite.oversize(mesh, rpc)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-def test_undecodable_bytes_are_invalid_argument(mesh: Mesh, rpc: Rpc) -> None:
-    suite.undecodable(mesh, rpc)
-
-
-@pytest.mark.parametrize("rpc", RPCS, ids=rpc_ids(RPCS))
-@FUZZ
-@given(data=st.data())
-def test_any_bytes_get_a_documented_status(mesh: Mesh, rpc: Rpc, data: st.DataObject) -> None:
-    suite.raw(mesh, rpc, data)
+    def valid(self, rpc: str, context: object) -> list[tuple[Message, str]]:
+        return [VALID[rpc]]
 
 
 def test_the_database_holds_only_valid_data_and_the_service_serves(mesh: Mesh) -> None:
