@@ -146,13 +146,37 @@ def dialect_insert(dialect_name: str) -> Any:
 
 
 def is_connection_error(error: BaseException) -> bool:
-    """A failure to reach the database (down, restarting, pool exhausted), as opposed
-    to a statement the database refused."""
+    """A failure to reach the database (down, restarting, pool exhausted, refusing
+    connections), as opposed to a statement the database refused."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
+    # asyncpg raises its own errors from a pool's connect, unwrapped; SQLAlchemy's
+    # wrapped ones carry the driver's as their cause: look at both.
+    seen: BaseException | None = error
+    for _ in range(3):
+        if seen is None:
+            break
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(
+            seen, OperationalError | InterfaceError | PoolTimeout | ConnectionError | TimeoutError
+        ) or _refused_by_postgres(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _refused_by_postgres(error: BaseException) -> bool:
+    """PostgreSQL turning a connection away: too many clients or out of resources,
+    starting up, shutting down, or a connection-class (08) error."""
+    from asyncpg import exceptions as pg
+
     return isinstance(
-        error, OperationalError | InterfaceError | PoolTimeout | ConnectionError | TimeoutError
+        error,
+        pg.InsufficientResourcesError
+        | pg.CannotConnectNowError
+        | pg.AdminShutdownError
+        | pg.CrashShutdownError
+        | pg.PostgresConnectionError,
     )
