@@ -67,6 +67,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         )
     )
     samples: list[dict[str, Any]] = []
+    sample_errors = 0
     placed = 0
     try:
         mesh.start()
@@ -89,8 +90,13 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                         errors[outcome] += 1
 
             async def sampler() -> None:
+                nonlocal sample_errors
                 while True:
-                    samples.append(await _sample(mesh, placed, time.perf_counter() - started))
+                    try:
+                        samples.append(await _sample(mesh, placed, time.perf_counter() - started))
+                    except Exception as error:  # one lost sample must not end the sampling
+                        sample_errors += 1
+                        console.print(f"[yellow]sample failed: {error!r}")
                     await asyncio.sleep(config.sample_every_s)
 
             sampling = asyncio.create_task(sampler())
@@ -128,6 +134,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         "violations": report.violations[:20],
         "final_backlog": backlog,
         "memory_growth_10_to_100": _growth(samples),
+        "sample_errors": sample_errors,
         "samples": samples,
     }
     config.out.mkdir(parents=True, exist_ok=True)
