@@ -53,6 +53,17 @@ async def test_happy_path_confirms_at_catalogue_prices_and_commits_stock(mesh: M
     assert payment.amount.amount_minor == order.total.amount_minor
 
 
+async def test_a_free_order_is_confirmed_without_a_payment(mesh: MeshClient) -> None:
+    sample = await mesh.add_product(0, stock=2)
+    order = await mesh.place({sample: 2})
+    assert order.state == pb.ORDER_STATE_CONFIRMED
+    assert (order.total.amount_minor, order.payment_id) == (0, "")
+    await mesh.settle()
+    assert await mesh.stock(sample) == (0, 0, 2)
+    missing = await _error(mesh.payment(order.order_id))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
 @pytest.mark.parametrize(
     ("token", "decline_reason"),
     [("tok_decline", "card_declined"), ("tok_insufficient_funds", "insufficient_funds")],
@@ -286,3 +297,11 @@ async def test_list_orders_pages_newest_first_and_filters_by_state(mesh: MeshCli
         pb.ListOrdersRequest(customer_id="dave", state=pb.ORDER_STATE_CONFIRMED), timeout=5
     )
     assert {o.order_id for o in confirmed.orders} == {o.order_id for o in placed}
+    unknown = await _error(
+        mesh.orders.ListOrders(
+            pb.ListOrdersRequest(customer_id="dave", state=pb.OrderState.ValueType(99)), timeout=5
+        )
+    )
+    assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = detail(unknown, error_details_pb2.BadRequest).field_violations
+    assert [v.field for v in violations] == ["state"]

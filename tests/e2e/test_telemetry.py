@@ -238,3 +238,25 @@ async def test_every_service_exposes_metrics_that_move(mesh: MeshClient) -> None
     ]
     for service, series in present:
         assert series in after[service], (service, series)
+
+
+async def test_an_order_recovered_after_a_crash_ends_in_the_trace_it_began_in(
+    mesh: MeshClient, receiver: Receiver
+) -> None:
+    sku = await mesh.add_product(300, stock=5)
+    await mesh.restart("order", ORDERMESH_FAULT_POINT="after_reserve_stock")
+    trace_id, _, metadata = _caller_context()
+    request = mesh.place_request({sku: 1}, key="trace-crash")
+    with pytest.raises(grpc.aio.AioRpcError):  # the process dies mid-call
+        await mesh.orders.PlaceOrder(request, timeout=10, metadata=metadata)
+    assert mesh.mesh.child("order").proc.wait(timeout=10) == -9
+    await mesh.restart("order")
+    spans = await _wait_for_spans(
+        receiver, trace_id, {("order-service", "saga recover"), ("order-service", "saga confirm")}
+    )
+    assert {s.trace_id for s in spans} == {trace_id}
+    recover = _one(spans, service="order-service", name="saga recover")
+    confirm = _one(spans, service="order-service", name="saga confirm")
+    assert _descends(spans, confirm, recover)
+    authorize = _one(spans, service="order-service", name="saga authorize_payment")
+    assert _descends(spans, authorize, recover)

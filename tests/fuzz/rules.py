@@ -109,12 +109,12 @@ ORDER = {
         GROUP BY o.order_id
         HAVING count(l.line_no) NOT BETWEEN 1 AND 50
             OR count(DISTINCT l.sku) <> count(l.line_no)""",
-    "confirmed or cancelled order without its payment or with a wrong total": """
+    "confirmed or cancelled paid order without its payment, or a wrong total": """
         SELECT o.order_id, o.total_minor, sum(l.quantity * l.unit_price_minor) AS lines_total
         FROM orders o JOIN order_lines l ON l.order_id = o.order_id
         WHERE o.state IN ('CONFIRMED', 'CANCELLED')
         GROUP BY o.order_id, o.total_minor, o.payment_id
-        HAVING o.payment_id = '' OR o.total_minor IS NULL
+        HAVING (o.payment_id = '' AND o.total_minor <> 0) OR o.total_minor IS NULL
             OR o.total_minor <> sum(l.quantity * l.unit_price_minor)""",
     "negative total": "SELECT * FROM orders WHERE total_minor < 0",
 }

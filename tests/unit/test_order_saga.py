@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
@@ -34,6 +35,7 @@ class FakeParticipants:
         self.calls: list[str] = []
         self.fail: dict[str, list[Exception]] = {}
         self.captured = False
+        self.unit_price = 250
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -43,7 +45,7 @@ class FakeParticipants:
 
     async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
         self._enter("reserve")
-        return {x.sku: 250 for x in order.lines}
+        return {x.sku: self.unit_price for x in order.lines}
 
     async def release_stock(self, order_id: str, timeout_s: float) -> None:
         self._enter("release")
@@ -53,7 +55,7 @@ class FakeParticipants:
 
     async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
         self._enter("authorize")
-        assert amount == sum(250 * x.quantity for x in order.lines)
+        assert amount == sum(self.unit_price * x.quantity for x in order.lines)
         return "pay-1"
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
@@ -195,18 +197,67 @@ async def test_an_order_past_the_saga_timeout_is_rejected_not_confirmed(sessions
     assert "authorize" not in fake.calls
 
 
-async def test_cancel_after_capture_refunds_instead_of_voiding(sessions) -> None:  # type: ignore[no-untyped-def]
-    fake = FakeParticipants()
-    runner = _runner(sessions, fake)
-    order = await runner.drive(await _new_order(sessions))
-    assert order is not None
+async def _cancel(sessions: Transactions, runner: SagaRunner, order: Order) -> None:
+    """The customer cancels the confirmed order; the runner does what that owes."""
     assert order.cancel(Reason.CANCELLED_BY_CUSTOMER, "")
     async with sessions.begin() as session:
         await OrderRepository(session).save(order)
     cancelled = await runner.drive(order.order_id)
     assert cancelled is not None
     assert (cancelled.state, cancelled.work) == (OrderState.CANCELLED, Work.NONE)
+
+
+async def test_cancel_after_capture_refunds_instead_of_voiding(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    runner = _runner(sessions, fake)
+    order = await runner.drive(await _new_order(sessions))
+    assert order is not None
+    await _cancel(sessions, runner, order)
     assert {"void", "refund", "release"} <= set(fake.calls)
+
+
+async def test_a_free_order_is_confirmed_and_cancelled_without_a_payment(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.unit_price = 0
+    runner = _runner(sessions, fake)
+    order = await runner.drive(await _new_order(sessions))
+    assert order is not None
+    assert (order.state, order.work, order.total_minor) == (OrderState.CONFIRMED, Work.NONE, 0)
+    assert order.payment_id == ""
+    assert fake.calls == ["reserve", "commit"]
+    await _cancel(sessions, runner, order)
+    assert fake.calls == ["reserve", "commit", "release"]
+
+
+class RacedParticipants(FakeParticipants):
+    """While the payment is authorized, another runner confirms the order first."""
+
+    def __init__(self, sessions: Transactions) -> None:
+        super().__init__()
+        self.sessions = sessions
+
+    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
+        async with self.sessions.begin() as session:
+            other = await OrderRepository(session).get(order.order_id)
+            assert other is not None
+            other.confirm(tuple(replace(x, unit_price_minor=250) for x in other.lines), "pay-1")
+            await OrderRepository(session).save(other, priced=True)
+        return await super().authorize_payment(order, amount, timeout_s)
+
+
+def _outcomes(outcome: str, reason: str = "") -> float:
+    labels = {"outcome": outcome, "reason": reason}
+    return REGISTRY.get_sample_value("ordermesh_saga_outcomes_total", labels) or 0.0
+
+
+async def test_an_order_another_runner_decided_is_not_counted_twice(sessions) -> None:  # type: ignore[no-untyped-def]
+    before = _outcomes("confirmed")
+    order = await _runner(sessions, RacedParticipants(sessions)).drive(await _new_order(sessions))
+    assert order is not None
+    assert order.state is OrderState.CONFIRMED
+    assert _outcomes("confirmed") == before  # the other runner decided it
+    await _runner(sessions, FakeParticipants()).drive(await _new_order(sessions))
+    assert _outcomes("confirmed") == before + 1
 
 
 class BlockedParticipants(FakeParticipants):

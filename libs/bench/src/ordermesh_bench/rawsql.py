@@ -59,9 +59,10 @@ class RawOrderPath:
             await c.execute(
                 "INSERT INTO orders (order_id, customer_id, idempotency_key, request_hash, state, "
                 "currency, payment_token, total_minor, reason, reason_detail, reason_metadata, "
-                "payment_id, work, lease_owner, lease_until, version, created_at, updated_at) "
+                "payment_id, work, lease_owner, lease_until, version, created_at, updated_at, "
+                "traceparent, tracestate) "
                 "VALUES ($1, $2, $3, 'h', 'PENDING', 'EUR', 'tok_ok', NULL, NULL, '', '{}', '', "
-                "'FORWARD', 'bench', $4, 1, $5, $5) "
+                "'FORWARD', 'bench', $4, 1, $5, $5, '', '') "
                 "ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
                 order_id, "raw", order_id, now + timedelta(seconds=5), now,
             )  # fmt: skip

@@ -3,7 +3,8 @@
 1. Stock is conserved per SKU: what was added = available + reserved + committed, and
    reserved/committed match the live reservations.
 2. Every CONFIRMED order holds exactly one authorized or captured payment of its total
-   and its stock; no REJECTED or CANCELLED order holds stock or money.
+   (none when the total is zero: a free order) and its stock; no REJECTED or CANCELLED
+   order holds stock or money.
 4. No order stays PENDING past the saga timeout, and no owed work is left (settled).
 
 Read straight from each database with SQL: the tables are the services' contract here,
@@ -98,7 +99,10 @@ async def check_invariants(
         reservation = reservations.get(order_id)
         payment_state, amount = payments.get(order_id, (None, None))
         if state == "CONFIRMED":
-            if payment_state not in ("AUTHORIZED", "CAPTURED") or amount != total:
+            if total == 0:  # a free order is confirmed without a payment
+                if payment_state is not None:
+                    bad.append(f"free order {order_id} has payment {payment_state} {amount}")
+            elif payment_state not in ("AUTHORIZED", "CAPTURED") or amount != total:
                 bad.append(f"confirmed order {order_id} has payment {payment_state} {amount}")
             if reservation not in HOLDING_RESERVATION:
                 bad.append(f"confirmed order {order_id} holds no stock ({reservation})")

@@ -26,7 +26,12 @@ from ordermesh_messaging.topics import dlq_topic, ensure_topics
 from ordermesh_platform.db import Transactions, is_connection_error
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
-from ordermesh_platform.telemetry import context_from_traceparent, record_error, tracer
+from ordermesh_platform.telemetry import (
+    context_from_traceparent,
+    record_error,
+    tracer,
+    untraced,
+)
 
 log = get_logger(__name__)
 
@@ -92,7 +97,8 @@ class EventConsumer:
 
     async def forget_handled(self, engine: AsyncEngine) -> None:
         """Drop inbox rows older than the retention (keep it above the topics')."""
-        await self._inbox.forget_older_than(engine, self._settings.inbox_retention_s)
+        with untraced():  # a chore: no trace of its own
+            await self._inbox.forget_older_than(engine, self._settings.inbox_retention_s)
 
     @property
     def group_id(self) -> str:

@@ -32,6 +32,7 @@ from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import Conflict, FailedPrecondition, NotFound, Validator
+from ordermesh_platform.telemetry import untraced
 
 
 def _event_lines(r: Reservation) -> list[events_pb2.EventLine]:
@@ -221,9 +222,11 @@ class Inventory:
             return released
 
     async def release_expired(self, limit: int = 100) -> int:
-        """One sweep: release reservations whose time to live has passed."""
-        async with self._sessions() as session:
-            order_ids = await InventoryStore(session).expired(datetime.now(UTC), limit)
+        """One sweep: release reservations whose time to live has passed. The look-up
+        is untraced (most sweeps find nothing); each release makes a trace of its own."""
+        with untraced():
+            async with self._sessions() as session:
+                order_ids = await InventoryStore(session).expired(datetime.now(UTC), limit)
         for order_id in order_ids:
             await self.release(order_id, reason="EXPIRED", expired_only=True)
         return len(order_ids)

@@ -118,11 +118,13 @@ class OrderApi(order_pb2_grpc.OrderServiceServicer):
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: Context
     ) -> pb.ListOrdersResponse:
+        state = STATE_FROM_PB.get(request.state)
         orders, token = await self._orders.list(
             request.customer_id,
-            STATE_FROM_PB.get(request.state),
+            state,
             request.page_size,
             request.page_token,
+            unknown_state=state is None and request.state != pb.ORDER_STATE_UNSPECIFIED,
         )
         return pb.ListOrdersResponse(orders=[order_to_pb(o) for o in orders], next_page_token=token)
 

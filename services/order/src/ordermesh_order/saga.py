@@ -24,14 +24,14 @@ from typing import Protocol
 from opentelemetry.trace import Span
 from structlog.contextvars import bound_contextvars
 
-from ordermesh_order.domain import Order, OrderState, Reason, Work, priced_lines
-from ordermesh_order.store import OrderRepository, StaleOrder
+from ordermesh_order.domain import Order, Reason, Work, priced_lines
+from ordermesh_order.store import DueOrder, OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
-from ordermesh_platform.telemetry import record_error, tracer, untraced
+from ordermesh_platform.telemetry import context_from_traceparent, record_error, tracer, untraced
 
 log = get_logger(__name__)
 
@@ -74,7 +74,7 @@ class SagaContext:
 
 
 Action = Callable[[Participants, SagaContext, float], Awaitable[None]]
-Compensation = Callable[[Participants, str, float], Awaitable[None]]
+Compensation = Callable[[Participants, Order, float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -90,31 +90,38 @@ async def _reserve_stock(p: Participants, ctx: SagaContext, timeout_s: float) ->
     ctx.unit_prices = await p.reserve_stock(ctx.order, timeout_s)
 
 
-async def _release_stock(p: Participants, order_id: str, timeout_s: float) -> None:
-    await p.release_stock(order_id, timeout_s)
+async def _release_stock(p: Participants, order: Order, timeout_s: float) -> None:
+    await p.release_stock(order.order_id, timeout_s)
 
 
 async def _authorize_payment(p: Participants, ctx: SagaContext, timeout_s: float) -> None:
     lines = priced_lines(ctx.order.lines, ctx.unit_prices)
     total = sum(x.total_minor or 0 for x in lines)
+    if total == 0:
+        return  # a free order: nothing to charge, so no payment (docs/order-flow.md)
     ctx.payment_id = await p.authorize_payment(ctx.order, total, timeout_s)
 
 
-async def _void_payment(p: Participants, order_id: str, timeout_s: float) -> None:
-    await p.void_payment(order_id, timeout_s)
+async def _void_payment(p: Participants, order: Order, timeout_s: float) -> None:
+    # Even with no payment: the void leaves a tombstone that an authorization still
+    # in flight cannot pass.
+    await p.void_payment(order.order_id, timeout_s)
 
 
-async def _void_or_refund_payment(p: Participants, order_id: str, timeout_s: float) -> None:
-    if not await p.void_payment(order_id, timeout_s):  # captured already: give it back
-        await p.refund_payment(order_id, timeout_s)
+async def _void_or_refund_payment(p: Participants, order: Order, timeout_s: float) -> None:
+    if not order.payment_id:
+        return  # a confirmed free order: no payment to give back
+    if not await p.void_payment(order.order_id, timeout_s):  # captured already
+        await p.refund_payment(order.order_id, timeout_s)
 
 
-async def _capture_payment(p: Participants, order_id: str, timeout_s: float) -> None:
-    await p.capture_payment(order_id, timeout_s)
+async def _capture_payment(p: Participants, order: Order, timeout_s: float) -> None:
+    if order.payment_id:  # a confirmed free order has none
+        await p.capture_payment(order.order_id, timeout_s)
 
 
-async def _commit_stock(p: Participants, order_id: str, timeout_s: float) -> None:
-    await p.commit_stock(order_id, timeout_s)
+async def _commit_stock(p: Participants, order: Order, timeout_s: float) -> None:
+    await p.commit_stock(order.order_id, timeout_s)
 
 
 # PlaceOrder: reserve, then authorize, then confirm. Adding a step is one line.
@@ -220,16 +227,29 @@ class SagaRunner:
             async with self._sessions() as session:
                 due = await OrderRepository(session).with_work_due(now, limit)
             taken = []
-            for order_id in due:
+            for found in due:
                 async with self._sessions.begin() as session:
                     if await OrderRepository(session).take_lease(
-                        order_id, self.owner, now, now + timedelta(seconds=self.settings.lease_s)
+                        found.order_id,
+                        self.owner,
+                        now,
+                        now + timedelta(seconds=self.settings.lease_s),
                     ):
-                        taken.append(order_id)
+                        taken.append(found)
         if taken:
             log.info("recovering orders", count=len(taken))
-        await asyncio.gather(*(self.drive(order_id) for order_id in taken))
+        await asyncio.gather(*(self._recover(found) for found in taken))
         return len(taken)
+
+    async def _recover(self, found: DueOrder) -> None:
+        """Drive a taken-up order under a span in the trace it was placed in, so that
+        its trace shows how it ended, crash or not."""
+        with tracer().start_as_current_span(
+            "saga recover",
+            context=context_from_traceparent(found.traceparent, found.tracestate),
+            attributes={"ordermesh.order_id": found.order_id, "ordermesh.recovered": True},
+        ):
+            await self.drive(found.order_id)
 
     async def stop(self) -> None:
         """Let background sagas stop where they are; their leases expire and the
@@ -288,7 +308,7 @@ class SagaRunner:
         with _span("saga confirm", order):
             order.confirm(priced_lines(order.lines, ctx.unit_prices), ctx.payment_id)
             saved = await self._save(order, priced=True)
-        if saved is not None and saved.state is OrderState.CONFIRMED:
+        if saved is order:  # our write decided it, not another runner's: count it once
             SAGA_OUTCOMES.labels("confirmed", "").inc()
         return saved
 
@@ -298,7 +318,7 @@ class SagaRunner:
         log.info("rejecting order", reason=reason.value, detail=detail)
         order.reject(reason, detail, metadata)
         saved = await self._save(order)
-        if saved is not None and saved.state is OrderState.REJECTED:
+        if saved is order:
             SAGA_OUTCOMES.labels("rejected", reason.value).inc()
         return saved
 
@@ -318,7 +338,7 @@ class SagaRunner:
             with _span(f"saga {work.value.lower()} {call.__name__.lstrip('_')}", order) as span:
                 try:
                     await retry_until(
-                        lambda timeout: call(self._participants, order.order_id, timeout),
+                        lambda timeout: call(self._participants, order, timeout),
                         deadline,
                         self.settings.step_timeout_s,
                     )
@@ -351,6 +371,7 @@ class SagaRunner:
             return await OrderRepository(session).get(order_id)
 
     async def _save(self, order: Order, priced: bool = False) -> Order | None:
+        """``order`` itself once written; else the order as another writer left it."""
         try:
             async with self._sessions.begin() as session:
                 await OrderRepository(session).save(order, priced=priced)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +29,7 @@ from ordermesh_messaging.outbox import Outbox, outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
 from ordermesh_platform.db import dialect_insert
 from ordermesh_platform.paging import Cursor, newest_first
+from ordermesh_platform.telemetry import traceparent_of_current
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -52,6 +53,10 @@ orders = Table(
     # Who drives the order's saga until when; the recovery worker takes expired leases.
     Column("lease_owner", String(64), nullable=False, default=""),
     Column("lease_until", DateTime(timezone=True), nullable=True),
+    # The trace of the PlaceOrder call, so that an order the recovery worker finishes
+    # after a crash goes on in the trace it started in.
+    Column("traceparent", String(64), nullable=False, server_default=""),
+    Column("tracestate", Text, nullable=False, server_default=""),
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -76,6 +81,14 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class DueOrder(NamedTuple):
+    """An order the recovery worker may take up, and the trace it was placed in."""
+
+    order_id: str
+    traceparent: str
+    tracestate: str
+
+
 class StaleOrder(Exception):
     """Another writer changed the order since it was read (optimistic concurrency)."""
 
@@ -89,8 +102,10 @@ class OrderRepository:
         self._outbox = Outbox(outbox)
 
     async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
-        """Insert a new order; False when (customer, key) has an order already."""
+        """Insert a new order, with the current trace; False when (customer, key) has
+        an order already."""
         insert = dialect_insert(self.session.dialect.name)
+        traceparent, tracestate = traceparent_of_current()
         result = await self.session.execute(
             insert(orders)
             .values(
@@ -104,6 +119,8 @@ class OrderRepository:
                 created_at=order.created_at,
                 lease_owner=lease_owner,
                 lease_until=lease_until,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
             .on_conflict_do_nothing(index_elements=["customer_id", "idempotency_key"])
         )
@@ -206,10 +223,10 @@ class OrderRepository:
         )
         return bool(result.rowcount)
 
-    async def with_work_due(self, now: datetime, limit: int) -> list[str]:
+    async def with_work_due(self, now: datetime, limit: int) -> list[DueOrder]:
         """Orders that still owe work and that nobody holds a live lease on."""
         query = (
-            select(orders.c.order_id)
+            select(orders.c.order_id, orders.c.traceparent, orders.c.tracestate)
             .where(
                 orders.c.work != Work.NONE.value,
                 or_(orders.c.lease_until.is_(None), orders.c.lease_until < now),
@@ -217,7 +234,7 @@ class OrderRepository:
             .order_by(orders.c.created_at)
             .limit(limit)
         )
-        return list((await self.session.execute(query)).scalars())
+        return [DueOrder(*row) for row in (await self.session.execute(query)).all()]
 
     async def _hydrate(self, rows: Sequence[Row[Any]]) -> list[Order]:
         if not rows:

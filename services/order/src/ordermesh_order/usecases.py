@@ -95,11 +95,19 @@ class Orders:
         return order
 
     async def list(
-        self, customer_id: str, state: OrderState | None, requested_size: int, token: str
+        self,
+        customer_id: str,
+        state: OrderState | None,
+        requested_size: int,
+        token: str,
+        unknown_state: bool = False,
     ) -> tuple[list[Order], str]:
+        """``state`` None lists every state; ``unknown_state`` says the caller sent a
+        state this version does not know, which is refused rather than read as "all"."""
         v = Validator()
         v.check(0 < len(customer_id) <= 128, "customer_id", "must be 1-128 characters")
         v.storable(customer_id, "customer_id")
+        v.check(not unknown_state, "state", "must be an OrderState, or UNSPECIFIED for all")
         size = page_size(v, requested_size)
         after = decode_token(v, token)
         v.raise_if_invalid()

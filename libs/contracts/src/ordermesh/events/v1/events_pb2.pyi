@@ -113,7 +113,7 @@ class OrderConfirmed(_message.Message):
     customer_id: _builtins.str
     """Who placed it."""
     payment_id: _builtins.str
-    """The payment that holds the total."""
+    """The payment that holds the total; empty when the total is 0 (no payment)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventLine]:
         """The priced lines."""

@@ -215,7 +215,9 @@ class Order(_message.Message):
     reason_detail: _builtins.str
     """Human-readable detail of the reason (for example the SKU out of stock)."""
     payment_id: _builtins.str
-    """The payment service's id of the order's payment, once authorized."""
+    """The payment service's id of the order's payment, once authorized; empty
+    for a free order (total 0), which is confirmed without a payment.
+    """
     currency: _builtins.str
     """The ISO 4217 currency the customer pays in."""
     @_builtins.property
@@ -402,7 +404,9 @@ class ListOrdersRequest(_message.Message):
     page_token: _builtins.str
     """The next_page_token of the previous page; empty for the first page."""
     state: Global___OrderState.ValueType
-    """Only orders in this state; UNSPECIFIED for every state."""
+    """Only orders in this state; UNSPECIFIED for every state. A value this
+    version does not know is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
