@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -102,15 +102,19 @@ class ServiceContract:
     module's ``context`` fixture: what was seeded before the fuzzing, if anything."""
 
     RPCS: ClassVar[Sequence[Rpc]] = ()
+    # Per RPC: its near-valid strategy, and one valid request for the sweep with the id
+    # field it keeps fresh ("" for none, see ``sweep``). A suite whose requests depend
+    # on what it seeded overrides near_valid and valid instead.
+    NEAR_VALID: ClassVar[Mapping[str, Callable[[], st.SearchStrategy[Message]]]] = {}
+    VALID: ClassVar[Mapping[str, tuple[Message, str]]] = {}
     EXTRA: ClassVar[Mapping[str, tuple[object, ...]] | None] = None  # for the sweep
 
     def near_valid(self, rpc: str, context: Any) -> st.SearchStrategy[Message]:
-        raise NotImplementedError
+        return self.NEAR_VALID[rpc]()
 
     def valid(self, rpc: str, context: Any) -> Sequence[tuple[Message, str]]:
-        """Valid requests for the sweep, each with the id field it keeps fresh ("" for
-        none, see ``sweep``)."""
-        raise NotImplementedError
+        """Valid requests for the sweep, each with the id field it keeps fresh."""
+        return [self.VALID[rpc]]
 
     @FUZZ
     @given(data=st.data())

@@ -155,10 +155,8 @@ EXTRA = {  # values worth trying on top of the sweep's own
 
 class TestNotificationService(suite.ServiceContract):
     RPCS = RPCS
+    NEAR_VALID = NEAR_VALID
     EXTRA = EXTRA
-
-    def near_valid(self, rpc: str, context: object) -> st.SearchStrategy[Message]:
-        return NEAR_VALID[rpc]()
 
     def valid(self, rpc: str, context: object) -> list[tuple[Message, str]]:
         return [(request, "") for request in VALID[rpc]]
