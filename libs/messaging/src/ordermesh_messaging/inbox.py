@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ordermesh_platform.db import dialect_insert
+from ordermesh_platform.db import insert_new
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -30,13 +30,8 @@ class Inbox:
     async def claim(self, session: AsyncConnection, event_id: str) -> bool:
         """Record the event as handled; False when it was handled before. On PostgreSQL
         a concurrent claim of the same event waits here until the first one finishes."""
-        insert = dialect_insert(session.dialect.name)
-        result = await session.execute(
-            insert(self.table)
-            .values(consumer=self.consumer, event_id=event_id, handled_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-        )
-        return bool(result.rowcount)
+        row = {"consumer": self.consumer, "event_id": event_id, "handled_at": datetime.now(UTC)}
+        return bool(await insert_new(session, self.table, [row], conflict=("consumer", "event_id")))
 
     async def handled(self, session: AsyncConnection, event_id: str) -> bool:
         t = self.table

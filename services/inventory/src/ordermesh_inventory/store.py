@@ -28,7 +28,7 @@ from ordermesh_inventory.domain import (
     StockLevel,
 )
 from ordermesh_messaging.outbox import outbox_table
-from ordermesh_platform.db import dialect_insert
+from ordermesh_platform.db import insert_new
 from ordermesh_platform.errors import Conflict, NotFound
 
 metadata = MetaData()
@@ -112,23 +112,27 @@ class InventoryStore:
         self.session = session
 
     async def upsert_product(self, product: Product) -> None:
-        insert = dialect_insert(self.session.dialect.name)
         now = utcnow()
-        values = {
+        row = {
             "sku": product.sku,
             "name": product.name,
             "unit_price_minor": product.unit_price_minor,
             "currency": product.currency,
+            "created_at": now,
+            "updated_at": now,
         }
-        await self.session.execute(
-            insert(products)
-            .values(**values, created_at=now, updated_at=now)
-            .on_conflict_do_update(index_elements=["sku"], set_={**values, "updated_at": now})
+        await insert_new(
+            self.session,
+            products,
+            [row],
+            conflict=("sku",),
+            update=("name", "unit_price_minor", "currency", "updated_at"),
         )
-        await self.session.execute(
-            insert(stock)
-            .values(sku=product.sku, available=0, reserved=0, committed=0)
-            .on_conflict_do_nothing(index_elements=["sku"])
+        await insert_new(
+            self.session,
+            stock,
+            [{"sku": product.sku, "available": 0, "reserved": 0, "committed": 0}],
+            conflict=("sku",),
         )
 
     async def list_products(self, skus: list[str], limit: int) -> list[Product]:
@@ -222,20 +226,15 @@ class InventoryStore:
     async def claim_reservation(self, reservation: Reservation) -> bool:
         """Insert the reservation head; False when one exists already for the order
         (on PostgreSQL a concurrent claimer waits here for the first to finish)."""
-        insert = dialect_insert(self.session.dialect.name)
-        result = await self.session.execute(
-            insert(reservations)
-            .values(
-                order_id=reservation.order_id,
-                state=reservation.state.value,
-                currency=reservation.currency,
-                expires_at=reservation.expires_at,
-                created_at=reservation.created_at,
-                updated_at=reservation.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["order_id"])
-        )
-        return bool(result.rowcount)
+        row = {
+            "order_id": reservation.order_id,
+            "state": reservation.state.value,
+            "currency": reservation.currency,
+            "expires_at": reservation.expires_at,
+            "created_at": reservation.created_at,
+            "updated_at": reservation.created_at,
+        }
+        return bool(await insert_new(self.session, reservations, [row], conflict=("order_id",)))
 
     async def add_lines(self, order_id: str, lines: tuple[ReservationLine, ...]) -> None:
         await self.session.execute(

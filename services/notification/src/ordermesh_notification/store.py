@@ -36,7 +36,7 @@ from ordermesh_notification.domain import (
     Preferences,
     Retry,
 )
-from ordermesh_platform.db import dialect_insert
+from ordermesh_platform.db import insert_new
 from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
@@ -151,17 +151,18 @@ class NotificationStore:
         return Preferences(row.customer_id, channels, row.email, row.webhook_url)
 
     async def save_preferences(self, prefs: Preferences) -> None:
-        insert = dialect_insert(self.session.dialect.name)
         values = {
             "channels": ",".join(c.value for c in prefs.channels),
             "email": prefs.email,
             "webhook_url": prefs.webhook_url,
             "updated_at": utcnow(),
         }
-        await self.session.execute(
-            insert(preferences)
-            .values(customer_id=prefs.customer_id, **values)
-            .on_conflict_do_update(index_elements=["customer_id"], set_=values)
+        await insert_new(
+            self.session,
+            preferences,
+            [{"customer_id": prefs.customer_id, **values}],
+            conflict=("customer_id",),
+            update=tuple(values),
         )
 
     async def list_deliveries(
@@ -181,15 +182,7 @@ class NotificationStore:
     async def add_pending(self, rows: Sequence[dict[str, object]]) -> int:
         """Record PENDING deliveries; a (event, channel) already recorded is left as it is.
         Returns how many were new."""
-        if not rows:
-            return 0
-        insert = dialect_insert(self.session.dialect.name)
-        result = await self.session.execute(
-            insert(deliveries)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=["event_id", "channel"])
-        )
-        return int(result.rowcount)
+        return await insert_new(self.session, deliveries, rows, conflict=("event_id", "channel"))
 
     async def claim_due(
         self, claim: str, now: datetime, until: datetime, limit: int

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import Outbox, outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
-from ordermesh_platform.db import dialect_insert
+from ordermesh_platform.db import insert_new
 from ordermesh_platform.paging import Cursor, newest_first
 from ordermesh_platform.telemetry import traceparent_of_current
 
@@ -104,27 +104,24 @@ class OrderRepository:
     async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
         """Insert a new order, with the current trace; False when (customer, key) has
         an order already."""
-        insert = dialect_insert(self.session.dialect.name)
         traceparent, tracestate = traceparent_of_current()
-        result = await self.session.execute(
-            insert(orders)
-            .values(
-                **self._row(order),
-                version=order.version,
-                customer_id=order.customer_id,
-                idempotency_key=order.idempotency_key,
-                request_hash=order.request_hash,
-                currency=order.currency,
-                payment_token=order.payment_token,
-                created_at=order.created_at,
-                lease_owner=lease_owner,
-                lease_until=lease_until,
-                traceparent=traceparent,
-                tracestate=tracestate,
-            )
-            .on_conflict_do_nothing(index_elements=["customer_id", "idempotency_key"])
-        )
-        if not result.rowcount:
+        row = {
+            **self._row(order),
+            "version": order.version,
+            "customer_id": order.customer_id,
+            "idempotency_key": order.idempotency_key,
+            "request_hash": order.request_hash,
+            "currency": order.currency,
+            "payment_token": order.payment_token,
+            "created_at": order.created_at,
+            "lease_owner": lease_owner,
+            "lease_until": lease_until,
+            "traceparent": traceparent,
+            "tracestate": tracestate,
+        }
+        if not await insert_new(
+            self.session, orders, [row], conflict=("customer_id", "idempotency_key")
+        ):
             return False
         await self.session.execute(
             order_lines.insert(),

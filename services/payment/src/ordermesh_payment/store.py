@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_payment.domain import Payment, PaymentState
-from ordermesh_platform.db import dialect_insert
+from ordermesh_platform.db import insert_new
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -65,24 +65,19 @@ class PaymentStore:
 
     async def claim(self, payment: Payment) -> bool:
         """Insert the payment; False when the order has one already."""
-        insert = dialect_insert(self.session.dialect.name)
-        result = await self.session.execute(
-            insert(payments)
-            .values(
-                order_id=payment.order_id,
-                payment_id=payment.payment_id,
-                customer_id=payment.customer_id,
-                state=payment.state.value,
-                amount_minor=payment.amount_minor,
-                currency=payment.currency,
-                decline_reason=payment.decline_reason,
-                psp_reference=payment.psp_reference,
-                created_at=payment.created_at,
-                updated_at=payment.updated_at,
-            )
-            .on_conflict_do_nothing(index_elements=["order_id"])
-        )
-        return bool(result.rowcount)
+        row = {
+            "order_id": payment.order_id,
+            "payment_id": payment.payment_id,
+            "customer_id": payment.customer_id,
+            "state": payment.state.value,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "decline_reason": payment.decline_reason,
+            "psp_reference": payment.psp_reference,
+            "created_at": payment.created_at,
+            "updated_at": payment.updated_at,
+        }
+        return bool(await insert_new(self.session, payments, [row], conflict=("order_id",)))
 
     async def move(self, before: Payment, after: Payment) -> bool:
         """Conditional update from ``before.state``: False when another call moved the
