@@ -7,6 +7,7 @@ headers follow from them, never from code per event type.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.telemetry import traceparent_of_current
@@ -79,6 +81,12 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    # Built once per table: a reused statement skips SQLAlchemy's cache-key work.
+    return table.insert()
+
+
 class Outbox:
     """Writes events into one service's outbox table inside the caller's transaction."""
 
@@ -93,7 +101,7 @@ class Outbox:
         # The writing transaction's trace: the relay and the consumers continue it.
         traceparent, tracestate = traceparent_of_current()
         await session.execute(
-            self.table.insert(),
+            _insert_into(self.table),
             [
                 {
                     "event_id": e.event_id,

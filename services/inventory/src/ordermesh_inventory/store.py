@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -15,9 +16,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Update
 
 from ordermesh_inventory.domain import (
     Adjustment,
@@ -103,6 +106,39 @@ RELEASE_COMMITTED = ("committed", "available")
 
 def _level(row: object) -> StockLevel:
     return StockLevel(row.sku, row.available, row.reserved, row.committed)  # type: ignore[attr-defined]
+
+
+# The hot statements are built once and run with bind values (see the order store).
+_RESERVATION = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
+_RESERVATION_LOCKED = _RESERVATION.with_for_update()
+_RESERVATION_LINES = (
+    select(reservation_lines)
+    .where(reservation_lines.c.order_id == bindparam("order_id"))
+    .order_by(reservation_lines.c.sku)
+)
+_TAKE_AVAILABLE = (
+    stock.update()
+    .where(stock.c.sku == bindparam("b_sku"), stock.c.available >= bindparam("b_quantity"))
+    .values(
+        available=stock.c.available - bindparam("b_quantity"),
+        reserved=stock.c.reserved + bindparam("b_quantity"),
+    )
+)
+_SET_STATE = reservations.update().where(reservations.c.order_id == bindparam("b_order_id"))
+
+
+@functools.cache
+def _move(source: str, target: str) -> Update:
+    return (
+        stock.update()
+        .where(stock.c.sku == bindparam("b_sku"))
+        .values(
+            {
+                source: stock.c[source] - bindparam("b_quantity"),
+                target: stock.c[target] + bindparam("b_quantity"),
+            }
+        )
+    )
 
 
 class InventoryStore:
@@ -201,19 +237,11 @@ class InventoryStore:
         return {r.sku: Product(r.sku, r.name, r.unit_price_minor, r.currency) for r in rows}
 
     async def get_reservation(self, order_id: str, lock: bool = False) -> Reservation | None:
-        query = select(reservations).where(reservations.c.order_id == order_id)
-        if lock:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).first()
+        query = _RESERVATION_LOCKED if lock else _RESERVATION
+        row = (await self.session.execute(query, {"order_id": order_id})).first()
         if row is None:
             return None
-        lines = (
-            await self.session.execute(
-                select(reservation_lines)
-                .where(reservation_lines.c.order_id == order_id)
-                .order_by(reservation_lines.c.sku)
-            )
-        ).all()
+        lines = (await self.session.execute(_RESERVATION_LINES, {"order_id": order_id})).all()
         return Reservation(
             row.order_id,
             ReservationState(row.state),
@@ -253,32 +281,17 @@ class InventoryStore:
     async def take_available(self, sku: str, quantity: int) -> bool:
         """Move units from available to reserved only if enough are available: the
         condition and the change are one statement, so no two orders take one unit."""
-        result = await self.session.execute(
-            stock.update()
-            .where(stock.c.sku == sku, stock.c.available >= quantity)
-            .values(available=stock.c.available - quantity, reserved=stock.c.reserved + quantity)
-        )
+        result = await self.session.execute(_TAKE_AVAILABLE, {"b_sku": sku, "b_quantity": quantity})
         return bool(result.rowcount)
 
     async def move(self, lines: tuple[ReservationLine, ...], columns: tuple[str, str]) -> None:
-        source, target = columns
+        statement = _move(*columns)
         for line in lines:  # sorted by SKU: the one lock order
-            await self.session.execute(
-                stock.update()
-                .where(stock.c.sku == line.sku)
-                .values(
-                    {
-                        source: stock.c[source] - line.quantity,
-                        target: stock.c[target] + line.quantity,
-                    }
-                )
-            )
+            await self.session.execute(statement, {"b_sku": line.sku, "b_quantity": line.quantity})
 
     async def set_state(self, order_id: str, state: ReservationState) -> None:
         await self.session.execute(
-            reservations.update()
-            .where(reservations.c.order_id == order_id)
-            .values(state=state.value, updated_at=utcnow())
+            _SET_STATE, {"b_order_id": order_id, "state": state.value, "updated_at": utcnow()}
         )
 
     async def expired(self, now: datetime, limit: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
@@ -52,15 +52,21 @@ def _payment(row: object) -> Payment:
     )
 
 
+# The hot statements are built once and run with bind values (see the order store).
+_GET = select(payments).where(payments.c.order_id == bindparam("order_id"))
+_GET_LOCKED = _GET.with_for_update()
+_MOVE = payments.update().where(
+    payments.c.order_id == bindparam("b_order_id"), payments.c.state == bindparam("b_state")
+)
+
+
 class PaymentStore:
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, order_id: str, lock: bool = False) -> Payment | None:
-        query = select(payments).where(payments.c.order_id == order_id)
-        if lock:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).first()
+        query = _GET_LOCKED if lock else _GET
+        row = (await self.session.execute(query, {"order_id": order_id})).first()
         return None if row is None else _payment(row)
 
     async def claim(self, payment: Payment) -> bool:
@@ -83,13 +89,14 @@ class PaymentStore:
         """Conditional update from ``before.state``: False when another call moved the
         payment first (the caller re-reads and decides)."""
         result = await self.session.execute(
-            payments.update()
-            .where(payments.c.order_id == before.order_id, payments.c.state == before.state.value)
-            .values(
-                state=after.state.value,
-                decline_reason=after.decline_reason,
-                psp_reference=after.psp_reference,
-                updated_at=utcnow(),
-            )
+            _MOVE,
+            {
+                "b_order_id": before.order_id,
+                "b_state": before.state.value,
+                "state": after.state.value,
+                "decline_reason": after.decline_reason,
+                "psp_reference": after.psp_reference,
+                "updated_at": utcnow(),
+            },
         )
         return bool(result.rowcount)
