@@ -62,6 +62,7 @@ async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -
     assert result["accepted"] == 200
     assert result["invariants_ok"] is True
     assert result["final_backlog"] == 0
+    assert result["final_consumer_lag"] == 0
     assert set(result["memory_growth_10_to_100"]) == {
         "order",
         "inventory",
@@ -72,5 +73,7 @@ async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -
     assert last["owed"] == 0, "the last sample is taken once the mesh has settled"
     assert last["placed"] == 200
     assert all(rss > 0 for rss in last["rss_mb"].values())
+    assert set(last["consumer_lag"]) == set(last["rss_mb"])
+    assert result["held_s"] >= 0
     assert result["stopped_at_max_s"] is False
     assert (tmp_path / "soak.png").stat().st_size > 0

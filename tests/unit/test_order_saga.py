@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import event
 
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
@@ -181,6 +182,29 @@ async def test_recovery_resumes_an_order_whose_runner_died(sessions) -> None:  #
         order = await OrderRepository(session).get(order_id)
     assert order is not None
     assert order.state is OrderState.CONFIRMED
+
+
+class SlowParticipants(FakeParticipants):
+    async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
+        await asyncio.sleep(2 * SETTINGS.lease_s)  # under the step timeout
+        return await super().reserve_stock(order, timeout_s)
+
+
+async def test_a_running_saga_renews_its_lease_so_no_other_runner_takes_it(
+    sessions: Transactions,
+) -> None:
+    invalidated: list[object] = []
+    event.listen(sessions.engine.sync_engine.pool, "invalidate", lambda *a: invalidated.append(a))
+    order_id = await _new_order(sessions, lease_s=-1)
+    driving = asyncio.create_task(_runner(sessions, SlowParticipants()).drive(order_id))
+    await asyncio.sleep(1.5 * SETTINGS.lease_s)  # past the lease it took when it began
+    assert await _runner(sessions, FakeParticipants()).recover_once() == 0
+    order = await driving
+    assert order is not None
+    assert order.state is OrderState.CONFIRMED
+    # The heartbeat is stopped, never cancelled mid-renewal (that would cost the pool
+    # the connection it was using).
+    assert invalidated == []
 
 
 async def test_recovery_leaves_orders_with_a_live_lease_alone(sessions) -> None:  # type: ignore[no-untyped-def]

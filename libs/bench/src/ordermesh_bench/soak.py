@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class SoakConfig:
     base_port: int = 27051
     concurrency: int = 32
     max_s: float = 0.0  # stop placing orders after this long (0: place them all)
+    # Placing holds while the consumers are this many events behind (0: never holds), so
+    # the run measures the rate the whole mesh sustains, not how far a backlog can grow.
+    max_lag: int = 2000
     sample_every_s: float = 10.0
     out: Path = Path("bench/results")
     state_dir: Path = Path(".ordermesh/soak")
@@ -69,6 +73,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     sample_errors = 0
     placed = 0
+    governor = Governor(lambda: consumer_lag(mesh), config.max_lag)
     try:
         mesh.start()
         await mesh.wait_serving(120)
@@ -83,6 +88,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
             async def one() -> None:
                 nonlocal placed
                 async with gate:
+                    await governor.go.wait()
                     outcome = await call()
                     if outcome == "OK":
                         placed += 1
@@ -100,6 +106,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                     await asyncio.sleep(config.sample_every_s)
 
             sampling = asyncio.create_task(sampler())
+            governing = asyncio.create_task(governor.run())
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("soak", total=config.orders)
                 batch = 1000
@@ -111,8 +118,10 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                     progress.update(task, completed=first + n)
             await _settle(mesh, 600)
             backlog = await wait_drained(mesh, 300)
+            lag_left = await _wait_consumed(mesh, 300)
             samples.append(await _sample(mesh, placed, time.perf_counter() - started))
             sampling.cancel()
+            governing.cancel()
         c = mesh.config
         report = await check_invariants(
             c.database_url("order"), c.database_url("inventory"), c.database_url("payment"),
@@ -130,9 +139,11 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         "errors_by_code": dict(errors),
         "elapsed_s": round(elapsed, 1),
         "throughput_per_s": round(placed / elapsed, 2),
+        "held_s": round(governor.held_s, 1),
         "invariants_ok": report.ok and backlog == 0,
         "violations": report.violations[:20],
         "final_backlog": backlog,
+        "final_consumer_lag": lag_left,
         "memory_growth_10_to_100": _growth(samples),
         "sample_errors": sample_errors,
         "samples": samples,
@@ -159,6 +170,11 @@ def plot_soak(samples: list[dict[str, Any]], path: Path) -> None:
     memory.legend()
     backlog.plot(placed, [s["backlog"] for s in samples], label="outbox rows unpublished")
     backlog.plot(placed, [s.get("owed", 0) for s in samples], label="orders owing saga work")
+    backlog.plot(
+        placed,
+        [sum(s.get("consumer_lag", {}).values()) for s in samples],
+        label="events not yet consumed",
+    )
     backlog.set_xlabel("orders accepted")
     backlog.set_ylabel("rows / orders")
     backlog.legend()
@@ -171,16 +187,77 @@ def plot_soak(samples: list[dict[str, Any]], path: Path) -> None:
 
 async def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
     backlog = 0.0
+    lag: dict[str, float] = {}
     for child in mesh.children:
-        backlog += scrape_metrics(child.metrics_port).get("ordermesh_outbox_backlog", 0.0)
+        metrics = scrape_metrics(child.metrics_port)
+        backlog += metrics.get("ordermesh_outbox_backlog", 0.0)
+        lag[child.name] = metrics.get("ordermesh_consumer_lag", 0.0)
     return {
         "t_s": round(at_s, 1),
         "placed": placed,
         "rss_mb": {c.name: round(rss_mb(c.proc.pid), 1) for c in mesh.children},
         "backlog": backlog,
+        # Events fetched from Kafka but not yet handled are held in the consumer's memory.
+        "consumer_lag": lag,
         # Orders whose saga still owes work: bounded if the sagas keep up.
         "owed": await owed_work(mesh.config.database_url("order")),
     }
+
+
+class Governor:
+    """Opens ``go`` while the consumers keep up; closes it while they are more than
+    ``max_lag`` events behind (0: never). A hold lasts at most ``max_hold_s``: the lag
+    gauges move only when a consumer handles a batch, so a stale one must not stop the run."""
+
+    def __init__(
+        self,
+        lag: Callable[[], float],
+        max_lag: int,
+        interval_s: float = 1.0,
+        max_hold_s: float = 60.0,
+    ) -> None:
+        self._lag = lag
+        self._max_lag = max_lag
+        self._interval_s = interval_s
+        self._max_hold_s = max_hold_s
+        self.go = asyncio.Event()
+        self.go.set()
+        self.held_s = 0.0
+
+    async def run(self) -> None:
+        held_since: float | None = None
+        while self._max_lag:
+            await asyncio.sleep(self._interval_s)
+            lag = await asyncio.to_thread(self._lag)
+            now = time.monotonic()
+            behind = lag > self._max_lag and (
+                held_since is None or now - held_since < self._max_hold_s
+            )
+            if behind and held_since is None:
+                held_since = now
+                self.go.clear()
+            elif not behind and held_since is not None:
+                self.held_s += now - held_since
+                held_since = None
+                self.go.set()
+
+
+def consumer_lag(mesh: LocalMesh) -> float:
+    """Events the mesh's consumers have yet to handle, from their metrics."""
+    return sum(
+        scrape_metrics(child.metrics_port).get("ordermesh_consumer_lag", 0.0)
+        for child in mesh.children
+    )
+
+
+async def _wait_consumed(mesh: LocalMesh, timeout_s: float) -> float:
+    """Wait until every published event has been consumed; the lag left at the end."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = await asyncio.to_thread(consumer_lag, mesh)
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.5)
 
 
 def _growth(samples: list[dict[str, Any]]) -> dict[str, float | None]:

@@ -196,11 +196,16 @@ def soak(
     max_minutes: Annotated[
         float, typer.Option(help="stop placing orders after this long; 0: no limit")
     ] = 0,
+    max_lag: Annotated[
+        int, typer.Option(help="hold placing while consumers are this many events behind; 0: never")
+    ] = 2000,
 ) -> None:
     """Place many orders without waiting; report memory, backlog and the invariants."""
     from ordermesh_bench.soak import SoakConfig, run_soak
 
-    config = SoakConfig(orders, postgres, concurrency=concurrency, max_s=max_minutes * 60)
+    config = SoakConfig(
+        orders, postgres, concurrency=concurrency, max_s=max_minutes * 60, max_lag=max_lag
+    )
     result = asyncio.run(run_soak(config))
     summary = {k: v for k, v in result.items() if k != "samples"}
     typer.echo(json.dumps(summary, indent=2))

@@ -37,6 +37,8 @@ log = get_logger(__name__)
 
 Handler = Callable[[AsyncConnection, InboundEvent], Awaitable[None]]
 MAX_BACKOFF_S = 5.0
+MAX_POLL_RECORDS = 200
+MAX_PARTITION_FETCH_BYTES = 256 * 1024
 DLQ_HEADERS = (
     "ordermesh_dlq_reason",
     "ordermesh_dlq_error",
@@ -149,7 +151,12 @@ class EventConsumer:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=200,
+            max_poll_records=MAX_POLL_RECORDS,
+            # The client holds one fetched batch per partition until it is consumed: its
+            # memory grows with lag up to partitions x this. 256 KiB still holds more than
+            # a poll's worth of our events (well under 1 KiB each); the default is 1 MiB.
+            # A larger record still comes through: brokers return a first batch whole.
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         )
         await consumer.start()
         self._producer, self._consumer = producer, consumer

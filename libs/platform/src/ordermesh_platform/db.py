@@ -48,7 +48,10 @@ def create_engine(url: str | URL, pool_size: int = 10) -> AsyncEngine:
     return _create_async_engine(
         parsed,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # A fixed pool: callers beyond it wait for a connection. Overflow connections are
+        # closed on their return, so bursts above the pool open and close connections all
+        # the time (a server process forked, a handshake, every statement prepared anew).
+        max_overflow=0,
         # No pre-ping: it costs a round trip per checkout. A connection found dead
         # fails its statement once, and a disconnect error invalidates the whole pool.
         # A dead server must fail a checkout quickly, not hang a request or a probe.

@@ -386,9 +386,13 @@ class SagaRunner:
     async def _lease_heartbeat(self, order_id: str) -> AsyncIterator[None]:
         """Renew our lease while we work, so the recovery worker leaves the order alone."""
 
+        done = asyncio.Event()
+
         async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.settings.lease_s / 2)
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), self.settings.lease_s / 2)
+                    return
                 now = datetime.now(UTC)
                 async with self._sessions.begin() as session:
                     await OrderRepository(session).take_lease(
@@ -399,9 +403,11 @@ class SagaRunner:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Stopped, not cancelled: a renewal cut off mid-transaction would cost the
+            # pool its connection (a cancelled connection is closed, not reused).
+            done.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     def _fault_point(self, name: str) -> None:
         if self.settings.fault_point == name:
