@@ -389,10 +389,10 @@ class SagaRunner:
         done = asyncio.Event()
 
         async def renew() -> None:
-            while not done.is_set():
+            while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), self.settings.lease_s / 2)
-                    return
+                    return  # the saga is over
                 now = datetime.now(UTC)
                 async with self._sessions.begin() as session:
                     await OrderRepository(session).take_lease(
