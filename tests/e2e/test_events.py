@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
+import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
@@ -113,8 +114,18 @@ async def _place_many(mesh: MeshClient, count: int, concurrency: int = 25) -> li
     async def one(i: int) -> str:
         async with gate:
             token = "tok_decline" if rng.random() < 0.2 else "tok_ok"
-            order = await mesh.place({sku: 1}, token=token, wait=False, customer=f"c{i % 10}")
-            return order.order_id
+            while True:
+                try:
+                    order = await mesh.place(
+                        {sku: 1}, token=token, wait=False, customer=f"c{i % 10}"
+                    )
+                    return order.order_id
+                except grpc.aio.AioRpcError as error:
+                    # Shed before any write (the background bound): sent again after a
+                    # pause, as a well-behaved caller does.
+                    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    await asyncio.sleep(0.2)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
