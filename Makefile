@@ -10,7 +10,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 CONTRACTS_OUT := libs/contracts/src
-PROTO_FILES = $(shell find protos -name '*.proto' | sort)
+# protos/google holds googleapis' status.proto, imported only: its code comes with googleapis-common-protos.
+PROTO_FILES = $(shell find protos/ordermesh -name '*.proto' | sort)
 # buf breaking compares against main; CI clones carry main, so this is always there.
 BREAKING_AGAINST ?= .git\#branch=main
 

@@ -160,7 +160,7 @@ async def insert_new(
     if not rows:
         return 0
     statement, defaults = _insert_statement(
-        table, tuple(rows[0]), tuple(conflict), tuple(update), len(rows)
+        table, tuple(rows[0]), tuple(conflict), tuple(update), len(rows), ()
     )
     params: dict[str, Any] = {}
     for i, row in enumerate(rows):
@@ -179,6 +179,7 @@ def _insert_statement(
     conflict: tuple[str, ...],
     update: tuple[str, ...],
     count: int,
+    returning: tuple[str, ...],
 ) -> tuple[TextClause, tuple[tuple[str, Callable[[], Any]], ...]]:
     defaults = tuple(
         (c.key, _default_maker(c))
@@ -194,10 +195,11 @@ def _insert_statement(
         if update
         else "DO NOTHING"
     )
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values} "
-        f"ON CONFLICT ({', '.join(conflict)}) {action}"
-    )
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}"
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) {action}"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
     binds = [
         bindparam(f"{key}_{i}", type_=table.c[key].type) for i in range(count) for key in columns
     ]
@@ -250,3 +252,158 @@ def _refused_by_postgres(error: BaseException) -> bool:
         | pg.CrashShutdownError
         | pg.PostgresConnectionError,
     )
+
+
+# -- set-based statements: one statement for a whole batch of rows ---------------------
+#
+# PostgreSQL takes one array parameter per column (``unnest``): one statement text for
+# every batch size (prepared once), and no limit on rows from the number of binds.
+# SQLite has no arrays: rows go as one multi-row VALUES (inserts) or one statement per
+# row in the same transaction (updates), which in-process costs little.
+
+SQLITE_MAX_BINDS = 32_000
+
+
+def _pg_type(table: Table, key: str) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    return str(table.c[key].type.compile(dialect=postgresql.dialect()))
+
+
+def _unnest(table: Table, columns: Sequence[str], column_of: Callable[[str], str]) -> str:
+    arrays = ", ".join(f"CAST(:{key} AS {_pg_type(table, column_of(key))}[])" for key in columns)
+    return f"unnest({arrays}) AS v({', '.join(columns)})"
+
+
+@functools.cache
+def _insert_rows_pg(
+    table: Table, columns: tuple[str, ...], conflict: tuple[str, ...], returning: tuple[str, ...]
+) -> TextClause:
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT {', '.join(f'v.{c}' for c in columns)} FROM {_unnest(table, columns, str)}"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    return text(sql)
+
+
+async def insert_rows(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: Sequence[str] = (),
+    returning: Sequence[str] = (),
+) -> list[Any]:
+    """One ``INSERT`` of many rows (all with the same keys). With ``conflict``, a row
+    whose conflict columns match an existing row (or an earlier row of the same batch)
+    is skipped. Returns the ``returning`` columns of the rows written."""
+    if not rows:
+        return []
+    keys = tuple(rows[0])
+    defaults = tuple(
+        (c.key, _default_maker(c))
+        for c in table.columns
+        if c.key not in keys and c.default is not None and not c.primary_key
+    )
+    if conn.dialect.name != "postgresql":
+        found: list[Any] = []
+        per_chunk = max(1, SQLITE_MAX_BINDS // (len(keys) + len(defaults)))
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            statement, _ = _insert_statement(
+                table, keys, tuple(conflict), (), len(chunk), tuple(returning)
+            )
+            params: dict[str, Any] = {}
+            for i, row in enumerate(chunk):
+                for key, value in row.items():
+                    params[f"{key}_{i}"] = value
+                for key, make in defaults:
+                    params[f"{key}_{i}"] = make()
+            result = await conn.execute(statement, params)
+            if returning:
+                found.extend(result.all())
+        return found
+    columns = keys + tuple(key for key, _ in defaults)
+    arrays: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in keys}
+    for key, make in defaults:
+        arrays[key] = [make() for _ in rows]
+    result = await conn.execute(
+        _insert_rows_pg(table, columns, tuple(conflict), tuple(returning)), arrays
+    )
+    return list(result.all()) if returning else []
+
+
+def _update_column(key: str) -> str:
+    for prefix in ("b_", "add_"):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def _update_parts(
+    table: Table, keys: Sequence[str], value: Callable[[str], str]
+) -> tuple[str, str]:
+    sets = []
+    where = []
+    for key in keys:
+        column = _update_column(key)
+        if key.startswith("b_"):
+            where.append(f"{table.name}.{column} = {value(key)}")
+        elif key.startswith("add_"):
+            sets.append(f"{column} = {table.name}.{column} + {value(key)}")
+        else:
+            sets.append(f"{column} = {value(key)}")
+    return ", ".join(sets), " AND ".join(where)
+
+
+@functools.cache
+def _update_rows_statement(
+    table: Table, keys: tuple[str, ...], returning: tuple[str, ...], postgres: bool
+) -> TextClause:
+    if postgres:
+        sets, where = _update_parts(table, keys, lambda key: f"v.{key}")
+        sql = (
+            f"UPDATE {table.name} SET {sets} FROM {_unnest(table, keys, _update_column)} "
+            f"WHERE {where}"
+        )
+    else:
+        sets, where = _update_parts(table, keys, lambda key: f":{key}")
+        sql = f"UPDATE {table.name} SET {sets} WHERE {where}"
+    if returning:
+        sql += " RETURNING " + ", ".join(f"{table.name}.{c}" for c in returning)
+    if postgres:
+        return text(sql)
+    return text(sql).bindparams(
+        *(bindparam(key, type_=table.c[_update_column(key)].type) for key in keys)
+    )
+
+
+async def update_rows(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    returning: Sequence[str] = (),
+) -> list[Any]:
+    """Update many rows in one statement (PostgreSQL: ``UPDATE ... FROM unnest``).
+
+    Each row's keys say what to do with a column: ``b_<column>`` must equal the value
+    for the row to change (the key, a version), ``add_<column>`` is added to it, any
+    other key is its new value. Returns the ``returning`` columns of the rows changed:
+    a row left out matched nothing (a stale version, a missing key)."""
+    if not rows:
+        return []
+    keys = tuple(rows[0])
+    postgres = conn.dialect.name == "postgresql"
+    statement = _update_rows_statement(table, keys, tuple(returning), postgres)
+    if postgres:
+        result = await conn.execute(statement, {key: [row[key] for row in rows] for key in keys})
+        return list(result.all()) if returning else []
+    found: list[Any] = []
+    for row in rows:
+        result = await conn.execute(statement, dict(row))
+        if returning:
+            found.extend(result.all())
+    return found

@@ -35,17 +35,19 @@ class _StatusWithTrailers(grpc.Status):
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-def _status(
-    code: int, message: str, *details: object, trailing: tuple[tuple[str, str], ...] = ()
-) -> grpc.Status:
+def _status_pb(code: int, message: str, *details: object) -> status_pb2.Status:
     packed = []
     for detail in details:
         item = any_pb2.Any()
         item.Pack(detail)  # type: ignore[arg-type]
         packed.append(item)
-    status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code, message=message, details=packed)
-    )
+    return status_pb2.Status(code=code, message=message, details=packed)
+
+
+def _status(
+    code: int, message: str, *details: object, trailing: tuple[tuple[str, str], ...] = ()
+) -> grpc.Status:
+    status: grpc.Status = rpc_status.to_status(_status_pb(code, message, *details))
     if trailing:
         return _StatusWithTrailers(
             status.code, status.details, (*status.trailing_metadata, *trailing)
@@ -55,6 +57,25 @@ def _status(
 
 def _info(reason: str, metadata: dict[str, str]) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+
+
+OK_STATUS = status_pb2.Status(code=code_pb2.OK)
+
+
+def to_status_pb(error: BaseException) -> status_pb2.Status:
+    """One item's outcome in a batch answer: the google.rpc.Status the single-item call
+    would have answered (a bug is INTERNAL, with nothing of its text)."""
+    if not isinstance(error, ServiceError):
+        return _status_pb(code_pb2.INTERNAL, "internal error")
+    status = to_grpc_status(error)
+    return rpc_status_pb_of(status)
+
+
+def rpc_status_pb_of(status: grpc.Status) -> status_pb2.Status:
+    for key, value in status.trailing_metadata or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status(code=status.code.value[0], message=status.details)
 
 
 def to_grpc_status(error: ServiceError) -> grpc.Status:
@@ -113,3 +134,30 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
 def internal_error() -> grpc.Status:
     """What a caller sees of a bug: no stack, no SQL, no secrets."""
     return _status(code_pb2.INTERNAL, "internal error")
+
+
+_CODES = {member.value[0]: member for member in grpc.StatusCode}
+
+
+class ItemFailed(Exception):
+    """One item of a batch answer that did not succeed, read like the error of the
+    single-item call: ``code()``, ``details()``, and its ``error_info()``."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(
+            f"{_CODES.get(status.code, grpc.StatusCode.UNKNOWN).name}: {status.message}"
+        )
+        self.status = status
+
+    def code(self) -> grpc.StatusCode:
+        return _CODES.get(self.status.code, grpc.StatusCode.UNKNOWN)
+
+    def details(self) -> str:
+        return self.status.message
+
+    def error_info(self) -> error_details_pb2.ErrorInfo | None:
+        for detail in self.status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info
+        return None

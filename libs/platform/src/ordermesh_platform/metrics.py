@@ -62,6 +62,18 @@ NOTIFICATIONS = Counter(
     ["channel", "result"],
 )  # fmt: skip
 
+BATCH_SIZE = Histogram(
+    "ordermesh_batch_size", "Items per batch, by batcher (a hop, a store, a relay).",
+    ["batcher"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)  # fmt: skip
+BATCH_QUEUE_WAIT = Histogram(
+    "ordermesh_batch_queue_wait_seconds", "Time an item waited for its batch to start.",
+    ["batcher"], buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)  # fmt: skip
+DB_STATEMENTS = Counter(
+    "ordermesh_db_statements_total", "Statements sent to the service's database.", ["service"]
+)
+
 
 def serve_metrics(port: int, host: str) -> int:
     """Start the /metrics endpoint (a daemon thread); 0 means no endpoint."""

@@ -24,54 +24,69 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from ordermesh.common.v1 import money_pb2 as ordermesh_dot_common_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ordermesh/inventory/v1/inventory.proto\x12\x16ordermesh.inventory.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fordermesh/common/v1/money.proto\"T\n\x07Product\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"Q\n\nStockLevel\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\x12\x11\n\tcommitted\x18\x04 \x01(\x03\"`\n\x0fReservationLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\xf2\x01\n\x0bReservation\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x37\n\x05state\x18\x02 \x01(\x0e\x32(.ordermesh.inventory.v1.ReservationState\x12\x36\n\x05lines\x18\x03 \x03(\x0b\x32\'.ordermesh.inventory.v1.ReservationLine\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x14UpsertProductRequest\x12\x30\n\x07product\x18\x01 \x01(\x0b\x32\x1f.ordermesh.inventory.v1.Product\"I\n\x15UpsertProductResponse\x12\x30\n\x07product\x18\x01 \x01(\x0b\x32\x1f.ordermesh.inventory.v1.Product\"#\n\x13ListProductsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\"I\n\x14ListProductsResponse\x12\x31\n\x08products\x18\x01 \x03(\x0b\x32\x1f.ordermesh.inventory.v1.Product\"U\n\x12\x41\x64justStockRequest\x12\x15\n\radjustment_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x0c\n\x04note\x18\x04 \x01(\t\"H\n\x13\x41\x64justStockResponse\x12\x31\n\x05stock\x18\x01 \x01(\x0b\x32\".ordermesh.inventory.v1.StockLevel\"\x1f\n\x0fGetStockRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\"E\n\x10GetStockResponse\x12\x31\n\x05stock\x18\x01 \x03(\x0b\x32\".ordermesh.inventory.v1.StockLevel\"\x99\x01\n\x13ReserveStockRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x36\n\x05lines\x18\x02 \x03(\x0b\x32\'.ordermesh.inventory.v1.ReservationLine\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"P\n\x14ReserveStockResponse\x12\x38\n\x0breservation\x18\x01 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation\",\n\x18\x43ommitReservationRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"U\n\x19\x43ommitReservationResponse\x12\x38\n\x0breservation\x18\x01 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation\"-\n\x19ReleaseReservationRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"V\n\x1aReleaseReservationResponse\x12\x38\n\x0breservation\x18\x01 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation*\x96\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRESERVATION_STATE_RESERVED\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x03\x32\x94\x06\n\x10InventoryService\x12l\n\rUpsertProduct\x12,.ordermesh.inventory.v1.UpsertProductRequest\x1a-.ordermesh.inventory.v1.UpsertProductResponse\x12i\n\x0cListProducts\x12+.ordermesh.inventory.v1.ListProductsRequest\x1a,.ordermesh.inventory.v1.ListProductsResponse\x12\x66\n\x0b\x41\x64justStock\x12*.ordermesh.inventory.v1.AdjustStockRequest\x1a+.ordermesh.inventory.v1.AdjustStockResponse\x12]\n\x08GetStock\x12\'.ordermesh.inventory.v1.GetStockRequest\x1a(.ordermesh.inventory.v1.GetStockResponse\x12i\n\x0cReserveStock\x12+.ordermesh.inventory.v1.ReserveStockRequest\x1a,.ordermesh.inventory.v1.ReserveStockResponse\x12x\n\x11\x43ommitReservation\x12\x30.ordermesh.inventory.v1.CommitReservationRequest\x1a\x31.ordermesh.inventory.v1.CommitReservationResponse\x12{\n\x12ReleaseReservation\x12\x31.ordermesh.inventory.v1.ReleaseReservationRequest\x1a\x32.ordermesh.inventory.v1.ReleaseReservationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ordermesh/inventory/v1/inventory.proto\x12\x16ordermesh.inventory.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fordermesh/common/v1/money.proto\"T\n\x07Product\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"Q\n\nStockLevel\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\x12\x11\n\tcommitted\x18\x04 \x01(\x03\"`\n\x0fReservationLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\xf2\x01\n\x0bReservation\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x37\n\x05state\x18\x02 \x01(\x0e\x32(.ordermesh.inventory.v1.ReservationState\x12\x36\n\x05lines\x18\x03 \x03(\x0b\x32\'.ordermesh.inventory.v1.ReservationLine\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x14UpsertProductRequest\x12\x30\n\x07product\x18\x01 \x01(\x0b\x32\x1f.ordermesh.inventory.v1.Product\"I\n\x15UpsertProductResponse\x12\x30\n\x07product\x18\x01 \x01(\x0b\x32\x1f.ordermesh.inventory.v1.Product\"#\n\x13ListProductsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\"I\n\x14ListProductsResponse\x12\x31\n\x08products\x18\x01 \x03(\x0b\x32\x1f.ordermesh.inventory.v1.Product\"U\n\x12\x41\x64justStockRequest\x12\x15\n\radjustment_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x0c\n\x04note\x18\x04 \x01(\t\"H\n\x13\x41\x64justStockResponse\x12\x31\n\x05stock\x18\x01 \x01(\x0b\x32\".ordermesh.inventory.v1.StockLevel\"\x1f\n\x0fGetStockRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\"E\n\x10GetStockResponse\x12\x31\n\x05stock\x18\x01 \x03(\x0b\x32\".ordermesh.inventory.v1.StockLevel\"\x99\x01\n\x13ReserveStockRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x36\n\x05lines\x18\x02 \x03(\x0b\x32\'.ordermesh.inventory.v1.ReservationLine\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"P\n\x14ReserveStockResponse\x12\x38\n\x0breservation\x18\x01 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation\",\n\x18\x43ommitReservationRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"U\n\x19\x43ommitReservationResponse\x12\x38\n\x0breservation\x18\x01 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation\"-\n\x19ReleaseReservationRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"V\n\x1aReleaseReservationResponse\x12\x38\n\x0breservation\x18\x01 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation\"Y\n\x18ReserveStockBatchRequest\x12=\n\x08requests\x18\x01 \x03(\x0b\x32+.ordermesh.inventory.v1.ReserveStockRequest\"W\n\x19ReserveStockBatchResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).ordermesh.inventory.v1.ReservationResult\"q\n\x11ReservationResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x38\n\x0breservation\x18\x02 \x01(\x0b\x32#.ordermesh.inventory.v1.Reservation\"c\n\x1d\x43ommitReservationBatchRequest\x12\x42\n\x08requests\x18\x01 \x03(\x0b\x32\x30.ordermesh.inventory.v1.CommitReservationRequest\"\\\n\x1e\x43ommitReservationBatchResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).ordermesh.inventory.v1.ReservationResult\"e\n\x1eReleaseReservationBatchRequest\x12\x43\n\x08requests\x18\x01 \x03(\x0b\x32\x31.ordermesh.inventory.v1.ReleaseReservationRequest\"]\n\x1fReleaseReservationBatchResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).ordermesh.inventory.v1.ReservationResult*\x96\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRESERVATION_STATE_RESERVED\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x03\x32\xa5\t\n\x10InventoryService\x12l\n\rUpsertProduct\x12,.ordermesh.inventory.v1.UpsertProductRequest\x1a-.ordermesh.inventory.v1.UpsertProductResponse\x12i\n\x0cListProducts\x12+.ordermesh.inventory.v1.ListProductsRequest\x1a,.ordermesh.inventory.v1.ListProductsResponse\x12\x66\n\x0b\x41\x64justStock\x12*.ordermesh.inventory.v1.AdjustStockRequest\x1a+.ordermesh.inventory.v1.AdjustStockResponse\x12]\n\x08GetStock\x12\'.ordermesh.inventory.v1.GetStockRequest\x1a(.ordermesh.inventory.v1.GetStockResponse\x12i\n\x0cReserveStock\x12+.ordermesh.inventory.v1.ReserveStockRequest\x1a,.ordermesh.inventory.v1.ReserveStockResponse\x12x\n\x11\x43ommitReservation\x12\x30.ordermesh.inventory.v1.CommitReservationRequest\x1a\x31.ordermesh.inventory.v1.CommitReservationResponse\x12{\n\x12ReleaseReservation\x12\x31.ordermesh.inventory.v1.ReleaseReservationRequest\x1a\x32.ordermesh.inventory.v1.ReleaseReservationResponse\x12x\n\x11ReserveStockBatch\x12\x30.ordermesh.inventory.v1.ReserveStockBatchRequest\x1a\x31.ordermesh.inventory.v1.ReserveStockBatchResponse\x12\x87\x01\n\x16\x43ommitReservationBatch\x12\x35.ordermesh.inventory.v1.CommitReservationBatchRequest\x1a\x36.ordermesh.inventory.v1.CommitReservationBatchResponse\x12\x8a\x01\n\x17ReleaseReservationBatch\x12\x36.ordermesh.inventory.v1.ReleaseReservationBatchRequest\x1a\x37.ordermesh.inventory.v1.ReleaseReservationBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.inventory.v1.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESERVATIONSTATE']._serialized_start=1709
-  _globals['_RESERVATIONSTATE']._serialized_end=1859
-  _globals['_PRODUCT']._serialized_start=164
-  _globals['_PRODUCT']._serialized_end=248
-  _globals['_STOCKLEVEL']._serialized_start=250
-  _globals['_STOCKLEVEL']._serialized_end=331
-  _globals['_RESERVATIONLINE']._serialized_start=333
-  _globals['_RESERVATIONLINE']._serialized_end=429
-  _globals['_RESERVATION']._serialized_start=432
-  _globals['_RESERVATION']._serialized_end=674
-  _globals['_UPSERTPRODUCTREQUEST']._serialized_start=676
-  _globals['_UPSERTPRODUCTREQUEST']._serialized_end=748
-  _globals['_UPSERTPRODUCTRESPONSE']._serialized_start=750
-  _globals['_UPSERTPRODUCTRESPONSE']._serialized_end=823
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=825
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=860
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=862
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=935
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=937
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=1022
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=1024
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=1096
-  _globals['_GETSTOCKREQUEST']._serialized_start=1098
-  _globals['_GETSTOCKREQUEST']._serialized_end=1129
-  _globals['_GETSTOCKRESPONSE']._serialized_start=1131
-  _globals['_GETSTOCKRESPONSE']._serialized_end=1200
-  _globals['_RESERVESTOCKREQUEST']._serialized_start=1203
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=1356
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1358
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1438
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=1440
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=1484
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=1486
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=1571
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1573
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1618
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1620
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1706
-  _globals['_INVENTORYSERVICE']._serialized_start=1862
-  _globals['_INVENTORYSERVICE']._serialized_end=2650
+  _globals['_RESERVATIONSTATE']._serialized_start=2422
+  _globals['_RESERVATIONSTATE']._serialized_end=2572
+  _globals['_PRODUCT']._serialized_start=189
+  _globals['_PRODUCT']._serialized_end=273
+  _globals['_STOCKLEVEL']._serialized_start=275
+  _globals['_STOCKLEVEL']._serialized_end=356
+  _globals['_RESERVATIONLINE']._serialized_start=358
+  _globals['_RESERVATIONLINE']._serialized_end=454
+  _globals['_RESERVATION']._serialized_start=457
+  _globals['_RESERVATION']._serialized_end=699
+  _globals['_UPSERTPRODUCTREQUEST']._serialized_start=701
+  _globals['_UPSERTPRODUCTREQUEST']._serialized_end=773
+  _globals['_UPSERTPRODUCTRESPONSE']._serialized_start=775
+  _globals['_UPSERTPRODUCTRESPONSE']._serialized_end=848
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=850
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=885
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=887
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=960
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=962
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=1047
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=1049
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=1121
+  _globals['_GETSTOCKREQUEST']._serialized_start=1123
+  _globals['_GETSTOCKREQUEST']._serialized_end=1154
+  _globals['_GETSTOCKRESPONSE']._serialized_start=1156
+  _globals['_GETSTOCKRESPONSE']._serialized_end=1225
+  _globals['_RESERVESTOCKREQUEST']._serialized_start=1228
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=1381
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1383
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1463
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=1465
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=1509
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=1511
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=1596
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1598
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1643
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1645
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1731
+  _globals['_RESERVESTOCKBATCHREQUEST']._serialized_start=1733
+  _globals['_RESERVESTOCKBATCHREQUEST']._serialized_end=1822
+  _globals['_RESERVESTOCKBATCHRESPONSE']._serialized_start=1824
+  _globals['_RESERVESTOCKBATCHRESPONSE']._serialized_end=1911
+  _globals['_RESERVATIONRESULT']._serialized_start=1913
+  _globals['_RESERVATIONRESULT']._serialized_end=2026
+  _globals['_COMMITRESERVATIONBATCHREQUEST']._serialized_start=2028
+  _globals['_COMMITRESERVATIONBATCHREQUEST']._serialized_end=2127
+  _globals['_COMMITRESERVATIONBATCHRESPONSE']._serialized_start=2129
+  _globals['_COMMITRESERVATIONBATCHRESPONSE']._serialized_end=2221
+  _globals['_RELEASERESERVATIONBATCHREQUEST']._serialized_start=2223
+  _globals['_RELEASERESERVATIONBATCHREQUEST']._serialized_end=2324
+  _globals['_RELEASERESERVATIONBATCHRESPONSE']._serialized_start=2326
+  _globals['_RELEASERESERVATIONBATCHRESPONSE']._serialized_end=2419
+  _globals['_INVENTORYSERVICE']._serialized_start=2575
+  _globals['_INVENTORYSERVICE']._serialized_end=3764
 # @@protoc_insertion_point(module_scope)

@@ -74,6 +74,21 @@ class InventoryServiceStub:
                 request_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationRequest.SerializeToString,
                 response_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationResponse.FromString,
                 _registered_method=True)
+        self.ReserveStockBatch = channel.unary_unary(
+                '/ordermesh.inventory.v1.InventoryService/ReserveStockBatch',
+                request_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockBatchRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockBatchResponse.FromString,
+                _registered_method=True)
+        self.CommitReservationBatch = channel.unary_unary(
+                '/ordermesh.inventory.v1.InventoryService/CommitReservationBatch',
+                request_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationBatchRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationBatchResponse.FromString,
+                _registered_method=True)
+        self.ReleaseReservationBatch = channel.unary_unary(
+                '/ordermesh.inventory.v1.InventoryService/ReleaseReservationBatch',
+                request_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationBatchRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationBatchResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -136,6 +151,30 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveStockBatch(self, request, context):
+        """Reserves stock for many orders in one call and one transaction. Each order is
+        decided on its own, all of its lines or none, in the order given: one order's
+        OUT_OF_STOCK never fails another. Each result carries the status ReserveStock
+        would have answered for that order, with the same details.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitReservationBatch(self, request, context):
+        """Commits many orders' reservations in one call; one status per order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservationBatch(self, request, context):
+        """Releases many orders' reservations in one call; one status per order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +212,21 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.ReleaseReservation,
                     request_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationRequest.FromString,
                     response_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationResponse.SerializeToString,
+            ),
+            'ReserveStockBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveStockBatch,
+                    request_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockBatchRequest.FromString,
+                    response_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockBatchResponse.SerializeToString,
+            ),
+            'CommitReservationBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitReservationBatch,
+                    request_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationBatchRequest.FromString,
+                    response_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationBatchResponse.SerializeToString,
+            ),
+            'ReleaseReservationBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservationBatch,
+                    request_deserializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationBatchRequest.FromString,
+                    response_serializer=ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,6 +423,87 @@ class InventoryService:
             '/ordermesh.inventory.v1.InventoryService/ReleaseReservation',
             ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationRequest.SerializeToString,
             ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveStockBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.inventory.v1.InventoryService/ReserveStockBatch',
+            ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockBatchRequest.SerializeToString,
+            ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReserveStockBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitReservationBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.inventory.v1.InventoryService/CommitReservationBatch',
+            ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationBatchRequest.SerializeToString,
+            ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.CommitReservationBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservationBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.inventory.v1.InventoryService/ReleaseReservationBatch',
+            ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationBatchRequest.SerializeToString,
+            ordermesh_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseReservationBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,16 @@ class InventoryServiceStub:
     """Returns an order's reserved (or committed) units to available. Idempotent;
     releasing an order that never reserved records that it may not reserve later.
     """
+    ReserveStockBatch: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReserveStockBatchRequest, _inventory_pb2.ReserveStockBatchResponse]
+    """Reserves stock for many orders in one call and one transaction. Each order is
+    decided on its own, all of its lines or none, in the order given: one order's
+    OUT_OF_STOCK never fails another. Each result carries the status ReserveStock
+    would have answered for that order, with the same details.
+    """
+    CommitReservationBatch: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CommitReservationBatchRequest, _inventory_pb2.CommitReservationBatchResponse]
+    """Commits many orders' reservations in one call; one status per order."""
+    ReleaseReservationBatch: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReleaseReservationBatchRequest, _inventory_pb2.ReleaseReservationBatchResponse]
+    """Releases many orders' reservations in one call; one status per order."""
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -87,6 +97,16 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Returns an order's reserved (or committed) units to available. Idempotent;
     releasing an order that never reserved records that it may not reserve later.
     """
+    ReserveStockBatch: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReserveStockBatchRequest, _inventory_pb2.ReserveStockBatchResponse]  # type: ignore[assignment]
+    """Reserves stock for many orders in one call and one transaction. Each order is
+    decided on its own, all of its lines or none, in the order given: one order's
+    OUT_OF_STOCK never fails another. Each result carries the status ReserveStock
+    would have answered for that order, with the same details.
+    """
+    CommitReservationBatch: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CommitReservationBatchRequest, _inventory_pb2.CommitReservationBatchResponse]  # type: ignore[assignment]
+    """Commits many orders' reservations in one call; one status per order."""
+    ReleaseReservationBatch: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReleaseReservationBatchRequest, _inventory_pb2.ReleaseReservationBatchResponse]  # type: ignore[assignment]
+    """Releases many orders' reservations in one call; one status per order."""
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """InventoryService owns the product catalogue and the stock of every SKU.
@@ -156,5 +176,33 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns an order's reserved (or committed) units to available. Idempotent;
         releasing an order that never reserved records that it may not reserve later.
         """
+
+    @_abc_1.abstractmethod
+    def ReserveStockBatch(
+        self,
+        request: _inventory_pb2.ReserveStockBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ReserveStockBatchResponse, _abc.Awaitable[_inventory_pb2.ReserveStockBatchResponse]]:
+        """Reserves stock for many orders in one call and one transaction. Each order is
+        decided on its own, all of its lines or none, in the order given: one order's
+        OUT_OF_STOCK never fails another. Each result carries the status ReserveStock
+        would have answered for that order, with the same details.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitReservationBatch(
+        self,
+        request: _inventory_pb2.CommitReservationBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.CommitReservationBatchResponse, _abc.Awaitable[_inventory_pb2.CommitReservationBatchResponse]]:
+        """Commits many orders' reservations in one call; one status per order."""
+
+    @_abc_1.abstractmethod
+    def ReleaseReservationBatch(
+        self,
+        request: _inventory_pb2.ReleaseReservationBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ReleaseReservationBatchResponse, _abc.Awaitable[_inventory_pb2.ReleaseReservationBatchResponse]]:
+        """Releases many orders' reservations in one call; one status per order."""
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -66,6 +66,21 @@ class PaymentServiceStub:
                 request_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentResponse.FromString,
                 _registered_method=True)
+        self.AuthorizePaymentBatch = channel.unary_unary(
+                '/ordermesh.payment.v1.PaymentService/AuthorizePaymentBatch',
+                request_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.AuthorizePaymentBatchRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.AuthorizePaymentBatchResponse.FromString,
+                _registered_method=True)
+        self.CapturePaymentBatch = channel.unary_unary(
+                '/ordermesh.payment.v1.PaymentService/CapturePaymentBatch',
+                request_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentBatchRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentBatchResponse.FromString,
+                _registered_method=True)
+        self.VoidPaymentBatch = channel.unary_unary(
+                '/ordermesh.payment.v1.PaymentService/VoidPaymentBatch',
+                request_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.VoidPaymentBatchRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.VoidPaymentBatchResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -115,6 +130,30 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthorizePaymentBatch(self, request, context):
+        """Authorizes many orders in one call: their intents are recorded in one
+        transaction, the provider is asked for each concurrently (bounded), and the
+        outcomes are recorded in one transaction. One order's decline never fails
+        another: each result carries the status AuthorizePayment would have answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CapturePaymentBatch(self, request, context):
+        """Captures many orders' payments in one call; one status per order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidPaymentBatch(self, request, context):
+        """Voids many orders' payments in one call; one status per order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +181,21 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.FromString,
                     response_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'AuthorizePaymentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizePaymentBatch,
+                    request_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.AuthorizePaymentBatchRequest.FromString,
+                    response_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.AuthorizePaymentBatchResponse.SerializeToString,
+            ),
+            'CapturePaymentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CapturePaymentBatch,
+                    request_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentBatchRequest.FromString,
+                    response_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentBatchResponse.SerializeToString,
+            ),
+            'VoidPaymentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidPaymentBatch,
+                    request_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.VoidPaymentBatchRequest.FromString,
+                    response_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.VoidPaymentBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -286,6 +340,87 @@ class PaymentService:
             '/ordermesh.payment.v1.PaymentService/GetPayment',
             ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
             ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizePaymentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.payment.v1.PaymentService/AuthorizePaymentBatch',
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.AuthorizePaymentBatchRequest.SerializeToString,
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.AuthorizePaymentBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CapturePaymentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.payment.v1.PaymentService/CapturePaymentBatch',
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentBatchRequest.SerializeToString,
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.CapturePaymentBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidPaymentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.payment.v1.PaymentService/VoidPaymentBatch',
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.VoidPaymentBatchRequest.SerializeToString,
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.VoidPaymentBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,16 @@ class PaymentServiceStub:
     """Refunds a captured payment in full (admin or order service). Idempotent."""
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]
     """Returns an order's payment."""
+    AuthorizePaymentBatch: _grpc.UnaryUnaryMultiCallable[_payment_pb2.AuthorizePaymentBatchRequest, _payment_pb2.AuthorizePaymentBatchResponse]
+    """Authorizes many orders in one call: their intents are recorded in one
+    transaction, the provider is asked for each concurrently (bounded), and the
+    outcomes are recorded in one transaction. One order's decline never fails
+    another: each result carries the status AuthorizePayment would have answered.
+    """
+    CapturePaymentBatch: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CapturePaymentBatchRequest, _payment_pb2.CapturePaymentBatchResponse]
+    """Captures many orders' payments in one call; one status per order."""
+    VoidPaymentBatch: _grpc.UnaryUnaryMultiCallable[_payment_pb2.VoidPaymentBatchRequest, _payment_pb2.VoidPaymentBatchResponse]
+    """Voids many orders' payments in one call; one status per order."""
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -81,6 +91,16 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Refunds a captured payment in full (admin or order service). Idempotent."""
     GetPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """Returns an order's payment."""
+    AuthorizePaymentBatch: _aio.UnaryUnaryMultiCallable[_payment_pb2.AuthorizePaymentBatchRequest, _payment_pb2.AuthorizePaymentBatchResponse]  # type: ignore[assignment]
+    """Authorizes many orders in one call: their intents are recorded in one
+    transaction, the provider is asked for each concurrently (bounded), and the
+    outcomes are recorded in one transaction. One order's decline never fails
+    another: each result carries the status AuthorizePayment would have answered.
+    """
+    CapturePaymentBatch: _aio.UnaryUnaryMultiCallable[_payment_pb2.CapturePaymentBatchRequest, _payment_pb2.CapturePaymentBatchResponse]  # type: ignore[assignment]
+    """Captures many orders' payments in one call; one status per order."""
+    VoidPaymentBatch: _aio.UnaryUnaryMultiCallable[_payment_pb2.VoidPaymentBatchRequest, _payment_pb2.VoidPaymentBatchResponse]  # type: ignore[assignment]
+    """Voids many orders' payments in one call; one status per order."""
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentService holds an order's money through a payment provider (PSP).
@@ -135,5 +155,33 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.GetPaymentResponse, _abc.Awaitable[_payment_pb2.GetPaymentResponse]]:
         """Returns an order's payment."""
+
+    @_abc_1.abstractmethod
+    def AuthorizePaymentBatch(
+        self,
+        request: _payment_pb2.AuthorizePaymentBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.AuthorizePaymentBatchResponse, _abc.Awaitable[_payment_pb2.AuthorizePaymentBatchResponse]]:
+        """Authorizes many orders in one call: their intents are recorded in one
+        transaction, the provider is asked for each concurrently (bounded), and the
+        outcomes are recorded in one transaction. One order's decline never fails
+        another: each result carries the status AuthorizePayment would have answered.
+        """
+
+    @_abc_1.abstractmethod
+    def CapturePaymentBatch(
+        self,
+        request: _payment_pb2.CapturePaymentBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.CapturePaymentBatchResponse, _abc.Awaitable[_payment_pb2.CapturePaymentBatchResponse]]:
+        """Captures many orders' payments in one call; one status per order."""
+
+    @_abc_1.abstractmethod
+    def VoidPaymentBatch(
+        self,
+        request: _payment_pb2.VoidPaymentBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.VoidPaymentBatchResponse, _abc.Awaitable[_payment_pb2.VoidPaymentBatchResponse]]:
+        """Voids many orders' payments in one call; one status per order."""
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

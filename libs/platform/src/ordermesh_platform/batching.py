@@ -1,0 +1,148 @@
+"""The live batcher: calls that arrive while a batch is in flight form the next batch.
+
+There is no timer. A lone call at low load starts its batch at once (it only waits for
+the calls made in the same turn of the event loop); under load the batch in flight is
+what gathers the next one, so batches grow with the load and the cost of a pass (a
+transaction, an RPC, a commit) is shared by every item in it. This is group commit,
+and TigerBeetle's and TigerFans' batching: pay once per batch, never once per item.
+
+What a batch never shares: each item has its own result or exception (the batch
+function answers one per item), and its own caller. A caller that gives up (its
+deadline, a cancellation) drops its item if the batch has not started, and only stops
+waiting otherwise; the batch goes on for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ordermesh_platform.logs import get_logger
+from ordermesh_platform.metrics import BATCH_QUEUE_WAIT, BATCH_SIZE
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# One answer per item, in item order: its result, or the exception its caller gets.
+BatchFn = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
+
+
+@dataclass
+class _Waiting(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class LiveBatcher(Generic[T, R]):
+    """``await batcher.submit(item)`` runs ``run`` over a batch holding ``item``.
+
+    ``max_size`` bounds a batch; ``in_flight`` is how many batches may run at once
+    (1: the strict form, largest batches; 2 lets one batch's I/O overlap the next
+    one's CPU). If ``run`` raises, every item of that batch gets the exception.
+    """
+
+    def __init__(
+        self, name: str, run: BatchFn[T, R], max_size: int = 256, in_flight: int = 1
+    ) -> None:
+        if max_size < 1 or in_flight < 1:
+            raise ValueError("max_size and in_flight must be at least 1")
+        self.name = name
+        self._run = run
+        self.max_size = max_size
+        self.in_flight = in_flight
+        self._queue: deque[_Waiting[T, R]] = deque()
+        self._running = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._size = BATCH_SIZE.labels(name)
+        self._wait = BATCH_QUEUE_WAIT.labels(name)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(item, future))
+        self._schedule()
+        try:
+            return await future
+        finally:
+            # Gave up before its batch started: the batch skips a done future.
+            if not future.done():
+                future.cancel()
+
+    async def submit_many(self, items: Sequence[T]) -> list[R | BaseException]:
+        """Every item's answer, results and exceptions alike (none is raised)."""
+        answers = await asyncio.gather(*(self.submit(x) for x in items), return_exceptions=True)
+        return list(answers)
+
+    def _schedule(self) -> None:
+        # The batch is taken when its task first runs, not now: whatever is submitted
+        # in this turn of the event loop joins it, at no cost in latency.
+        if self._scheduled or self._running >= self.in_flight:
+            return
+        self._scheduled = True
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(self._pass(), name=f"batch-{self.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[_Waiting[T, R]]:
+        batch: list[_Waiting[T, R]] = []
+        now = time.perf_counter()
+        while self._queue and len(batch) < self.max_size:
+            waiting = self._queue.popleft()
+            if waiting.future.done():  # its caller gave up
+                continue
+            self._wait.observe(now - waiting.queued_at)
+            batch.append(waiting)
+        return batch
+
+    async def _pass(self) -> None:
+        self._scheduled = False
+        try:
+            batch = self._take()
+            if batch:
+                self._size.observe(len(batch))
+                await self._answer(batch)
+        finally:
+            self._running -= 1
+            if self._queue:
+                self._schedule()
+
+    async def _answer(self, batch: list[_Waiting[T, R]]) -> None:
+        try:
+            answers = await self._run([w.item for w in batch])
+            if len(answers) != len(batch):
+                raise RuntimeError(
+                    f"batcher {self.name}: {len(answers)} answers for {len(batch)} items"
+                )
+        except asyncio.CancelledError:
+            for waiting in batch:
+                waiting.future.cancel()
+            raise
+        except Exception as error:  # every waiting caller gets it
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(error)
+            return
+        for waiting, answer in zip(batch, answers, strict=True):
+            if waiting.future.done():
+                continue
+            if isinstance(answer, BaseException):
+                waiting.future.set_exception(answer)
+            else:
+                waiting.future.set_result(answer)
+
+    async def close(self) -> None:
+        """Wait for the batches in flight (new submissions still start batches)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

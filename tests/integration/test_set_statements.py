@@ -1,0 +1,92 @@
+"""``insert_rows`` and ``update_rows``: one statement for a batch, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ordermesh_platform.db import create_engine, ensure_database, insert_rows, update_rows
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+metadata = MetaData()
+items = Table(
+    "items",
+    metadata,
+    Column("sku", String(16), primary_key=True),
+    Column("quantity", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("seen_at", DateTime(timezone=True), nullable=False, default=lambda: NOW),
+)
+
+
+@pytest.fixture
+async def engine(any_database: str) -> AsyncIterator[AsyncEngine]:
+    await ensure_database(any_database)
+    engine = create_engine(any_database)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+async def table_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(select(items.c.sku, items.c.quantity, items.c.version))
+        return sorted(tuple(r) for r in result)
+
+
+async def test_insert_rows_skips_conflicts_within_and_across_batches(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        written = await insert_rows(
+            conn,
+            items,
+            [{"sku": "a", "quantity": 1}, {"sku": "b", "quantity": 2}, {"sku": "a", "quantity": 9}],
+            conflict=("sku",),
+            returning=("sku",),
+        )
+        assert sorted(r.sku for r in written) == ["a", "b"]
+    async with engine.begin() as conn:
+        again = await insert_rows(
+            conn,
+            items,
+            [{"sku": "b", "quantity": 5}, {"sku": "c", "quantity": 3}],
+            conflict=("sku",),
+            returning=("sku",),
+        )
+        assert [r.sku for r in again] == ["c"]
+    assert await table_rows(engine) == [("a", 1, 1), ("b", 2, 1), ("c", 3, 1)]
+
+
+async def test_insert_rows_takes_more_rows_than_one_statement_has_binds(
+    engine: AsyncEngine,
+) -> None:
+    rows = [{"sku": f"s{i:05d}", "quantity": i} for i in range(12_000)]
+    async with engine.begin() as conn:
+        await insert_rows(conn, items, rows)
+    assert len(await table_rows(engine)) == 12_000
+
+
+async def test_update_rows_matches_sets_and_adds(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await insert_rows(conn, items, [{"sku": s, "quantity": 10} for s in "abc"])
+    async with engine.begin() as conn:
+        changed = await update_rows(
+            conn,
+            items,
+            [
+                {"b_sku": "a", "b_version": 1, "version": 2, "add_quantity": -3},
+                {"b_sku": "b", "b_version": 7, "version": 8, "add_quantity": -3},  # stale
+                {"b_sku": "z", "b_version": 1, "version": 2, "add_quantity": 1},  # missing
+                {"b_sku": "c", "b_version": 1, "version": 2, "add_quantity": 5},
+            ],
+            returning=("sku",),
+        )
+        assert sorted(r.sku for r in changed) == ["a", "c"]
+    assert await table_rows(engine) == [("a", 7, 2), ("b", 10, 1), ("c", 15, 2)]
