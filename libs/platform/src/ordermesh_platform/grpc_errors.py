@@ -153,7 +153,7 @@ class ItemFailed(Exception):
         return _CODES.get(self.status.code, grpc.StatusCode.UNKNOWN)
 
     def details(self) -> str:
-        return self.status.message
+        return str(self.status.message)
 
     def error_info(self) -> error_details_pb2.ErrorInfo | None:
         for detail in self.status.details:
