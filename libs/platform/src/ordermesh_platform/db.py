@@ -267,7 +267,7 @@ SQLITE_MAX_BINDS = 32_000
 def _pg_type(table: Table, key: str) -> str:
     from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-    return str(table.c[key].type.compile(dialect=PGDialect_asyncpg()))
+    return str(table.c[key].type.compile(dialect=PGDialect_asyncpg()))  # type: ignore[no-untyped-call]
 
 
 def _unnest(table: Table, columns: Sequence[str], column_of: Callable[[str], str]) -> str:
