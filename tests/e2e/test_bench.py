@@ -15,12 +15,22 @@ from tests.support.postgres import SERVER_URL
 
 pytestmark = pytest.mark.e2e
 
-KEYS = ("place_order_sync", "place_order_async", "echo_chain", "raw_sql", "relay", "raw_producer")
+KEYS = (
+    "place_order_sync",
+    "place_order_async",
+    "echo_chain",
+    "raw_sql",
+    "relay",
+    "raw_producer",
+    "hot_sku",
+    "zipf_one_line",
+)
 RATIOS = (
     "sync_vs_echo_chain",
     "async_vs_raw_sql",
     "relay_vs_raw_producer",
     "p99_sync_vs_echo_chain_at_half_load",
+    "hot_sku_vs_zipf",
 )
 
 
@@ -44,6 +54,13 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     for ratio in RATIOS:
         assert report["ratios"][ratio] > 0, ratio
     assert report["invariants_ok"] is True
+    assert set(report["cpu_ms_per_order"]) == {"order", "inventory", "payment", "notification"}
+    assert all(ms > 0 for ms in report["cpu_ms_per_order"].values())
+    assert report["statements_per_order"] > 0
+    assert report["rpcs_per_order"] >= 1  # PlaceOrder itself, at least
+    hops = report["batch_size_by_hop"]
+    assert {"order/order_insert", "order/reserve_stock", "order/authorize_payment"} <= set(hops)
+    assert all(hop["mean_size"] >= 1 for hop in hops.values())
     assert report["machine"]["cores"] >= 1
     assert (tmp_path / "latest.png").stat().st_size > 0
 

@@ -119,13 +119,17 @@ async def test_one_placed_order_is_one_trace_across_every_hop(
             order,
             (
                 "inventory-service",
-                "/ordermesh.inventory.v1.InventoryService/ReserveStock",
+                "/ordermesh.inventory.v1.InventoryService/ReserveStockBatch",
                 "SERVER",
             ),
         ),
         (
             order,
-            ("payment-service", "/ordermesh.payment.v1.PaymentService/AuthorizePayment", "SERVER"),
+            (
+                "payment-service",
+                "/ordermesh.payment.v1.PaymentService/AuthorizePaymentBatch",
+                "SERVER",
+            ),
         ),
         (order, ("order-service", "publish ordermesh.orders.v1", "PRODUCER")),
     ]
@@ -174,7 +178,7 @@ async def test_a_rejected_order_shows_its_compensations_and_the_error(
     release = _one(
         spans,
         service="inventory-service",
-        name="/ordermesh.inventory.v1.InventoryService/ReleaseReservation",
+        name="/ordermesh.inventory.v1.InventoryService/ReleaseReservationBatch",
     )
     assert release.kind == "SERVER"
 

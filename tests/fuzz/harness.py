@@ -115,6 +115,19 @@ def _code(error: grpc.RpcError) -> grpc.StatusCode:
     return cast(grpc.Call, error).code()
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _item_bug(reply: Message) -> grpc.StatusCode | None:
+    """A batch answer's first item status that no caller may be answered with (UNKNOWN,
+    INTERNAL): an item's status counts as an answer of its own."""
+    for result in getattr(reply, "results", ()):
+        code = _CODES.get(result.status.code, grpc.StatusCode.UNKNOWN)
+        if code not in ALLOWED_CODES:
+            return code
+    return None
+
+
 class Mesh:
     """Services on one background event loop, blocking channels to each of them."""
 
@@ -186,7 +199,8 @@ class Mesh:
                 request_serializer=serialize,
                 response_deserializer=rpc.response_type.FromString,
             )
-            return grpc.StatusCode.OK, [unary(request, timeout=timeout)]
+            reply = unary(request, timeout=timeout)
+            return _item_bug(reply) or grpc.StatusCode.OK, [reply]
         except grpc.RpcError as error:
             return _code(error), []
 

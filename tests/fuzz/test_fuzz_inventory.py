@@ -12,6 +12,7 @@ valid data (tests/fuzz/rules.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from google.protobuf import duration_pb2
@@ -112,6 +113,19 @@ def _lines() -> Field[list[pb.ReservationLine]]:
     return lists_of(line, many=(50, 51, 1000), unique_by=lambda x: x.sku)
 
 
+def _reserve_fields() -> dict[str, Field[Any]]:
+    return {
+        "order_id": identifiers(ORDERS, max_length=64),
+        "lines": _lines(),
+        "ttl": _durations(),
+        "currency": currencies(),
+    }
+
+
+def _order_fields() -> dict[str, Field[Any]]:
+    return {"order_id": identifiers(ORDERS, max_length=64)}
+
+
 NEAR_VALID: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
     "UpsertProduct": lambda: near_valid(
         pb.UpsertProductRequest,
@@ -137,18 +151,21 @@ NEAR_VALID: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
         note=texts(256),
     ),
     "GetStock": lambda: near_valid(pb.GetStockRequest, skus=_sku_lists(required=True)),
-    "ReserveStock": lambda: near_valid(
-        pb.ReserveStockRequest,
-        order_id=identifiers(ORDERS, max_length=64),
-        lines=_lines(),
-        ttl=_durations(),
-        currency=currencies(),
+    "ReserveStock": lambda: near_valid(pb.ReserveStockRequest, **_reserve_fields()),
+    "CommitReservation": lambda: near_valid(pb.CommitReservationRequest, **_order_fields()),
+    "ReleaseReservation": lambda: near_valid(pb.ReleaseReservationRequest, **_order_fields()),
+    # A batch: near-valid items (each answered on its own), or too few or too many.
+    "ReserveStockBatch": lambda: near_valid(
+        pb.ReserveStockBatchRequest,
+        requests=lists_of(sub_message(pb.ReserveStockRequest, **_reserve_fields()), 8),
     ),
-    "CommitReservation": lambda: near_valid(
-        pb.CommitReservationRequest, order_id=identifiers(ORDERS, max_length=64)
+    "CommitReservationBatch": lambda: near_valid(
+        pb.CommitReservationBatchRequest,
+        requests=lists_of(sub_message(pb.CommitReservationRequest, **_order_fields()), 8),
     ),
-    "ReleaseReservation": lambda: near_valid(
-        pb.ReleaseReservationRequest, order_id=identifiers(ORDERS, max_length=64)
+    "ReleaseReservationBatch": lambda: near_valid(
+        pb.ReleaseReservationBatchRequest,
+        requests=lists_of(sub_message(pb.ReleaseReservationRequest, **_order_fields()), 8),
     ),
 }
 
@@ -180,6 +197,30 @@ VALID: dict[str, tuple[Message, str]] = {  # the request, and its id field kept 
     ),
     "CommitReservation": (pb.CommitReservationRequest(order_id="sweep"), ""),
     "ReleaseReservation": (pb.ReleaseReservationRequest(order_id="sweep"), ""),
+    "ReserveStockBatch": (
+        pb.ReserveStockBatchRequest(
+            requests=[
+                pb.ReserveStockRequest(
+                    order_id="sweep-batch",
+                    lines=[pb.ReservationLine(sku="FZ-SWEEP", quantity=1)],
+                    currency="EUR",
+                )
+            ]
+        ),
+        "",
+    ),
+    "CommitReservationBatch": (
+        pb.CommitReservationBatchRequest(
+            requests=[pb.CommitReservationRequest(order_id="sweep-batch")]
+        ),
+        "",
+    ),
+    "ReleaseReservationBatch": (
+        pb.ReleaseReservationBatchRequest(
+            requests=[pb.ReleaseReservationRequest(order_id="sweep-batch")]
+        ),
+        "",
+    ),
 }
 
 # -- the tests, in the order they run ----------------------------------------------------

@@ -12,6 +12,7 @@ SERVING and its tables must hold only valid data (tests/fuzz/rules.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -26,6 +27,7 @@ from tests.fuzz.strategies import (
     amounts,
     currencies,
     identifiers,
+    lists_of,
     near_valid,
     or_unset,
     strings,
@@ -64,21 +66,37 @@ def _tokens() -> Field[str]:
     return Field(valid, hostile)
 
 
-NEAR_VALID: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
-    "AuthorizePayment": lambda: near_valid(
-        pb.AuthorizePaymentRequest,
-        order_id=identifiers(ORDERS, max_length=64),
-        customer_id=identifiers(("c1", "c2")),
-        amount=or_unset(
+def _authorize_fields() -> dict[str, Field[Any]]:
+    return {
+        "order_id": identifiers(ORDERS, max_length=64),
+        "customer_id": identifiers(("c1", "c2")),
+        "amount": or_unset(
             sub_message(money_pb2.Money, amount_minor=amounts(), currency=currencies())
         ),
-        payment_token=_tokens(),
+        "payment_token": _tokens(),
+    }
+
+
+def _order_fields() -> dict[str, Field[Any]]:
+    return {"order_id": identifiers(ORDERS, max_length=64)}
+
+
+NEAR_VALID: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
+    "AuthorizePayment": lambda: near_valid(pb.AuthorizePaymentRequest, **_authorize_fields()),
+    "CapturePayment": lambda: near_valid(pb.CapturePaymentRequest, **_order_fields()),
+    "VoidPayment": lambda: near_valid(pb.VoidPaymentRequest, **_order_fields()),
+    # A batch: near-valid items (each answered on its own), or too few or too many.
+    "AuthorizePaymentBatch": lambda: near_valid(
+        pb.AuthorizePaymentBatchRequest,
+        requests=lists_of(sub_message(pb.AuthorizePaymentRequest, **_authorize_fields()), 8),
     ),
-    "CapturePayment": lambda: near_valid(
-        pb.CapturePaymentRequest, order_id=identifiers(ORDERS, max_length=64)
+    "CapturePaymentBatch": lambda: near_valid(
+        pb.CapturePaymentBatchRequest,
+        requests=lists_of(sub_message(pb.CapturePaymentRequest, **_order_fields()), 8),
     ),
-    "VoidPayment": lambda: near_valid(
-        pb.VoidPaymentRequest, order_id=identifiers(ORDERS, max_length=64)
+    "VoidPaymentBatch": lambda: near_valid(
+        pb.VoidPaymentBatchRequest,
+        requests=lists_of(sub_message(pb.VoidPaymentRequest, **_order_fields()), 8),
     ),
     "RefundPayment": lambda: near_valid(
         pb.RefundPaymentRequest, order_id=identifiers(ORDERS, max_length=64), note=texts(512)
@@ -104,6 +122,27 @@ VALID: dict[str, tuple[Message, str]] = {  # the request, and its id field kept 
     "RefundPayment": (pb.RefundPaymentRequest(order_id="sweep", note="sweep"), ""),
     "GetPayment": (pb.GetPaymentRequest(order_id="sweep"), ""),
     "VoidPayment": (pb.VoidPaymentRequest(order_id="sweep-void"), ""),
+    "AuthorizePaymentBatch": (
+        pb.AuthorizePaymentBatchRequest(
+            requests=[
+                pb.AuthorizePaymentRequest(
+                    order_id="sweep-batch",
+                    customer_id="c1",
+                    amount=money_pb2.Money(amount_minor=1250, currency="EUR"),
+                    payment_token="tok_ok",
+                )
+            ]
+        ),
+        "",
+    ),
+    "CapturePaymentBatch": (
+        pb.CapturePaymentBatchRequest(requests=[pb.CapturePaymentRequest(order_id="sweep")]),
+        "",
+    ),
+    "VoidPaymentBatch": (
+        pb.VoidPaymentBatchRequest(requests=[pb.VoidPaymentRequest(order_id="sweep-void")]),
+        "",
+    ),
 }
 
 # -- the tests, in the order they run ----------------------------------------------------

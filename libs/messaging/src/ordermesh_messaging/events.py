@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 
+from ordermesh_platform.telemetry import traceparent_of_current
+
 # Topic per aggregate type; the record key is the aggregate id, so one aggregate's
 # events stay in order on one partition.
 TOPICS = {
@@ -24,6 +26,9 @@ class DomainEvent:
     payload: Message
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # (traceparent, tracestate) of the request that raised it: a batch writes the events
+    # of many requests in one transaction, and each event goes on in its own trace.
+    trace: tuple[str, str] = field(default_factory=traceparent_of_current)
 
     @property
     def event_type(self) -> str:

@@ -7,7 +7,6 @@ headers follow from them, never from code per event type.
 
 from __future__ import annotations
 
-import functools
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,10 +25,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import Insert
 
 from ordermesh_messaging.events import DomainEvent
-from ordermesh_platform.telemetry import traceparent_of_current
+from ordermesh_platform.db import insert_rows
 
 # Rows are spread over a fixed number of buckets by aggregate id. One relay at a time
 # publishes a bucket (PostgreSQL advisory lock), in commit order: that keeps every
@@ -81,12 +79,6 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-@functools.cache
-def _insert_into(table: Table) -> Insert:
-    # Built once per table: a reused statement skips SQLAlchemy's cache-key work.
-    return table.insert()
-
-
 class Outbox:
     """Writes events into one service's outbox table inside the caller's transaction."""
 
@@ -95,13 +87,14 @@ class Outbox:
         self.notify = notify
 
     async def add(self, session: AsyncConnection, events: Sequence[DomainEvent]) -> None:
+        """Write the events, however many, in one statement."""
         if not events:
             return
         now = datetime.now(UTC)
-        # The writing transaction's trace: the relay and the consumers continue it.
-        traceparent, tracestate = traceparent_of_current()
-        await session.execute(
-            _insert_into(self.table),
+        # Each event's own trace: the relay and the consumers continue it.
+        await insert_rows(
+            session,
+            self.table,
             [
                 {
                     "event_id": e.event_id,
@@ -110,8 +103,8 @@ class Outbox:
                     "event_type": e.event_type,
                     "topic": e.topic,
                     "payload": e.payload.SerializeToString(),
-                    "traceparent": traceparent,
-                    "tracestate": tracestate,
+                    "traceparent": e.trace[0],
+                    "tracestate": e.trace[1],
                     "created_at": now,
                     "attempts": 0,
                     "bucket": bucket_of(e.aggregate_id),

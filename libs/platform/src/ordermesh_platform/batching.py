@@ -15,14 +15,18 @@ waiting otherwise; the batch goes on for the others.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from opentelemetry import trace
+
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import BATCH_QUEUE_WAIT, BATCH_SIZE
+from ordermesh_platform.telemetry import otlp_endpoint, tracer
 
 log = get_logger(__name__)
 
@@ -38,6 +42,10 @@ class _Waiting(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
     queued_at: float = field(default_factory=time.perf_counter)
+    # The caller's context (its trace): a batch runs in its first item's.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    # The caller's span, linked from the batch's span while spans are exported.
+    span: trace.SpanContext | None = None
 
 
 class LiveBatcher(Generic[T, R]):
@@ -63,6 +71,7 @@ class LiveBatcher(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._size = BATCH_SIZE.labels(name)
         self._wait = BATCH_QUEUE_WAIT.labels(name)
+        self._traced = bool(otlp_endpoint())
 
     @property
     def queued(self) -> int:
@@ -70,7 +79,8 @@ class LiveBatcher(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(item, future))
+        span = trace.get_current_span().get_span_context() if self._traced else None
+        self._queue.append(_Waiting(item, future, span=span))
         self._schedule()
         try:
             return await future
@@ -85,13 +95,23 @@ class LiveBatcher(Generic[T, R]):
         return list(answers)
 
     def _schedule(self) -> None:
-        # The batch is taken when its task first runs, not now: whatever is submitted
-        # in this turn of the event loop joins it, at no cost in latency.
+        # The batch is taken on the loop's next turn, not now: whatever is submitted in
+        # this turn of the event loop joins it, at no cost in latency.
         if self._scheduled or self._running >= self.in_flight:
             return
         self._scheduled = True
         self._running += 1
-        task = asyncio.get_running_loop().create_task(self._pass(), name=f"batch-{self.name}")
+        asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        batch = self._take()
+        if not batch:
+            self._running -= 1
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._pass(batch), name=f"batch-{self.name}", context=batch[0].context
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -106,14 +126,24 @@ class LiveBatcher(Generic[T, R]):
             batch.append(waiting)
         return batch
 
-    async def _pass(self) -> None:
-        self._scheduled = False
+    async def _pass(self, batch: list[_Waiting[T, R]]) -> None:
         try:
-            batch = self._take()
-            if batch:
-                self._size.observe(len(batch))
+            self._size.observe(len(batch))
+            if not self._traced:
+                await self._answer(batch)
+                return
+            # The batch runs in its first caller's trace; every caller's span is linked,
+            # so each order's trace leads to the batch that carried it.
+            links = [trace.Link(w.span) for w in batch if w.span is not None]
+            attributes = {"ordermesh.batch.size": len(batch)}
+            with tracer().start_as_current_span(
+                f"batch {self.name}", links=links, attributes=attributes
+            ):
                 await self._answer(batch)
         finally:
+            for waiting in batch:  # whatever went wrong above, nobody waits forever
+                if not waiting.future.done():
+                    waiting.future.set_exception(RuntimeError(f"batch {self.name} failed"))
             self._running -= 1
             if self._queue:
                 self._schedule()

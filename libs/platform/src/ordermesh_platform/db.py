@@ -59,6 +59,16 @@ def create_engine(url: str | URL, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def count_statements(engine: AsyncEngine, service: str) -> None:
+    """Count every statement the engine sends (``ordermesh_db_statements_total``): what
+    a batch shares shows as statements per order. Transaction control is counted too."""
+    from ordermesh_platform.metrics import DB_STATEMENTS
+
+    counter = DB_STATEMENTS.labels(service)
+    for name in ("before_cursor_execute", "begin", "commit", "rollback"):
+        event.listen(engine.sync_engine, name, lambda *_, **__: counter.inc())
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     # WAL lets readers run beside the one writer; busy_timeout queues writers instead of failing.
     # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin_immediate).

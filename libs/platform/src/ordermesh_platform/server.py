@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ordermesh_platform.auth import Authenticator, TokenVerifier
-from ordermesh_platform.db import Transactions, create_engine
+from ordermesh_platform.db import Transactions, count_statements, create_engine
 from ordermesh_platform.health import DatabaseHealth
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
@@ -98,6 +98,7 @@ class RunningService:
             await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
         chain = interceptors(spec, settings)  # reads the token keys: fails before anything opens
         engine = create_engine(settings.database_url, settings.database_pool_size)
+        count_statements(engine, spec.name)
         instrument_engine(engine)
         server = grpc.aio.server(options=server_options(settings), interceptors=chain)
         health_servicer = health.aio.HealthServicer()

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2 as pb
 from ordermesh.inventory.v1 import inventory_pb2_grpc
 from ordermesh_inventory.domain import (
+    MAX_BATCH,
     Adjustment,
     Product,
     Reservation,
     ReservationLine,
+    ReservationRequest,
     ReservationState,
     StockLevel,
 )
 from ordermesh_inventory.usecases import Inventory
 from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.errors import ServiceError, Validator
+from ordermesh_platform.grpc_errors import OK_STATUS, to_status_pb
 from ordermesh_platform.policy import Admin, AnyCaller, Policy, ServiceOrAdmin
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -33,6 +39,9 @@ POLICY = Policy(
         "ReserveStock": ORDER_SERVICE,
         "CommitReservation": ORDER_SERVICE,
         "ReleaseReservation": ORDER_SERVICE,
+        "ReserveStockBatch": ORDER_SERVICE,
+        "CommitReservationBatch": ORDER_SERVICE,
+        "ReleaseReservationBatch": ORDER_SERVICE,
     },
 )
 
@@ -80,6 +89,31 @@ def reservation_to_pb(r: Reservation) -> pb.Reservation:
     )
 
 
+def reservation_request(request: pb.ReserveStockRequest) -> ReservationRequest:
+    return ReservationRequest(
+        request.order_id,
+        tuple(ReservationLine(x.sku, x.quantity) for x in request.lines),
+        request.currency,
+        # Not ToTimedelta(): an int64 of seconds overflows a timedelta (INTERNAL).
+        request.ttl.seconds + request.ttl.nanos / 1e9,
+    )
+
+
+def results_to_pb(answers: Sequence[Reservation | ServiceError]) -> list[pb.ReservationResult]:
+    return [
+        pb.ReservationResult(status=to_status_pb(a))
+        if isinstance(a, ServiceError)
+        else pb.ReservationResult(status=OK_STATUS, reservation=reservation_to_pb(a))
+        for a in answers
+    ]
+
+
+def validate_batch_size(count: int) -> None:
+    v = Validator()
+    v.check(0 < count <= MAX_BATCH, "requests", f"must hold 1-{MAX_BATCH} requests")
+    v.raise_if_invalid()
+
+
 class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, inventory: Inventory) -> None:
         self._inventory = inventory
@@ -114,12 +148,9 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
     async def ReserveStock(
         self, request: pb.ReserveStockRequest, context: Context
     ) -> pb.ReserveStockResponse:
+        asked = reservation_request(request)
         reservation = await self._inventory.reserve(
-            request.order_id,
-            [ReservationLine(x.sku, x.quantity) for x in request.lines],
-            request.currency,
-            # Not ToTimedelta(): an int64 of seconds overflows a timedelta (INTERNAL).
-            request.ttl.seconds + request.ttl.nanos / 1e9,
+            asked.order_id, list(asked.lines), asked.currency, asked.ttl_s
         )
         return pb.ReserveStockResponse(reservation=reservation_to_pb(reservation))
 
@@ -135,3 +166,26 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
         reservation = await self._inventory.release(request.order_id)
         assert reservation is not None  # only the sweeper's expired_only release skips
         return pb.ReleaseReservationResponse(reservation=reservation_to_pb(reservation))
+
+    async def ReserveStockBatch(
+        self, request: pb.ReserveStockBatchRequest, context: Context
+    ) -> pb.ReserveStockBatchResponse:
+        validate_batch_size(len(request.requests))
+        answers = await self._inventory.reserve_many(
+            [reservation_request(x) for x in request.requests]
+        )
+        return pb.ReserveStockBatchResponse(results=results_to_pb(answers))
+
+    async def CommitReservationBatch(
+        self, request: pb.CommitReservationBatchRequest, context: Context
+    ) -> pb.CommitReservationBatchResponse:
+        validate_batch_size(len(request.requests))
+        answers = await self._inventory.commit_many([x.order_id for x in request.requests])
+        return pb.CommitReservationBatchResponse(results=results_to_pb(answers))
+
+    async def ReleaseReservationBatch(
+        self, request: pb.ReleaseReservationBatchRequest, context: Context
+    ) -> pb.ReleaseReservationBatchResponse:
+        validate_batch_size(len(request.requests))
+        answers = await self._inventory.release_many([x.order_id for x in request.requests])
+        return pb.ReleaseReservationBatchResponse(results=results_to_pb(answers))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from ordermesh_platform.errors import FailedPrecondition, Validator
+from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
 
 SKU_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -106,6 +107,8 @@ MAX_LINES = 50
 MAX_QUANTITY = 1000
 MAX_ORDER_ID_LENGTH = 64
 MAX_TTL_S = 24 * 3600
+MAX_BATCH = 1000
+TOMBSTONE_CURRENCY = "XXX"  # ISO 4217 "no currency": a tombstone holds no lines
 
 
 class ReservationState(enum.StrEnum):
@@ -122,6 +125,17 @@ class ReservationLine:
 
 
 @dataclass(frozen=True)
+class ReservationRequest:
+    """One order's ask: these lines, priced in this currency, held for ``ttl_s``
+    seconds (0: the service's default)."""
+
+    order_id: str
+    lines: tuple[ReservationLine, ...]
+    currency: str
+    ttl_s: float
+
+
+@dataclass(frozen=True)
 class Reservation:
     """The stock held for one order. Guards its own transitions."""
 
@@ -132,8 +146,29 @@ class Reservation:
     expires_at: datetime
     created_at: datetime
 
+    @classmethod
+    def tombstone(cls, order_id: str, now: datetime) -> Reservation:
+        """Released before it reserved: a reservation still in flight cannot land."""
+        return cls(order_id, ReservationState.RELEASED, (), TOMBSTONE_CURRENCY, now, now)
+
     def same_request(self, lines: tuple[ReservationLine, ...]) -> bool:
         return [(x.sku, x.quantity) for x in self.lines] == [(x.sku, x.quantity) for x in lines]
+
+    def replayed(self, wanted: tuple[ReservationLine, ...]) -> Reservation:
+        """The answer to the same order reserving again: itself, if it asks the same."""
+        if self.state is ReservationState.RELEASED:
+            raise FailedPrecondition(
+                "RESERVATION_RELEASED",
+                f"order {self.order_id} was released and cannot reserve again",
+                {"order_id": self.order_id},
+            )
+        if not self.same_request(wanted):
+            raise Conflict(
+                "RESERVATION_MISMATCH",
+                f"order {self.order_id} already reserved other lines",
+                {"order_id": self.order_id},
+            )
+        return self
 
     def committed(self) -> Reservation:
         if self.state is ReservationState.RELEASED:
@@ -158,6 +193,35 @@ def out_of_stock(sku: str, detail: str) -> FailedPrecondition:
     return FailedPrecondition("OUT_OF_STOCK", f"{sku}: {detail}", {"sku": sku})
 
 
+def priced_lines(
+    wanted: tuple[ReservationLine, ...], catalogue: Mapping[str, Product], currency: str
+) -> tuple[ReservationLine, ...]:
+    """The lines at the catalogue's prices; every SKU known and priced in ``currency``."""
+    priced = []
+    for line in wanted:
+        product = catalogue.get(line.sku)
+        if product is None:
+            raise out_of_stock(line.sku, "unknown SKU")
+        if product.currency != currency:
+            raise FailedPrecondition(
+                "CURRENCY_MISMATCH",
+                f"{line.sku} is priced in {product.currency}, not {currency}",
+                {"sku": line.sku, "currency": product.currency},
+            )
+        priced.append(ReservationLine(line.sku, line.quantity, product.unit_price_minor))
+    return tuple(priced)
+
+
+def take_all(available: MutableMapping[str, int], lines: tuple[ReservationLine, ...]) -> None:
+    """Take every line's units out of ``available`` (units by SKU), or none of them:
+    OUT_OF_STOCK names the first SKU, in line order, that has too few."""
+    for line in lines:
+        if available.get(line.sku, 0) < line.quantity:
+            raise out_of_stock(line.sku, f"fewer than {line.quantity} units available")
+    for line in lines:
+        available[line.sku] -= line.quantity
+
+
 def validate_order_id(v: Validator, order_id: str) -> None:
     v.check(
         0 < len(order_id) <= MAX_ORDER_ID_LENGTH,
@@ -168,7 +232,7 @@ def validate_order_id(v: Validator, order_id: str) -> None:
 
 
 def validate_reservation_request(
-    order_id: str, lines: list[ReservationLine], currency: str, ttl_s: float
+    order_id: str, lines: Sequence[ReservationLine], currency: str, ttl_s: float
 ) -> tuple[ReservationLine, ...]:
     """The lines sorted by SKU: every reservation takes its rows in that one order,
     so two reservations can never wait on each other."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     CheckConstraint,
     Column,
@@ -14,13 +18,15 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
+    any_,
     bindparam,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.elements import ColumnElement
 
 from ordermesh_inventory.domain import (
     Adjustment,
@@ -31,7 +37,7 @@ from ordermesh_inventory.domain import (
     StockLevel,
 )
 from ordermesh_messaging.outbox import outbox_table
-from ordermesh_platform.db import insert_new
+from ordermesh_platform.db import insert_new, insert_rows, update_rows
 from ordermesh_platform.errors import Conflict, NotFound
 
 metadata = MetaData()
@@ -40,6 +46,11 @@ outbox = outbox_table(metadata)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC: a replay must equal the reservation first answered.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 products = Table(
@@ -97,6 +108,7 @@ reservation_lines = Table(
     Column("unit_price_minor", BigInteger, nullable=False),
 )
 
+STOCK_COLUMNS = ("available", "reserved", "committed")
 # Moves between the stock columns, by reservation transition.
 RESERVE = ("available", "reserved")
 COMMIT = ("reserved", "committed")
@@ -108,37 +120,73 @@ def _level(row: object) -> StockLevel:
     return StockLevel(row.sku, row.available, row.reserved, row.committed)  # type: ignore[attr-defined]
 
 
-# The hot statements are built once and run with bind values (see the order store).
-_RESERVATION = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
-_RESERVATION_LOCKED = _RESERVATION.with_for_update()
-_RESERVATION_LINES = (
-    select(reservation_lines)
-    .where(reservation_lines.c.order_id == bindparam("order_id"))
-    .order_by(reservation_lines.c.sku)
-)
-_TAKE_AVAILABLE = (
-    stock.update()
-    .where(stock.c.sku == bindparam("b_sku"), stock.c.available >= bindparam("b_quantity"))
-    .values(
-        available=stock.c.available - bindparam("b_quantity"),
-        reserved=stock.c.reserved + bindparam("b_quantity"),
+# Keys per look-up: below SQLite's 32,766 binds a statement (PostgreSQL takes one array).
+MAX_KEYS_PER_STATEMENT = 10_000
+
+
+def _one_of(column: Column[str], name: str, postgres: bool) -> ColumnElement[bool]:
+    if postgres:
+        # One array parameter: one statement text, prepared once, for every batch size.
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+# The hot statements are built once per dialect and run with bind values.
+@functools.cache
+def _reservations(postgres: bool, lock: bool) -> Select[Any]:
+    query = (
+        select(reservations)
+        .where(_one_of(reservations.c.order_id, "order_ids", postgres))
+        .order_by(reservations.c.order_id)
     )
-)
-_SET_STATE = reservations.update().where(reservations.c.order_id == bindparam("b_order_id"))
+    return query.with_for_update() if lock else query
 
 
 @functools.cache
-def _move(source: str, target: str) -> Update:
+def _reservation_lines(postgres: bool) -> Select[Any]:
     return (
-        stock.update()
-        .where(stock.c.sku == bindparam("b_sku"))
-        .values(
-            {
-                source: stock.c[source] - bindparam("b_quantity"),
-                target: stock.c[target] + bindparam("b_quantity"),
-            }
-        )
+        select(reservation_lines)
+        .where(_one_of(reservation_lines.c.order_id, "order_ids", postgres))
+        .order_by(reservation_lines.c.order_id, reservation_lines.c.sku)
     )
+
+
+@functools.cache
+def _prices(postgres: bool) -> Select[Any]:
+    return select(products).where(_one_of(products.c.sku, "skus", postgres))
+
+
+@functools.cache
+def _stock_locked(postgres: bool) -> Select[Any]:
+    # ORDER BY with FOR UPDATE locks in that order: every writer takes SKUs in one order.
+    return (
+        select(stock)
+        .where(_one_of(stock.c.sku, "skus", postgres))
+        .order_by(stock.c.sku)
+        .with_for_update()
+    )
+
+
+def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
+    return [
+        keys[start : start + MAX_KEYS_PER_STATEMENT]
+        for start in range(0, len(keys), MAX_KEYS_PER_STATEMENT)
+    ]
+
+
+def _stock_deltas(
+    moves: Iterable[tuple[tuple[ReservationLine, ...], tuple[str, str]]],
+) -> list[dict[str, object]]:
+    """One row per SKU, sorted, adding to each stock column what the moves shift."""
+    deltas: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STOCK_COLUMNS, 0))
+    for lines, (source, target) in moves:
+        for line in lines:
+            deltas[line.sku][source] -= line.quantity
+            deltas[line.sku][target] += line.quantity
+    return [
+        {"b_sku": sku, **{f"add_{column}": deltas[sku][column] for column in STOCK_COLUMNS}}
+        for sku in sorted(deltas)
+    ]
 
 
 class InventoryStore:
@@ -146,6 +194,7 @@ class InventoryStore:
 
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
+        self._postgres = session.dialect.name == "postgresql"
 
     async def upsert_product(self, product: Product) -> None:
         now = utcnow()
@@ -232,67 +281,97 @@ class InventoryStore:
         )
         return True
 
-    async def prices(self, skus: list[str]) -> dict[str, Product]:
-        rows = (await self.session.execute(select(products).where(products.c.sku.in_(skus)))).all()
-        return {r.sku: Product(r.sku, r.name, r.unit_price_minor, r.currency) for r in rows}
+    async def prices(self, skus: Sequence[str]) -> dict[str, Product]:
+        found = {}
+        for chunk in _chunks(skus):
+            for r in await self.session.execute(_prices(self._postgres), {"skus": list(chunk)}):
+                found[r.sku] = Product(r.sku, r.name, r.unit_price_minor, r.currency)
+        return found
 
-    async def get_reservation(self, order_id: str, lock: bool = False) -> Reservation | None:
-        query = _RESERVATION_LOCKED if lock else _RESERVATION
-        row = (await self.session.execute(query, {"order_id": order_id})).first()
-        if row is None:
-            return None
-        lines = (await self.session.execute(_RESERVATION_LINES, {"order_id": order_id})).all()
-        return Reservation(
-            row.order_id,
-            ReservationState(row.state),
-            tuple(ReservationLine(x.sku, x.quantity, x.unit_price_minor) for x in lines),
-            row.currency,
-            row.expires_at,
-            row.created_at,
-        )
+    async def lock_stock_many(self, skus: Sequence[str]) -> dict[str, StockLevel]:
+        """Lock the SKUs' stock rows, in SKU order (``skus`` must be sorted)."""
+        levels = {}
+        for chunk in _chunks(skus):
+            for row in await self.session.execute(
+                _stock_locked(self._postgres), {"skus": list(chunk)}
+            ):
+                levels[row.sku] = _level(row)
+        return levels
 
-    async def claim_reservation(self, reservation: Reservation) -> bool:
-        """Insert the reservation head; False when one exists already for the order
-        (on PostgreSQL a concurrent claimer waits here for the first to finish)."""
-        row = {
-            "order_id": reservation.order_id,
-            "state": reservation.state.value,
-            "currency": reservation.currency,
-            "expires_at": reservation.expires_at,
-            "created_at": reservation.created_at,
-            "updated_at": reservation.created_at,
+    async def get_reservations(
+        self, order_ids: Sequence[str], lock: bool = False
+    ) -> dict[str, Reservation]:
+        """The reservations of these orders, by order id; ``lock`` takes their rows in
+        order id order."""
+        if not order_ids:
+            return {}
+        query = _reservations(self._postgres, lock)
+        heads = (await self.session.execute(query, {"order_ids": list(order_ids)})).all()
+        if not heads:
+            return {}
+        lines: dict[str, list[ReservationLine]] = defaultdict(list)
+        found = [r.order_id for r in heads]
+        query = _reservation_lines(self._postgres)
+        for x in await self.session.execute(query, {"order_ids": found}):
+            lines[x.order_id].append(ReservationLine(x.sku, x.quantity, x.unit_price_minor))
+        return {
+            r.order_id: Reservation(
+                r.order_id,
+                ReservationState(r.state),
+                tuple(lines[r.order_id]),
+                r.currency,
+                _aware(r.expires_at),
+                _aware(r.created_at),
+            )
+            for r in heads
         }
-        return bool(await insert_new(self.session, reservations, [row], conflict=("order_id",)))
 
-    async def add_lines(self, order_id: str, lines: tuple[ReservationLine, ...]) -> None:
-        await self.session.execute(
-            reservation_lines.insert(),
-            [
-                {
-                    "order_id": order_id,
-                    "sku": x.sku,
-                    "quantity": x.quantity,
-                    "unit_price_minor": x.unit_price_minor,
-                }
-                for x in lines
-            ],
+    async def claim_reservations(self, claims: Iterable[Reservation]) -> set[str]:
+        """Insert the reservation heads; returns the order ids written. One left out
+        already had a head (on PostgreSQL a concurrent claimer waits here for the first
+        to finish). Rows go in order id order, so two claimers never wait on each other."""
+        rows = [
+            {
+                "order_id": r.order_id,
+                "state": r.state.value,
+                "currency": r.currency,
+                "expires_at": r.expires_at,
+                "created_at": r.created_at,
+                "updated_at": r.created_at,
+            }
+            for r in sorted(claims, key=lambda r: r.order_id)
+        ]
+        written = await insert_rows(
+            self.session, reservations, rows, conflict=("order_id",), returning=("order_id",)
         )
+        return {r.order_id for r in written}
 
-    async def take_available(self, sku: str, quantity: int) -> bool:
-        """Move units from available to reserved only if enough are available: the
-        condition and the change are one statement, so no two orders take one unit."""
-        result = await self.session.execute(_TAKE_AVAILABLE, {"b_sku": sku, "b_quantity": quantity})
-        return bool(result.rowcount)
+    async def add_lines(self, reserved: Iterable[Reservation]) -> None:
+        rows = [
+            {
+                "order_id": r.order_id,
+                "sku": x.sku,
+                "quantity": x.quantity,
+                "unit_price_minor": x.unit_price_minor,
+            }
+            for r in reserved
+            for x in r.lines
+        ]
+        await insert_rows(self.session, reservation_lines, rows)
 
-    async def move(self, lines: tuple[ReservationLine, ...], columns: tuple[str, str]) -> None:
-        statement = _move(*columns)
-        for line in lines:  # sorted by SKU: the one lock order
-            await self.session.execute(statement, {"b_sku": line.sku, "b_quantity": line.quantity})
+    async def move(
+        self, moves: Iterable[tuple[tuple[ReservationLine, ...], tuple[str, str]]]
+    ) -> None:
+        """Shift units between stock columns: each move is lines and (source, target)."""
+        await update_rows(self.session, stock, _stock_deltas(moves))
 
-    async def set_state(self, order_id: str, state: ReservationState) -> None:
-        await self.session.execute(
-            _SET_STATE, {"b_order_id": order_id, "state": state.value, "updated_at": utcnow()}
-        )
+    async def set_states(self, order_ids: Iterable[str], state: ReservationState) -> None:
+        now = utcnow()
+        rows = [
+            {"b_order_id": order_id, "state": state.value, "updated_at": now}
+            for order_id in sorted(order_ids)
+        ]
+        await update_rows(self.session, reservations, rows)
 
     async def expired(self, now: datetime, limit: int) -> list[str]:
         query = (

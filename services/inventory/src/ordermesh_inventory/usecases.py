@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -12,9 +16,11 @@ from ordermesh_inventory.domain import (
     Product,
     Reservation,
     ReservationLine,
+    ReservationRequest,
     ReservationState,
     StockLevel,
-    out_of_stock,
+    priced_lines,
+    take_all,
     validate_adjustment,
     validate_order_id,
     validate_product,
@@ -25,13 +31,14 @@ from ordermesh_inventory.store import (
     COMMIT,
     RELEASE_COMMITTED,
     RELEASE_RESERVED,
+    RESERVE,
     InventoryStore,
     outbox,
 )
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_platform.db import Transactions
-from ordermesh_platform.errors import Conflict, FailedPrecondition, NotFound, Validator
+from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError, Validator
 from ordermesh_platform.telemetry import untraced
 
 
@@ -88,148 +95,267 @@ class Inventory:
         self, order_id: str, lines: list[ReservationLine], currency: str, ttl_s: float
     ) -> Reservation:
         """All lines or none; idempotent by order id."""
-        wanted = validate_reservation_request(order_id, lines, currency, ttl_s)
-        async with self._sessions.begin() as session:
-            store = InventoryStore(session)
-            existing = await store.get_reservation(order_id)
-            if existing is not None:
-                return self._replay(existing, wanted)
-            catalogue = await store.prices([x.sku for x in wanted])
-            priced = []
-            for line in wanted:
-                product = catalogue.get(line.sku)
-                if product is None:
-                    raise out_of_stock(line.sku, "unknown SKU")
-                if product.currency != currency:
-                    raise FailedPrecondition(
-                        "CURRENCY_MISMATCH",
-                        f"{line.sku} is priced in {product.currency}, not {currency}",
-                        {"sku": line.sku, "currency": product.currency},
-                    )
-                priced.append(ReservationLine(line.sku, line.quantity, product.unit_price_minor))
-            now = datetime.now(UTC)
-            reservation = Reservation(
-                order_id,
-                ReservationState.RESERVED,
-                tuple(priced),
-                currency,
-                now + timedelta(seconds=ttl_s or self._default_ttl_s),
-                now,
-            )
-            if not await store.claim_reservation(reservation):
-                # A concurrent call for the same order got there first: answer as it did.
-                existing = await store.get_reservation(order_id)
-                assert existing is not None
-                return self._replay(existing, wanted)
-            for line in reservation.lines:
-                if not await store.take_available(line.sku, line.quantity):
-                    # Raising rolls the whole transaction back: nothing stays reserved.
-                    raise out_of_stock(line.sku, f"fewer than {line.quantity} units available")
-            await store.add_lines(order_id, reservation.lines)
-            await self._outbox.add(
-                session,
-                [
-                    _event(
-                        reservation,
-                        events_pb2.StockReserved(
-                            order_id=order_id, lines=_event_lines(reservation)
-                        ),
-                    )
-                ],
-            )
-            return reservation
-
-    @staticmethod
-    def _replay(existing: Reservation, wanted: tuple[ReservationLine, ...]) -> Reservation:
-        if existing.state is ReservationState.RELEASED:
-            raise FailedPrecondition(
-                "RESERVATION_RELEASED",
-                f"order {existing.order_id} was released and cannot reserve again",
-                {"order_id": existing.order_id},
-            )
-        if not existing.same_request(wanted):
-            raise Conflict(
-                "RESERVATION_MISMATCH",
-                f"order {existing.order_id} already reserved other lines",
-                {"order_id": existing.order_id},
-            )
-        return existing
+        request = ReservationRequest(order_id, tuple(lines), currency, ttl_s)
+        return _only(await self.reserve_many([request]))
 
     async def commit(self, order_id: str) -> Reservation:
-        _validate_order_id(order_id)
-        async with self._sessions.begin() as session:
-            store = InventoryStore(session)
-            current = await store.get_reservation(order_id, lock=True)
-            if current is None:
-                raise NotFound("reservation", order_id)
-            if current.state is ReservationState.COMMITTED:
-                return current
-            committed = current.committed()
-            await store.move(current.lines, COMMIT)
-            await store.set_state(order_id, committed.state)
-            await self._outbox.add(
-                session,
-                [
-                    _event(
-                        committed,
-                        events_pb2.StockCommitted(order_id=order_id, lines=_event_lines(committed)),
-                    )
-                ],
-            )
-            return committed
+        return _only(await self.commit_many([order_id]))
 
     async def release(
         self, order_id: str, reason: str = "RELEASED", expired_only: bool = False
     ) -> Reservation | None:
         """Give the units back. Releasing an order that never reserved leaves a
         tombstone, so a reservation still in flight cannot land afterwards."""
-        _validate_order_id(order_id)
-        async with self._sessions.begin() as session:
-            store = InventoryStore(session)
-            current = await store.get_reservation(order_id, lock=True)
-            if current is None:
-                now = datetime.now(UTC)
-                tombstone = Reservation(order_id, ReservationState.RELEASED, (), "XXX", now, now)
-                if await store.claim_reservation(tombstone):
-                    return tombstone
-                current = await store.get_reservation(order_id, lock=True)
-                assert current is not None
-            if current.state is ReservationState.RELEASED:
-                return current
-            if expired_only and not (
-                current.state is ReservationState.RESERVED and current.expired(datetime.now(UTC))
-            ):
-                return None  # committed or renewed since the sweep listed it
-            moves = (
-                RELEASE_COMMITTED
-                if current.state is ReservationState.COMMITTED
-                else RELEASE_RESERVED
+        return _only(await self._release_batch([order_id], reason, expired_only))
+
+    async def reserve_many(
+        self, requests: Sequence[ReservationRequest]
+    ) -> list[Reservation | ServiceError]:
+        """Each order all lines or none, idempotent by order id, decided in arrival
+        order in one transaction: one answer per request, in request order."""
+        answers: dict[int, Reservation | ServiceError] = {}
+        wanted: dict[int, tuple[ReservationLine, ...]] = {}
+        for i, r in enumerate(requests):
+            try:
+                wanted[i] = validate_reservation_request(r.order_id, r.lines, r.currency, r.ttl_s)
+            except InvalidArgument as error:
+                answers[i] = error
+        if wanted:
+            async with self._sessions.begin() as session:
+                answers |= await self._reserve_valid(session, requests, wanted)
+        return [answers[i] for i in range(len(requests))]
+
+    async def _reserve_valid(
+        self,
+        session: AsyncConnection,
+        requests: Sequence[ReservationRequest],
+        wanted: dict[int, tuple[ReservationLine, ...]],
+    ) -> dict[int, Reservation | ServiceError]:
+        store = InventoryStore(session)
+        known = await store.get_reservations(sorted({requests[i].order_id for i in wanted}))
+        skus = sorted(
+            {x.sku for i in wanted if requests[i].order_id not in known for x in wanted[i]}
+        )
+        catalogue = await store.prices(skus)
+        # Locked before any head is claimed: a batch waits on a head only holding all its stock.
+        levels = await store.lock_stock_many(sorted(catalogue))
+        available = {sku: level.available for sku, level in levels.items()}
+        answers, winners = self._decide(requests, wanted, known, catalogue, available)
+        claimed = await store.claim_reservations(winners.values())
+        lost = set(winners) - claimed
+        if lost:
+            # A concurrent call for the same order got there first: answer as it did.
+            known |= await store.get_reservations(sorted(lost))
+            for i in wanted:
+                if requests[i].order_id in lost:
+                    answers[i] = _replayed(known[requests[i].order_id], wanted[i])
+        won = [r for order_id, r in winners.items() if order_id in claimed]
+        await store.move((r.lines, RESERVE) for r in won)
+        await store.add_lines(won)
+        await self._outbox.add(session, [_reserved_event(r) for r in won])
+        return answers
+
+    def _decide(
+        self,
+        requests: Sequence[ReservationRequest],
+        wanted: dict[int, tuple[ReservationLine, ...]],
+        known: dict[str, Reservation],
+        catalogue: dict[str, Product],
+        available: dict[str, int],
+    ) -> tuple[dict[int, Reservation | ServiceError], dict[str, Reservation]]:
+        """Answers by request index, and the new reservations by order id: in arrival
+        order, each against what the orders before it left."""
+        now = datetime.now(UTC)
+        answers: dict[int, Reservation | ServiceError] = {}
+        winners: dict[str, Reservation] = {}
+        for i, lines in wanted.items():
+            r = requests[i]
+            earlier = known.get(r.order_id) or winners.get(r.order_id)
+            if earlier is not None:
+                answers[i] = _replayed(earlier, lines)
+                continue
+            try:
+                priced = priced_lines(lines, catalogue, r.currency)
+                take_all(available, priced)
+            except ServiceError as error:
+                answers[i] = error
+                continue
+            expires_at = now + timedelta(seconds=r.ttl_s or self._default_ttl_s)
+            reservation = Reservation(
+                r.order_id, ReservationState.RESERVED, priced, r.currency, expires_at, now
             )
-            await store.move(current.lines, moves)
-            released = current.released()
-            await store.set_state(order_id, released.state)
-            await self._outbox.add(
-                session,
-                [
-                    _event(
-                        released,
-                        events_pb2.StockReleased(
-                            order_id=order_id, lines=_event_lines(released), reason=reason
-                        ),
-                    )
-                ],
-            )
-            return released
+            winners[r.order_id] = answers[i] = reservation
+        return answers, winners
+
+    async def commit_many(self, order_ids: Sequence[str]) -> list[Reservation | ServiceError]:
+        """Commit each order's reserved units, in one transaction: one answer per
+        order id, in order; committing again answers the committed reservation."""
+        answers, valid = _validated_order_ids(order_ids)
+        if valid:
+            async with self._sessions.begin() as session:
+                answers |= await self._commit_valid(session, order_ids, valid)
+        return [answers[i] for i in range(len(order_ids))]
+
+    async def _commit_valid(
+        self, session: AsyncConnection, order_ids: Sequence[str], valid: list[int]
+    ) -> dict[int, Reservation | ServiceError]:
+        store = InventoryStore(session)
+        current = await store.get_reservations(sorted({order_ids[i] for i in valid}), lock=True)
+        answers: dict[int, Reservation | ServiceError] = {}
+        committed: dict[str, Reservation] = {}
+        for i in valid:
+            reservation = current.get(order_ids[i])
+            if reservation is None:
+                answers[i] = NotFound("reservation", order_ids[i])
+            elif reservation.state is ReservationState.COMMITTED:
+                answers[i] = reservation
+            else:
+                try:
+                    reservation = reservation.committed()
+                except ServiceError as error:
+                    answers[i] = error
+                    continue
+                current[reservation.order_id] = committed[reservation.order_id] = reservation
+                answers[i] = reservation
+        await store.lock_stock_many(_skus_of(committed.values()))
+        await store.move((r.lines, COMMIT) for r in committed.values())
+        await store.set_states(committed, ReservationState.COMMITTED)
+        await self._outbox.add(session, [_committed_event(r) for r in committed.values()])
+        return answers
+
+    async def release_many(
+        self, order_ids: Sequence[str], reason: str = "RELEASED"
+    ) -> list[Reservation | ServiceError]:
+        """Give each order's units back, in one transaction: one answer per order id,
+        in order. An order that never reserved gets a tombstone (see ``release``)."""
+        answers = await self._release_batch(order_ids, reason, expired_only=False)
+        released = [a for a in answers if a is not None]
+        assert len(released) == len(answers)  # only expired_only skips an order
+        return released
+
+    async def _release_batch(
+        self, order_ids: Sequence[str], reason: str, expired_only: bool
+    ) -> list[Reservation | ServiceError | None]:
+        answers: dict[int, Reservation | ServiceError | None] = {}
+        checked, valid = _validated_order_ids(order_ids)
+        answers |= checked
+        lost: set[str] = set()
+        if valid:
+            async with self._sessions.begin() as session:
+                released, lost = await self._release_valid(
+                    session, order_ids, valid, reason, expired_only
+                )
+                answers |= released
+        again = [i for i in valid if order_ids[i] in lost]
+        if again:
+            # Their heads landed while we tombstoned them: release those reservations now.
+            retried = await self._release_batch([order_ids[i] for i in again], reason, expired_only)
+            answers |= dict(zip(again, retried, strict=True))
+        return [answers[i] for i in range(len(order_ids))]
+
+    async def _release_valid(
+        self,
+        session: AsyncConnection,
+        order_ids: Sequence[str],
+        valid: list[int],
+        reason: str,
+        expired_only: bool,
+    ) -> tuple[dict[int, Reservation | ServiceError | None], set[str]]:
+        """Answers by index, and the order ids whose tombstone lost to a new head."""
+        store = InventoryStore(session)
+        current = await store.get_reservations(sorted({order_ids[i] for i in valid}), lock=True)
+        now = datetime.now(UTC)
+        answers: dict[int, Reservation | ServiceError | None] = {}
+        tombstones: dict[str, Reservation] = {}
+        released: dict[str, tuple[Reservation, tuple[str, str]]] = {}
+        for i in valid:
+            reservation = current.get(order_ids[i])
+            if reservation is None:
+                reservation = tombstones[order_ids[i]] = Reservation.tombstone(order_ids[i], now)
+            elif reservation.state is not ReservationState.RELEASED:
+                if expired_only and not (
+                    reservation.state is ReservationState.RESERVED and reservation.expired(now)
+                ):
+                    answers[i] = None  # committed or renewed since the sweep listed it
+                    continue
+                moves = (
+                    RELEASE_COMMITTED
+                    if reservation.state is ReservationState.COMMITTED
+                    else RELEASE_RESERVED
+                )
+                reservation = reservation.released()
+                released[reservation.order_id] = (reservation, moves)
+            current[reservation.order_id] = answers[i] = reservation
+        await store.lock_stock_many(_skus_of(r for r, _ in released.values()))
+        # Tombstones after the stock locks, as reserve claims its heads: no lock cycle.
+        lost = set(tombstones) - await store.claim_reservations(tombstones.values())
+        await store.move((r.lines, columns) for r, columns in released.values())
+        await store.set_states(released, ReservationState.RELEASED)
+        await self._outbox.add(session, [_released_event(r, reason) for r, _ in released.values()])
+        return answers, lost
 
     async def release_expired(self, limit: int = 100) -> int:
-        """One sweep: release reservations whose time to live has passed. The look-up
-        is untraced (most sweeps find nothing); each release makes a trace of its own."""
+        """One sweep: release reservations whose time to live has passed, in one
+        transaction. The look-up is untraced (most sweeps find nothing)."""
         with untraced():
             async with self._sessions() as session:
                 order_ids = await InventoryStore(session).expired(datetime.now(UTC), limit)
-        for order_id in order_ids:
-            await self.release(order_id, reason="EXPIRED", expired_only=True)
+        if order_ids:
+            await self._release_batch(order_ids, "EXPIRED", expired_only=True)
         return len(order_ids)
+
+
+T = TypeVar("T")
+
+
+def _only(answers: Sequence[T | ServiceError]) -> T:
+    """The one answer of a batch of one: its result, or its error raised."""
+    (answer,) = answers
+    if isinstance(answer, ServiceError):
+        raise answer
+    return answer
+
+
+def _replayed(
+    existing: Reservation, wanted: tuple[ReservationLine, ...]
+) -> Reservation | ServiceError:
+    try:
+        return existing.replayed(wanted)
+    except ServiceError as error:
+        return error
+
+
+def _skus_of(reservations: Iterable[Reservation]) -> list[str]:
+    return sorted({x.sku for r in reservations for x in r.lines})
+
+
+def _validated_order_ids(
+    order_ids: Sequence[str],
+) -> tuple[dict[int, Reservation | ServiceError], list[int]]:
+    """The errors of the invalid order ids by index, and the indexes of the valid ones."""
+    errors: dict[int, Reservation | ServiceError] = {}
+    valid = []
+    for i, order_id in enumerate(order_ids):
+        try:
+            _validate_order_id(order_id)
+            valid.append(i)
+        except InvalidArgument as error:
+            errors[i] = error
+    return errors, valid
+
+
+def _reserved_event(r: Reservation) -> DomainEvent:
+    return _event(r, events_pb2.StockReserved(order_id=r.order_id, lines=_event_lines(r)))
+
+
+def _committed_event(r: Reservation) -> DomainEvent:
+    return _event(r, events_pb2.StockCommitted(order_id=r.order_id, lines=_event_lines(r)))
+
+
+def _released_event(r: Reservation, reason: str) -> DomainEvent:
+    return _event(
+        r, events_pb2.StockReleased(order_id=r.order_id, lines=_event_lines(r), reason=reason)
+    )
 
 
 def _validate_order_id(order_id: str) -> None:

@@ -30,7 +30,13 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         watch = OrderWatch()
         runner = SagaRunner(
             runtime.sessions,
-            GrpcParticipants(inventory, payment, settings.reservation_ttl_s),
+            GrpcParticipants(
+                inventory,
+                payment,
+                settings.reservation_ttl_s,
+                settings.batch_max_size,
+                settings.batch_in_flight,
+            ),
             watch,
             SagaSettings(
                 saga_timeout_s=settings.saga_timeout_s,
@@ -38,6 +44,8 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
                 compensation_budget_s=settings.compensation_budget_s,
                 lease_s=settings.lease_s,
                 max_background=settings.max_background_sagas,
+                batch_max_size=settings.batch_max_size,
+                batch_in_flight=settings.batch_in_flight,
                 fault_point=settings.fault_point,
             ),
         )

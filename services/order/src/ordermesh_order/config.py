@@ -30,6 +30,19 @@ class OrderSettings(RelaySettings):
         "capture and commit) or by the recovery worker. Past it, PlaceOrder with "
         "wait_for_outcome=false is answered RESOURCE_EXHAUSTED + RetryInfo.",
     )
+    batch_max_size: int = Field(
+        256,
+        ge=1,
+        le=1000,
+        description="Most orders in one batch: one transaction of new orders or of saga "
+        "decisions, one call per hop to inventory or payment.",
+    )
+    batch_in_flight: int = Field(
+        2,
+        ge=1,
+        description="Batches of one kind at once; what arrives meanwhile forms the next "
+        "batch (there is no timer: a lone order goes at once).",
+    )
     recovery_interval_s: float = Field(1.0, gt=0, description="How often owed work is sought.")
     reservation_ttl_s: float = Field(
         900.0, gt=0, description="Time to live asked of inventory for each reservation."

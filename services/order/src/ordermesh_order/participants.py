@@ -1,16 +1,23 @@
 """The saga's participants over gRPC: inventory-service and payment-service.
 
-Maps their answers to what the saga understands: a final refusal (StepFailed), a
-transient failure worth retrying (Transient), or success. Every call carries the
-timeout the saga gives it, so the caller's deadline reaches every hop."""
+Every step goes through a live batcher to the participant's batch RPC: the sagas in
+flight share one call per hop, and each order still gets its own answer (a batch
+answer carries a google.rpc.Status per item). Answers map to what the saga
+understands: a final refusal (StepFailed), a transient failure worth retrying
+(Transient), or success. A batch call's timeout is the longest its items have left;
+each item's caller stops waiting at its own, so the caller's deadline reaches every hop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
 from ordermesh.common.v1 import money_pb2
@@ -18,6 +25,8 @@ from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_order.domain import Order, Reason
 from ordermesh_order.saga import StepFailed
+from ordermesh_platform.batching import LiveBatcher
+from ordermesh_platform.grpc_errors import ItemFailed
 from ordermesh_platform.resilience import Transient
 
 # Codes after which the same call may succeed later.
@@ -34,8 +43,17 @@ TRANSIENT_CODES = frozenset(
 )
 STOCK_REASONS = {"OUT_OF_STOCK": Reason.OUT_OF_STOCK, "CURRENCY_MISMATCH": Reason.CURRENCY_MISMATCH}
 
+Failure = grpc.aio.AioRpcError | ItemFailed
+Req = TypeVar("Req", bound=Message)
+Res = TypeVar("Res")
+ReleaseRequest = inventory_pb2.ReleaseReservationRequest
+# A batcher over one batch RPC: items are (request, deadline), answers the item's result.
+Hop = LiveBatcher[tuple[Req, float], Res]
 
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+
+def error_info(error: Failure) -> error_details_pb2.ErrorInfo | None:
+    if isinstance(error, ItemFailed):
+        return error.error_info()
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     if status is None:
         return None
@@ -46,16 +64,89 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | Non
     return None
 
 
-def _transient(error: grpc.aio.AioRpcError) -> Transient:
+def _transient(error: Failure) -> Transient:
     return Transient(f"{error.code().name}: {error.details()}")
 
 
+def _hop(
+    name: str,
+    call: Callable[[list[Req], float], Awaitable[Any]],
+    answer: Callable[[Any], Res],
+    max_size: int,
+    in_flight: int,
+) -> Hop[Req, Res]:
+    """An item whose status is not OK is raised to its own caller as :class:`ItemFailed`."""
+
+    async def run(items: Sequence[tuple[Req, float]]) -> list[Res | BaseException]:
+        timeout = max(deadline for _, deadline in items) - time.monotonic()
+        reply = await call([request for request, _ in items], max(timeout, 0.001))
+        return [
+            answer(result) if result.status.code == code_pb2.OK else ItemFailed(result.status)
+            for result in reply.results
+        ]
+
+    return LiveBatcher(name, run, max_size, in_flight)
+
+
 class GrpcParticipants:
-    def __init__(self, inventory: grpc.aio.Channel, payment: grpc.aio.Channel, ttl_s: float):
-        self._inventory = inventory_pb2_grpc.InventoryServiceStub(inventory)
+    def __init__(
+        self,
+        inventory: grpc.aio.Channel,
+        payment: grpc.aio.Channel,
+        ttl_s: float,
+        batch_max_size: int = 256,
+        batch_in_flight: int = 2,
+    ):
+        stock = inventory_pb2_grpc.InventoryServiceStub(inventory)
         self._payment = payment_pb2_grpc.PaymentServiceStub(payment)
+        pay = self._payment
         self._ttl = duration_pb2.Duration()
         self._ttl.FromSeconds(int(ttl_s))
+        n, k = batch_max_size, batch_in_flight
+        reservation = lambda r: r.reservation  # noqa: E731
+        payment_of = lambda r: r.payment  # noqa: E731
+        self._reserve: Hop[inventory_pb2.ReserveStockRequest, inventory_pb2.Reservation] = _hop(
+            "reserve_stock",
+            lambda rs, t: stock.ReserveStockBatch(
+                inventory_pb2.ReserveStockBatchRequest(requests=rs), timeout=t
+            ),
+            reservation, n, k,
+        )  # fmt: skip
+        self._commit: Hop[inventory_pb2.CommitReservationRequest, inventory_pb2.Reservation] = _hop(
+            "commit_stock",
+            lambda rs, t: stock.CommitReservationBatch(
+                inventory_pb2.CommitReservationBatchRequest(requests=rs), timeout=t
+            ),
+            reservation, n, k,
+        )  # fmt: skip
+        self._release: Hop[ReleaseRequest, inventory_pb2.Reservation] = _hop(
+            "release_stock",
+            lambda rs, t: stock.ReleaseReservationBatch(
+                inventory_pb2.ReleaseReservationBatchRequest(requests=rs), timeout=t
+            ),
+            reservation, n, k,
+        )  # fmt: skip
+        self._authorize: Hop[payment_pb2.AuthorizePaymentRequest, payment_pb2.Payment] = _hop(
+            "authorize_payment",
+            lambda rs, t: pay.AuthorizePaymentBatch(
+                payment_pb2.AuthorizePaymentBatchRequest(requests=rs), timeout=t
+            ),
+            payment_of, n, k,
+        )  # fmt: skip
+        self._capture: Hop[payment_pb2.CapturePaymentRequest, payment_pb2.Payment] = _hop(
+            "capture_payment",
+            lambda rs, t: pay.CapturePaymentBatch(
+                payment_pb2.CapturePaymentBatchRequest(requests=rs), timeout=t
+            ),
+            payment_of, n, k,
+        )  # fmt: skip
+        self._void: Hop[payment_pb2.VoidPaymentRequest, payment_pb2.Payment] = _hop(
+            "void_payment",
+            lambda rs, t: pay.VoidPaymentBatch(
+                payment_pb2.VoidPaymentBatchRequest(requests=rs), timeout=t
+            ),
+            payment_of, n, k,
+        )  # fmt: skip
 
     async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
         request = inventory_pb2.ReserveStockRequest(
@@ -67,8 +158,8 @@ class GrpcParticipants:
             currency=order.currency,
         )
         try:
-            reply = await self._inventory.ReserveStock(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as error:
+            reservation = await self._reserve.submit((request, _deadline(timeout_s)))
+        except (grpc.aio.AioRpcError, ItemFailed) as error:
             info = error_info(error)
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None:
                 reason = STOCK_REASONS.get(info.reason, Reason.SAGA_TIMEOUT)
@@ -76,21 +167,15 @@ class GrpcParticipants:
                     reason, error.details() or info.reason, dict(info.metadata)
                 ) from error
             raise _transient(error) from error
-        return {x.sku: x.unit_price.amount_minor for x in reply.reservation.lines}
+        return {x.sku: x.unit_price.amount_minor for x in reservation.lines}
 
     async def release_stock(self, order_id: str, timeout_s: float) -> None:
-        await self._call(
-            self._inventory.ReleaseReservation(
-                inventory_pb2.ReleaseReservationRequest(order_id=order_id), timeout=timeout_s
-            )
-        )
+        request = inventory_pb2.ReleaseReservationRequest(order_id=order_id)
+        await _settled(self._release.submit((request, _deadline(timeout_s))))
 
     async def commit_stock(self, order_id: str, timeout_s: float) -> None:
-        await self._call(
-            self._inventory.CommitReservation(
-                inventory_pb2.CommitReservationRequest(order_id=order_id), timeout=timeout_s
-            )
-        )
+        request = inventory_pb2.CommitReservationRequest(order_id=order_id)
+        await _settled(self._commit.submit((request, _deadline(timeout_s))))
 
     async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
         request = payment_pb2.AuthorizePaymentRequest(
@@ -100,8 +185,8 @@ class GrpcParticipants:
             payment_token=order.payment_token,
         )
         try:
-            reply = await self._payment.AuthorizePayment(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as error:
+            payment = await self._authorize.submit((request, _deadline(timeout_s)))
+        except (grpc.aio.AioRpcError, ItemFailed) as error:
             info = error_info(error)
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None:
                 if info.reason == "PAYMENT_DECLINED":
@@ -110,18 +195,17 @@ class GrpcParticipants:
                         Reason.PAYMENT_DECLINED, reason, dict(info.metadata)
                     ) from error
                 raise StepFailed(Reason.PAYMENT_UNAVAILABLE, error.details() or "", {}) from error
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT and isinstance(error, ItemFailed):
                 raise StepFailed(Reason.PAYMENT_DECLINED, error.details() or "", {}) from error
             raise _transient(error) from error
-        return reply.payment.payment_id
+        return str(payment.payment_id)
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
         """False when the payment was captured already (it needs a refund instead)."""
+        request = payment_pb2.VoidPaymentRequest(order_id=order_id)
         try:
-            await self._payment.VoidPayment(
-                payment_pb2.VoidPaymentRequest(order_id=order_id), timeout=timeout_s
-            )
-        except grpc.aio.AioRpcError as error:
+            await self._void.submit((request, _deadline(timeout_s)))
+        except (grpc.aio.AioRpcError, ItemFailed) as error:
             info = error_info(error)
             if info is not None and info.metadata.get("state") in ("CAPTURED", "REFUNDED"):
                 return False
@@ -129,26 +213,28 @@ class GrpcParticipants:
         return True
 
     async def capture_payment(self, order_id: str, timeout_s: float) -> None:
-        await self._call(
-            self._payment.CapturePayment(
-                payment_pb2.CapturePaymentRequest(order_id=order_id), timeout=timeout_s
-            )
-        )
+        request = payment_pb2.CapturePaymentRequest(order_id=order_id)
+        await _settled(self._capture.submit((request, _deadline(timeout_s))))
 
     async def refund_payment(self, order_id: str, timeout_s: float) -> None:
-        await self._call(
+        # Refunds follow cancellations, one at a time: no batch to share.
+        await _settled(
             self._payment.RefundPayment(
                 payment_pb2.RefundPaymentRequest(order_id=order_id), timeout=timeout_s
             )
         )
 
-    @staticmethod
-    async def _call(call: Awaitable[object]) -> None:
-        try:
-            await call
-        except grpc.aio.AioRpcError as error:
-            if error.code() in TRANSIENT_CODES:
-                raise _transient(error) from error
-            # A refusal (the reservation was released, the payment voided by a
-            # cancellation...): retrying cannot help; the runner re-reads the order.
-            raise StepFailed(Reason.SAGA_TIMEOUT, error.details() or error.code().name) from error
+
+def _deadline(timeout_s: float) -> float:
+    return time.monotonic() + timeout_s
+
+
+async def _settled(call: Awaitable[object]) -> None:
+    try:
+        await call
+    except (grpc.aio.AioRpcError, ItemFailed) as error:
+        if error.code() in TRANSIENT_CODES:
+            raise _transient(error) from error
+        # A refusal (the reservation was released, the payment voided by a
+        # cancellation...): retrying cannot help; the runner re-reads the order.
+        raise StepFailed(Reason.SAGA_TIMEOUT, error.details() or error.code().name) from error

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,8 +27,9 @@ from opentelemetry.trace import Span
 from structlog.contextvars import bound_contextvars
 
 from ordermesh_order.domain import Order, Reason, Work, priced_lines
-from ordermesh_order.store import DueOrder, OrderRepository, StaleOrder
+from ordermesh_order.store import DueOrder, NewOrder, OrderRepository
 from ordermesh_order.watch import OrderWatch
+from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
@@ -146,6 +149,9 @@ class SagaSettings:
     # Sagas driven after an answer (wait_for_outcome=false, capture and commit) and by
     # the recovery worker, at once. Past it, asynchronous PlaceOrder is shed.
     max_background: int = 256
+    # Orders written in one transaction at most, and such transactions at once.
+    batch_max_size: int = 256
+    batch_in_flight: int = 2
 
 
 def _span(name: str, order: Order) -> AbstractContextManager[Span]:
@@ -173,6 +179,19 @@ class SagaRunner:
         self.settings = settings
         self.owner = owner or f"order-{uuid.uuid4().hex[:12]}"
         self._background: set[asyncio.Task[Order | None]] = set()
+        # The runner is the one writer of orders: new ones and every later version go
+        # through these, so concurrent sagas share their transactions.
+        self._inserts: LiveBatcher[NewOrder, Order | None] = LiveBatcher(
+            "order_insert", self._insert_batch, settings.batch_max_size, settings.batch_in_flight
+        )
+        self._saves: LiveBatcher[tuple[Order, bool], bool] = LiveBatcher(
+            "order_save", self._save_batch, settings.batch_max_size, settings.batch_in_flight
+        )
+        # Orders this runner drives now (a count: one may be driven twice at once), and
+        # the one task that renews all their leases.
+        self._held: Counter[str] = Counter()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     # -- entry points ----------------------------------------------------------------
 
@@ -188,9 +207,8 @@ class SagaRunner:
         (what a waiting caller needs: capture and commit can follow). Returns the order
         as it was left. ``order``, when given, is the order as just written (saves a read).
         """
-        async with self._lease_heartbeat(order_id):
-            with bound_contextvars(order_id=order_id):
-                return await self._drive(order_id, deadline, until_decided, order)
+        with self._holding(order_id), bound_contextvars(order_id=order_id):
+            return await self._drive(order_id, deadline, until_decided, order)
 
     async def _drive(
         self, order_id: str, deadline: float | None, until_decided: bool, order: Order | None
@@ -226,16 +244,16 @@ class SagaRunner:
         with untraced():
             async with self._sessions() as session:
                 due = await OrderRepository(session).with_work_due(now, limit)
-            taken = []
-            for found in due:
-                async with self._sessions.begin() as session:
-                    if await OrderRepository(session).take_lease(
-                        found.order_id,
-                        self.owner,
-                        now,
-                        now + timedelta(seconds=self.settings.lease_s),
-                    ):
-                        taken.append(found)
+            if not due:
+                return 0
+            async with self._sessions.begin() as session:
+                ids = await OrderRepository(session).take_leases(
+                    [found.order_id for found in due],
+                    self.owner,
+                    now,
+                    now + timedelta(seconds=self.settings.lease_s),
+                )
+            taken = [found for found in due if found.order_id in ids]
         if taken:
             log.info("recovering orders", count=len(taken))
         await asyncio.gather(*(self._recover(found) for found in taken))
@@ -257,6 +275,43 @@ class SagaRunner:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        # Stopped, not cancelled: a renewal cut off mid-transaction would cost the pool
+        # its connection (a cancelled connection is closed, not reused).
+        self._stopping.set()
+        if self._heartbeat is not None:
+            with contextlib.suppress(Exception):
+                await self._heartbeat
+
+    # -- writing orders ------------------------------------------------------------------
+
+    async def accept(self, new: NewOrder) -> Order | None:
+        """Write a new order (in a batch with whatever else is being placed): None when
+        written, else the order its (customer, key) already names."""
+        return await self._inserts.submit(new)
+
+    async def save(self, order: Order, priced: bool = False) -> bool:
+        """Write the order if nobody changed it since it was read; False when stale."""
+        written = await self._saves.submit((order, priced))
+        if written:
+            self._watch.changed(order.order_id)
+        return written
+
+    async def _insert_batch(self, batch: Sequence[NewOrder]) -> list[Order | None]:
+        async with self._sessions.begin() as session:
+            return await OrderRepository(session).add_many(batch)
+
+    async def _save_batch(self, batch: Sequence[tuple[Order, bool]]) -> list[bool]:
+        # An order saved twice in one batch: the first write wins, the second is stale
+        # (as it would be one transaction later), so one statement never sees it twice.
+        first: dict[str, int] = {}
+        for i, (order, _) in enumerate(batch):
+            first.setdefault(order.order_id, i)
+        unique = [batch[i] for i in first.values()]
+        async with self._sessions.begin() as session:
+            written = dict(
+                zip(first, await OrderRepository(session).save_many(unique), strict=True)
+            )
+        return [i == first[o.order_id] and written[o.order_id] for i, (o, _) in enumerate(batch)]
 
     # -- one unit of owed work ---------------------------------------------------------
 
@@ -372,42 +427,47 @@ class SagaRunner:
 
     async def _save(self, order: Order, priced: bool = False) -> Order | None:
         """``order`` itself once written; else the order as another writer left it."""
-        try:
-            async with self._sessions.begin() as session:
-                await OrderRepository(session).save(order, priced=priced)
-        except StaleOrder:
-            # Another runner (or a cancellation) moved the order first: continue from
-            # what it is now, never from what we thought it was.
-            return await self._load(order.order_id)
-        self._watch.changed(order.order_id)
-        return order
+        if await self.save(order, priced):
+            return order
+        # Another runner (or a cancellation) moved the order first: continue from what
+        # it is now, never from what we thought it was.
+        return await self._load(order.order_id)
 
-    @contextlib.asynccontextmanager
-    async def _lease_heartbeat(self, order_id: str) -> AsyncIterator[None]:
-        """Renew our lease while we work, so the recovery worker leaves the order alone."""
-
-        done = asyncio.Event()
-
-        async def renew() -> None:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), self.settings.lease_s / 2)
-                    return  # the saga is over
-                now = datetime.now(UTC)
-                async with self._sessions.begin() as session:
-                    await OrderRepository(session).take_lease(
-                        order_id, self.owner, now, now + timedelta(seconds=self.settings.lease_s)
-                    )
-
-        task = asyncio.create_task(renew())
+    @contextlib.contextmanager
+    def _holding(self, order_id: str) -> Iterator[None]:
+        """Keep our lease on the order renewed while we work on it, so the recovery
+        worker leaves it alone."""
+        self._held[order_id] += 1
+        if self._heartbeat is None or self._heartbeat.done():
+            # In a context of its own: it serves every order, not the one that started it.
+            self._heartbeat = asyncio.create_task(
+                self._renew_leases(), name="lease-heartbeat", context=contextvars.Context()
+            )
         try:
             yield
         finally:
-            # Stopped, not cancelled: a renewal cut off mid-transaction would cost the
-            # pool its connection (a cancelled connection is closed, not reused).
-            done.set()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+            self._held[order_id] -= 1
+            if not self._held[order_id]:
+                del self._held[order_id]
+
+    async def _renew_leases(self) -> None:
+        """One statement every half lease renews (or takes, once expired) the lease of
+        every order this runner drives."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.lease_s / 2)
+                return
+            held = list(self._held)
+            if not held:
+                continue
+            now = datetime.now(UTC)
+            until = now + timedelta(seconds=self.settings.lease_s)
+            try:
+                with untraced():
+                    async with self._sessions.begin() as session:
+                        await OrderRepository(session).take_leases(held, self.owner, now, until)
+            except Exception as error:  # the next beat tries again; the leases may lapse
+                log.warning("lease renewal failed", orders=len(held), error=repr(error))
 
     def _fault_point(self, name: str) -> None:
         if self.settings.fault_point == name:

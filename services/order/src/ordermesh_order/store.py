@@ -22,13 +22,14 @@ from sqlalchemy import (
     bindparam,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import Outbox, outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
-from ordermesh_platform.db import insert_new
+from ordermesh_platform.db import insert_rows, update_rows
 from ordermesh_platform.paging import Cursor, newest_first
 from ordermesh_platform.telemetry import traceparent_of_current
 
@@ -82,25 +83,18 @@ order_lines = Table(
 # reused skips SQLAlchemy's construction and cache-key work, about half of its CPU
 # per statement (docs/performance.md). An UPDATE without .values() sets the columns
 # named in the parameters.
-_SAVE = orders.update().where(
-    orders.c.order_id == bindparam("b_order_id"), orders.c.version == bindparam("b_version")
-)
-_SAVE_PRICE = order_lines.update().where(
-    order_lines.c.order_id == bindparam("b_order_id"),
-    order_lines.c.line_no == bindparam("b_line_no"),
-)
 _GET = select(orders).where(orders.c.order_id == bindparam("order_id"))
-_GET_BY_KEY = select(orders).where(
-    orders.c.customer_id == bindparam("customer_id"),
-    orders.c.idempotency_key == bindparam("idempotency_key"),
-)
-_TAKE_LEASE = orders.update().where(
-    orders.c.order_id == bindparam("b_order_id"),
-    or_(
-        orders.c.lease_until.is_(None),
-        orders.c.lease_until < bindparam("b_now"),
-        orders.c.lease_owner == bindparam("b_owner"),
-    ),
+_TAKE_LEASES = (
+    orders.update()
+    .where(
+        orders.c.order_id.in_(bindparam("b_ids", expanding=True)),
+        or_(
+            orders.c.lease_until.is_(None),
+            orders.c.lease_until < bindparam("b_now"),
+            orders.c.lease_owner == bindparam("b_owner"),
+        ),
+    )
+    .returning(orders.c.order_id)
 )
 _LINES_OF = (
     select(order_lines)
@@ -111,6 +105,16 @@ _LINES_OF = (
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class NewOrder(NamedTuple):
+    """An order to insert, with its runner's lease and the trace of its PlaceOrder."""
+
+    order: Order
+    lease_owner: str
+    lease_until: datetime
+    traceparent: str
+    tracestate: str
 
 
 class DueOrder(NamedTuple):
@@ -134,70 +138,121 @@ class OrderRepository:
         self._outbox = Outbox(outbox)
 
     async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
-        """Insert a new order, with the current trace; False when (customer, key) has
+        """Insert one new order, in the current trace; False when (customer, key) has
         an order already."""
-        traceparent, tracestate = traceparent_of_current()
-        row = {
-            **self._row(order),
-            "version": order.version,
-            "customer_id": order.customer_id,
-            "idempotency_key": order.idempotency_key,
-            "request_hash": order.request_hash,
-            "currency": order.currency,
-            "payment_token": order.payment_token,
-            "created_at": order.created_at,
-            "lease_owner": lease_owner,
-            "lease_until": lease_until,
-            "traceparent": traceparent,
-            "tracestate": tracestate,
+        new = NewOrder(order, lease_owner, lease_until, *traceparent_of_current())
+        return (await self.add_many([new]))[0] is None
+
+    async def save(self, order: Order, priced: bool = False) -> None:
+        """Write one order if nobody changed it since it was read, else StaleOrder."""
+        if not (await self.save_many([(order, priced)]))[0]:
+            raise StaleOrder(order.order_id)
+
+    async def add_many(self, new: Sequence[NewOrder]) -> list[Order | None]:
+        """Insert new orders with their lines and events, a few statements for the
+        whole batch. Per order: None when inserted, else the order that (customer, key)
+        names already (placed before, or earlier in the same batch)."""
+        rows = [
+            {
+                **self._row(n.order),
+                "version": n.order.version,
+                "customer_id": n.order.customer_id,
+                "idempotency_key": n.order.idempotency_key,
+                "request_hash": n.order.request_hash,
+                "currency": n.order.currency,
+                "payment_token": n.order.payment_token,
+                "created_at": n.order.created_at,
+                "lease_owner": n.lease_owner,
+                "lease_until": n.lease_until,
+                "traceparent": n.traceparent,
+                "tracestate": n.tracestate,
+            }
+            for n in new
+        ]
+        written = {
+            r.order_id
+            for r in await insert_rows(
+                self.session,
+                orders,
+                rows,
+                conflict=("customer_id", "idempotency_key"),
+                returning=("order_id",),
+            )
         }
-        if not await insert_new(
-            self.session, orders, [row], conflict=("customer_id", "idempotency_key")
-        ):
-            return False
-        await self.session.execute(
-            order_lines.insert(),
+        placed = [n.order for n in new if n.order.order_id in written]
+        await insert_rows(
+            self.session,
+            order_lines,
             [
                 {
-                    "order_id": order.order_id,
+                    "order_id": o.order_id,
                     "line_no": i,
                     "sku": x.sku,
                     "quantity": x.quantity,
                     "unit_price_minor": x.unit_price_minor,
                 }
+                for o in placed
+                for i, x in enumerate(o.lines)
+            ],
+        )
+        await self._outbox.add(self.session, [e for o in placed for e in o.pull_events()])
+        existing = await self._by_keys(
+            [
+                (n.order.customer_id, n.order.idempotency_key)
+                for n in new
+                if n.order.order_id not in written
+            ]
+        )
+        return [
+            None
+            if n.order.order_id in written
+            else existing[(n.order.customer_id, n.order.idempotency_key)]
+            for n in new
+        ]
+
+    async def _by_keys(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Order]:
+        if not keys:
+            return {}
+        query = select(orders).where(
+            tuple_(orders.c.customer_id, orders.c.idempotency_key).in_(keys)
+        )
+        found = await self._hydrate((await self.session.execute(query)).all())
+        return {(o.customer_id, o.idempotency_key): o for o in found}
+
+    async def save_many(self, batch: Sequence[tuple[Order, bool]]) -> list[bool]:
+        """Write each (order, priced) if nobody changed it since it was read: True when
+        written (its version moves on, its events go to the outbox), False when stale."""
+        rows = []
+        for order, _ in batch:
+            row = self._row(order)
+            row["b_order_id"] = row.pop("order_id")
+            rows.append({**row, "b_version": order.version, "version": order.version + 1})
+        saved = {
+            r.order_id
+            for r in await update_rows(self.session, orders, rows, returning=("order_id",))
+        }
+        written = [order.order_id in saved for order, _ in batch]
+        await update_rows(
+            self.session,
+            order_lines,
+            [
+                {
+                    "b_order_id": order.order_id,
+                    "b_line_no": i,
+                    "unit_price_minor": x.unit_price_minor,
+                }
+                for (order, priced), ok in zip(batch, written, strict=True)
+                if ok and priced
                 for i, x in enumerate(order.lines)
             ],
         )
-        await self._outbox.add(self.session, order.pull_events())
-        return True
-
-    async def save(self, order: Order, priced: bool = False) -> None:
-        """Write the order if nobody changed it since it was read, else StaleOrder."""
-        row = self._row(order)
-        del row["order_id"]
-        result = await self.session.execute(
-            _SAVE,
-            {
-                **row,
-                "version": order.version + 1,
-                "b_order_id": order.order_id,
-                "b_version": order.version,
-            },
-        )
-        if not result.rowcount:
-            raise StaleOrder(order.order_id)
-        order.version += 1
-        if priced:
-            for i, x in enumerate(order.lines):
-                await self.session.execute(
-                    _SAVE_PRICE,
-                    {
-                        "b_order_id": order.order_id,
-                        "b_line_no": i,
-                        "unit_price_minor": x.unit_price_minor,
-                    },
-                )
-        await self._outbox.add(self.session, order.pull_events())
+        events = []
+        for (order, _), ok in zip(batch, written, strict=True):
+            if ok:
+                order.version += 1
+                events.extend(order.pull_events())
+        await self._outbox.add(self.session, events)
+        return written
 
     @staticmethod
     def _row(order: Order) -> dict[str, object]:
@@ -219,16 +274,6 @@ class OrderRepository:
             return None
         return (await self._hydrate([row]))[0]
 
-    async def get_by_key(self, customer_id: str, idempotency_key: str) -> Order | None:
-        row = (
-            await self.session.execute(
-                _GET_BY_KEY, {"customer_id": customer_id, "idempotency_key": idempotency_key}
-            )
-        ).first()
-        if row is None:
-            return None
-        return (await self._hydrate([row]))[0]
-
     async def list_for_customer(
         self, customer_id: str, state: OrderState | None, after: Cursor | None, limit: int
     ) -> list[Order]:
@@ -240,19 +285,23 @@ class OrderRepository:
             query = query.where(c.state == state.value)
         return await self._hydrate((await self.session.execute(query)).all())
 
-    async def take_lease(self, order_id: str, owner: str, now: datetime, until: datetime) -> bool:
-        """Take the order's lease if it is free or expired (or ours already)."""
+    async def take_leases(
+        self, order_ids: Sequence[str], owner: str, now: datetime, until: datetime
+    ) -> set[str]:
+        """Take the leases that are free or expired (or ours already); the ids taken."""
+        if not order_ids:
+            return set()
         result = await self.session.execute(
-            _TAKE_LEASE,
+            _TAKE_LEASES,
             {
-                "b_order_id": order_id,
+                "b_ids": list(order_ids),
                 "b_now": now,
                 "b_owner": owner,
                 "lease_owner": owner,
                 "lease_until": until,
             },
         )
-        return bool(result.rowcount)
+        return {row.order_id for row in result}
 
     async def with_work_due(self, now: datetime, limit: int) -> list[DueOrder]:
         """Orders that still owe work and that nobody holds a live lease on."""

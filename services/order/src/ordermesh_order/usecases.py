@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from ordermesh_order.domain import (
     Order,
@@ -19,12 +19,13 @@ from ordermesh_order.domain import (
     validate_order_id,
 )
 from ordermesh_order.saga import SagaRunner
-from ordermesh_order.store import OrderRepository, StaleOrder
+from ordermesh_order.store import NewOrder, OrderRepository, StaleOrder
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.auth import require_owner
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import NotFound, Overloaded, Validator
 from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
+from ordermesh_platform.telemetry import traceparent_of_current
 
 WATCH_POLL_S = 0.5
 # Kept back from a caller's deadline for the answer's trip home.
@@ -61,16 +62,12 @@ class Orders:
             )
         deadline = caller_deadline(budget_s)
         order = Order.place(str(uuid.uuid4()), request)
-        now = datetime.now(UTC)
-        lease_until = now + timedelta(seconds=self._runner.settings.lease_s)
-        existing: Order | None = None
-        async with self._sessions.begin() as session:
-            repo = OrderRepository(session)
-            if not await repo.add(order, self._runner.owner, lease_until):
-                existing = await repo.get_by_key(request.customer_id, request.idempotency_key)
-                assert existing is not None
-                existing.check_same_request(request)
+        lease_until = order.created_at + timedelta(seconds=self._runner.settings.lease_s)
+        existing = await self._runner.accept(
+            NewOrder(order, self._runner.owner, lease_until, *traceparent_of_current())
+        )
         if existing is not None:
+            existing.check_same_request(request)
             if wait_for_outcome and not existing.is_final:
                 existing = await self._wait_final(existing, deadline)
             return existing, True
@@ -127,12 +124,8 @@ class Orders:
             order = await self.get(order_id)
             if not order.cancel(Reason.CANCELLED_BY_CUSTOMER, note):
                 return order
-            try:
-                async with self._sessions.begin() as session:
-                    await OrderRepository(session).save(order)
-            except StaleOrder:
-                continue
-            self._watch.changed(order_id)
+            if not await self._runner.save(order):
+                continue  # stale: re-read
             driven = await self._runner.drive(order_id, caller_deadline(budget_s))
             assert driven is not None
             if driven.work is not Work.NONE:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 import grpc
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
-from ordermesh_payment.domain import Payment, PaymentState
+from ordermesh_payment.domain import MAX_BATCH_ITEMS, AuthorizationRequest, Payment, PaymentState
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.errors import ServiceError, Validator
+from ordermesh_platform.grpc_errors import OK_STATUS, to_status_pb
 from ordermesh_platform.policy import Policy, ServiceOrAdmin
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -26,6 +30,9 @@ POLICY = Policy(
         "VoidPayment": ORDER_SERVICE,
         "RefundPayment": ORDER_SERVICE,
         "GetPayment": ORDER_SERVICE,
+        "AuthorizePaymentBatch": ORDER_SERVICE,
+        "CapturePaymentBatch": ORDER_SERVICE,
+        "VoidPaymentBatch": ORDER_SERVICE,
     },
 )
 
@@ -53,6 +60,30 @@ def payment_to_pb(p: Payment | None) -> pb.Payment | None:
         create_time=to_timestamp(p.created_at),
         update_time=to_timestamp(p.updated_at),
     )
+
+
+def result_to_pb(answer: Payment | ServiceError | None) -> pb.PaymentResult:
+    if isinstance(answer, ServiceError):
+        return pb.PaymentResult(status=to_status_pb(answer))
+    return pb.PaymentResult(status=OK_STATUS, payment=payment_to_pb(answer))
+
+
+def authorization_of(request: pb.AuthorizePaymentRequest) -> AuthorizationRequest:
+    return AuthorizationRequest(
+        request.order_id,
+        request.customer_id,
+        request.amount.amount_minor,
+        request.amount.currency,
+        request.payment_token,
+    )
+
+
+def check_batch_size(requests: Sized) -> None:
+    v = Validator()
+    v.check(
+        0 < len(requests) <= MAX_BATCH_ITEMS, "requests", f"must hold 1-{MAX_BATCH_ITEMS} items"
+    )
+    v.raise_if_invalid()
 
 
 class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
@@ -95,3 +126,30 @@ class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
     ) -> pb.GetPaymentResponse:
         payment = await self._payments.get(request.order_id)
         return pb.GetPaymentResponse(payment=payment_to_pb(payment))
+
+    async def AuthorizePaymentBatch(
+        self, request: pb.AuthorizePaymentBatchRequest, context: Context
+    ) -> pb.AuthorizePaymentBatchResponse:
+        check_batch_size(request.requests)
+        answers = await self._payments.authorize_many(
+            [authorization_of(r) for r in request.requests], context.time_remaining()
+        )
+        return pb.AuthorizePaymentBatchResponse(results=[result_to_pb(a) for a in answers])
+
+    async def CapturePaymentBatch(
+        self, request: pb.CapturePaymentBatchRequest, context: Context
+    ) -> pb.CapturePaymentBatchResponse:
+        check_batch_size(request.requests)
+        answers = await self._payments.capture_many(
+            [r.order_id for r in request.requests], context.time_remaining()
+        )
+        return pb.CapturePaymentBatchResponse(results=[result_to_pb(a) for a in answers])
+
+    async def VoidPaymentBatch(
+        self, request: pb.VoidPaymentBatchRequest, context: Context
+    ) -> pb.VoidPaymentBatchResponse:
+        check_batch_size(request.requests)
+        answers = await self._payments.void_many(
+            [r.order_id for r in request.requests], context.time_remaining()
+        )
+        return pb.VoidPaymentBatchResponse(results=[result_to_pb(a) for a in answers])

@@ -39,7 +39,7 @@ def build_provider(settings: PaymentSettings) -> ResilientProvider:
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, PaymentSettings)
-    payments = Payments(runtime.sessions, build_provider(settings))
+    payments = Payments(runtime.sessions, build_provider(settings), settings.psp_concurrency)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     async with background(*relay_workers(runtime, outbox, "payment")):
         yield

@@ -22,3 +22,6 @@ class PaymentSettings(RelaySettings):
         10, ge=1, description="Consecutive transient failures that open the circuit."
     )
     psp_breaker_open_s: float = Field(5.0, gt=0, description="How long the circuit stays open.")
+    psp_concurrency: int = Field(
+        64, ge=1, description="Provider calls in flight at once, batches and single calls alike."
+    )

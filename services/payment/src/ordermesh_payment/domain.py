@@ -14,6 +14,8 @@ MAX_ID_LENGTH = 128
 # a longer one was authorized, then failed to record its outcome (INTERNAL).
 MAX_ORDER_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 256
+# Items of one batch call: enough to amortize a round trip, small enough for one answer.
+MAX_BATCH_ITEMS = 1000
 
 
 class PaymentState(enum.StrEnum):
@@ -86,6 +88,22 @@ class Payment:
                 f"the payment of order {self.order_id} was voided",
                 {"order_id": self.order_id},
             )
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """One authorization asked for: the order id is its idempotency key."""
+
+    order_id: str
+    customer_id: str
+    amount_minor: int
+    currency: str
+    token: str
+
+    def validate(self) -> None:
+        validate_authorization(
+            self.order_id, self.customer_id, self.amount_minor, self.currency, self.token
+        )
 
 
 def declined(order_id: str, reason: str) -> FailedPrecondition:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Collection, Sequence
 
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, bindparam, select
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    any_,
+    bindparam,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_payment.domain import Payment, PaymentState
-from ordermesh_platform.db import insert_new
+from ordermesh_platform.db import insert_rows, update_rows
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 payments = Table(
@@ -55,9 +62,37 @@ def _payment(row: object) -> Payment:
 # The hot statements are built once and run with bind values (see the order store).
 _GET = select(payments).where(payments.c.order_id == bindparam("order_id"))
 _GET_LOCKED = _GET.with_for_update()
-_MOVE = payments.update().where(
-    payments.c.order_id == bindparam("b_order_id"), payments.c.state == bindparam("b_state")
+_GET_MANY = select(payments).where(payments.c.order_id.in_(bindparam("order_ids", expanding=True)))
+# PostgreSQL takes the ids as one array: one prepared statement for every batch size.
+_GET_MANY_PG = select(payments).where(
+    payments.c.order_id == any_(bindparam("order_ids", type_=ARRAY(String(128))))
 )
+
+
+def _row(payment: Payment) -> dict[str, object]:
+    return {
+        "order_id": payment.order_id,
+        "payment_id": payment.payment_id,
+        "customer_id": payment.customer_id,
+        "state": payment.state.value,
+        "amount_minor": payment.amount_minor,
+        "currency": payment.currency,
+        "decline_reason": payment.decline_reason,
+        "psp_reference": payment.psp_reference,
+        "created_at": payment.created_at,
+        "updated_at": payment.updated_at,
+    }
+
+
+def _move_row(before: Payment, after: Payment) -> dict[str, object]:
+    return {
+        "b_order_id": before.order_id,
+        "b_state": before.state.value,
+        "state": after.state.value,
+        "decline_reason": after.decline_reason,
+        "psp_reference": after.psp_reference,
+        "updated_at": after.updated_at,
+    }
 
 
 class PaymentStore:
@@ -69,34 +104,29 @@ class PaymentStore:
         row = (await self.session.execute(query, {"order_id": order_id})).first()
         return None if row is None else _payment(row)
 
-    async def claim(self, payment: Payment) -> bool:
-        """Insert the payment; False when the order has one already."""
-        row = {
-            "order_id": payment.order_id,
-            "payment_id": payment.payment_id,
-            "customer_id": payment.customer_id,
-            "state": payment.state.value,
-            "amount_minor": payment.amount_minor,
-            "currency": payment.currency,
-            "decline_reason": payment.decline_reason,
-            "psp_reference": payment.psp_reference,
-            "created_at": payment.created_at,
-            "updated_at": payment.updated_at,
-        }
-        return bool(await insert_new(self.session, payments, [row], conflict=("order_id",)))
+    async def get_many(self, order_ids: Collection[str]) -> dict[str, Payment]:
+        """The payments of those orders that have one, by order id (one SELECT)."""
+        if not order_ids:
+            return {}
+        query = _GET_MANY_PG if self.session.dialect.name == "postgresql" else _GET_MANY
+        rows = await self.session.execute(query, {"order_ids": sorted(order_ids)})
+        return {p.order_id: p for p in map(_payment, rows)}
 
-    async def move(self, before: Payment, after: Payment) -> bool:
-        """Conditional update from ``before.state``: False when another call moved the
-        payment first (the caller re-reads and decides)."""
-        result = await self.session.execute(
-            _MOVE,
-            {
-                "b_order_id": before.order_id,
-                "b_state": before.state.value,
-                "state": after.state.value,
-                "decline_reason": after.decline_reason,
-                "psp_reference": after.psp_reference,
-                "updated_at": utcnow(),
-            },
+    async def claim_many(self, new: Sequence[Payment]) -> set[str]:
+        """Insert the payments in one statement; returns the order ids written (an order
+        with a payment already keeps it)."""
+        # Sorted: two batches sharing orders then wait for each other, never deadlock.
+        rows = [_row(p) for p in sorted(new, key=lambda p: p.order_id)]
+        written = await insert_rows(
+            self.session, payments, rows, conflict=("order_id",), returning=("order_id",)
         )
-        return bool(result.rowcount)
+        return {r.order_id for r in written}
+
+    async def move_many(self, moves: Sequence[tuple[Payment, Payment]]) -> set[str]:
+        """Move each payment from its ``before`` state to ``after`` in one statement;
+        returns the order ids moved. One left out was moved by another call first (the
+        caller re-reads and decides)."""
+        ordered = sorted(moves, key=lambda move: move[0].order_id)
+        rows = [_move_row(before, after) for before, after in ordered]
+        changed = await update_rows(self.session, payments, rows, returning=("order_id",))
+        return {r.order_id for r in changed}

@@ -1,13 +1,20 @@
 """Payment use cases. The provider is never called inside a database transaction: the
 intent is committed first (AUTHORIZING), the provider called, the outcome committed with
-its event. The order id is the idempotency key all the way to the provider."""
+its event. The order id is the idempotency key all the way to the provider.
+
+Every operation works on a batch: one transaction for the intents, the provider calls
+side by side (bounded), one transaction for the outcomes. A single call is a batch of
+one. Each item gets its own answer, a payment or the error its single call raises."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -16,16 +23,29 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_payment.domain import (
+    AuthorizationRequest,
     Payment,
     PaymentState,
-    validate_authorization,
     validate_order_id_only,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
 from ordermesh_payment.store import PaymentStore, outbox
 from ordermesh_platform.db import Transactions
-from ordermesh_platform.errors import FailedPrecondition, NotFound, Unavailable
+from ordermesh_platform.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
 from ordermesh_platform.resilience import Transient
+
+T = TypeVar("T")
+A = TypeVar("A")
+Move = tuple[Payment, Payment]  # a payment before and after one change
+# One move at the provider: None when made, else the error the caller sees.
+ProviderMove = Callable[[Payment, float | None], Awaitable[ServiceError | None]]
 
 
 def _money(p: Payment) -> money_pb2.Money:
@@ -48,15 +68,145 @@ def _event(p: Payment) -> Message | None:
     return None
 
 
+def _events(moved: Iterable[Payment]) -> list[DomainEvent]:
+    """The events reporting payments that reached their state."""
+    return [
+        DomainEvent("payment", p.order_id, event) for p in moved if (event := _event(p)) is not None
+    ]
+
+
 def _deadline(budget_s: float | None) -> float | None:
     return None if budget_s is None else time.monotonic() + budget_s
 
 
+def _raised(answer: A | ServiceError) -> A:
+    if isinstance(answer, ServiceError):
+        raise answer
+    return answer
+
+
+def _invalid(check: Callable[[T], None], item: T) -> InvalidArgument | None:
+    try:
+        check(item)
+    except InvalidArgument as error:
+        return error
+    return None
+
+
+def _validated_order_ids(order_ids: Sequence[str]) -> tuple[dict[int, ServiceError], list[str]]:
+    """The invalid items by position, and the valid order ids, each once, in order."""
+    invalid: dict[int, ServiceError] = {}
+    for i, order_id in enumerate(order_ids):
+        if (error := _invalid(validate_order_id_only, order_id)) is not None:
+            invalid[i] = error
+    valid = (order_id for i, order_id in enumerate(order_ids) if i not in invalid)
+    return invalid, list(dict.fromkeys(valid))
+
+
+def _in_request_order(
+    order_ids: Sequence[str], invalid: Mapping[int, ServiceError], outcomes: Mapping[str, A]
+) -> list[A | ServiceError]:
+    return [invalid[i] if i in invalid else outcomes[o] for i, o in enumerate(order_ids)]
+
+
+def _intent(request: AuthorizationRequest, now: datetime) -> Payment:
+    return Payment(
+        str(uuid.uuid4()), request.order_id, request.customer_id, PaymentState.AUTHORIZING,
+        request.amount_minor, request.currency, "", "", now, now,
+    )  # fmt: skip
+
+
+def _tombstone(order_id: str, now: datetime) -> Payment:
+    return Payment(str(uuid.uuid4()), order_id, "", PaymentState.VOIDED, 0, "XXX", "", "", now, now)
+
+
+def _replayed(request: AuthorizationRequest, existing: Payment) -> Payment | ServiceError:
+    """An order authorized before answers as it did; a different request is refused."""
+    try:
+        existing.refuse_if_finished_without_money()
+        existing.check_same_request(request.amount_minor, request.currency)
+    except (FailedPrecondition, Conflict) as error:
+        return error
+    return existing
+
+
+def _answer_to(
+    request: AuthorizationRequest, outcome: Payment | ServiceError
+) -> Payment | ServiceError:
+    """The order's outcome as this request's single call would have seen it."""
+    if isinstance(outcome, ServiceError):
+        return outcome
+    return _replayed(request, outcome)
+
+
+def _finished(payment: Payment) -> Payment | ServiceError:
+    try:
+        payment.refuse_if_finished_without_money()
+    except FailedPrecondition as error:
+        return error
+    return payment
+
+
+def _settled(outcome: Payment, wanted: Payment) -> Payment | ServiceError:
+    """Another call moved the payment between our read and our write: the move we made
+    at the provider is now judged against what it became."""
+    if outcome.state is not wanted.state:
+        try:
+            outcome.moved_to(wanted.state)
+        except FailedPrecondition as error:
+            return error
+    return outcome
+
+
+def _moves_wanted(
+    order_ids: Sequence[str],
+    current: Mapping[str, Payment],
+    target_of: Callable[[Payment], Payment],
+) -> tuple[dict[str, Payment | ServiceError], list[Move]]:
+    """The answers of orders needing no move (missing, refused, there already), and
+    the moves the others need."""
+    outcomes: dict[str, Payment | ServiceError] = {}
+    wanted: list[Move] = []
+    for order_id in order_ids:
+        payment = current.get(order_id)
+        if payment is None:
+            outcomes[order_id] = NotFound("payment", order_id)
+            continue
+        try:
+            target = target_of(payment)
+        except FailedPrecondition as error:
+            outcomes[order_id] = error
+            continue
+        if target is payment:
+            outcomes[order_id] = payment  # there already: a retry
+        else:
+            wanted.append((payment, target))
+    return outcomes, wanted
+
+
+def _to_captured(p: Payment) -> Payment:
+    return p.moved_to(PaymentState.CAPTURED)
+
+
+def _to_voided(p: Payment) -> Payment:
+    if p.state is PaymentState.DECLINED:
+        return p  # nothing is held
+    return p.moved_to(PaymentState.VOIDED)
+
+
+def _to_refunded(p: Payment) -> Payment:
+    return p.moved_to(PaymentState.REFUNDED)
+
+
 class Payments:
-    def __init__(self, sessions: Transactions, provider: ResilientProvider) -> None:
+    def __init__(
+        self, sessions: Transactions, provider: ResilientProvider, psp_concurrency: int = 64
+    ) -> None:
         self._sessions = sessions
         self._provider = provider
         self._outbox = Outbox(outbox)
+        # Shared by every call of this service: a big batch cannot flood the provider.
+        self._provider_slots = asyncio.Semaphore(psp_concurrency)
 
     async def get(self, order_id: str) -> Payment:
         validate_order_id_only(order_id)
@@ -66,19 +216,7 @@ class Payments:
             raise NotFound("payment", order_id)
         return found
 
-    async def _record(self, before: Payment, after: Payment) -> Payment:
-        """Commit a move with its event; if another call moved the payment first,
-        return what it is now."""
-        async with self._sessions.begin() as session:
-            store = PaymentStore(session)
-            if not await store.move(before, after):
-                current = await store.get(before.order_id)
-                assert current is not None
-                return current
-            event = _event(after)
-            if event is not None:
-                await self._outbox.add(session, [DomainEvent("payment", after.order_id, event)])
-            return after
+    # -- single calls: a batch of one ------------------------------------------------
 
     async def authorize(
         self,
@@ -89,106 +227,232 @@ class Payments:
         token: str,
         budget_s: float | None = None,
     ) -> Payment:
-        validate_authorization(order_id, customer_id, amount_minor, currency, token)
-        deadline = _deadline(budget_s)
-        now = datetime.now(UTC)
-        intent = Payment(
-            str(uuid.uuid4()), order_id, customer_id, PaymentState.AUTHORIZING,
-            amount_minor, currency, "", "", now, now,
-        )  # fmt: skip
-        async with self._sessions.begin() as session:
-            store = PaymentStore(session)
-            if not await store.claim(intent):
-                existing = await store.get(order_id)
-                assert existing is not None
-                existing.refuse_if_finished_without_money()
-                existing.check_same_request(amount_minor, currency)
-                if existing.state is not PaymentState.AUTHORIZING:
-                    return existing  # authorized before: never a second authorization
-                intent = existing  # an earlier attempt did not finish: ask again, same key
-        try:
-            authorization = await self._provider.authorize(
-                order_id, amount_minor, currency, token, deadline
-            )
-        except PspDeclined as decline:
-            outcome = await self._record(
-                intent, intent.moved_to(PaymentState.DECLINED, decline_reason=decline.reason)
-            )
-            outcome.refuse_if_finished_without_money()
-            return outcome
-        except Transient as error:
-            raise Unavailable(f"payment provider unavailable: {error}") from error
-        outcome = await self._record(
-            intent,
-            intent.moved_to(PaymentState.AUTHORIZED, psp_reference=authorization.reference),
-        )
-        if outcome.state is PaymentState.VOIDED:
-            # Voided while the provider was answering: release the hold it just made.
-            await self._call_provider(
-                self._provider.void(order_id, authorization.reference, deadline)
-            )
-        outcome.refuse_if_finished_without_money()
-        return outcome
+        request = AuthorizationRequest(order_id, customer_id, amount_minor, currency, token)
+        [answer] = await self.authorize_many([request], budget_s)
+        return _raised(answer)
 
     async def capture(self, order_id: str, budget_s: float | None = None) -> Payment:
-        current = await self.get(order_id)
-        target = current.moved_to(PaymentState.CAPTURED)
-        if target is current:
-            return current
-        await self._call_provider(
-            self._provider.capture(
-                order_id, current.psp_reference, current.amount_minor, _deadline(budget_s)
-            )
-        )
-        return await self._settle(current, target)
+        [answer] = await self.capture_many([order_id], budget_s)
+        return _raised(answer)
 
     async def void(self, order_id: str, budget_s: float | None = None) -> Payment | None:
         """Release an authorization. Voiding an order without a payment records a
         tombstone, so an authorization still in flight cannot land afterwards."""
-        validate_order_id_only(order_id)
-        now = datetime.now(UTC)
-        tombstone = Payment(
-            str(uuid.uuid4()), order_id, "", PaymentState.VOIDED, 0, "XXX", "", "", now, now
-        )
-        async with self._sessions.begin() as session:
-            if await PaymentStore(session).claim(tombstone):
-                return None
-        current = await self.get(order_id)
-        if current.state is PaymentState.DECLINED:
-            return current  # nothing is held
-        target = current.moved_to(PaymentState.VOIDED)
-        if target is current:
-            return current
-        await self._call_provider(
-            self._provider.void(order_id, current.psp_reference, _deadline(budget_s))
-        )
-        return await self._settle(current, target)
+        [answer] = await self.void_many([order_id], budget_s)
+        return _raised(answer)
 
     async def refund(self, order_id: str, budget_s: float | None = None) -> Payment:
         current = await self.get(order_id)
-        target = current.moved_to(PaymentState.REFUNDED)
-        if target is current:
-            return current
-        await self._call_provider(
-            self._provider.refund(
-                order_id, current.psp_reference, current.amount_minor, _deadline(budget_s)
+        outcomes = await self._move_at_provider(
+            [order_id],
+            {order_id: current},
+            _to_refunded,
+            self._refund_at_provider,
+            _deadline(budget_s),
+        )
+        return _raised(outcomes[order_id])
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def authorize_many(
+        self, requests: Sequence[AuthorizationRequest], budget_s: float | None = None
+    ) -> list[Payment | ServiceError]:
+        """One answer per request, in order. A retry never authorizes twice; an order
+        asked for twice in one batch is authorized once and both answers alike."""
+        deadline = _deadline(budget_s)
+        invalid: dict[int, ServiceError] = {}
+        for i, request in enumerate(requests):
+            if (error := _invalid(AuthorizationRequest.validate, request)) is not None:
+                invalid[i] = error
+        first_asks: dict[str, AuthorizationRequest] = {}
+        for i, request in enumerate(requests):
+            if i not in invalid:
+                first_asks.setdefault(request.order_id, request)
+        outcomes = await self._authorize_orders(list(first_asks.values()), deadline)
+        return [
+            invalid[i] if i in invalid else _answer_to(request, outcomes[request.order_id])
+            for i, request in enumerate(requests)
+        ]
+
+    async def capture_many(
+        self, order_ids: Sequence[str], budget_s: float | None = None
+    ) -> list[Payment | ServiceError]:
+        deadline = _deadline(budget_s)
+        invalid, distinct = _validated_order_ids(order_ids)
+        async with self._sessions() as session:
+            current = await PaymentStore(session).get_many(distinct)
+        outcomes = await self._move_at_provider(
+            distinct, current, _to_captured, self._capture_at_provider, deadline
+        )
+        return _in_request_order(order_ids, invalid, outcomes)
+
+    async def void_many(
+        self, order_ids: Sequence[str], budget_s: float | None = None
+    ) -> list[Payment | ServiceError | None]:
+        """An order without a payment answers None and gets a tombstone (see void)."""
+        deadline = _deadline(budget_s)
+        invalid, distinct = _validated_order_ids(order_ids)
+        now = datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            store = PaymentStore(session)
+            tombstoned = await store.claim_many([_tombstone(o, now) for o in distinct])
+            held = [o for o in distinct if o not in tombstoned]
+            current = await store.get_many(held)
+        outcomes: dict[str, Payment | ServiceError | None] = dict.fromkeys(tombstoned)
+        outcomes.update(
+            await self._move_at_provider(
+                held, current, _to_voided, self._void_at_provider, deadline
             )
         )
-        return await self._settle(current, target)
+        return _in_request_order(order_ids, invalid, outcomes)
 
-    async def _settle(self, before: Payment, after: Payment) -> Payment:
-        outcome = await self._record(before, after)
-        if outcome.state is not after.state:
-            # Another call moved the payment between our read and our write: the move
-            # we made at the provider is now judged against what it became.
-            outcome.moved_to(after.state)
-        return outcome
+    # -- the steps -------------------------------------------------------------------
+
+    async def _authorize_orders(
+        self, requests: Sequence[AuthorizationRequest], deadline: float | None
+    ) -> dict[str, Payment | ServiceError]:
+        """Authorize each order (each once, in ``requests``): its payment or error."""
+        outcomes, to_ask = await self._record_intents(requests)
+        asked = await self._bounded(
+            self._ask_to_authorize(request, intent, deadline) for request, intent in to_ask
+        )
+        moves: list[Move] = []
+        for (_, intent), answer in zip(to_ask, asked, strict=True):
+            if isinstance(answer, ServiceError):
+                outcomes[intent.order_id] = answer
+            else:
+                moves.append((intent, answer))
+        recorded = await self._record(moves)
+        outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
+        for _, after in moves:
+            outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
+        return outcomes
+
+    async def _record_intents(
+        self, requests: Sequence[AuthorizationRequest]
+    ) -> tuple[dict[str, Payment | ServiceError], list[tuple[AuthorizationRequest, Payment]]]:
+        """Commit the intents of new orders; returns the answers of orders settled
+        before, and the intents the provider must be asked about."""
+        now = datetime.now(UTC)
+        intents = [_intent(request, now) for request in requests]
+        async with self._sessions.begin() as session:
+            store = PaymentStore(session)
+            claimed = await store.claim_many(intents)
+            replays = [p.order_id for p in intents if p.order_id not in claimed]
+            existing = await store.get_many(replays)
+        outcomes: dict[str, Payment | ServiceError] = {}
+        to_ask: list[tuple[AuthorizationRequest, Payment]] = []
+        for request, intent in zip(requests, intents, strict=True):
+            if intent.order_id in claimed:
+                to_ask.append((request, intent))
+                continue
+            replay = _replayed(request, existing[request.order_id])
+            if isinstance(replay, Payment) and replay.state is PaymentState.AUTHORIZING:
+                to_ask.append((request, replay))  # an earlier attempt did not finish: same key
+            else:
+                outcomes[request.order_id] = replay  # never a second authorization
+        return outcomes, to_ask
+
+    async def _ask_to_authorize(
+        self, request: AuthorizationRequest, intent: Payment, deadline: float | None
+    ) -> Payment | ServiceError:
+        """The payment as the provider's answer leaves it, or UNAVAILABLE."""
+        try:
+            authorization = await self._provider.authorize(
+                request.order_id, request.amount_minor, request.currency, request.token, deadline
+            )
+        except PspDeclined as decline:
+            return intent.moved_to(PaymentState.DECLINED, decline_reason=decline.reason)
+        except Transient as error:
+            return Unavailable(f"payment provider unavailable: {error}")
+        return intent.moved_to(PaymentState.AUTHORIZED, psp_reference=authorization.reference)
+
+    async def _release_late_authorizations(
+        self, moves: Sequence[Move], recorded: Mapping[str, Payment], deadline: float | None
+    ) -> dict[str, ServiceError]:
+        """Voided while the provider was answering: release the holds it just made.
+        Returns the errors of releases that failed."""
+        late = [
+            after
+            for _, after in moves
+            if after.state is PaymentState.AUTHORIZED
+            and recorded[after.order_id].state is PaymentState.VOIDED
+        ]
+        released = await self._bounded(self._void_at_provider(p, deadline) for p in late)
+        return {p.order_id: e for p, e in zip(late, released, strict=True) if e is not None}
+
+    async def _move_at_provider(
+        self,
+        order_ids: Sequence[str],
+        current: Mapping[str, Payment],
+        target_of: Callable[[Payment], Payment],
+        call: ProviderMove,
+        deadline: float | None,
+    ) -> dict[str, Payment | ServiceError]:
+        """Move each order's payment at the provider, then record the moves made."""
+        outcomes, wanted = _moves_wanted(order_ids, current, target_of)
+        refusals = await self._bounded(call(before, deadline) for before, _ in wanted)
+        moves: list[Move] = []
+        for move, refusal in zip(wanted, refusals, strict=True):
+            if refusal is None:
+                moves.append(move)
+            else:
+                outcomes[move[0].order_id] = refusal
+        recorded = await self._record(moves)
+        for _, after in moves:
+            outcomes[after.order_id] = _settled(recorded[after.order_id], after)
+        return outcomes
+
+    async def _record(self, moves: Sequence[Move]) -> dict[str, Payment]:
+        """Commit the moves with their events in one transaction; returns each payment
+        as it now is (as another call left it, when that call moved it first)."""
+        if not moves:
+            return {}
+        now = datetime.now(UTC)
+        stamped = [(before, replace(after, updated_at=now)) for before, after in moves]
+        async with self._sessions.begin() as session:
+            store = PaymentStore(session)
+            moved = await store.move_many(stamped)
+            others = await store.get_many(
+                [before.order_id for before, _ in stamped if before.order_id not in moved]
+            )
+            await self._outbox.add(session, _events(a for _, a in stamped if a.order_id in moved))
+        return {
+            after.order_id: after if after.order_id in moved else others[after.order_id]
+            for _, after in stamped
+        }
+
+    async def _bounded(self, calls: Iterable[Awaitable[T]]) -> list[T]:
+        """The calls side by side, at most the service's provider concurrency at once."""
+
+        async def in_slot(call: Awaitable[T]) -> T:
+            async with self._provider_slots:
+                return await call
+
+        return list(await asyncio.gather(*(in_slot(call) for call in calls)))
+
+    async def _capture_at_provider(self, p: Payment, deadline: float | None) -> ServiceError | None:
+        return await self._provider_error(
+            self._provider.capture(p.order_id, p.psp_reference, p.amount_minor, deadline)
+        )
+
+    async def _void_at_provider(self, p: Payment, deadline: float | None) -> ServiceError | None:
+        return await self._provider_error(
+            self._provider.void(p.order_id, p.psp_reference, deadline)
+        )
+
+    async def _refund_at_provider(self, p: Payment, deadline: float | None) -> ServiceError | None:
+        return await self._provider_error(
+            self._provider.refund(p.order_id, p.psp_reference, p.amount_minor, deadline)
+        )
 
     @staticmethod
-    async def _call_provider(call: Awaitable[None]) -> None:
+    async def _provider_error(call: Awaitable[None]) -> ServiceError | None:
+        """None when the provider did it; otherwise the error the caller sees."""
         try:
             await call
         except Transient as error:
-            raise Unavailable(f"payment provider unavailable: {error}") from error
+            return Unavailable(f"payment provider unavailable: {error}")
         except PspRefused as error:
-            raise FailedPrecondition("PSP_REFUSED", str(error)) from error
+            return FailedPrecondition("PSP_REFUSED", str(error))
+        return None

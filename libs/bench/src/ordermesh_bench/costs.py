@@ -1,0 +1,94 @@
+"""What an order costs each service, read from the outside while a load runs: CPU
+seconds from /proc, statements and RPCs from each service's /metrics, and the batch
+sizes every batcher formed."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from ordermesh_cli.mesh import LocalMesh
+from ordermesh_cli.registry import SERVICE_NAMES
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _samples(port: int) -> list[Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+        body = reply.read().decode()
+    return [s for family in text_string_to_metric_families(body) for s in family.samples]
+
+
+@dataclass
+class Snapshot:
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    statements: dict[str, float] = field(default_factory=dict)
+    rpcs: dict[str, float] = field(default_factory=dict)
+    # batcher -> (items, batches)
+    batches: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def snapshot(mesh: LocalMesh) -> Snapshot:
+    shot = Snapshot()
+    for name in SERVICE_NAMES:
+        shot.cpu_s[name] = cpu_seconds(mesh.child(name).proc.pid)
+        statements = rpcs = 0.0
+        for s in _samples(mesh.config.metrics_port(name)):
+            if s.name == "ordermesh_db_statements_total":
+                statements += s.value
+            elif s.name == "ordermesh_rpc_requests_total":
+                rpcs += s.value
+            elif s.name in ("ordermesh_batch_size_sum", "ordermesh_batch_size_count"):
+                key = f"{name}/{s.labels['batcher']}"
+                items, count = shot.batches.get(key, (0.0, 0.0))
+                if s.name.endswith("_sum"):
+                    items += s.value
+                else:
+                    count += s.value
+                shot.batches[key] = (items, count)
+        shot.statements[name], shot.rpcs[name] = statements, rpcs
+    return shot
+
+
+def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
+    """The costs between two snapshots, divided by the orders placed in between."""
+    n = max(orders, 1)
+
+    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: b[k] - a.get(k, 0.0) for k in b}
+
+    cpu = delta(before.cpu_s, after.cpu_s)
+    statements = delta(before.statements, after.statements)
+    rpcs = delta(before.rpcs, after.rpcs)
+    batches = {}
+    for key, (items, count) in after.batches.items():
+        items0, count0 = before.batches.get(key, (0.0, 0.0))
+        if count - count0:
+            batches[key] = {
+                "batches": int(count - count0),
+                "mean_size": round((items - items0) / (count - count0), 2),
+            }
+    return {
+        "orders": orders,
+        "cpu_ms_per_order": {k: round(1000 * v / n, 2) for k, v in cpu.items()},
+        "cpu_ms_per_order_total": round(1000 * sum(cpu.values()) / n, 2),
+        "statements_per_order": round(sum(statements.values()) / n, 2),
+        "statements_per_order_by_service": {k: round(v / n, 2) for k, v in statements.items()},
+        # Every RPC a service answered, PlaceOrder included.
+        "rpcs_per_order": round(sum(rpcs.values()) / n, 3),
+        "internal_rpcs_per_order": round(
+            (rpcs.get("inventory", 0) + rpcs.get("payment", 0)) / n, 3
+        ),
+        "batch_size_by_hop": batches,
+    }

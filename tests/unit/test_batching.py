@@ -1,0 +1,152 @@
+"""The live batcher: what queues while a batch is in flight forms the next batch, and
+every item keeps its own result, exception and caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Sequence
+
+import pytest
+
+from ordermesh_platform.batching import LiveBatcher
+
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+
+async def turns(n: int = 4) -> None:
+    """Let the event loop run the scheduled steps (submit, start, the batch)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+class Recorder:
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.contexts: list[str] = []
+        self.gate = gate
+
+    async def run(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        self.contexts.append(CALLER.get())
+        if self.gate is not None:
+            await self.gate.wait()
+        return [ValueError(f"bad {x}") if x < 0 else x * 10 for x in items]
+
+
+async def test_a_lone_item_goes_at_once_in_a_batch_of_one() -> None:
+    recorder = Recorder()
+    batcher = LiveBatcher("t", recorder.run)
+    assert await batcher.submit(3) == 30
+    assert recorder.batches == [[3]]
+
+
+async def test_items_queued_while_a_batch_is_in_flight_form_the_next_batch() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    batcher = LiveBatcher("t", recorder.run)
+    first = asyncio.create_task(batcher.submit(1))
+    await turns()
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(2, 7)]
+    await asyncio.sleep(0)
+    assert recorder.batches == [[1]]  # the rest wait for the batch in flight
+    gate.set()
+    assert await first == 10
+    assert [await t for t in rest] == [20, 30, 40, 50, 60]
+    assert recorder.batches == [[1], [2, 3, 4, 5, 6]]
+
+
+async def test_batches_are_bounded_in_size() -> None:
+    recorder = Recorder()
+    batcher = LiveBatcher("t", recorder.run, max_size=4)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(10))) == [
+        i * 10 for i in range(10)
+    ]
+    assert [len(b) for b in recorder.batches] == [4, 4, 2]
+
+
+async def test_one_items_exception_reaches_only_its_caller() -> None:
+    batcher = LiveBatcher("t", Recorder().run)
+    answers = await batcher.submit_many([1, -2, 3])
+    assert (answers[0], answers[2]) == (10, 30)
+    assert isinstance(answers[1], ValueError)
+
+
+async def test_a_failed_batch_fails_each_of_its_items_and_the_next_batch_still_runs() -> None:
+    calls = 0
+
+    async def flaky(items: Sequence[int]) -> list[int | BaseException]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("down")
+        return list(items)
+
+    batcher: LiveBatcher[int, int] = LiveBatcher("t", flaky)
+    answers = await batcher.submit_many([1, 2])
+    assert all(isinstance(a, ConnectionError) for a in answers)
+    assert await batcher.submit(5) == 5
+
+
+async def test_a_caller_that_gives_up_drops_its_item_not_the_batch() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    batcher = LiveBatcher("t", recorder.run)
+    first = asyncio.create_task(batcher.submit(1))
+    await turns()
+    impatient = asyncio.create_task(batcher.submit(2))
+    patient = asyncio.create_task(batcher.submit(3))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    gate.set()
+    assert await first == 10
+    assert await patient == 30
+    assert recorder.batches == [[1], [3]]  # 2 never went
+
+
+async def test_a_caller_that_gives_up_mid_batch_leaves_the_batch_to_finish() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    batcher = LiveBatcher("t", recorder.run)
+    leaving = asyncio.create_task(batcher.submit(1))
+    staying = asyncio.create_task(batcher.submit(2))
+    await turns()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(leaving), 0.01)
+    leaving.cancel()
+    gate.set()
+    assert await staying == 20
+    assert recorder.batches == [[1, 2]]
+
+
+async def test_a_batch_runs_in_the_context_of_its_first_caller() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    batcher = LiveBatcher("t", recorder.run)
+
+    async def as_caller(name: str, item: int) -> int:
+        CALLER.set(name)
+        return await batcher.submit(item)
+
+    first = asyncio.create_task(as_caller("a", 1))
+    await turns()
+    second = asyncio.create_task(as_caller("b", 2))
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, second)
+    assert recorder.contexts == ["a", "b"]
+
+
+async def test_in_flight_lets_that_many_batches_run_at_once() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    batcher = LiveBatcher("t", recorder.run, in_flight=2)
+    tasks = [asyncio.create_task(batcher.submit(1))]
+    await turns()
+    tasks.append(asyncio.create_task(batcher.submit(2)))
+    await turns()
+    assert recorder.batches == [[1], [2]]
+    gate.set()
+    assert [await t for t in tasks] == [10, 20]
