@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2
+from ordermesh_bench.costs import snapshot
 from ordermesh_cli.health_client import check_health
 from tests.support.mesh_client import MeshClient
 from tests.support.rich_status import detail
@@ -126,8 +127,12 @@ async def test_two_hundred_buyers_for_fifty_units_confirm_exactly_fifty(mesh: Me
         except grpc.aio.AioRpcError as error:
             return str(detail(error, error_details_pb2.ErrorInfo).reason)
 
+    before = snapshot(mesh.mesh).batches["order/reserve_stock"]
     outcomes = Counter(await asyncio.gather(*(buy(i) for i in range(200))))
     assert outcomes == {"CONFIRMED": 50, "OUT_OF_STOCK": 150}
+    items, batches = snapshot(mesh.mesh).batches["order/reserve_stock"]
+    # The buyers met inside batches as well as across them.
+    assert items - before[0] >= 200 > batches - before[1]
     await mesh.settle()
     available, reserved, committed = await mesh.stock(sku)
     assert available == 0
@@ -170,6 +175,61 @@ async def test_a_crash_between_reserve_and_authorize_is_recovered(mesh: MeshClie
     assert await mesh.stock(sku) == (1, 0, 2)
     payment = await mesh.payment(reply.order.order_id)
     assert payment.state == payment_pb2.PAYMENT_STATE_CAPTURED
+
+
+async def _placed_all(mesh: MeshClient, requests: list[pb.PlaceOrderRequest]) -> list[pb.Order]:
+    """Every request sent again (same key) until it is answered: one order each."""
+    orders = []
+    for request in requests:
+        reply = await mesh.orders.PlaceOrder(request, timeout=mesh.saga_timeout_s + 10)
+        orders.append(reply.order)
+    return orders
+
+
+async def test_order_service_killed_after_a_batch_insert_finishes_every_order_of_it(
+    mesh: MeshClient,
+) -> None:
+    sku = await mesh.add_product(500, stock=100)
+    await mesh.restart("order", ORDERMESH_FAULT_POINT="after_insert")
+    requests = [
+        mesh.place_request({sku: 1}, key=f"kill-insert-{i}", customer=f"k{i}") for i in range(12)
+    ]
+    answers = await asyncio.gather(
+        *(mesh.orders.PlaceOrder(r, timeout=10) for r in requests), return_exceptions=True
+    )
+    # Every caller of the batch in flight lost its answer with the process.
+    assert all(isinstance(a, grpc.aio.AioRpcError) for a in answers)
+    assert mesh.mesh.child("order").proc.wait(timeout=10) == -9
+    await mesh.restart("order")
+    orders = await _placed_all(mesh, requests)
+    assert len({o.order_id for o in orders}) == 12
+    assert {o.state for o in orders} == {pb.ORDER_STATE_CONFIRMED}
+    await mesh.settle()
+    assert await mesh.stock(sku) == (88, 0, 12)
+
+
+async def test_inventory_killed_after_committing_a_batch_answers_it_on_the_retry(
+    mesh: MeshClient,
+) -> None:
+    sku = await mesh.add_product(500, stock=100)
+    await mesh.restart("inventory", ORDERMESH_FAULT_POINT="after_reserve_commit")
+    requests = [
+        mesh.place_request({sku: 2}, key=f"kill-reserve-{i}", customer=f"r{i}") for i in range(12)
+    ]
+
+    async def place(request: pb.PlaceOrderRequest) -> pb.PlaceOrderResponse:
+        return await mesh.orders.PlaceOrder(request, timeout=mesh.saga_timeout_s)
+
+    placing = [asyncio.create_task(place(r)) for r in requests]
+    assert await asyncio.to_thread(mesh.mesh.child("inventory").proc.wait, 20) == -9
+    await mesh.restart("inventory")
+    # The sagas retried the reservation; inventory answered from what it had committed.
+    replies = await asyncio.gather(*placing)
+    assert {r.order.state for r in replies} == {pb.ORDER_STATE_CONFIRMED}
+    await mesh.settle()
+    assert await mesh.stock(sku) == (76, 0, 24)
+    report = await mesh.invariants()
+    assert report.ok, report.violations
 
 
 async def test_with_payment_down_waiting_callers_get_unavailable_and_others_wait(

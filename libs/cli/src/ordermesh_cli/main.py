@@ -157,7 +157,9 @@ def bench(
     ),
     base_port: Annotated[int, typer.Option(help="first of the ports the suite uses")] = 26051,
     level_s: Annotated[float, typer.Option(help="seconds per closed-loop level")] = 8.0,
-    levels: Annotated[str, typer.Option(help="closed-loop concurrency levels")] = "4,16,32",
+    levels: Annotated[str, typer.Option(help="closed-loop concurrency levels")] = (
+        "4,16,32,128,256"
+    ),
     open_loop_s: Annotated[float, typer.Option(help="seconds of the half-load run")] = 10.0,
     events: Annotated[int, typer.Option(help="events for the relay bound")] = 20_000,
     zipf: Annotated[float, typer.Option(help="Zipf exponent of SKU popularity; 0: uniform")] = 1.1,

@@ -2,14 +2,15 @@
 only once the broker acknowledged them (acks=all), and keeps each aggregate's events
 in commit order even with several relays on one outbox.
 
-How a pass works (PostgreSQL):
-  for each bucket with work (rows are bucketed by aggregate id), a few at once:
+How a pass works (PostgreSQL): one transaction, a constant number of statements
+however many rows and buckets it carries (rows are bucketed by aggregate id):
     BEGIN
-    pg_try_advisory_xact_lock(bucket)          -- another relay has it? skip the bucket
-    SELECT ... WHERE bucket = b AND published_at IS NULL
+    pg_try_advisory_xact_lock(bucket) for every bucket, in one statement
+                                               -- another relay holds some? not those
+    SELECT ... WHERE bucket = ANY(locked) AND published_at IS NULL
       ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED
     produce every row, wait for every acknowledgement
-    UPDATE outbox SET published_at = now() WHERE seq IN (acknowledged prefix)
+    UPDATE outbox SET published_at = now() WHERE seq = ANY(acknowledged prefix)
     COMMIT
 A relay that dies mid-batch rolls its transaction back: the rows are published again by
 the next pass (a duplicate on the wire, never a gap). SQLite has one writer at a time,
@@ -37,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
-from ordermesh_messaging.outbox import NOTIFY_CHANNEL
+from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
 from ordermesh_platform.logs import get_logger
@@ -61,8 +62,14 @@ BACKLOG_OBSERVE_S = 1.0
 # Commits arriving together wake the relay once: a pass costs a few statements however
 # many rows it carries, so waiting a little for company is cheaper than a pass per row.
 WAKE_COALESCE_S = 0.05
-# Bucket batches in flight at once, each on its own connection of the service's pool.
-BUCKETS_AT_ONCE = 3
+
+
+# Every free bucket locked in one statement (the WHERE runs for each row): a bucket
+# another relay holds is left to it.
+_LOCK_FREE_BUCKETS = text(
+    "SELECT array_agg(x.b) FROM unnest(CAST(:buckets AS integer[]), CAST(:keys AS bigint[]))"
+    " AS x(b, k) WHERE pg_try_advisory_xact_lock(x.k)"
+)
 
 
 def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
@@ -98,6 +105,15 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._postgres = engine.dialect.name == "postgresql"
         self._topics_ready = not settings.kafka_create_topics
+        # One advisory lock per bucket of this table: whoever holds it publishes the
+        # bucket, in seq order, so each aggregate's events stay in order across relays.
+        self._bucket_keys = {
+            "buckets": list(range(OUTBOX_BUCKETS)),
+            "keys": [
+                zlib.crc32(f"ordermesh-outbox-{table.name}-{b}".encode())
+                for b in range(OUTBOX_BUCKETS)
+            ],
+        }
         self._last_sweep = 0.0
         self._last_observed = 0.0
         self.published = 0  # rows acknowledged by the broker since start
@@ -141,48 +157,23 @@ class OutboxRelay:
             await self._drop_producer()
 
     async def publish_once(self) -> int:
-        """One pass over the buckets that have work; the number of rows published."""
-        buckets = await self._buckets_with_work()
-        if not buckets:
-            return 0
+        """One pass: the rows published (at most the batch size)."""
         producer = await self._ready_producer()
-        if not self._postgres:
-            return await self._publish_batch(producer, bucket=None)
-        random.shuffle(buckets)  # no bucket is always last
-        # Buckets are independent (each holds whole aggregates): several at once let the
-        # database claim and mark one while the broker acknowledges another.
-        gate = asyncio.Semaphore(BUCKETS_AT_ONCE)
-
-        async def one(bucket: int) -> int:
-            async with gate:
-                return await self._publish_batch(producer, bucket)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                batches = [group.create_task(one(bucket)) for bucket in buckets]
-        except ExceptionGroup as failed:
-            # The other batches were cancelled and rolled back: their rows go next pass.
-            raise failed.exceptions[0] from None
-        return sum(batch.result() for batch in batches)
-
-    # -- one batch -----------------------------------------------------------------------
-
-    async def _publish_batch(self, producer: AIOKafkaProducer, bucket: int | None) -> int:
         t = self._table
         async with self._engine.connect() as conn, conn.begin():
-            if bucket is not None:
-                key = zlib.crc32(f"ordermesh-outbox-{t.name}-{bucket}".encode())
-                locked = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})
-                if not locked:
-                    return 0  # another relay is publishing this bucket
             query = (
                 select(t)
                 .where(t.c.published_at.is_(None))
                 .order_by(t.c.seq)
                 .limit(self._settings.outbox_batch_size)
             )
-            if bucket is not None:
-                query = query.where(t.c.bucket == bucket).with_for_update(skip_locked=True)
+            if self._postgres:
+                buckets = await conn.scalar(_LOCK_FREE_BUCKETS, self._bucket_keys)
+                if not buckets:
+                    return 0  # other relays are publishing every bucket
+                query = query.where(
+                    t.c.bucket == any_(bindparam("buckets", buckets, type_=ARRAY(t.c.bucket.type)))
+                ).with_for_update(skip_locked=True)
             rows = (await conn.execute(query)).all()
             if not rows:
                 return 0
@@ -276,15 +267,6 @@ class OutboxRelay:
         return acknowledged
 
     # -- helpers -------------------------------------------------------------------------
-
-    async def _buckets_with_work(self) -> list[int]:
-        """The buckets holding unpublished rows (an index-only scan of the partial index)."""
-        t = self._table
-        async with self._engine.connect() as conn:
-            found = await conn.scalars(
-                select(t.c.bucket).where(t.c.published_at.is_(None)).distinct()
-            )
-            return list(found)
 
     async def backlog(self) -> tuple[int, float]:
         """Unpublished rows, and the age in seconds of the oldest of them."""

@@ -23,6 +23,11 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path.",
     )
     database_pool_size: int = Field(10, ge=1)
+    fault_point: str = Field(
+        "",
+        description="Testing only: SIGKILL this process at the named point, e.g. "
+        "after_reserve_stock (order) or after_reserve_commit (inventory). Empty (off).",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port on grpc_host; 0: none."
     )

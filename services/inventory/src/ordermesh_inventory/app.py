@@ -19,7 +19,7 @@ from ordermesh_platform.workers import background, run_periodically
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, InventorySettings)
-    inventory = Inventory(runtime.sessions, settings.reservation_ttl_s)
+    inventory = Inventory(runtime.sessions, settings.reservation_ttl_s, settings.fault_point)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryApi(inventory), runtime.server
     )

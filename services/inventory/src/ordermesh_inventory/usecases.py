@@ -39,6 +39,7 @@ from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError, Validator
+from ordermesh_platform.faults import kill_at
 from ordermesh_platform.telemetry import untraced
 
 
@@ -58,10 +59,13 @@ def _event(r: Reservation, payload: object) -> DomainEvent:
 
 
 class Inventory:
-    def __init__(self, sessions: Transactions, default_ttl_s: float = 900.0) -> None:
+    def __init__(
+        self, sessions: Transactions, default_ttl_s: float = 900.0, fault_point: str = ""
+    ) -> None:
         self._sessions = sessions
         self._default_ttl_s = default_ttl_s
         self._outbox = Outbox(outbox)
+        self._fault_point = fault_point
 
     async def upsert_product(self, product: Product) -> Product:
         validate_product(product)
@@ -123,6 +127,7 @@ class Inventory:
         if wanted:
             async with self._sessions.begin() as session:
                 answers |= await self._reserve_valid(session, requests, wanted)
+            kill_at(self._fault_point, "after_reserve_commit")  # committed, not yet answered
         return [answers[i] for i in range(len(requests))]
 
     async def _reserve_valid(

@@ -95,7 +95,7 @@ class GrpcParticipants:
         payment: grpc.aio.Channel,
         ttl_s: float,
         batch_max_size: int = 256,
-        batch_in_flight: int = 2,
+        batch_in_flight: int = 1,
     ):
         stock = inventory_pb2_grpc.InventoryServiceStub(inventory)
         self._payment = payment_pb2_grpc.PaymentServiceStub(payment)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import os
-import signal
 import time
 import uuid
 from collections import Counter
@@ -31,6 +29,7 @@ from ordermesh_order.store import DueOrder, NewOrder, OrderRepository
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.db import Transactions
+from ordermesh_platform.faults import kill_at
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
@@ -151,7 +150,7 @@ class SagaSettings:
     max_background: int = 256
     # Orders written in one transaction at most, and such transactions at once.
     batch_max_size: int = 256
-    batch_in_flight: int = 2
+    batch_in_flight: int = 1
 
 
 def _span(name: str, order: Order) -> AbstractContextManager[Span]:
@@ -229,8 +228,9 @@ class SagaRunner:
         """Whether as many sagas run in the background as the settings allow."""
         return len(self._background) >= self.settings.max_background
 
-    def drive_in_background(self, order_id: str) -> None:
-        task = asyncio.create_task(self.drive(order_id), name=f"saga-{order_id}")
+    def drive_in_background(self, order_id: str, order: Order | None = None) -> None:
+        """``order``, when given, is the order as this runner last wrote it (saves a read)."""
+        task = asyncio.create_task(self.drive(order_id, order=order), name=f"saga-{order_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -298,7 +298,9 @@ class SagaRunner:
 
     async def _insert_batch(self, batch: Sequence[NewOrder]) -> list[Order | None]:
         async with self._sessions.begin() as session:
-            return await OrderRepository(session).add_many(batch)
+            existing = await OrderRepository(session).add_many(batch)
+        self._fault_point("after_insert")
+        return existing
 
     async def _save_batch(self, batch: Sequence[tuple[Order, bool]]) -> list[bool]:
         # An order saved twice in one batch: the first write wins, the second is stale
@@ -470,6 +472,4 @@ class SagaRunner:
                 log.warning("lease renewal failed", orders=len(held), error=repr(error))
 
     def _fault_point(self, name: str) -> None:
-        if self.settings.fault_point == name:
-            log.warning("fault point reached: killing this process", fault_point=name)
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_at(self.settings.fault_point, name)

@@ -72,13 +72,13 @@ class Orders:
                 existing = await self._wait_final(existing, deadline)
             return existing, True
         if not wait_for_outcome:
-            self._runner.drive_in_background(order.order_id)
+            self._runner.drive_in_background(order.order_id, order)
             return order, False
         driven = await self._runner.drive(order.order_id, deadline, until_decided=True, order=order)
         assert driven is not None
         if driven.work is not Work.NONE:
             # Capture and commit after the answer; and what a deadline cut short.
-            self._runner.drive_in_background(order.order_id)
+            self._runner.drive_in_background(order.order_id, driven)
         return driven, False
 
     async def get(self, order_id: str) -> Order:
