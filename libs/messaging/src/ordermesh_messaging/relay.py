@@ -64,6 +64,8 @@ BACKLOG_OBSERVE_S = 1.0
 WAKE_COALESCE_S = 0.05
 
 
+# Bucket groups published side by side while a backlog lasts, each on its own connection.
+GROUPS_BEHIND_A_BACKLOG = 3
 # Every free bucket locked in one statement (the WHERE runs for each row): a bucket
 # another relay holds is left to it.
 _LOCK_FREE_BUCKETS = text(
@@ -107,13 +109,19 @@ class OutboxRelay:
         self._topics_ready = not settings.kafka_create_topics
         # One advisory lock per bucket of this table: whoever holds it publishes the
         # bucket, in seq order, so each aggregate's events stay in order across relays.
-        self._bucket_keys = {
-            "buckets": list(range(OUTBOX_BUCKETS)),
-            "keys": [
-                zlib.crc32(f"ordermesh-outbox-{table.name}-{b}".encode())
-                for b in range(OUTBOX_BUCKETS)
-            ],
-        }
+        keys = [
+            zlib.crc32(f"ordermesh-outbox-{table.name}-{b}".encode()) for b in range(OUTBOX_BUCKETS)
+        ]
+        # A pass takes every bucket in one transaction; behind a backlog it splits them
+        # into groups published side by side, so the database claims and marks one
+        # group while the broker acknowledges another.
+        self._bucket_groups = [
+            {"buckets": list(range(OUTBOX_BUCKETS))[g::n], "keys": keys[g::n]}
+            for n in (1, GROUPS_BEHIND_A_BACKLOG)
+            for g in range(n)
+        ]
+        self._groups = self._bucket_groups[:1]
+        self.behind = False  # the last pass was full: go again at once
         self._last_sweep = 0.0
         self._last_observed = 0.0
         self.published = 0  # rows acknowledged by the broker since start
@@ -128,7 +136,7 @@ class OutboxRelay:
             while True:
                 try:
                     with untraced():
-                        published = await self.publish_once()
+                        await self.publish_once()
                         await self._sweep_retention()
                         await self._observe_backlog()
                     failures = 0
@@ -144,7 +152,7 @@ class OutboxRelay:
                     log.warning("relay pass failed; retrying", error=repr(error), backoff_s=backoff)
                     await asyncio.sleep(backoff)
                     continue
-                if published < self._settings.outbox_batch_size:
+                if not self.behind:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._settings.outbox_poll_s)
                     await asyncio.sleep(WAKE_COALESCE_S)
@@ -157,8 +165,30 @@ class OutboxRelay:
             await self._drop_producer()
 
     async def publish_once(self) -> int:
-        """One pass: the rows published (at most the batch size)."""
+        """One pass: the rows published."""
         producer = await self._ready_producer()
+        if len(self._groups) == 1:
+            published = [await self._publish_group(producer, self._groups[0])]
+        else:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(self._publish_group(producer, g)) for g in self._groups
+                    ]
+            except ExceptionGroup as failed:
+                # The other groups were cancelled and rolled back: their rows go next pass.
+                raise failed.exceptions[0] from None
+            published = [t.result() for t in tasks]
+        self.behind = any(n >= self._settings.outbox_batch_size for n in published)
+        # _bucket_groups: every bucket, then the groups that share them out.
+        split = self.behind and self._postgres
+        self._groups = self._bucket_groups[1:] if split else self._bucket_groups[:1]
+        return sum(published)
+
+    async def _publish_group(
+        self, producer: AIOKafkaProducer, buckets: dict[str, list[int]]
+    ) -> int:
+        """Claim, publish and mark the oldest rows of these buckets, in one transaction."""
         t = self._table
         async with self._engine.connect() as conn, conn.begin():
             query = (
@@ -168,11 +198,11 @@ class OutboxRelay:
                 .limit(self._settings.outbox_batch_size)
             )
             if self._postgres:
-                buckets = await conn.scalar(_LOCK_FREE_BUCKETS, self._bucket_keys)
-                if not buckets:
+                locked = await conn.scalar(_LOCK_FREE_BUCKETS, buckets)
+                if not locked:
                     return 0  # other relays are publishing every bucket
                 query = query.where(
-                    t.c.bucket == any_(bindparam("buckets", buckets, type_=ARRAY(t.c.bucket.type)))
+                    t.c.bucket == any_(bindparam("buckets", locked, type_=ARRAY(t.c.bucket.type)))
                 ).with_for_update(skip_locked=True)
             rows = (await conn.execute(query)).all()
             if not rows:
