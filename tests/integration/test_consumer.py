@@ -1,11 +1,12 @@
 """The generic consumer against the real broker and the real PostgreSQL: inbox dedup,
-retries, dead letters and their replay."""
+retries, dead letters and their replay (batches: test_consumer_batches.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.cloudevents import build_headers, header_map
-from ordermesh_messaging.consumer import EventConsumer
+from ordermesh_messaging.consumer import EventConsumer, Handler
 from ordermesh_messaging.dlq import list_dead_letters, replay_dead_letters
 from ordermesh_messaging.inbound import InboundEvent
 from ordermesh_messaging.inbox import Inbox, inbox_table
@@ -48,43 +49,52 @@ async def sessions(pg_database: str) -> AsyncIterator[Transactions]:
 
 
 class Recorder:
-    """A handler whose effect is a row per handling; it can be told to fail."""
+    """A handler whose effect is a row per handled event; the events at some offsets
+    fail a number of times (every batch holding one of them fails)."""
 
-    def __init__(self, fail_times: int = 0) -> None:
-        self.fail_times = fail_times
+    def __init__(self, failures: dict[int, int] | None = None) -> None:
+        self.failures = dict(failures or {})  # offset -> handlings of it that still fail
+        self.batches: list[list[str]] = []  # the event ids of each call
 
-    async def handle(self, session: AsyncConnection, event: InboundEvent) -> None:
-        if self.fail_times > 0:
-            self.fail_times -= 1
-            raise RuntimeError("handler bug")
-        await session.execute(effects.insert().values(event_id=event.event_id))
+    async def handle(self, session: AsyncConnection, events: Sequence[InboundEvent]) -> None:
+        self.batches.append([event.event_id for event in events])
+        for event in events:
+            if self.failures.get(event.offset, 0) > 0:
+                self.failures[event.offset] -= 1
+                raise RuntimeError("handler bug")
+        await session.execute(effects.insert(), [{"event_id": e.event_id} for e in events])
 
 
-async def _produce(broker: Broker, topic: str, payloads: list[tuple[str, bytes]]) -> list[str]:
+async def produce(
+    broker: Broker,
+    topic: str,
+    payloads: list[tuple[str, bytes]],
+    ids: Sequence[str] = (),
+    traceparents: Sequence[str] = (),
+) -> list[str]:
+    """Send the payloads on one partition (one key); the event ids sent, ``ids`` or new."""
     producer = AIOKafkaProducer(
         bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False
     )
     await producer.start()
-    ids = []
+    event_ids = list(ids) or [str(uuid.uuid4()) for _ in payloads]
+    parents = list(traceparents) or ["" for _ in payloads]
     try:
-        for event_type, value in payloads:
-            event_id = str(uuid.uuid4())
-            ids.append(event_id)
-            headers = build_headers(
-                event_id, event_type, "test", __import__("datetime").datetime.now()
-            )
+        for event_id, parent, (event_type, value) in zip(event_ids, parents, payloads, strict=True):
+            headers = build_headers(event_id, event_type, "test", datetime.now(), parent)
             await producer.send_and_wait(topic, value=value, key=b"o-1", headers=headers)
     finally:
         await producer.stop()
-    return ids
+    return event_ids
 
 
-def _consumer(
+def consumer_for(
     broker: Broker,
     topic: str,
-    handler: Recorder,
+    handler: Handler,
     sessions: Transactions,
     group: str,
+    consumer_inbox: Inbox | None = None,
 ) -> EventConsumer:
     settings = ConsumerSettings.model_validate(
         {
@@ -94,19 +104,22 @@ def _consumer(
             "consumer_backoff_s": 0.01,
         }
     )
-    return EventConsumer("test", [topic], handler.handle, sessions, Inbox(inbox, "test"), settings)
+    chosen_inbox = consumer_inbox or Inbox(inbox, "test")
+    return EventConsumer("test", [topic], handler, sessions, chosen_inbox, settings)
 
 
-async def _effects(sessions: Transactions) -> list[str]:
+async def effects_of(sessions: Transactions) -> list[str]:
     async with sessions() as session:
         return list((await session.execute(select(effects.c.event_id))).scalars())
 
 
-async def _run_until(consumer: EventConsumer, done: object, timeout_s: float = 30) -> None:
+async def run_until(
+    consumer: EventConsumer, done: Callable[[], bool], timeout_s: float = 30
+) -> None:
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(int(timeout_s * 10)):  # bounded
-            if done():  # type: ignore[operator]
+            if done():
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"consumer did not get there: {consumer.stats}")
@@ -115,7 +128,7 @@ async def _run_until(consumer: EventConsumer, done: object, timeout_s: float = 3
         await asyncio.gather(task, return_exceptions=True)
 
 
-def _valid() -> tuple[str, bytes]:
+def valid() -> tuple[str, bytes]:
     return "ordermesh.events.v1.OrderConfirmed", events_pb2.OrderConfirmed(
         order_id="o-1"
     ).SerializeToString()
@@ -125,25 +138,25 @@ async def test_replaying_a_topic_from_the_start_changes_nothing(
     broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    ids = await _produce(broker, topic, [_valid() for _ in range(5)])
-    first = _consumer(broker, topic, Recorder(), sessions, group="g1")
-    await _run_until(first, lambda: first.stats.handled == 5)
+    ids = await produce(broker, topic, [valid() for _ in range(5)])
+    first = consumer_for(broker, topic, Recorder().handle, sessions, group="g1")
+    await run_until(first, lambda: first.stats.handled == 5)
     # Another group starts at offset 0: every record arrives again.
-    again = _consumer(broker, topic, Recorder(), sessions, group="g2")
-    await _run_until(again, lambda: again.stats.duplicates == 5)
-    assert sorted(await _effects(sessions)) == sorted(ids)
+    again = consumer_for(broker, topic, Recorder().handle, sessions, group="g2")
+    await run_until(again, lambda: again.stats.duplicates == 5)
+    assert sorted(await effects_of(sessions)) == sorted(ids)
 
 
 async def test_a_failing_handler_is_retried_and_takes_effect_once(
     broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    ids = await _produce(broker, topic, [_valid()])
-    consumer = _consumer(broker, topic, Recorder(fail_times=2), sessions, group="g")
-    await _run_until(consumer, lambda: consumer.stats.handled == 1)
+    ids = await produce(broker, topic, [valid()])
+    consumer = consumer_for(broker, topic, Recorder({0: 2}).handle, sessions, group="g")
+    await run_until(consumer, lambda: consumer.stats.handled == 1)
     assert consumer.stats.failed_attempts == 2
     assert consumer.stats.dead_lettered == 0
-    assert await _effects(sessions) == ids
+    assert await effects_of(sessions) == ids
 
 
 async def test_poison_goes_to_the_dlq_the_consumer_goes_on_and_replay_brings_it_back(
@@ -151,12 +164,12 @@ async def test_poison_goes_to_the_dlq_the_consumer_goes_on_and_replay_brings_it_
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     poison = ("ordermesh.events.v1.OrderConfirmed", b"\xff\xfe not protobuf")
-    ids = await _produce(broker, topic, [poison, _valid()])
-    consumer = _consumer(broker, topic, Recorder(), sessions, group="g")
-    await _run_until(
+    ids = await produce(broker, topic, [poison, valid()])
+    consumer = consumer_for(broker, topic, Recorder().handle, sessions, group="g")
+    await run_until(
         consumer, lambda: consumer.stats.handled == 1 and consumer.stats.dead_lettered == 1
     )
-    assert await _effects(sessions) == ids[1:]
+    assert await effects_of(sessions) == ids[1:]
     letters = await list_dead_letters(broker.bootstrap, [f"{topic}.dlq"])
     assert [(x.event_id, x.reason, x.original_topic) for x in letters] == [
         (ids[0], "undecodable", topic)
@@ -177,9 +190,9 @@ async def test_a_handler_that_keeps_failing_dead_letters_with_its_reason(
     broker: Broker, sessions: Transactions
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    ids = await _produce(broker, topic, [_valid(), _valid()])
-    consumer = _consumer(broker, topic, Recorder(fail_times=3), sessions, group="g")
-    await _run_until(
+    ids = await produce(broker, topic, [valid(), valid()])
+    consumer = consumer_for(broker, topic, Recorder({0: 99}).handle, sessions, group="g")
+    await run_until(
         consumer, lambda: consumer.stats.dead_lettered == 1 and consumer.stats.handled == 1
     )
     letters = await list_dead_letters(broker.bootstrap, [f"{topic}.dlq"])
@@ -187,8 +200,8 @@ async def test_a_handler_that_keeps_failing_dead_letters_with_its_reason(
     assert "handler bug" in letters[0].error
     # Fixed (the handler no longer fails): the replayed message takes effect.
     await replay_dead_letters(broker.bootstrap, [f"{topic}.dlq"])
-    fixed = _consumer(broker, topic, Recorder(), sessions, group="g")
-    await _run_until(fixed, lambda: fixed.stats.handled == 1)
-    assert sorted(await _effects(sessions)) == sorted(ids)
+    fixed = consumer_for(broker, topic, Recorder().handle, sessions, group="g")
+    await run_until(fixed, lambda: fixed.stats.handled == 1)
+    assert sorted(await effects_of(sessions)) == sorted(ids)
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(inbox)) == 2

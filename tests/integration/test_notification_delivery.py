@@ -5,8 +5,10 @@ real HTTP endpoint, retries failures, and ListNotifications shows the outcome.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +16,11 @@ import grpc
 import httpx
 import pytest
 from google.protobuf.message import Message
-from sqlalchemy import func, select
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -84,10 +89,32 @@ def _confirmed(order_id: str, customer_id: str = "c1", amount: int = 1234) -> Me
     )
 
 
-async def _handle(sessions: Sessions, event: InboundEvent) -> None:
-    """As the consumer does: one transaction around the handler."""
+async def _handle(sessions: Sessions, *events: InboundEvent) -> None:
+    """As the consumer does: one transaction around the handler, for a batch of events."""
     async with sessions.begin() as session:
-        await NotificationHandler().handle(session, event)
+        await NotificationHandler().handle(session, events)
+
+
+@contextlib.contextmanager
+def _statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The statements the engine sends inside the block."""
+    sent: list[str] = []
+
+    def record(*args: Any, **_: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def _statements_to_handle(sessions: Sessions, events: list[InboundEvent]) -> int:
+    async with sessions.begin() as session:
+        with _statements(sessions.engine) as sent:
+            await NotificationHandler().handle(session, events)
+    return len(sent)
 
 
 async def _prefer(sessions: Sessions, prefs: Preferences) -> None:
@@ -375,3 +402,51 @@ async def test_the_running_service_delivers_to_the_log_by_default(
             1,
         )
         assert listed.subject == "Refund for order ord-1"
+
+
+async def test_a_batch_records_each_customers_channels_in_as_many_statements_as_one_event(
+    sessions: Sessions,
+) -> None:
+    await _prefer(sessions, Preferences("c1", (Channel.LOG, Channel.EMAIL), email="c1@x.com"))
+    await _prefer(sessions, Preferences("c2", (Channel.WEBHOOK,), webhook_url="https://h.x/c2"))
+    created = events_pb2.OrderCreated(order_id="ord-2", customer_id="c2", currency="EUR")
+    batch = [
+        _event(_confirmed("ord-1", "c1"), "ev-b1"),
+        _event(created, "ev-b2"),  # not customer-facing
+        _event(_confirmed("ord-2", "c2"), "ev-b3"),
+        _event(_confirmed("ord-3", "c3"), "ev-b4"),  # c3 saved no preferences: the log
+        _event(_confirmed("ord-1", "c1"), "ev-b1"),  # the same event twice in one batch
+    ]
+    alone = await _statements_to_handle(sessions, [_event(_confirmed("ord-0", "c0"), "ev-b0")])
+    together = await _statements_to_handle(sessions, batch)
+    assert together == alone == 2  # the preferences read, the deliveries insert
+    assert await _statements_to_handle(sessions, batch) == 2  # again: nothing new
+    rows = await _rows(sessions)
+    assert sorted((r.event_id, r.channel, r.recipient) for r in rows) == [
+        ("ev-b0", "LOG", ""),
+        ("ev-b1", "EMAIL", "c1@x.com"),
+        ("ev-b1", "LOG", ""),
+        ("ev-b3", "WEBHOOK", "https://h.x/c2"),
+        ("ev-b4", "LOG", ""),
+    ]
+
+
+async def test_each_delivery_of_a_batch_continues_its_own_events_trace(
+    sessions: Sessions,
+) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    spans = [tracer.start_span(f"process {i}") for i in range(3)]
+    batch = [
+        replace(
+            _event(_confirmed(f"ord-{i}", f"c{i}"), f"ev-t{i}"),
+            trace_context=trace.set_span_in_context(span),
+        )
+        for i, span in enumerate(spans)
+    ]
+    await _handle(sessions, *batch)
+    contexts = [span.get_span_context() for span in spans]
+    assert {r.event_id: r.traceparent for r in await _rows(sessions)} == {
+        f"ev-t{i}": f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}"
+        for i, c in enumerate(contexts)
+    }
+    assert not trace.get_current_span().get_span_context().is_valid  # nothing left attached

@@ -54,14 +54,29 @@ async def test_events_that_are_not_customer_facing_are_ignored_without_touching_
     payload: Message,
 ) -> None:
     session = cast(AsyncConnection, UntouchableSession())
-    await NotificationHandler().handle(session, _event(payload))
+    await NotificationHandler().handle(session, [_event(payload)])
+
+
+async def test_a_batch_of_only_ignored_events_does_not_touch_the_database() -> None:
+    session = cast(AsyncConnection, UntouchableSession())
+    events = [_event(payload, event_id=f"ev-{i}") for i, payload in enumerate(IGNORED)]
+    await NotificationHandler().handle(session, events)
+
+
+async def test_a_malformed_event_fails_its_whole_batch_before_anything_is_written() -> None:
+    session = cast(AsyncConnection, UntouchableSession())
+    good = _event(events_pb2.OrderConfirmed(order_id="ord-1", customer_id="c1"), event_id="ev-1")
+    malformed = _event(events_pb2.OrderConfirmed(order_id="ord-2"), event_id="ev-2")
+    # The consumer then handles the batch's events one by one: only this one is refused.
+    with pytest.raises(UndecodableEvent):
+        await NotificationHandler().handle(session, [good, malformed])
 
 
 async def test_a_foreign_event_type_is_ignored() -> None:
     session = cast(AsyncConnection, UntouchableSession())
     confirmed = events_pb2.OrderConfirmed(order_id="ord-1", customer_id="c1")
     await NotificationHandler().handle(
-        session, _event(confirmed, event_type="com.example.v1.OrderConfirmed")
+        session, [_event(confirmed, event_type="com.example.v1.OrderConfirmed")]
     )
 
 

@@ -1,8 +1,9 @@
-"""The consumer loop every consuming service runs: decode, dedupe through the inbox,
-handle in one transaction, retry with backoff, dead-letter, then commit the offset.
+"""The consumer loop every consuming service runs: decode a poll's records, dedupe them
+through the inbox and handle them in one transaction, fall back to one transaction per
+event (with retries, backoff and dead letters) when that fails, then commit the offsets.
 
 Guarantees: an offset is committed only after the handler's transaction (with its
-inbox row) committed, or after the record reached ``<topic>.dlq`` with acks=all. A crash
+inbox rows) committed, or after the record reached ``<topic>.dlq`` with acks=all. A crash
 in between means redelivery, and the inbox makes redelivery a no-op.
 """
 
@@ -11,21 +12,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_messaging.cloudevents import header_map, parse_time
-from ordermesh_messaging.inbound import InboundEvent, UndecodableEvent, decode_payload
+from ordermesh_messaging.inbound import (
+    InboundEvent,
+    UndecodableEvent,
+    decode_payload,
+    under_its_span,
+)
 from ordermesh_messaging.inbox import Inbox
 from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_messaging.topics import dlq_topic, ensure_topics
 from ordermesh_platform.db import Transactions, is_connection_error
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
+from ordermesh_platform.resilience import exponential_backoff_s
 from ordermesh_platform.telemetry import (
     context_from_traceparent,
     record_error,
@@ -35,7 +45,8 @@ from ordermesh_platform.telemetry import (
 
 log = get_logger(__name__)
 
-Handler = Callable[[AsyncConnection, InboundEvent], Awaitable[None]]
+# Handles new events (a poll's worth, or one alone) inside the consumer's transaction.
+Handler = Callable[[AsyncConnection, Sequence[InboundEvent]], Awaitable[None]]
 MAX_BACKOFF_S = 5.0
 MAX_POLL_RECORDS = 200
 MAX_PARTITION_FETCH_BYTES = 256 * 1024
@@ -57,7 +68,7 @@ class ConsumerStats:
     dead_lettered: int = 0
 
 
-def inbound_event(record: ConsumerRecord) -> InboundEvent:
+def inbound_event(record: ConsumerRecord, trace_context: Context | None = None) -> InboundEvent:
     headers = header_map(record.headers)
     event_id = headers.get("ce_id", b"").decode(errors="replace")
     event_type = headers.get("ce_type", b"").decode(errors="replace")
@@ -74,7 +85,28 @@ def inbound_event(record: ConsumerRecord) -> InboundEvent:
         offset=record.offset,
         payload=decode_payload(event_type, record.value or b""),
         headers=headers,
+        trace_context=trace_context,
     )
+
+
+def first_of_each(
+    events: Sequence[InboundEvent], claimed: set[str]
+) -> tuple[list[InboundEvent], list[InboundEvent]]:
+    """(new, duplicates): the first copy of each claimed event id is new, the rest not."""
+    unseen = set(claimed)
+    new, duplicates = [], []
+    for event in events:
+        if event.event_id in unseen:
+            unseen.discard(event.event_id)
+            new.append(event)
+        else:
+            duplicates.append(event)
+    return new, duplicates
+
+
+def _in_span(span: Span) -> contextlib.AbstractContextManager[Span]:
+    # The consumer alone decides a span's status: a failure it retries is no error yet.
+    return trace.use_span(span, record_exception=False, set_status_on_exception=False)
 
 
 class EventConsumer:
@@ -119,7 +151,8 @@ class EventConsumer:
                     raise
                 except Exception as error:
                     failures += 1
-                    backoff = min(MAX_BACKOFF_S, 0.2 * 2**failures) * random.uniform(0.5, 1)
+                    backoff = exponential_backoff_s(failures, 0.4, MAX_BACKOFF_S)
+                    backoff *= random.uniform(0.5, 1)
                     log.warning("consumer failed; restarting", error=repr(error), backoff_s=backoff)
                     await self._stop()
                     await asyncio.sleep(backoff)
@@ -173,26 +206,45 @@ class EventConsumer:
     async def _consume(self) -> None:
         assert self._consumer is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500)
-            for partition, records in batches.items():
-                for record in records:
-                    await self.process(record)
-                # Only now is every effect of these records durable (or dead-lettered).
-                await self._consumer.commit({partition: records[-1].offset + 1})
-                highwater = self._consumer.highwater(partition)
-                if highwater is not None:
-                    CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(
-                        max(0, highwater - records[-1].offset - 1)
-                    )
+            polled = await self._consumer.getmany(timeout_ms=500)
+            if not polled:
+                continue
+            # A poll is one batch across its partitions: one transaction and one offset
+            # commit, where a batch per partition would pay both for every partition.
+            await self.process([record for records in polled.values() for record in records])
+            # Only now is every effect of these records durable (or dead-lettered).
+            await self._consumer.commit(
+                {partition: records[-1].offset + 1 for partition, records in polled.items()}
+            )
+            for partition, records in polled.items():
+                self._observe_lag(partition, records[-1].offset)
 
-    async def process(self, record: ConsumerRecord) -> None:
-        """Handle one record under a CONSUMER span that continues the producer's trace."""
+    def _observe_lag(self, partition: TopicPartition, last_offset: int) -> None:
+        assert self._consumer is not None
+        highwater = self._consumer.highwater(partition)
+        if highwater is not None:
+            CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(
+                max(0, highwater - last_offset - 1)
+            )
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        """Handle records, each under a CONSUMER span that continues its producer's
+        trace: all in one transaction, or one by one when that fails."""
+        spans = [self._consume_span(record) for record in records]
+        try:
+            decoded = await self._decoded(records, spans)
+            await self._handle_batch(decoded)
+        finally:
+            for span in spans:
+                span.end()
+
+    def _consume_span(self, record: ConsumerRecord) -> Span:
         headers = header_map(record.headers)
         parent = context_from_traceparent(
             headers.get("traceparent", b"").decode(errors="replace"),
             headers.get("tracestate", b"").decode(errors="replace"),
         )
-        with tracer().start_as_current_span(
+        return tracer().start_span(
             f"process {record.topic}",
             context=parent,
             kind=SpanKind.CONSUMER,
@@ -206,57 +258,96 @@ class EventConsumer:
                 "messaging.message.id": headers.get("ce_id", b"").decode(errors="replace"),
                 "messaging.consumer.group.name": self.group_id,
             },
-        ) as span:
-            await self._process(record, span)
+        )
 
-    async def _process(self, record: ConsumerRecord, span: Span) -> None:
-        try:
-            event = inbound_event(record)
-        except UndecodableEvent as error:
-            record_error(span, error)
-            await self._dead_letter(record, "undecodable", str(error), attempts=0)
-            return
-        attempts = self._settings.consumer_max_attempts
-        attempt = 0
-        while True:
-            attempt += 1
+    async def _decoded(
+        self, records: Sequence[ConsumerRecord], spans: Sequence[Span]
+    ) -> list[tuple[ConsumerRecord, InboundEvent]]:
+        """The records that decode, with their events; the others are dead-lettered."""
+        decoded = []
+        for record, span in zip(records, spans, strict=True):
             try:
-                await self._handle(event)
-                return
-            except Exception as error:
-                if is_connection_error(error):
-                    # The database is away: not the message's fault. Wait, never
-                    # dead-letter, and keep the offset where it is.
-                    log.warning("database unavailable; waiting", error=repr(error))
-                    attempt -= 1
-                    await asyncio.sleep(MAX_BACKOFF_S * random.uniform(0.5, 1))
-                    continue
-                self.stats.failed_attempts += 1
-                CONSUMER_MESSAGES.labels(self.name, record.topic, "failed").inc()
-                log.warning(
-                    "handler failed",
-                    consumer=self.name,
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    attempt=attempt,
-                    error=repr(error),
-                )
-                if attempt == attempts:
+                decoded.append((record, inbound_event(record, trace.set_span_in_context(span))))
+            except UndecodableEvent as error:
+                with _in_span(span):
                     record_error(span, error)
-                    await self._dead_letter(record, "handler-failed", repr(error), attempts)
-                    return
-                backoff = self._settings.consumer_backoff_s * 2 ** (attempt - 1)
-                await asyncio.sleep(min(MAX_BACKOFF_S, backoff) * random.uniform(0.5, 1))
+                    await self._dead_letter(record, "undecodable", str(error), attempts=0)
+        return decoded
 
-    async def _handle(self, event: InboundEvent) -> None:
-        async with self._sessions.begin() as session:
-            if not await self._inbox.claim(session, event.event_id):
-                self.stats.duplicates += 1
-                CONSUMER_MESSAGES.labels(self.name, event.topic, "duplicate").inc()
+    async def _handle_batch(self, decoded: Sequence[tuple[ConsumerRecord, InboundEvent]]) -> None:
+        if len(decoded) > 1:
+            # Its shared statements belong to no one event's trace: no trace of their own.
+            with untraced():
+                error = await self._attempt([event for _, event in decoded])
+            if error is None:
                 return
-            await self._handler(session, event)
-        self.stats.handled += 1
-        CONSUMER_MESSAGES.labels(self.name, event.topic, "handled").inc()
+            log.warning(
+                "batch failed; handling its events one by one",
+                consumer=self.name,
+                events=len(decoded),
+                error=repr(error),
+            )
+        for record, event in decoded:
+            with under_its_span(event):
+                await self._handle_alone(record, event)
+
+    async def _handle_alone(self, record: ConsumerRecord, event: InboundEvent) -> None:
+        """Handle one event, retried with backoff; dead-lettered after the last attempt."""
+        attempts = self._settings.consumer_max_attempts
+        for attempt in range(1, attempts + 1):
+            error = await self._attempt([event])
+            if error is None:
+                return
+            self._count_failure(event, attempt, error)
+            if attempt < attempts:
+                backoff = exponential_backoff_s(
+                    attempt, self._settings.consumer_backoff_s, MAX_BACKOFF_S
+                )
+                await asyncio.sleep(backoff * random.uniform(0.5, 1))
+        assert error is not None
+        record_error(trace.get_current_span(event.trace_context), error)
+        await self._dead_letter(record, "handler-failed", repr(error), attempts)
+
+    async def _attempt(self, events: Sequence[InboundEvent]) -> Exception | None:
+        """Handle the events in one transaction: None once it committed, else the error
+        that is theirs. A database outage is not: it is waited out, however long."""
+        while True:
+            try:
+                await self._handle(events)
+                return None
+            except Exception as error:
+                if not is_connection_error(error):
+                    return error
+                # Never dead-letter for it, and keep the offsets where they are.
+                log.warning("database unavailable; waiting", error=repr(error))
+                await asyncio.sleep(MAX_BACKOFF_S * random.uniform(0.5, 1))
+
+    async def _handle(self, events: Sequence[InboundEvent]) -> None:
+        async with self._sessions.begin() as session:
+            claimed = await self._inbox.claim(session, (event.event_id for event in events))
+            new, duplicates = first_of_each(events, claimed)
+            if new:
+                await self._handler(session, new)
+        self.stats.handled += len(new)
+        self.stats.duplicates += len(duplicates)
+        self._count(new, "handled")
+        self._count(duplicates, "duplicate")
+
+    def _count(self, events: Sequence[InboundEvent], result: str) -> None:
+        for topic, count in Counter(event.topic for event in events).items():
+            CONSUMER_MESSAGES.labels(self.name, topic, result).inc(count)
+
+    def _count_failure(self, event: InboundEvent, attempt: int, error: Exception) -> None:
+        self.stats.failed_attempts += 1
+        CONSUMER_MESSAGES.labels(self.name, event.topic, "failed").inc()
+        log.warning(
+            "handler failed",
+            consumer=self.name,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            attempt=attempt,
+            error=repr(error),
+        )
 
     async def _dead_letter(
         self,

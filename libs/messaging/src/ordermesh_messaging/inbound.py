@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from google.protobuf.message import Message
+from opentelemetry import context
+from opentelemetry.context import Context
 
 from ordermesh.events.v1 import events_pb2
 
@@ -42,3 +46,19 @@ class InboundEvent:
     offset: int
     payload: Message
     headers: dict[str, bytes] = field(default_factory=dict)
+    # Its CONSUMER span's context: what a handler does for this event runs under it.
+    trace_context: Context | None = field(default=None, compare=False, repr=False)
+
+
+@contextlib.contextmanager
+def under_its_span(event: InboundEvent) -> Iterator[None]:
+    """Make the event's CONSUMER span current (its logs, SQL and traceparent belong to
+    it), even inside a batch whose shared statements are untraced."""
+    if event.trace_context is None:
+        yield
+        return
+    token = context.attach(event.trace_context)
+    try:
+        yield
+    finally:
+        context.detach(token)

@@ -3,12 +3,13 @@ the handler's effect, so a redelivered event changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ordermesh_platform.db import insert_new
+from ordermesh_platform.db import insert_rows
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -27,11 +28,20 @@ class Inbox:
         self.table = table
         self.consumer = consumer
 
-    async def claim(self, session: AsyncConnection, event_id: str) -> bool:
-        """Record the event as handled; False when it was handled before. On PostgreSQL
-        a concurrent claim of the same event waits here until the first one finishes."""
-        row = {"consumer": self.consumer, "event_id": event_id, "handled_at": datetime.now(UTC)}
-        return bool(await insert_new(session, self.table, [row], conflict=("consumer", "event_id")))
+    async def claim(self, session: AsyncConnection, event_ids: Iterable[str]) -> set[str]:
+        """Record the events as handled, in one statement; the ids not handled before.
+        On PostgreSQL a concurrent claim of the same event waits here until the first
+        one finishes."""
+        now = datetime.now(UTC)
+        # Sorted: consumers claiming overlapping batches lock ids in one order (no deadlock).
+        rows = [
+            {"consumer": self.consumer, "event_id": event_id, "handled_at": now}
+            for event_id in sorted(set(event_ids))
+        ]
+        claimed = await insert_rows(
+            session, self.table, rows, conflict=("consumer", "event_id"), returning=("event_id",)
+        )
+        return {row.event_id for row in claimed}
 
     async def handled(self, session: AsyncConnection, event_id: str) -> bool:
         t = self.table

@@ -131,3 +131,10 @@ async def retry_until(
                 raise
             attempt += 1
             await asyncio.sleep(backoff)
+
+
+def exponential_backoff_s(attempt: int, base_s: float, max_s: float) -> float:
+    """The wait after the ``attempt``-th failure (1-based): ``base_s``, doubled after
+    each failure, at most ``max_s``. The exponent is bounded so a huge attempt count
+    cannot overflow a float."""
+    return min(max_s, base_s * 2.0 ** min(attempt - 1, 62))

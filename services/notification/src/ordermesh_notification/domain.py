@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 from ordermesh_platform.errors import Validator
+from ordermesh_platform.resilience import exponential_backoff_s
 
 MAX_ID_LENGTH = 128
 
@@ -168,8 +169,7 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after the ``attempt``-th try (1-based) failed."""
-        # The exponent is bounded so a large attempt count cannot overflow a float.
-        return min(self.max_backoff_s, self.base_s * 2.0 ** min(attempt - 1, 62))
+        return exponential_backoff_s(attempt, self.base_s, self.max_backoff_s)
 
     def after_failure(self, attempts_before: int, now: datetime) -> Retry | GiveUp:
         attempt = attempts_before + 1

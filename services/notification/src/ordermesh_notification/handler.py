@@ -1,14 +1,15 @@
-"""Turns a consumed event into delivery records, inside the consumer's transaction.
+"""Turns consumed events into delivery records, inside the consumer's transaction.
 
-The consumer records the event id in its inbox and calls :meth:`NotificationHandler.handle`
-in the same transaction, so an event is handled once however often it is delivered. The
-handler only writes rows (one PENDING delivery per channel); sending happens later, outside
-any transaction, in :class:`ordermesh_notification.delivery.DeliveryWorker`."""
+The consumer records the event ids in its inbox and calls :meth:`NotificationHandler.handle`
+with the new ones in the same transaction, so an event is handled once however often it is
+delivered. The handler only writes rows (one PENDING delivery per channel), a constant
+number of statements for a whole batch; sending happens later, outside any transaction, in
+:class:`ordermesh_notification.delivery.DeliveryWorker`."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
-from ordermesh_messaging.inbound import InboundEvent, UndecodableEvent
+from ordermesh_messaging.inbound import InboundEvent, UndecodableEvent, under_its_span
 from ordermesh_notification.domain import (
     Channel,
     DeliveryState,
@@ -114,55 +115,67 @@ class NotificationHandler:
     (OrderConfirmed, OrderRejected, OrderCancelled, PaymentRefunded); ignores the rest.
 
     ``handle`` runs inside the caller's transaction and only writes through its session:
-    no network, no commit."""
+    no network, no commit. A batch costs two statements however many events it holds."""
 
     topics: tuple[str, ...] = ("ordermesh.orders.v1", "ordermesh.payments.v1")
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock
 
-    async def handle(self, session: AsyncConnection, event: InboundEvent) -> None:
-        notice = to_notice(event)
-        if notice is None:
+    async def handle(self, session: AsyncConnection, events: Sequence[InboundEvent]) -> None:
+        told = [(event, notice) for event in events if (notice := to_notice(event)) is not None]
+        if not told:
             return
         store = NotificationStore(session)
-        prefs = await store.get_preferences(notice.customer_id) or Preferences.default_for(
-            notice.customer_id
-        )
-        rendered = render(notice)
+        saved = await store.preferences_of({notice.customer_id for _, notice in told})
         now = self._clock()
-        traceparent, _ = traceparent_of_current()
-        rows: list[dict[str, object]] = [
-            {
-                "notification_id": str(uuid.uuid4()),
-                "event_id": notice.event_id,
-                "event_type": notice.event_type,
-                "customer_id": notice.customer_id,
-                "order_id": notice.order_id,
-                "channel": channel.value,
-                "state": DeliveryState.PENDING.value,
-                "attempts": 0,
-                "subject": rendered.subject,
-                "body": rendered.body,
-                "last_error": "",
-                "recipient": _recipient(prefs, channel),
-                "occurred_at": notice.occurred_at,
-                "amount_minor": notice.amount.amount_minor if notice.amount else None,
-                "currency": notice.amount.currency if notice.amount else "",
-                "created_at": now,
-                "next_attempt_at": now,
-                "claimed_by": "",
-                "claimed_until": None,
-                "traceparent": traceparent,
-            }
-            for channel in prefs.channels
-        ]
+        rows: list[dict[str, object]] = []
+        for event, notice in told:
+            with under_its_span(event):  # each delivery continues its own event's trace
+                rows += _delivery_rows(notice, _preferences(saved, notice), now)
         added = await store.add_pending(rows)
-        log.info(
-            "notification recorded",
-            event_id=notice.event_id,
-            event_type=notice.event_type,
-            order=notice.order_id,
-            channels=[c.value for c in prefs.channels],
-            new=added,
-        )
+        for event, notice in told:
+            with under_its_span(event):
+                log.info(
+                    "notification recorded",
+                    event_id=notice.event_id,
+                    event_type=notice.event_type,
+                    order=notice.order_id,
+                    channels=[c.value for c in _preferences(saved, notice).channels],
+                    new=added[notice.event_id],
+                )
+
+
+def _preferences(saved: Mapping[str, Preferences], notice: Notice) -> Preferences:
+    return saved.get(notice.customer_id) or Preferences.default_for(notice.customer_id)
+
+
+def _delivery_rows(notice: Notice, prefs: Preferences, now: datetime) -> list[dict[str, object]]:
+    """One PENDING delivery per chosen channel, carrying the current span's traceparent."""
+    rendered = render(notice)
+    traceparent, _ = traceparent_of_current()
+    return [
+        {
+            "notification_id": str(uuid.uuid4()),
+            "event_id": notice.event_id,
+            "event_type": notice.event_type,
+            "customer_id": notice.customer_id,
+            "order_id": notice.order_id,
+            "channel": channel.value,
+            "state": DeliveryState.PENDING.value,
+            "attempts": 0,
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "last_error": "",
+            "recipient": _recipient(prefs, channel),
+            "occurred_at": notice.occurred_at,
+            "amount_minor": notice.amount.amount_minor if notice.amount else None,
+            "currency": notice.amount.currency if notice.amount else "",
+            "created_at": now,
+            "next_attempt_at": now,
+            "claimed_by": "",
+            "claimed_until": None,
+            "traceparent": traceparent,
+        }
+        for channel in prefs.channels
+    ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +19,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    any_,
+    bindparam,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,7 +40,7 @@ from ordermesh_notification.domain import (
     Preferences,
     Retry,
 )
-from ordermesh_platform.db import insert_new
+from ordermesh_platform.db import insert_new, insert_rows
 from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
@@ -116,6 +120,11 @@ def _delivery(r: Row[Any]) -> Delivery:
     )
 
 
+def _preferences(r: Row[Any]) -> Preferences:
+    channels = tuple(Channel(c) for c in r.channels.split(",") if c)
+    return Preferences(r.customer_id, channels, r.email, r.webhook_url)
+
+
 def _outgoing(r: Row[Any]) -> Outgoing:
     amount = None if r.amount_minor is None else Money(r.amount_minor, r.currency)
     return Outgoing(
@@ -140,15 +149,21 @@ class NotificationStore:
         self.session = session
 
     async def get_preferences(self, customer_id: str) -> Preferences | None:
-        row = (
-            await self.session.execute(
-                select(preferences).where(preferences.c.customer_id == customer_id)
+        return (await self.preferences_of([customer_id])).get(customer_id)
+
+    async def preferences_of(self, customer_ids: Collection[str]) -> dict[str, Preferences]:
+        """The saved preferences of these customers, in one statement; a customer who
+        saved none is missing."""
+        c = preferences.c
+        if self.session.dialect.name == "postgresql":
+            # One array parameter: one statement text (prepared once) for any count.
+            chosen = c.customer_id == any_(
+                bindparam("ids", list(customer_ids), type_=ARRAY(c.customer_id.type))
             )
-        ).first()
-        if row is None:
-            return None
-        channels = tuple(Channel(c) for c in row.channels.split(",") if c)
-        return Preferences(row.customer_id, channels, row.email, row.webhook_url)
+        else:
+            chosen = c.customer_id.in_(list(customer_ids))
+        rows = (await self.session.execute(select(preferences).where(chosen))).all()
+        return {row.customer_id: _preferences(row) for row in rows}
 
     async def save_preferences(self, prefs: Preferences) -> None:
         values = {
@@ -179,10 +194,17 @@ class NotificationStore:
             query = query.where(c.order_id == order_id)
         return [_delivery(r) for r in (await self.session.execute(query)).all()]
 
-    async def add_pending(self, rows: Sequence[dict[str, object]]) -> int:
-        """Record PENDING deliveries; a (event, channel) already recorded is left as it is.
-        Returns how many were new."""
-        return await insert_new(self.session, deliveries, rows, conflict=("event_id", "channel"))
+    async def add_pending(self, rows: Sequence[dict[str, object]]) -> Counter[str]:
+        """Record PENDING deliveries in one statement; a (event, channel) already
+        recorded is left as it is. Returns how many were new, per event id."""
+        written = await insert_rows(
+            self.session,
+            deliveries,
+            rows,
+            conflict=("event_id", "channel"),
+            returning=("event_id",),
+        )
+        return Counter(row.event_id for row in written)
 
     async def claim_due(
         self, claim: str, now: datetime, until: datetime, limit: int
