@@ -68,14 +68,10 @@ class LiveBatcher(Generic[T, R]):
         self._queue: deque[_Waiting[T, R]] = deque()
         self._running = 0
         self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self._size = BATCH_SIZE.labels(name)
         self._wait = BATCH_QUEUE_WAIT.labels(name)
         self._traced = bool(otlp_endpoint())
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -171,8 +167,3 @@ class LiveBatcher(Generic[T, R]):
                 waiting.future.set_exception(answer)
             else:
                 waiting.future.set_result(answer)
-
-    async def close(self) -> None:
-        """Wait for the batches in flight (new submissions still start batches)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -46,7 +46,6 @@ STOCK_REASONS = {"OUT_OF_STOCK": Reason.OUT_OF_STOCK, "CURRENCY_MISMATCH": Reaso
 Failure = grpc.aio.AioRpcError | ItemFailed
 Req = TypeVar("Req", bound=Message)
 Res = TypeVar("Res")
-ReleaseRequest = inventory_pb2.ReleaseReservationRequest
 # A batcher over one batch RPC: items are (request, deadline), answers the item's result.
 Hop = LiveBatcher[tuple[Req, float], Res]
 
@@ -70,18 +69,26 @@ def _transient(error: Failure) -> Transient:
 
 def _hop(
     name: str,
-    call: Callable[[list[Req], float], Awaitable[Any]],
-    answer: Callable[[Any], Res],
+    method: Callable[..., Awaitable[Any]],
+    batch_request: Callable[..., Message],
+    answer: str,
     max_size: int,
     in_flight: int,
 ) -> Hop[Req, Res]:
-    """An item whose status is not OK is raised to its own caller as :class:`ItemFailed`."""
+    """A batcher over one batch RPC (``batch_request(requests=...)``, answered with one
+    ``results`` entry per item, whose ``answer`` field is the item's result). An item
+    whose status is not OK is raised to its own caller as :class:`ItemFailed`."""
 
     async def run(items: Sequence[tuple[Req, float]]) -> list[Res | BaseException]:
         timeout = max(deadline for _, deadline in items) - time.monotonic()
-        reply = await call([request for request, _ in items], max(timeout, 0.001))
+        reply = await method(
+            batch_request(requests=[request for request, _ in items]),
+            timeout=max(timeout, 0.001),
+        )
         return [
-            answer(result) if result.status.code == code_pb2.OK else ItemFailed(result.status)
+            getattr(result, answer)
+            if result.status.code == code_pb2.OK
+            else ItemFailed(result.status)
             for result in reply.results
         ]
 
@@ -99,53 +106,33 @@ class GrpcParticipants:
     ):
         stock = inventory_pb2_grpc.InventoryServiceStub(inventory)
         self._payment = payment_pb2_grpc.PaymentServiceStub(payment)
-        pay = self._payment
         self._ttl = duration_pb2.Duration()
         self._ttl.FromSeconds(int(ttl_s))
         n, k = batch_max_size, batch_in_flight
-        reservation = lambda r: r.reservation  # noqa: E731
-        payment_of = lambda r: r.payment  # noqa: E731
-        self._reserve: Hop[inventory_pb2.ReserveStockRequest, inventory_pb2.Reservation] = _hop(
-            "reserve_stock",
-            lambda rs, t: stock.ReserveStockBatch(
-                inventory_pb2.ReserveStockBatchRequest(requests=rs), timeout=t
-            ),
-            reservation, n, k,
+        inv, pay = inventory_pb2, payment_pb2
+        self._reserve: Hop[inv.ReserveStockRequest, inv.Reservation] = _hop(
+            "reserve_stock", stock.ReserveStockBatch, inv.ReserveStockBatchRequest,
+            "reservation", n, k,
         )  # fmt: skip
-        self._commit: Hop[inventory_pb2.CommitReservationRequest, inventory_pb2.Reservation] = _hop(
-            "commit_stock",
-            lambda rs, t: stock.CommitReservationBatch(
-                inventory_pb2.CommitReservationBatchRequest(requests=rs), timeout=t
-            ),
-            reservation, n, k,
+        self._commit: Hop[inv.CommitReservationRequest, inv.Reservation] = _hop(
+            "commit_stock", stock.CommitReservationBatch, inv.CommitReservationBatchRequest,
+            "reservation", n, k,
         )  # fmt: skip
-        self._release: Hop[ReleaseRequest, inventory_pb2.Reservation] = _hop(
-            "release_stock",
-            lambda rs, t: stock.ReleaseReservationBatch(
-                inventory_pb2.ReleaseReservationBatchRequest(requests=rs), timeout=t
-            ),
-            reservation, n, k,
+        self._release: Hop[inv.ReleaseReservationRequest, inv.Reservation] = _hop(
+            "release_stock", stock.ReleaseReservationBatch, inv.ReleaseReservationBatchRequest,
+            "reservation", n, k,
         )  # fmt: skip
-        self._authorize: Hop[payment_pb2.AuthorizePaymentRequest, payment_pb2.Payment] = _hop(
-            "authorize_payment",
-            lambda rs, t: pay.AuthorizePaymentBatch(
-                payment_pb2.AuthorizePaymentBatchRequest(requests=rs), timeout=t
-            ),
-            payment_of, n, k,
+        self._authorize: Hop[pay.AuthorizePaymentRequest, pay.Payment] = _hop(
+            "authorize_payment", self._payment.AuthorizePaymentBatch,
+            pay.AuthorizePaymentBatchRequest, "payment", n, k,
         )  # fmt: skip
-        self._capture: Hop[payment_pb2.CapturePaymentRequest, payment_pb2.Payment] = _hop(
-            "capture_payment",
-            lambda rs, t: pay.CapturePaymentBatch(
-                payment_pb2.CapturePaymentBatchRequest(requests=rs), timeout=t
-            ),
-            payment_of, n, k,
+        self._capture: Hop[pay.CapturePaymentRequest, pay.Payment] = _hop(
+            "capture_payment", self._payment.CapturePaymentBatch, pay.CapturePaymentBatchRequest,
+            "payment", n, k,
         )  # fmt: skip
-        self._void: Hop[payment_pb2.VoidPaymentRequest, payment_pb2.Payment] = _hop(
-            "void_payment",
-            lambda rs, t: pay.VoidPaymentBatch(
-                payment_pb2.VoidPaymentBatchRequest(requests=rs), timeout=t
-            ),
-            payment_of, n, k,
+        self._void: Hop[pay.VoidPaymentRequest, pay.Payment] = _hop(
+            "void_payment", self._payment.VoidPaymentBatch, pay.VoidPaymentBatchRequest,
+            "payment", n, k,
         )  # fmt: skip
 
     async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
