@@ -91,6 +91,8 @@ async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -
     assert last["placed"] == 200
     assert all(rss > 0 for rss in last["rss_mb"].values())
     assert set(last["consumer_lag"]) == set(last["rss_mb"])
+    # Sequential reads are sampled per table, the O(n)-statement detector of a long run.
+    assert {"order.orders", "payment.payments", "inventory.stock"} <= set(last["seq_rows"])
     assert result["held_s"] >= 0
     assert result["stopped_at_max_s"] is False
     assert (tmp_path / "soak.png").stat().st_size > 0

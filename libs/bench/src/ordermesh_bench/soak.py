@@ -5,6 +5,7 @@ invariants once the mesh has settled."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -29,8 +30,9 @@ from ordermesh_bench.suite import (
     wait_drained,
 )
 from ordermesh_bench.workload import RequestMaker, Workload
-from ordermesh_cli.invariants import check_invariants, owed_work
+from ordermesh_cli.invariants import check_invariants, fetch_rows, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, scrape_metrics
+from ordermesh_cli.registry import SERVICE_NAMES
 
 console = Console(stderr=True)
 PAGE_KB = 4
@@ -145,6 +147,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         "final_backlog": backlog,
         "final_consumer_lag": lag_left,
         "memory_growth_10_to_100": _growth(samples),
+        "sequential_rows_per_order": _scan_growth(samples),
         "sample_errors": sample_errors,
         "samples": samples,
     }
@@ -161,7 +164,7 @@ def plot_soak(samples: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (memory, backlog) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (memory, backlog, rate) = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
     placed = [s["placed"] for s in samples]
     for name in samples[-1]["rss_mb"] if samples else ():
         memory.plot(placed, [s["rss_mb"].get(name, 0) for s in samples], label=name)
@@ -175,10 +178,20 @@ def plot_soak(samples: list[dict[str, Any]], path: Path) -> None:
         [sum(s.get("consumer_lag", {}).values()) for s in samples],
         label="events not yet consumed",
     )
-    backlog.set_xlabel("orders accepted")
     backlog.set_ylabel("rows / orders")
     backlog.legend()
-    for ax in (memory, backlog):
+    # Orders accepted per second between samples: flat if the cost per order does not
+    # grow with the data already held.
+    pairs = list(itertools.pairwise(samples))
+    rate.plot(
+        [b["placed"] for _, b in pairs],
+        [(b["placed"] - a["placed"]) / max(b["t_s"] - a["t_s"], 1e-9) for a, b in pairs],
+        label="orders accepted per second",
+    )
+    rate.set_xlabel("orders accepted")
+    rate.set_ylabel("orders/s")
+    rate.legend()
+    for ax in (memory, backlog, rate):
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -201,6 +214,49 @@ async def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
         "consumer_lag": lag,
         # Orders whose saga still owes work: bounded if the sagas keep up.
         "owed": await owed_work(mesh.config.database_url("order")),
+        "seq_rows": await _sequentially_read(mesh),
+    }
+
+
+async def _sequentially_read(mesh: LocalMesh) -> dict[str, int]:
+    """Rows PostgreSQL has read by sequential scans, per table of every service. A
+    statement that scans a growing table makes this grow faster than the orders do: the
+    cost per order then rises with the data, which a short run never shows."""
+    if not mesh.config.postgres:
+        return {}
+    found: dict[str, int] = {}
+    for name in SERVICE_NAMES:
+        rows = await fetch_rows(
+            mesh.config.database_url(name),
+            "SELECT relname, seq_tup_read FROM pg_stat_user_tables",
+        )
+        found.update({f"{name}.{table}": int(n) for table, n in rows})
+    return found
+
+
+def _scan_growth(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per table, the rows read sequentially per order placed over the second quarter
+    and over the last quarter of the run. Bounded tables read the same per order in
+    both; a table read whole per statement reads more per order as it grows."""
+    if len(samples) < 8:
+        return {}
+    total = samples[-1]["placed"] or 1
+
+    def at(share: float) -> dict[str, Any]:
+        return next((s for s in samples if s["placed"] >= total * share), samples[-1])
+
+    def per_order(a: dict[str, Any], b: dict[str, Any], table: str) -> float:
+        placed = b["placed"] - a["placed"]
+        read = b["seq_rows"].get(table, 0) - a["seq_rows"].get(table, 0)
+        return round(read / placed, 2) if placed > 0 else 0.0
+
+    q1, q2, q3, end = at(0.25), at(0.5), at(0.75), samples[-2]
+    return {
+        table: {
+            "second_quarter": per_order(q1, q2, table),
+            "last_quarter": per_order(q3, end, table),
+        }
+        for table in end.get("seq_rows", {})
     }
 
 

@@ -36,7 +36,7 @@ class InvariantReport:
         return not self.violations
 
 
-async def _rows(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+async def fetch_rows(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
     engine = create_engine(url, pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -50,7 +50,7 @@ def _aware(value: datetime) -> datetime:
 
 
 async def owed_work(order_url: str) -> int:
-    rows = await _rows(order_url, "SELECT count(*) FROM orders WHERE work <> ''")
+    rows = await fetch_rows(order_url, "SELECT count(*) FROM orders WHERE work <> ''")
     return int(rows[0][0])
 
 
@@ -59,22 +59,24 @@ async def check_invariants(
 ) -> InvariantReport:
     report = InvariantReport()
     bad = report.violations
-    orders = await _rows(
+    orders = await fetch_rows(
         order_url, "SELECT order_id, state, work, total_minor, created_at FROM orders"
     )
-    reservations = dict(await _rows(inventory_url, "SELECT order_id, state FROM reservations"))
-    lines = await _rows(
+    reservations = dict(await fetch_rows(inventory_url, "SELECT order_id, state FROM reservations"))
+    lines = await fetch_rows(
         inventory_url,
         "SELECT r.state, l.sku, l.quantity FROM reservation_lines l "
         "JOIN reservations r ON r.order_id = l.order_id",
     )
-    stock = await _rows(inventory_url, "SELECT sku, available, reserved, committed FROM stock")
+    stock = await fetch_rows(inventory_url, "SELECT sku, available, reserved, committed FROM stock")
     added = dict(
-        await _rows(inventory_url, "SELECT sku, SUM(delta) FROM stock_adjustments GROUP BY sku")
+        await fetch_rows(
+            inventory_url, "SELECT sku, SUM(delta) FROM stock_adjustments GROUP BY sku"
+        )
     )
     payments = {
         r[0]: (r[1], r[2])
-        for r in await _rows(payment_url, "SELECT order_id, state, amount_minor FROM payments")
+        for r in await fetch_rows(payment_url, "SELECT order_id, state, amount_minor FROM payments")
     }
 
     held: dict[tuple[str, str], int] = defaultdict(int)

@@ -20,8 +20,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    literal_column,
     or_,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.engine import Row
@@ -66,6 +68,15 @@ orders = Table(
     UniqueConstraint("customer_id", "idempotency_key", name="uq_orders_customer_key"),
     Index("ix_orders_customer_created", "customer_id", "created_at", "order_id"),
     Index("ix_orders_work_lease", "work", "lease_until"),
+    # The recovery worker's scan (owed work, oldest first) reads this index, which holds
+    # only orders that still owe work: a settled order leaves it, so the scan costs the
+    # same at a million orders as at ten. Without it, each pass read the whole table.
+    Index(
+        "ix_orders_owing_work",
+        "created_at",
+        postgresql_where=text("work <> ''"),
+        sqlite_where=text("work <> ''"),
+    ),
 )
 
 order_lines = Table(
@@ -308,7 +319,9 @@ class OrderRepository:
         query = (
             select(orders.c.order_id, orders.c.traceparent, orders.c.tracestate)
             .where(
-                orders.c.work != Work.NONE.value,
+                # Inline, not a bind value: the planner can match a partial index only
+                # to a predicate it can read in the statement itself.
+                orders.c.work != literal_column("''"),
                 or_(orders.c.lease_until.is_(None), orders.c.lease_until < now),
             )
             .order_by(orders.c.created_at)
