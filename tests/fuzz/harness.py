@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -22,17 +21,13 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 import grpc
-import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, settings
 
-import ordermesh_messaging.consumer
-import ordermesh_messaging.relay
 from ordermesh_cli.registry import load_service
-from ordermesh_platform import resilience
 from ordermesh_platform.money import ISO_4217, MAX_AMOUNT_MINOR
 from ordermesh_platform.server import RunningService
 from tests.support.postgres import SERVER_URL, database_url, drop_database, unique_name
@@ -132,12 +127,6 @@ class Mesh:
     """Services on one background event loop, blocking channels to each of them."""
 
     def __init__(self) -> None:
-        # Hypothesis seeds and watches the global `random` while it draws an example; the
-        # services' retry jitter would change it from their thread in the middle of a
-        # draw (HypothesisDeprecationWarning, an error one day). Give them their own.
-        self._patches = pytest.MonkeyPatch()
-        for module in (resilience, ordermesh_messaging.relay, ordermesh_messaging.consumer):
-            self._patches.setattr(module, "random", random.Random())
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="fuzz-services", daemon=True
@@ -176,7 +165,6 @@ class Mesh:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=30)
             self.loop.close()
-            self._patches.undo()
 
     # -- calls -----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from ordermesh_payment.psp import PspDeclined
 from ordermesh_payment.simulated_psp import SimulatedProvider
 from ordermesh_platform.resilience import (
+    Backoff,
     BreakerState,
     CircuitBreaker,
     CircuitOpen,
@@ -118,3 +120,25 @@ async def test_the_simulated_provider_keeps_no_memory_per_call() -> None:
         await provider.authorize(f"k{i}", 100, "EUR", "tok_ok")
         await provider.capture(f"k{i}", "ref", 100)
     assert sizes() == before
+
+
+def test_backoff_doubles_from_its_base_up_to_its_cap() -> None:
+    policy = Backoff(0.1, 1.0, jitter=0.0)
+    assert [policy.wait_s(n) for n in range(1, 7)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1, 1])
+    assert policy.ceiling_s(10**9) == 1.0  # a huge failure count does not overflow
+
+
+def test_backoff_jitter_draws_from_the_top_share_of_the_ceiling() -> None:
+    half = [Backoff(1.0, 8.0).wait_s(3) for _ in range(2000)]  # ceiling 4 s
+    assert min(half) >= 2.0
+    assert max(half) <= 4.0
+    assert max(half) - min(half) > 1.5  # spread out, not one value
+    full = [Backoff(1.0, 8.0, jitter=1.0).wait_s(3) for _ in range(2000)]
+    assert 0.0 <= min(full) < 0.5
+    assert max(full) <= 4.0
+
+
+def test_backoff_leaves_the_global_random_generator_alone() -> None:
+    state = random.getstate()
+    Backoff(0.1, 1.0).wait_s(2)
+    assert random.getstate() == state

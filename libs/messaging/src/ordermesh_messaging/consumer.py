@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from ordermesh_messaging.topics import dlq_topic, ensure_topics
 from ordermesh_platform.db import Transactions, is_connection_error
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
-from ordermesh_platform.resilience import exponential_backoff_s
+from ordermesh_platform.resilience import Backoff
 from ordermesh_platform.telemetry import (
     context_from_traceparent,
     record_error,
@@ -48,6 +47,8 @@ log = get_logger(__name__)
 # Handles new events (a poll's worth, or one alone) inside the consumer's transaction.
 Handler = Callable[[AsyncConnection, Sequence[InboundEvent]], Awaitable[None]]
 MAX_BACKOFF_S = 5.0
+RESTART_BACKOFF = Backoff(0.4, MAX_BACKOFF_S)  # after the consumer itself failed
+DATABASE_WAIT = Backoff(MAX_BACKOFF_S, MAX_BACKOFF_S)  # between looks at a database that is down
 MAX_POLL_RECORDS = 200
 MAX_PARTITION_FETCH_BYTES = 256 * 1024
 DLQ_HEADERS = (
@@ -151,8 +152,7 @@ class EventConsumer:
                     raise
                 except Exception as error:
                     failures += 1
-                    backoff = exponential_backoff_s(failures, 0.4, MAX_BACKOFF_S)
-                    backoff *= random.uniform(0.5, 1)
+                    backoff = RESTART_BACKOFF.wait_s(failures)
                     log.warning("consumer failed; restarting", error=repr(error), backoff_s=backoff)
                     await self._stop()
                     await asyncio.sleep(backoff)
@@ -300,10 +300,7 @@ class EventConsumer:
                 return
             self._count_failure(event, attempt, error)
             if attempt < attempts:
-                backoff = exponential_backoff_s(
-                    attempt, self._settings.consumer_backoff_s, MAX_BACKOFF_S
-                )
-                await asyncio.sleep(backoff * random.uniform(0.5, 1))
+                await Backoff(self._settings.consumer_backoff_s, MAX_BACKOFF_S).sleep(attempt)
         assert error is not None
         record_error(trace.get_current_span(event.trace_context), error)
         await self._dead_letter(record, "handler-failed", repr(error), attempts)
@@ -320,7 +317,7 @@ class EventConsumer:
                     return error
                 # Never dead-letter for it, and keep the offsets where they are.
                 log.warning("database unavailable; waiting", error=repr(error))
-                await asyncio.sleep(MAX_BACKOFF_S * random.uniform(0.5, 1))
+                await DATABASE_WAIT.sleep(1)
 
     async def _handle(self, events: Sequence[InboundEvent]) -> None:
         async with self._sessions.begin() as session:

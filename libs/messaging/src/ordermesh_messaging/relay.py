@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import zlib
 from collections import Counter
@@ -43,6 +42,7 @@ from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
+from ordermesh_platform.resilience import Backoff
 from ordermesh_platform.service import Runtime
 from ordermesh_platform.telemetry import (
     context_from_traceparent,
@@ -56,6 +56,7 @@ from ordermesh_platform.telemetry import (
 log = get_logger(__name__)
 
 MAX_BACKOFF_S = 5.0
+RESTART_BACKOFF = Backoff(0.2, MAX_BACKOFF_S)  # after a failed pass
 RETENTION_SWEEP_S = 60.0
 RETENTION_CHUNK = 10_000
 BACKLOG_OBSERVE_S = 1.0
@@ -148,7 +149,7 @@ class OutboxRelay:
                     with contextlib.suppress(Exception), untraced():
                         await self._observe_backlog(force=True)
                     await self._drop_producer()
-                    backoff = min(MAX_BACKOFF_S, 0.1 * 2**failures) * random.uniform(0.5, 1)
+                    backoff = RESTART_BACKOFF.wait_s(failures)
                     log.warning("relay pass failed; retrying", error=repr(error), backoff_s=backoff)
                     await asyncio.sleep(backoff)
                     continue

@@ -8,6 +8,7 @@ import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -100,7 +101,7 @@ async def retry(
         except Transient:
             if attempt == attempts - 1:
                 raise
-        backoff = random.uniform(0, min(max_backoff_s, base_backoff_s * 2**attempt))
+        backoff = Backoff(base_backoff_s, max_backoff_s, jitter=1.0).wait_s(attempt + 1)
         if deadline is not None and time.monotonic() + backoff >= deadline:
             raise Transient("deadline reached while retrying")
         await asyncio.sleep(backoff)
@@ -126,15 +127,40 @@ async def retry_until(
         try:
             return await timeboxed(functools.partial(fn, timeout), timeout)
         except Transient:
-            backoff = random.uniform(0, min(max_backoff_s, base_backoff_s * 2**attempt))
+            attempt += 1
+            backoff = Backoff(base_backoff_s, max_backoff_s, jitter=1.0).wait_s(attempt)
             if time.monotonic() + backoff >= deadline:
                 raise
-            attempt += 1
             await asyncio.sleep(backoff)
 
 
-def exponential_backoff_s(attempt: int, base_s: float, max_s: float) -> float:
-    """The wait after the ``attempt``-th failure (1-based): ``base_s``, doubled after
-    each failure, at most ``max_s``. The exponent is bounded so a huge attempt count
-    cannot overflow a float."""
-    return min(max_s, base_s * 2.0 ** min(attempt - 1, 62))
+# Jitter draws from its own generator: the global one belongs to whoever embeds the
+# services (a property-based test seeds and watches it while it draws an example).
+_JITTER = random.Random()
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The one wait-between-tries policy of every retry loop (calls, the relay, the
+    consumers, notification deliveries): ``base_s`` after the first failure, doubled
+    after each failure, at most ``max_s``. The wait is drawn from the top ``jitter``
+    share of that ceiling, so that many callers failing together do not retry together
+    (1.0: full jitter, anywhere from 0 to the ceiling; 0: a fixed schedule)."""
+
+    base_s: float
+    max_s: float
+    jitter: float = 0.5
+
+    def ceiling_s(self, failures: int) -> float:
+        """The longest wait after the ``failures``-th failure (1-based). The exponent is
+        bounded so that a huge failure count cannot overflow a float."""
+        return min(self.max_s, self.base_s * 2.0 ** min(max(failures, 1) - 1, 62))
+
+    def wait_s(self, failures: int) -> float:
+        return self.ceiling_s(failures) * (1.0 - self.jitter * _JITTER.random())
+
+    async def sleep(self, failures: int) -> float:
+        """Sleep the wait after the ``failures``-th failure; returns how long."""
+        wait = self.wait_s(failures)
+        await asyncio.sleep(wait)
+        return wait

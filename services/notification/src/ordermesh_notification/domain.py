@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 from ordermesh_platform.errors import Validator
-from ordermesh_platform.resilience import exponential_backoff_s
+from ordermesh_platform.resilience import Backoff
 
 MAX_ID_LENGTH = 128
 
@@ -169,7 +169,7 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after the ``attempt``-th try (1-based) failed."""
-        return exponential_backoff_s(attempt, self.base_s, self.max_backoff_s)
+        return Backoff(self.base_s, self.max_backoff_s, jitter=0.0).ceiling_s(attempt)
 
     def after_failure(self, attempts_before: int, now: datetime) -> Retry | GiveUp:
         attempt = attempts_before + 1
