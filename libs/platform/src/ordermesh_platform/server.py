@@ -11,9 +11,15 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh_platform.auth import Authenticator, TokenVerifier
-from ordermesh_platform.db import Transactions, count_statements, create_engine
+from ordermesh_platform.db import (
+    Transactions,
+    autovacuum_is_off,
+    count_statements,
+    create_engine,
+)
 from ordermesh_platform.health import DatabaseHealth
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
@@ -99,6 +105,7 @@ class RunningService:
         chain = interceptors(spec, settings)  # reads the token keys: fails before anything opens
         engine = create_engine(settings.database_url, settings.database_pool_size)
         count_statements(engine, spec.name)
+        await _warn_if_never_vacuumed(engine, settings.database_url)
         instrument_engine(engine)
         server = grpc.aio.server(options=server_options(settings), interceptors=chain)
         health_servicer = health.aio.HealthServicer()
@@ -192,3 +199,19 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> N
 
 def run(spec: ServiceSpec) -> None:
     asyncio.run(serve(spec))
+
+
+async def _warn_if_never_vacuumed(engine: AsyncEngine, url: str) -> None:
+    """Say once, at start, that the database will slow down as it grows. Only a warning:
+    a short-lived or test database may run like that on purpose."""
+    try:
+        off = await autovacuum_is_off(engine)
+    except Exception:  # the database may not be up yet: health reports that, not this
+        return
+    if off:
+        log.warning(
+            "autovacuum is off on this PostgreSQL server: tables are never analysed nor "
+            "vacuumed, so statements slow down as they grow; turn it on, or run "
+            "VACUUM (ANALYZE) regularly",
+            database=_redacted(url),
+        )
