@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_bench.suite import (
@@ -33,6 +33,7 @@ from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants, fetch_rows, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, scrape_metrics
 from ordermesh_cli.registry import SERVICE_NAMES
+from ordermesh_platform.db import autovacuum_is_off, create_engine, vacuum_analyze
 
 console = Console(stderr=True)
 PAGE_KB = 4
@@ -49,6 +50,9 @@ class SoakConfig:
     # the run measures the rate the whole mesh sustains, not how far a backlog can grow.
     max_lag: int = 2000
     sample_every_s: float = 10.0
+    # On a server with autovacuum off, VACUUM (ANALYZE) every service database this
+    # often, as autovacuum would: else the planner keeps the plans of empty tables.
+    vacuum_every_s: float = 180.0
     out: Path = Path("bench/results")
     state_dir: Path = Path(".ordermesh/soak")
 
@@ -76,6 +80,10 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
     sample_errors = 0
     placed = 0
     governor = Governor(lambda: consumer_lag(mesh), config.max_lag)
+    maintainer = Maintainer(
+        [mesh.config.database_url(name) for name in SERVICE_NAMES] if config.postgres else [],
+        config.vacuum_every_s,
+    )
     try:
         mesh.start()
         await mesh.wait_serving(120)
@@ -84,18 +92,23 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         started = time.perf_counter()
         async with grpc.aio.insecure_channel(mesh.config.address("order")) as channel:
             call = place_call(order_pb2_grpc.OrderServiceStub(channel), maker)
-            gate = asyncio.Semaphore(config.concurrency)
             errors: Counter[str] = Counter()
+            tickets = iter(range(config.orders))
 
-            async def one() -> None:
+            async def caller(progress: Progress, task: TaskID) -> None:
+                # Each caller places one order after another, so `concurrency` stay in
+                # flight until the last one (no pause between chunks of orders).
                 nonlocal placed
-                async with gate:
+                for _ in tickets:
+                    if config.max_s and time.perf_counter() - started > config.max_s:
+                        return  # time-boxed: the report says how many were placed
                     await governor.go.wait()
                     outcome = await call()
                     if outcome == "OK":
                         placed += 1
                     else:
                         errors[outcome] += 1
+                    progress.advance(task)
 
             async def sampler() -> None:
                 nonlocal sample_errors
@@ -109,21 +122,17 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
 
             sampling = asyncio.create_task(sampler())
             governing = asyncio.create_task(governor.run())
+            maintaining = asyncio.create_task(maintainer.run())
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("soak", total=config.orders)
-                batch = 1000
-                for first in range(0, config.orders, batch):
-                    if config.max_s and time.perf_counter() - started > config.max_s:
-                        break  # time-boxed: the report says how many were placed
-                    n = min(batch, config.orders - first)
-                    await asyncio.gather(*(one() for _ in range(n)))
-                    progress.update(task, completed=first + n)
+                await asyncio.gather(*(caller(progress, task) for _ in range(config.concurrency)))
             await _settle(mesh, 600)
             backlog = await wait_drained(mesh, 300)
             lag_left = await _wait_consumed(mesh, 300)
             samples.append(await _sample(mesh, placed, time.perf_counter() - started))
             sampling.cancel()
             governing.cancel()
+            maintaining.cancel()
         c = mesh.config
         report = await check_invariants(
             c.database_url("order"), c.database_url("inventory"), c.database_url("payment"),
@@ -149,6 +158,8 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         "memory_growth_10_to_100": _growth(samples),
         "sequential_rows_per_order": _scan_growth(samples),
         "sample_errors": sample_errors,
+        "vacuum_passes": maintainer.passes,
+        "vacuum_s": round(maintainer.spent_s, 1),
         "samples": samples,
     }
     config.out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +307,40 @@ class Governor:
                 self.held_s += now - held_since
                 held_since = None
                 self.go.set()
+
+
+class Maintainer:
+    """Stands in for autovacuum where the server has it off (it is on by default, and
+    production should keep it on): every ``every_s``, ``VACUUM (ANALYZE)`` each database.
+    Does nothing on a server whose autovacuum is on, or with no databases."""
+
+    def __init__(self, urls: list[str], every_s: float) -> None:
+        self._urls = urls
+        self._every_s = every_s
+        self.passes = 0
+        self.spent_s = 0.0
+
+    async def run(self) -> None:
+        if not self._urls or not await self._server_never_vacuums():
+            return
+        while True:
+            await asyncio.sleep(self._every_s)
+            began = time.perf_counter()
+            for url in self._urls:
+                engine = create_engine(url, pool_size=1)
+                try:
+                    await vacuum_analyze(engine)
+                finally:
+                    await engine.dispose()
+            self.passes += 1
+            self.spent_s += time.perf_counter() - began
+
+    async def _server_never_vacuums(self) -> bool:
+        engine = create_engine(self._urls[0], pool_size=1)
+        try:
+            return await autovacuum_is_off(engine)
+        finally:
+            await engine.dispose()
 
 
 def consumer_lag(mesh: LocalMesh) -> float:
