@@ -1,4 +1,4 @@
-"""The Grafana dashboard (k8s/dashboards/ordermesh-grafana.json) against the metrics the
+"""The Grafana dashboard (k8s/ordermesh/dashboards/ordermesh-grafana.json) against the metrics the
 services declare (ordermesh_platform.metrics): every series it queries exists, every
 metric is on some panel, and every label it filters on is one the metric has."""
 
@@ -14,7 +14,13 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from ordermesh_platform import metrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "dashboards" / "ordermesh-grafana.json"
+DASHBOARD = (
+    Path(__file__).resolve().parents[2]
+    / "k8s"
+    / "ordermesh"
+    / "dashboards"
+    / "ordermesh-grafana.json"
+)
 
 # A metric name in PromQL: not part of a longer identifier, a label value such as
 # "ordermesh.orders.v1", or a string.

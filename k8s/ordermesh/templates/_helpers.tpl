@@ -47,6 +47,26 @@ helm.sh/chart: {{ include "ordermesh.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: ordermesh
+{{- include "ordermesh.commonLabels" . }}
+{{- end }}
+
+{{/* commonLabels, on every object and pod of the release (never in a selector). */}}
+{{- define "ordermesh.commonLabels" -}}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The annotations of an object's metadata, on their own lines at the metadata's indent:
+commonAnnotations and the object's own (which win), or nothing when both are empty.
+Usage: {{- include "ordermesh.metadataAnnotations" (dict "root" $ "extra" (dict "k" "v")) }}
+*/}}
+{{- define "ordermesh.metadataAnnotations" -}}
+{{- $all := mustMergeOverwrite (deepCopy (.root.Values.commonAnnotations | default dict)) (deepCopy (.extra | default dict)) }}
+{{- with $all }}
+{{- dict "annotations" . | toYaml | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -57,6 +77,7 @@ changes nothing in a pod does not restart it.
 {{ include "ordermesh.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: ordermesh
+{{- include "ordermesh.commonLabels" . }}
 {{- end }}
 
 {{/* Labels every pod of the release carries: the default-deny NetworkPolicy selects them. */}}
@@ -178,28 +199,17 @@ Usage: include "ordermesh.otelEnv" (dict "root" $ "name" "order" "kind" "deploym
 {{- end }}
 {{- end }}
 
-{{/* Pod-level hardening shared by every pod of the chart (uid 10001 is the image's user). */}}
-{{- define "ordermesh.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{/*
+A pod's or container's securityContext from values (defaults.podSecurityContext,
+defaults.containerSecurityContext: the hardened defaults, uid 10001 being the image's
+user). A key set to null is left out (OpenShift's restricted SCC assigns the uid);
+the whole block set to null leaves the securityContext out.
+Usage: {{- include "ordermesh.securityContext" (dict "value" $cfg.podSecurityContext "indent" 6) }}
+*/}}
+{{- define "ordermesh.securityContext" -}}
+{{- with .value }}
+{{- dict "securityContext" . | toYaml | nindent (int $.indent) }}
 {{- end }}
-
-{{/* Container-level hardening shared by every container of the chart. */}}
-{{- define "ordermesh.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-privileged: false
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
 {{- end }}
 
 {{/* The only writable path: /tmp. */}}
@@ -307,4 +317,49 @@ cross the network in clear text) and the identity provider's keys.
 
 {{- define "ordermesh.authMountPath" -}}
 /etc/ordermesh/auth
+{{- end }}
+
+{{/* The topics notification-service consumes (ordermesh_notification.handler). */}}
+{{- define "ordermesh.notificationTopics" -}}
+ordermesh.orders.v1 ordermesh.payments.v1
+{{- end }}
+
+{{/*
+Values the chart removed or renamed, as path -> what to use instead. "serviceSettings"
+keys are looked for in `defaults` and in every services.<name>; "values" holds full
+paths (a.b.c). values.schema.json keeps accepting each removed key, so that this
+check, not a bare "additional property" error, is what a user sees. Keep an entry for
+as long as an upgrade from a release that had the key is supported.
+*/}}
+{{- define "ordermesh.removedValues" -}}
+serviceSettings:
+  extraEnvFromSecrets: >-
+    extraEnvFrom (since chart 0.2.0), a list of EnvFromSource objects:
+    [{secretRef: {name: <secret>}}, {configMapRef: {name: <configmap>}}]
+values: {}
+{{- end }}
+
+{{- define "ordermesh.checkRemovedValues" -}}
+{{- $removed := include "ordermesh.removedValues" . | fromYaml }}
+{{- $paths := deepCopy ($removed.values | default dict) }}
+{{- range $key, $use := $removed.serviceSettings }}
+{{- $_ := set $paths (printf "defaults.%s" $key) $use }}
+{{- range $name := splitList " " (include "ordermesh.serviceNames" $) }}
+{{- $_ := set $paths (printf "services.%s.%s" $name $key) $use }}
+{{- end }}
+{{- end }}
+{{- range $path := keys $paths | sortAlpha }}
+{{- $node := $.Values }}
+{{- $found := true }}
+{{- range $key := splitList "." $path }}
+{{- if and $found (kindIs "map" $node) (hasKey $node $key) }}
+{{- $node = index $node $key }}
+{{- else }}
+{{- $found = false }}
+{{- end }}
+{{- end }}
+{{- if $found }}
+{{- fail (printf "%s was removed from the chart: use %s" $path (index $paths $path | trim)) }}
+{{- end }}
+{{- end }}
 {{- end }}
