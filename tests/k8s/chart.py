@@ -13,6 +13,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "k8s" / "ordermesh"
 PRODUCTION_VALUES = REPO / "k8s" / "examples" / "values-production.yaml"
+# Every option that adapts the chart to a platform switched on (an overlay).
+PLATFORM_VALUES = REPO / "k8s" / "examples" / "values-platform.yaml"
 EDGES_VALUES = Path(__file__).resolve().parent / "values-edges.yaml"
 RELEASE = "om"
 NAMESPACE = "shop"
