@@ -4,8 +4,10 @@ Built-in kinds are validated with kubernetes-validate (strict: unknown fields ar
 errors) against every Kubernetes version given. Unlike the kubernetes-validate
 command, a kind/apiVersion without a schema for a version is an error here (the
 command only warns), so an API removed in a later Kubernetes fails the check.
-Custom resources (KafkaTopic, ServiceMonitor, Certificate) are validated against the schemas
-bundled in k8s/tools/crd-schemas/. Objects are also checked for duplicates.
+Custom resources (KafkaTopic, ServiceMonitor, PrometheusRule, Certificate,
+ScaledObject, GRPCRoute) are validated against the schemas
+bundled in k8s/tools/crd-schemas/. Objects are also checked for duplicates, and
+mappings for a key given twice.
 
 Run with the tools' Python: .tools/k8s/bin/python k8s/tools/validate_manifests.py
     -k 1.29.0 -k 1.33.0 rendered.yaml [more.yaml ...]
@@ -27,6 +29,22 @@ from kubernetes_validate import utils as kv
 CRD_SCHEMA_DIR = Path(__file__).resolve().parent / "crd-schemas"
 
 
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML parsers keep
+    either one, and the API server's strict field validation refuses the object."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> schema, from files named <kind>-<group>-<version>.json."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
@@ -45,7 +63,7 @@ def describe(obj: dict[str, Any]) -> str:
 def validate_file(path: Path, versions: list[str], crds: dict[tuple[str, str], Any]) -> list[str]:
     errors: list[str] = []
     try:
-        objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+        objects = [o for o in yaml.load_all(path.read_text(), Loader=StrictLoader) if o]
     except yaml.YAMLError as exc:
         return [f"{path}: not YAML: {exc}"]
     if not objects:

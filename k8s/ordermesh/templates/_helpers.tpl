@@ -47,14 +47,22 @@ helm.sh/chart: {{ include "ordermesh.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: ordermesh
-{{- include "ordermesh.commonLabels" . }}
 {{- end }}
 
-{{/* commonLabels, on every object and pod of the release (never in a selector). */}}
-{{- define "ordermesh.commonLabels" -}}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{/*
+The labels of an object (or with "pod" true, of a Deployment's pods), as one map:
+commonLabels, then the object's own ("extra"), then the chart's, which win so that
+no value can break a selector. Each key appears once.
+Usage: include "ordermesh.objectLabels" (dict "root" $ "component" "order" "extra" $cfg.podLabels) | nindent 4
+*/}}
+{{- define "ordermesh.objectLabels" -}}
+{{- $chart := include (ternary "ordermesh.podLabels" "ordermesh.labels" (default false .pod)) .root | fromYaml }}
+{{- with .component }}
+{{- $_ := set $chart "app.kubernetes.io/component" . }}
 {{- end }}
+{{- $all := deepCopy (.root.Values.commonLabels | default dict) }}
+{{- $all = mustMergeOverwrite $all (deepCopy (.extra | default dict)) }}
+{{- mustMergeOverwrite $all $chart | toYaml }}
 {{- end }}
 
 {{/*
@@ -77,7 +85,6 @@ changes nothing in a pod does not restart it.
 {{ include "ordermesh.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: ordermesh
-{{- include "ordermesh.commonLabels" . }}
 {{- end }}
 
 {{/* Labels every pod of the release carries: the default-deny NetworkPolicy selects them. */}}
