@@ -7,7 +7,7 @@
 #   3. every rendered object validated by kubernetes-validate (strict) for each
 #      Kubernetes version of K8S_KUBE_VERSIONS; the custom resources (KafkaTopic,
 #      ServiceMonitor, PrometheusRule, Certificate, ScaledObject, GRPCRoute) against
-#      the schemas in k8s/tools/crd-schemas/
+#      the schemas in k8s/tools/crd-schemas/; the alerts' expressions as PromQL
 #   4. hadolint Dockerfile
 #
 # Quiet on success apart from a short summary; any problem prints its output and

@@ -6,8 +6,8 @@ command, a kind/apiVersion without a schema for a version is an error here (the
 command only warns), so an API removed in a later Kubernetes fails the check.
 Custom resources (KafkaTopic, ServiceMonitor, PrometheusRule, Certificate,
 ScaledObject, GRPCRoute) are validated against the schemas
-bundled in k8s/tools/crd-schemas/. Objects are also checked for duplicates, and
-mappings for a key given twice.
+bundled in k8s/tools/crd-schemas/, and a PrometheusRule's expressions must parse as
+PromQL. Objects are also checked for duplicates, and mappings for a key given twice.
 
 Run with the tools' Python: .tools/k8s/bin/python k8s/tools/validate_manifests.py
     -k 1.29.0 -k 1.33.0 rendered.yaml [more.yaml ...]
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import promql_parser
 import yaml
 from kubernetes_validate import utils as kv
 
@@ -60,6 +61,19 @@ def describe(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{meta.get('name')} ({obj.get('apiVersion')})"
 
 
+def promql_errors(obj: dict[str, Any]) -> list[str]:
+    """Every rule expression of a PrometheusRule that is not PromQL."""
+    errors: list[str] = []
+    for group in (obj.get("spec") or {}).get("groups") or []:
+        for rule in group.get("rules") or []:
+            name = rule.get("alert") or rule.get("record")
+            try:
+                promql_parser.parse(str(rule.get("expr", "")))
+            except ValueError as err:
+                errors.append(f"{describe(obj)}: rule {name}: not PromQL: {err}")
+    return errors
+
+
 def validate_file(path: Path, versions: list[str], crds: dict[tuple[str, str], Any]) -> list[str]:
     errors: list[str] = []
     try:
@@ -88,6 +102,8 @@ def validate_file(path: Path, versions: list[str], crds: dict[tuple[str, str], A
                 errors.append(
                     f"{path}: {describe(obj)}: {where}: {err.message} (bundled CRD schema)"
                 )
+            if obj["kind"] == "PrometheusRule":
+                errors += [f"{path}: {e}" for e in promql_errors(obj)]
             continue
         for version in versions:
             try:
