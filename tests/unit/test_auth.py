@@ -47,6 +47,7 @@ from ordermesh_platform.devcerts import ensure_jwt_keys, mint_token
 from ordermesh_platform.errors import PermissionDenied, Unauthenticated
 from ordermesh_platform.grpc_errors import to_grpc_status
 from ordermesh_platform.policy import Policy
+from ordermesh_platform.signing_keys import KeyFile
 
 ORDER = "/ordermesh.order.v1.OrderService/"
 INVENTORY = "/ordermesh.inventory.v1.InventoryService/"
@@ -73,9 +74,9 @@ def verifier(public: Path, **kw: Any) -> TokenVerifier:
 # --- tokens ----------------------------------------------------------------------------
 
 
-def test_a_valid_token_gives_its_subject_and_scopes(keys: tuple[Path, Path]) -> None:
+async def test_a_valid_token_gives_its_subject_and_scopes(keys: tuple[Path, Path]) -> None:
     private, public = keys
-    principal = verifier(public).verify(mint_token(private, "alice", [ADMIN_SCOPE, "other"]))
+    principal = await verifier(public).verify(mint_token(private, "alice", [ADMIN_SCOPE, "other"]))
     assert principal.subject == "alice"
     assert principal.scopes == {ADMIN_SCOPE, "other"}
     assert principal.is_admin
@@ -89,19 +90,21 @@ def test_a_valid_token_gives_its_subject_and_scopes(keys: tuple[Path, Path]) -> 
         ({"issuer": "evil-idp"}, "TOKEN_NOT_FOR_US"),
     ],
 )
-def test_expired_and_foreign_tokens_are_refused(
+async def test_expired_and_foreign_tokens_are_refused(
     keys: tuple[Path, Path], mint: dict[str, Any], reason: str
 ) -> None:
     private, public = keys
     with pytest.raises(TokenError) as raised:
-        verifier(public).verify(mint_token(private, "alice", **mint))
+        await verifier(public).verify(mint_token(private, "alice", **mint))
     assert raised.value.reason == reason
 
 
-def test_a_token_signed_by_another_key_is_refused(keys: tuple[Path, Path], tmp_path: Path) -> None:
+async def test_a_token_signed_by_another_key_is_refused(
+    keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     other_private, _ = ensure_jwt_keys(tmp_path / "other")
     with pytest.raises(TokenError) as raised:
-        verifier(keys[1]).verify(mint_token(other_private, "alice"))
+        await verifier(keys[1]).verify(mint_token(other_private, "alice"))
     assert raised.value.reason == "TOKEN_INVALID"
 
 
@@ -109,7 +112,7 @@ def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def test_unsigned_and_hmac_confusion_tokens_are_refused(keys: tuple[Path, Path]) -> None:
+async def test_unsigned_and_hmac_confusion_tokens_are_refused(keys: tuple[Path, Path]) -> None:
     claims = {
         "sub": "alice",
         "exp": int(time.time()) + 60,
@@ -126,16 +129,16 @@ def test_unsigned_and_hmac_confusion_tokens_are_refused(keys: tuple[Path, Path])
     forged = (signing_input + b"." + _b64(mac)).decode()
     for token in (unsigned, forged, "not-a-jwt"):
         with pytest.raises(TokenError) as raised:
-            verifier(keys[1]).verify(token)
+            await verifier(keys[1]).verify(token)
         assert raised.value.reason == "TOKEN_INVALID", token
 
 
-def test_a_token_without_subject_is_refused(keys: tuple[Path, Path]) -> None:
+async def test_a_token_without_subject_is_refused(keys: tuple[Path, Path]) -> None:
     key = serialization.load_pem_private_key(keys[0].read_bytes(), None)
     claims = {"exp": int(time.time()) + 60, "aud": "ordermesh", "iss": "ordermesh-dev"}
     token = jwt.encode(claims, key, algorithm="ES256")  # type: ignore[arg-type]
     with pytest.raises(TokenError) as raised:
-        verifier(keys[1]).verify(token)
+        await verifier(keys[1]).verify(token)
     assert raised.value.reason == "TOKEN_INVALID"
 
 
@@ -145,19 +148,20 @@ def _jwk(public_key: Any, kid: str, alg: str) -> dict[str, Any]:
     return {**data, "kid": kid, "alg": alg, "use": "sig"}
 
 
-def test_jwks_picks_the_key_by_kid_and_follows_rotation(tmp_path: Path) -> None:
+async def test_jwks_picks_the_key_by_kid_and_follows_rotation(tmp_path: Path) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [_jwk(rsa_key.public_key(), "k1", "RS256")]}))
-    check = TokenVerifier(TokenSettings(jwks_file=str(jwks), audience="ordermesh"))
+    settings = TokenSettings(jwks_file=str(jwks), audience="ordermesh")
+    check = TokenVerifier(settings, KeyFile(jwks, jwks=True, recheck_s=0.0))
     claims = {"sub": "alice", "exp": int(time.time()) + 60, "aud": "ordermesh"}
     first = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "k1"})
-    assert check.verify(first).subject == "alice"
+    assert (await check.verify(first)).subject == "alice"
 
     second = jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "k2"})
     with pytest.raises(TokenError) as raised:
-        check.verify(second)
+        await check.verify(second)
     assert raised.value.reason == "TOKEN_KEY_UNKNOWN"
 
     # The identity provider rotates: the file gains k2 (and is read again).
@@ -173,8 +177,7 @@ def test_jwks_picks_the_key_by_kid_and_follows_rotation(tmp_path: Path) -> None:
     )
     stat = jwks.stat()
     os.utime(jwks, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    check.RECHECK_S = 0.0
-    assert check.verify(second).subject == "alice"
+    assert (await check.verify(second)).subject == "alice"
 
 
 def test_scopes_come_from_scope_or_scp() -> None:
@@ -204,33 +207,37 @@ def test_service_identity_from_certificate_names(names: list[str], service: str)
     assert service_identity(names) == service
 
 
-def test_authenticator_needs_a_token_or_a_service_certificate(keys: tuple[Path, Path]) -> None:
+async def test_authenticator_needs_a_token_or_a_service_certificate(
+    keys: tuple[Path, Path],
+) -> None:
     auth = Authenticator(verifier(keys[1]))
     with pytest.raises(Unauthenticated) as raised:
-        auth.authenticate(None, ["caller"])
+        await auth.authenticate(None, ["caller"])
     assert raised.value.reason == "CREDENTIALS_MISSING"
-    assert auth.authenticate(None, ["ordermesh-order"]) == Principal(service="order")
+    assert await auth.authenticate(None, ["ordermesh-order"]) == Principal(service="order")
     token = mint_token(keys[0], "alice")
-    assert auth.authenticate(f"Bearer {token}", ["caller"]) == Principal(subject="alice")
+    assert await auth.authenticate(f"Bearer {token}", ["caller"]) == Principal(subject="alice")
     for bad in ("Basic dXNlcjpwdw==", "Bearer ", token):
         with pytest.raises(Unauthenticated) as raised:
-            auth.authenticate(bad, [])
+            await auth.authenticate(bad, [])
         assert raised.value.reason == "TOKEN_MALFORMED"
 
 
-def test_a_bad_token_is_refused_even_with_a_service_certificate(keys: tuple[Path, Path]) -> None:
+async def test_a_bad_token_is_refused_even_with_a_service_certificate(
+    keys: tuple[Path, Path],
+) -> None:
     auth = Authenticator(verifier(keys[1]))
     expired = mint_token(keys[0], "alice", ttl_s=-120)
     with pytest.raises(Unauthenticated) as raised:
-        auth.authenticate(f"Bearer {expired}", ["ordermesh-order"])
+        await auth.authenticate(f"Bearer {expired}", ["ordermesh-order"])
     assert raised.value.reason == "TOKEN_EXPIRED"
     assert expired not in str(raised.value)
 
 
-def test_without_keys_only_service_certificates_are_accepted(keys: tuple[Path, Path]) -> None:
+async def test_without_keys_only_service_certificates_are_accepted(keys: tuple[Path, Path]) -> None:
     auth = Authenticator(None)
     with pytest.raises(Unauthenticated) as raised:
-        auth.authenticate(f"Bearer {mint_token(keys[0], 'alice')}", [])
+        await auth.authenticate(f"Bearer {mint_token(keys[0], 'alice')}", [])
     assert raised.value.reason == "TOKEN_NOT_ACCEPTED"
 
 

@@ -311,6 +311,9 @@ def token(
         ".ordermesh/auth/jwt-signing.key"
     ),
     ttl: Annotated[float, typer.Option(help="seconds the token is valid")] = 3600.0,
+    kid: Annotated[
+        str, typer.Option(help="the header's kid: the key's id in a JWKS (default: none)")
+    ] = "",
 ) -> None:
     """Print a development bearer token for a mesh started with `ordermesh up --auth`
     (signed with its key, made on first use). Production tokens come from your
@@ -319,7 +322,8 @@ def token(
 
     if not key.is_file():
         key = ensure_jwt_keys(key.parent)[0]
-    typer.echo(mint_token(key, subject, [ADMIN_SCOPE] if admin else [], ttl_s=ttl))
+    scopes = [ADMIN_SCOPE] if admin else []
+    typer.echo(mint_token(key, subject, scopes, ttl_s=ttl, kid=kid or None))
 
 
 @app.command()

@@ -8,12 +8,8 @@ without knowing about transports.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import os
 import re
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +18,16 @@ from typing import Any
 import jwt
 
 from ordermesh_platform.errors import PermissionDenied, Unauthenticated
+from ordermesh_platform.signing_keys import (
+    JwksUrl,
+    KeyFile,
+    KeysUnavailable,
+    OidcDiscovery,
+    RemoteKeys,
+    SigningKeys,
+    UnknownKey,
+    http_url,
+)
 
 ADMIN_SCOPE = "ordermesh:admin"
 SERVICE_NAMES = ("order", "inventory", "payment", "notification")
@@ -128,90 +134,127 @@ class TokenError(Exception):
 
 @dataclass(frozen=True)
 class TokenSettings:
+    """How tokens are checked. The keys come from at most one source: a PEM public key
+    file, a JWKS file, a JWKS URL, or an OIDC issuer's discovery document."""
+
     public_key_file: str = ""
     jwks_file: str = ""
+    jwks_url: str = ""
+    oidc_issuer: str = ""
     audience: str = ""
     issuer: str = ""
     algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
     leeway_s: float = 30.0
+    jwks_cache_s: float = 300.0
+    jwks_min_refresh_interval_s: float = 10.0
+    jwks_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        sources = self.key_sources()
+        if len(sources) > 1:
+            raise ValueError(
+                f"set one source of token keys, not {len(sources)}: {', '.join(sources)}"
+            )
+        if self.jwks_url:
+            http_url(self.jwks_url, "ORDERMESH_AUTH_JWKS_URL")
+        if self.oidc_issuer:
+            http_url(self.oidc_issuer, "ORDERMESH_AUTH_OIDC_ISSUER")
+
+    def key_sources(self) -> list[str]:
+        """The settings naming a source of keys that are set."""
+        named = {
+            "ORDERMESH_AUTH_JWT_PUBLIC_KEY_FILE": self.public_key_file,
+            "ORDERMESH_AUTH_JWKS_FILE": self.jwks_file,
+            "ORDERMESH_AUTH_JWKS_URL": self.jwks_url,
+            "ORDERMESH_AUTH_OIDC_ISSUER": self.oidc_issuer,
+        }
+        return [name for name, value in named.items() if value]
+
+    @property
+    def required_issuer(self) -> str:
+        """The ``iss`` tokens must carry: the one set, else the OIDC issuer; "" for none."""
+        return self.issuer or self.oidc_issuer
+
+
+def signing_keys(settings: TokenSettings) -> SigningKeys:
+    """The key source the settings name."""
+    s = settings
+    remote: JwksUrl | OidcDiscovery | None = None
+    if s.oidc_issuer:
+        remote = OidcDiscovery(s.oidc_issuer, s.jwks_timeout_s)
+    elif s.jwks_url:
+        remote = JwksUrl(s.jwks_url, s.jwks_timeout_s)
+    if remote is not None:
+        return RemoteKeys(
+            remote,
+            source=remote.url,
+            cache_s=s.jwks_cache_s,
+            min_refresh_interval_s=s.jwks_min_refresh_interval_s,
+            timeout_s=s.jwks_timeout_s,
+        )
+    if s.jwks_file:
+        return KeyFile(Path(s.jwks_file), jwks=True)
+    if s.public_key_file:
+        return KeyFile(Path(s.public_key_file), jwks=False)
+    raise ValueError("a key file, a JWKS URL or an OIDC issuer is needed to verify tokens")
 
 
 class TokenVerifier:
-    """Verifies bearer JWTs with a PEM public key or a JWKS file (chosen by ``kid``).
-    The file is read again when it changes (checked at most every few seconds), so keys
-    can rotate without a restart."""
+    """Verifies bearer JWTs: the key named by the header's ``kid`` (from ``keys``; by
+    default the source the settings name), then signature, algorithm, ``exp``/``nbf``,
+    and ``aud`` and ``iss`` when configured."""
 
-    RECHECK_S = 5.0
-
-    def __init__(self, settings: TokenSettings) -> None:
-        if not (settings.public_key_file or settings.jwks_file):
-            raise ValueError("a public key file or a JWKS file is needed to verify tokens")
+    def __init__(self, settings: TokenSettings, keys: SigningKeys | None = None) -> None:
         self._settings = settings
-        self._path = Path(settings.jwks_file or settings.public_key_file)
-        self._lock = threading.Lock()
-        self._checked = 0.0
-        self._mtime = -1
-        self._pem: bytes = b""
-        self._jwks: jwt.PyJWKSet | None = None
-        self._load()
+        self._keys = keys if keys is not None else signing_keys(settings)
 
-    def _load(self) -> None:
-        mtime = os.stat(self._path).st_mtime_ns
-        if mtime == self._mtime:
-            return
-        data = self._path.read_bytes()
-        if self._settings.jwks_file:
-            self._jwks = jwt.PyJWKSet.from_json(data.decode())
-        else:
-            self._pem = data
-        self._mtime = mtime
-
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < self.RECHECK_S:
-            return
-        with self._lock:
-            self._checked = now
-            # Keep the keys we have when the file is unreadable (half-written): next time.
-            with contextlib.suppress(OSError, ValueError, jwt.PyJWTError):
-                self._load()
-
-    def _key(self, token: str) -> Any:
-        if self._jwks is None:
-            return self._pem
+    async def _key(self, token: str) -> Any:
+        # The header is read, and its algorithm checked, before any key is looked up:
+        # a token that cannot pass never makes the service fetch keys.
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
-            raise TokenError("TOKEN_MALFORMED", "the token is not a JWT") from error
-        keys = self._jwks.keys
-        if kid is None and len(keys) == 1:
-            return keys[0].key
-        for candidate in keys:
-            if candidate.key_id == kid:
-                return candidate.key
-        raise TokenError("TOKEN_KEY_UNKNOWN", "the token's signing key is not trusted")
+            raise TokenError("TOKEN_INVALID", "the token is not a JWT") from error
+        kid = header.get("kid")
+        if header.get("alg") not in self._settings.algorithms or not (
+            kid is None or isinstance(kid, str)
+        ):
+            raise TokenError("TOKEN_INVALID", "the token's algorithm or key id is not accepted")
+        try:
+            return await self._keys.key_for(kid)
+        except UnknownKey as error:
+            raise TokenError(
+                "TOKEN_KEY_UNKNOWN", "the token's signing key is not trusted"
+            ) from error
+        except KeysUnavailable as error:
+            raise TokenError(
+                "TOKEN_KEYS_UNAVAILABLE",
+                "the identity provider's signing keys could not be fetched; retry later",
+            ) from error
 
-    def verify(self, token: str) -> Principal:
-        self._refresh()
+    async def verify(self, token: str) -> Principal:
         s = self._settings
+        key = await self._key(token)
         try:
             claims = jwt.decode(
                 token,
-                key=self._key(token),
+                key=key,
                 algorithms=list(s.algorithms),
                 audience=s.audience or None,
-                issuer=s.issuer or None,
+                issuer=s.required_issuer or None,
                 leeway=s.leeway_s,
                 options={
                     "require": ["exp", "sub"],
                     "verify_aud": bool(s.audience),
-                    "verify_iss": bool(s.issuer),
+                    "verify_iss": bool(s.required_issuer),
                 },
             )
         except jwt.ExpiredSignatureError as error:
             raise TokenError("TOKEN_EXPIRED", "the token has expired") from error
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as error:
-            raise TokenError("TOKEN_NOT_FOR_US", "the token is for another audience") from error
+            raise TokenError(
+                "TOKEN_NOT_FOR_US", "the token is for another audience or issuer"
+            ) from error
         except jwt.PyJWTError as error:
             raise TokenError("TOKEN_INVALID", "the token is not valid") from error
         subject = claims.get("sub")
@@ -230,7 +273,7 @@ class Authenticator:
     def __init__(self, verifier: TokenVerifier | None) -> None:
         self._verifier = verifier
 
-    def authenticate(self, authorization: str | None, peer_names: Iterable[str]) -> Principal:
+    async def authenticate(self, authorization: str | None, peer_names: Iterable[str]) -> Principal:
         service = service_identity(peer_names)
         if authorization is None:
             if service:
@@ -247,7 +290,7 @@ class Authenticator:
         if self._verifier is None:
             raise Unauthenticated("TOKEN_NOT_ACCEPTED", "this service accepts no tokens")
         try:
-            principal = self._verifier.verify(token)
+            principal = await self._verifier.verify(token)
         except TokenError as error:
             raise Unauthenticated(error.reason, str(error)) from error
         return Principal(principal.subject, principal.scopes, service)

@@ -267,10 +267,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             lambda behavior: self._stream(behavior, method),
         )
 
-    def _admit(self, method: str, request: Any, context: Context) -> Principal:
+    async def _admit(self, method: str, request: Any, context: Context) -> Principal:
         principal = Principal()
         try:
-            principal = self._authenticator.authenticate(bearer(context), peer_names(context))
+            principal = await self._authenticator.authenticate(bearer(context), peer_names(context))
             self._policy.authorize(method, principal, request)
         except (Unauthenticated, PermissionDenied) as error:
             self._log_refusal(method, error, principal, context)
@@ -287,7 +287,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Any, method: str) -> Any:
         async def unary(request: Any, context: Context) -> Any:
-            principal = self._admit(method, request, context)
+            principal = await self._admit(method, request, context)
             token = set_principal(principal)
             try:
                 return await behavior(request, context)
@@ -301,7 +301,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, behavior: Any, method: str) -> Any:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            principal = self._admit(method, request, context)
+            principal = await self._admit(method, request, context)
             token = set_principal(principal)
             try:
                 async for response in behavior(request, context):

@@ -64,12 +64,13 @@ def interceptors(spec: ServiceSpec, settings: ServiceSettings) -> list[grpc.aio.
 def authenticator(settings: ServiceSettings) -> Authenticator:
     tokens = settings.token_settings()
     verifier = None
-    if tokens.public_key_file or tokens.jwks_file:
+    if tokens.key_sources():
         verifier = TokenVerifier(tokens)
     else:
         log.warning(
-            "authentication is on without ORDERMESH_AUTH_JWKS_FILE or "
-            "ORDERMESH_AUTH_JWT_PUBLIC_KEY_FILE: only ordermesh service certificates are accepted"
+            "authentication is on without token keys (ORDERMESH_AUTH_JWKS_URL, "
+            "ORDERMESH_AUTH_OIDC_ISSUER, ORDERMESH_AUTH_JWKS_FILE or "
+            "ORDERMESH_AUTH_JWT_PUBLIC_KEY_FILE): only ordermesh service certificates are accepted"
         )
     if settings.tls_files() is None:
         log.warning(

@@ -71,12 +71,37 @@ class ServiceSettings(BaseSettings):
     auth_enabled: bool = Field(
         False, description="Require a bearer JWT or an ordermesh service certificate."
     )
+    # Where the keys that sign tokens come from: one of these four, or none (then only
+    # service certificates authenticate).
     auth_jwt_public_key_file: str = Field("", description="PEM public key that signs tokens.")
-    auth_jwks_file: str = Field("", description="JWKS file (keys chosen by kid); wins.")
+    auth_jwks_file: str = Field("", description="JWKS file (keys chosen by kid).")
+    auth_jwks_url: str = Field(
+        "", description="URL of the identity provider's JWKS (keys chosen by kid)."
+    )
+    auth_oidc_issuer: str = Field(
+        "",
+        description="OIDC issuer URL: its JWKS is found at "
+        "<issuer>/.well-known/openid-configuration, and tokens must carry it as iss.",
+    )
+    auth_jwks_cache_s: float = Field(
+        300.0, gt=0, description="How long keys fetched from a URL are used before a refetch."
+    )
+    auth_jwks_min_refresh_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Least time between two fetches of the keys, whatever triggers them "
+        "(an unknown kid, an expired cache).",
+    )
+    auth_jwks_timeout_s: float = Field(
+        5.0, gt=0, description="A fetch of the keys (discovery included) slower than this fails."
+    )
     auth_jwt_audience: str = Field(
         "ordermesh", description="Required `aud` of tokens; empty: not checked."
     )
-    auth_jwt_issuer: str = Field("", description="Required `iss` of tokens; empty: not checked.")
+    auth_jwt_issuer: str = Field(
+        "",
+        description="Required `iss` of tokens; empty: the OIDC issuer, or not checked.",
+    )
     auth_jwt_algorithms: str = Field(
         "RS256,PS256,ES256,EdDSA", description="Accepted signature algorithms, comma-separated."
     )
@@ -87,6 +112,11 @@ class ServiceSettings(BaseSettings):
         self.tls_files()  # raises ValueError when only some are set
         return self
 
+    @model_validator(mode="after")
+    def _one_source_of_token_keys(self) -> ServiceSettings:
+        self.token_settings()  # raises ValueError when several are set
+        return self
+
     def tls_files(self) -> TlsFiles | None:
         return TlsFiles.from_paths(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
 
@@ -94,8 +124,13 @@ class ServiceSettings(BaseSettings):
         return TokenSettings(
             public_key_file=self.auth_jwt_public_key_file,
             jwks_file=self.auth_jwks_file,
+            jwks_url=self.auth_jwks_url,
+            oidc_issuer=self.auth_oidc_issuer,
             audience=self.auth_jwt_audience,
             issuer=self.auth_jwt_issuer,
             algorithms=tuple(a.strip() for a in self.auth_jwt_algorithms.split(",") if a.strip()),
             leeway_s=self.auth_jwt_leeway_s,
+            jwks_cache_s=self.auth_jwks_cache_s,
+            jwks_min_refresh_interval_s=self.auth_jwks_min_refresh_interval_s,
+            jwks_timeout_s=self.auth_jwks_timeout_s,
         )
