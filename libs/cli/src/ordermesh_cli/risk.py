@@ -5,7 +5,10 @@ the ``ordermesh.risk`` entry point, so this library never imports a service."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Protocol, cast
@@ -23,6 +26,25 @@ class RiskTools(Protocol):
         fraud_share: float,
         chargeback_delay_days: tuple[float, float],
     ) -> dict[str, object]: ...
+
+    def train(
+        self,
+        events: Path,
+        out: Path,
+        since: datetime | None,
+        until: datetime | None,
+        maturity_days: float,
+    ) -> list[dict[str, Any]]: ...
+
+    def evaluate(
+        self,
+        events: Path,
+        models: Path,
+        out: Path,
+        since: datetime | None,
+        until: datetime | None,
+        maturity_days: float,
+    ) -> list[dict[str, Any]]: ...
 
 
 def load_risk_tools() -> RiskTools:
@@ -62,3 +84,81 @@ def simulate(
         out, orders, seed, days, fraud_share, (chargeback_min_days, chargeback_max_days)
     )
     _print(summary)
+
+
+EventsOption = Annotated[
+    Path, typer.Option(help="folder holding events.jsonl (ordermesh risk simulate --out)")
+]
+ModelsOption = Annotated[Path, typer.Option(help="folder of model artifacts")]
+SinceOption = Annotated[
+    datetime | None, typer.Option(help="learn from orders placed from then on (UTC)")
+]
+UntilOption = Annotated[
+    datetime | None,
+    typer.Option(help="labels as known then (UTC); default: the log's last event"),
+]
+MaturityOption = Annotated[
+    float,
+    typer.Option(min=0.0, help="days an order needs before its label counts as final"),
+]
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """A missing file, an unusable artifact or too little data: one line, exit 1."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+def _table(lines: list[dict[str, Any]]) -> None:
+    columns = ("kind", "version", "expected_cost_minor", "pr_auc", "recall_at_1pct_fpr", "brier")
+    typer.echo("\t".join(columns))
+    for line in lines:
+        typer.echo(
+            "\t".join(
+                f"{line[c]:.4f}"
+                if isinstance(line[c], float) and c != "expected_cost_minor"
+                else str(line[c])
+                for c in columns
+            )
+        )
+
+
+@risk_app.command()
+def train(
+    events: EventsOption = Path(".ordermesh/risk/sim"),
+    out: ModelsOption = Path(".ordermesh/risk/models"),
+    since: SinceOption = None,
+    until: UntilOption = None,
+    maturity_days: MaturityOption = 45.0,
+) -> None:
+    """Train the rules baseline, logistic regression and LightGBM on the matured labels,
+    pick each one's cheapest threshold, measure them on a time-based holdout and write
+    their artifacts (<kind>.json) and comparison.json."""
+    with _refusals():
+        lines = load_risk_tools().train(events, out, _utc(since), _utc(until), maturity_days)
+    _table(lines)
+
+
+@risk_app.command()
+def evaluate(
+    events: EventsOption = Path(".ordermesh/risk/sim"),
+    models: ModelsOption = Path(".ordermesh/risk/models"),
+    out: Annotated[Path, typer.Option(help="folder for evaluation.json and the plots")] = Path(
+        ".ordermesh/risk/evaluation"
+    ),
+    since: SinceOption = None,
+    until: UntilOption = None,
+    maturity_days: MaturityOption = 45.0,
+) -> None:
+    """Judge saved artifacts on the holdout of a log, at their own thresholds; write
+    evaluation.json, pr_curve.png, cost_vs_threshold.png and calibration.png."""
+    lines = load_risk_tools().evaluate(events, models, out, _utc(since), _utc(until), maturity_days)
+    _table(lines)

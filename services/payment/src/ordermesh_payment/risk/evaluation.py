@@ -1,0 +1,161 @@
+"""``ordermesh risk evaluate``: saved artifacts judged on the holdout of an event log,
+with the pictures: precision against recall, cost against threshold, calibration."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ordermesh_payment.risk.features import FeatureDefinition
+from ordermesh_payment.risk.metrics import Costs, decision_costs, evaluate_scores
+from ordermesh_payment.risk.models import Artifact, load_artifact
+from ordermesh_payment.risk.training import (
+    TrainingSettings,
+    load_log,
+    time_split,
+    training_data,
+)
+
+
+@dataclass(frozen=True)
+class Scored:
+    artifact: Artifact
+    scores: list[float]
+    metrics: dict[str, Any]
+
+
+def load_artifacts(folder: Path, definition: FeatureDefinition) -> list[Artifact]:
+    """Every artifact in ``folder`` (``*.json`` but the comparison), refusing any trained
+    on another feature schema."""
+    paths = sorted(p for p in folder.glob("*.json") if p.stem not in ("comparison", "evaluation"))
+    if not paths:
+        raise FileNotFoundError(f"no model artifact in {folder}")
+    return [load_artifact(p, definition.schema_hash) for p in paths]
+
+
+def evaluate_folder(
+    events_folder: Path,
+    models_folder: Path,
+    out: Path,
+    definition: FeatureDefinition,
+    costs: Costs,
+    settings: TrainingSettings,
+) -> list[dict[str, Any]]:
+    """Score the holdout of ``events_folder`` with each artifact at its own threshold;
+    write evaluation.json and the plots into ``out``; returns one line per model."""
+    artifacts = load_artifacts(models_folder, definition)
+    data, _ = training_data(load_log(events_folder), definition, settings)
+    holdout = time_split(data, settings.validation_share, settings.holdout_share).holdout
+    vectors = [r.vector for r in holdout.rows]
+    scored = []
+    for artifact in artifacts:
+        scores = artifact.model.scores(vectors)
+        metrics = evaluate_scores(
+            scores, holdout.labels, holdout.amounts, costs, artifact.threshold
+        )
+        scored.append(Scored(artifact, scores, metrics))
+    out.mkdir(parents=True, exist_ok=True)
+    plot_pr_curves(scored, holdout.labels, out / "pr_curve.png")
+    plot_cost_by_threshold(
+        scored, holdout.labels, holdout.amounts, costs, out / "cost_vs_threshold.png"
+    )
+    plot_calibration(scored, holdout.labels, out / "calibration.png")
+    table = [{"kind": s.artifact.kind, "version": s.artifact.version, **s.metrics} for s in scored]
+    (out / "evaluation.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    return table
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pr_curves(scored: Sequence[Scored], labels: Sequence[int], path: Path) -> None:
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for s in scored:
+        precision, recall, _ = precision_recall_curve(labels, s.scores)
+        ax.plot(recall, precision, label=f"{s.artifact.kind} (PR-AUC {s.metrics['pr_auc']:.3f})")
+    ax.set(
+        xlabel="recall (share of fraud declined)",
+        ylabel="precision",
+        title="Holdout: precision against recall",
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost_by_threshold(
+    scored: Sequence[Scored],
+    labels: Sequence[int],
+    amounts: Sequence[int],
+    costs: Costs,
+    path: Path,
+) -> None:
+    plt = _pyplot()
+    thresholds = np.linspace(0.0, 1.0, 201)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for s in scored:
+        spent = decision_costs(s.scores, labels, amounts, costs, thresholds.tolist()) / 100.0
+        (line,) = ax.plot(thresholds, spent, label=s.artifact.kind)
+        chosen = s.metrics["expected_cost_minor"] / 100.0
+        ax.plot([s.artifact.threshold], [chosen], "o", color=line.get_color())
+    ax.set(
+        xlabel="threshold (decline at or above)",
+        ylabel="expected cost on the holdout (major units)",
+        title="Cost against threshold (dot: the threshold chosen)",
+    )
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_calibration(scored: Sequence[Scored], labels: Sequence[int], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    y = np.asarray(labels, dtype=np.float64)
+    for s in scored:
+        scores = np.asarray(s.scores)
+        bins = np.minimum((scores * 10).astype(int), 9)  # ten equal-width bins
+        # A bin of a handful of orders says nothing: only those of ten or more are drawn.
+        full = [b for b in range(10) if (bins == b).sum() >= 10]
+        mean_score = [scores[bins == b].mean() for b in full]
+        fraud_rate = [y[bins == b].mean() for b in full]
+        ax.plot(
+            mean_score,
+            fraud_rate,
+            "o-",
+            label=f"{s.artifact.kind} (Brier {s.metrics['brier']:.4f})",
+        )
+    ax.set(
+        xlabel="mean score in bin",
+        ylabel="observed fraud rate",
+        title="Holdout: calibration (bins of 10+ orders)",
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
