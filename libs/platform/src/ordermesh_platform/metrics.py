@@ -57,6 +57,22 @@ PSP_BREAKER_OPEN = Gauge(
     "ordermesh_psp_circuit_open", "1 while the payment-provider circuit is open (or half-open)."
 )
 
+RISK_SCORING = Histogram(
+    "ordermesh_risk_scoring_duration_seconds",
+    "Scoring one authorization batch, by what scored it (model, rules).",
+    ["source"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)  # fmt: skip
+RISK_FALLBACKS = Counter(
+    "ordermesh_risk_fallbacks_total",
+    "Batches the rules decided instead of the model, by reason (no_model, over_budget, "
+    "busy, failed, no_features).",
+    ["reason"],
+)  # fmt: skip
+RISK_DECISIONS = Counter(
+    "ordermesh_risk_decisions_total", "Risk decisions, by source (model, rules) and decision.",
+    ["source", "decision"],
+)  # fmt: skip
+
 NOTIFICATIONS = Counter(
     "ordermesh_notifications_total", "Delivery attempts, by channel and result.",
     ["channel", "result"],

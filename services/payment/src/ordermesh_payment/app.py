@@ -10,10 +10,20 @@ from ordermesh_messaging.relay import relay_workers
 from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
+from ordermesh_payment.risk.feature_store import FeatureStore
+from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
+from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.simulated_psp import SimulatedProvider
-from ordermesh_payment.store import outbox
+from ordermesh_payment.store import outbox, risk_features
 from ordermesh_payment.usecases import Payments
-from ordermesh_platform.metrics import PSP_BREAKER_OPEN, PSP_LATENCY
+from ordermesh_platform.db import Transactions
+from ordermesh_platform.metrics import (
+    PSP_BREAKER_OPEN,
+    PSP_LATENCY,
+    RISK_DECISIONS,
+    RISK_FALLBACKS,
+    RISK_SCORING,
+)
 from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.workers import background
@@ -35,11 +45,37 @@ def build_provider(settings: PaymentSettings) -> ResilientProvider:
     )
 
 
+def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer | None:
+    """The risk scorer, or None when risk scoring is off."""
+    if not settings.risk_enabled:
+        return None
+    definition = RiskSettings().feature_definition()
+    observer = RiskObserver(
+        scored=lambda source, seconds: RISK_SCORING.labels(source).observe(seconds),
+        fallback=lambda reason: RISK_FALLBACKS.labels(reason).inc(),
+        decided=lambda source, declined: RISK_DECISIONS.labels(
+            source, "decline" if declined else "approve"
+        ).inc(),
+    )
+    return RiskScorer(
+        sessions,
+        FeatureStore(risk_features, definition),
+        load_model(settings.risk_model_path, definition.schema_hash),
+        settings.risk_budget_s,
+        observer,
+    )
+
+
 @asynccontextmanager
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, PaymentSettings)
-    payments = Payments(runtime.sessions, build_provider(settings), settings.psp_concurrency)
+    payments = Payments(
+        runtime.sessions,
+        build_provider(settings),
+        settings.psp_concurrency,
+        build_risk(settings, runtime.sessions),
+    )
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     async with background(*relay_workers(runtime, outbox, "payment")):
         yield

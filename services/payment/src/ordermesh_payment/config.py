@@ -25,3 +25,15 @@ class PaymentSettings(RelaySettings):
     psp_concurrency: int = Field(
         64, ge=1, description="Provider calls in flight at once, batches and single calls alike."
     )
+    risk_enabled: bool = Field(
+        False,
+        description="Score each authorization batch before the provider is asked "
+        "(docs/risk.md). Off: the authorization path does no risk work at all.",
+    )
+    risk_model_path: str = Field(
+        "",
+        description="A model artifact (ordermesh risk train); empty or unusable: rules only.",
+    )
+    risk_budget_s: float = Field(
+        0.02, gt=0, description="Time the model gets per batch; past it the rules decide."
+    )

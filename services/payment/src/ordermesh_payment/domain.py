@@ -16,6 +16,8 @@ MAX_ORDER_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 256
 # Items of one batch call: enough to amortize a round trip, small enough for one answer.
 MAX_BATCH_ITEMS = 1000
+# The decline reason of a payment that risk scoring refused before the provider was asked.
+RISK_DECLINED = "RISK_DECLINED"
 
 
 class PaymentState(enum.StrEnum):
@@ -80,6 +82,12 @@ class Payment:
 
     def refuse_if_finished_without_money(self) -> None:
         """A retried authorization of a declined or voided payment fails as it did."""
+        if self.state is PaymentState.DECLINED and self.decline_reason == RISK_DECLINED:
+            raise FailedPrecondition(
+                RISK_DECLINED,
+                f"the payment of order {self.order_id} was declined by risk scoring",
+                {"order_id": self.order_id, "decline_reason": RISK_DECLINED},
+            )
         if self.state is PaymentState.DECLINED:
             raise declined(self.order_id, self.decline_reason)
         if self.state is PaymentState.VOIDED:

@@ -9,6 +9,7 @@ one. Each item gets its own answer, a payment or the error its single call raise
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -23,12 +24,15 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_payment.domain import (
+    RISK_DECLINED,
     AuthorizationRequest,
     Payment,
     PaymentState,
     validate_order_id_only,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
+from ordermesh_payment.risk.events import Attempt, PaymentOutcome
+from ordermesh_payment.risk.scoring import RiskScorer
 from ordermesh_payment.store import PaymentStore, outbox
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import (
@@ -40,6 +44,8 @@ from ordermesh_platform.errors import (
     Unavailable,
 )
 from ordermesh_platform.resilience import Transient
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -113,6 +119,15 @@ def _intent(request: AuthorizationRequest, now: datetime) -> Payment:
     return Payment(
         str(uuid.uuid4()), request.order_id, request.customer_id, PaymentState.AUTHORIZING,
         request.amount_minor, request.currency, "", "", now, now,
+    )  # fmt: skip
+
+
+def _attempt(request: AuthorizationRequest, at_ms: int) -> Attempt:
+    """What risk scoring knows of an authorization. The contract carries no device, IP
+    nor order details yet: those features score as for an entity never seen."""
+    return Attempt(
+        request.order_id, at_ms, request.customer_id, request.token, "", "",
+        request.amount_minor, request.currency, (), "", "", "", at_ms,
     )  # fmt: skip
 
 
@@ -200,10 +215,15 @@ def _to_refunded(p: Payment) -> Payment:
 
 class Payments:
     def __init__(
-        self, sessions: Transactions, provider: ResilientProvider, psp_concurrency: int = 64
+        self,
+        sessions: Transactions,
+        provider: ResilientProvider,
+        psp_concurrency: int = 64,
+        risk: RiskScorer | None = None,
     ) -> None:
         self._sessions = sessions
         self._provider = provider
+        self._risk = risk  # None: risk scoring off, no risk work on the path
         self._outbox = Outbox(outbox)
         # Shared by every call of this service: a big batch cannot flood the provider.
         self._provider_slots = asyncio.Semaphore(psp_concurrency)
@@ -313,20 +333,60 @@ class Payments:
     ) -> dict[str, Payment | ServiceError]:
         """Authorize each order (each once, in ``requests``): its payment or error."""
         outcomes, to_ask = await self._record_intents(requests)
+        moves: list[Move] = []
+        attempts: dict[str, Attempt] = {}
+        if self._risk is not None and to_ask:
+            to_ask, moves, attempts = await self._screen(self._risk, to_ask)
         asked = await self._bounded(
             self._ask_to_authorize(request, intent, deadline) for request, intent in to_ask
         )
-        moves: list[Move] = []
         for (_, intent), answer in zip(to_ask, asked, strict=True):
             if isinstance(answer, ServiceError):
                 outcomes[intent.order_id] = answer
             else:
                 moves.append((intent, answer))
         recorded = await self._record(moves)
+        if self._risk is not None and attempts:
+            await self._record_risk(self._risk, attempts, moves)
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
         for _, after in moves:
             outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
         return outcomes
+
+    async def _screen(
+        self, risk: RiskScorer, to_ask: list[tuple[AuthorizationRequest, Payment]]
+    ) -> tuple[list[tuple[AuthorizationRequest, Payment]], list[Move], dict[str, Attempt]]:
+        """Score the batch at once: the intents still to ask the provider about, the
+        moves of those declined by risk, and the attempts as scored."""
+        at_ms = int(time.time() * 1000)
+        attempts = {intent.order_id: _attempt(request, at_ms) for request, intent in to_ask}
+        decisions = await risk.decide(list(attempts.values()))
+        keep: list[tuple[AuthorizationRequest, Payment]] = []
+        refused: list[Move] = []
+        for (request, intent), decision in zip(to_ask, decisions, strict=True):
+            if decision.declined:
+                refused.append(
+                    (intent, intent.moved_to(PaymentState.DECLINED, decline_reason=RISK_DECLINED))
+                )
+            else:
+                keep.append((request, intent))
+        return keep, refused, attempts
+
+    @staticmethod
+    async def _record_risk(
+        risk: RiskScorer, attempts: Mapping[str, Attempt], moves: Sequence[Move]
+    ) -> None:
+        """Feed the outcomes to the features. Best effort: a payment is never failed
+        because its history could not be written."""
+        outcomes = [
+            PaymentOutcome(attempts[after.order_id], after.state is PaymentState.DECLINED)
+            for _, after in moves
+            if after.order_id in attempts
+        ]
+        try:
+            await risk.record(outcomes)
+        except Exception:
+            log.exception("risk features not updated for %d payments", len(outcomes))
 
     async def _record_intents(
         self, requests: Sequence[AuthorizationRequest]

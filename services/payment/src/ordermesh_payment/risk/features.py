@@ -25,13 +25,19 @@ FEATURES_VERSION = 1  # bump on any change of meaning: it changes the schema has
 EntityKey = tuple[str, str]  # (entity kind, its key)
 
 
-def entity_keys(attempt: Attempt) -> list[EntityKey]:
+def _all_keys(attempt: Attempt) -> list[EntityKey]:
     return [
         ("customer", attempt.customer_id),
         ("token", attempt.token),
         ("device", attempt.device_id),
         ("ip", attempt.ip),
     ]
+
+
+def entity_keys(attempt: Attempt) -> list[EntityKey]:
+    """The entities the attempt names; one it does not know (no device id sent, say)
+    is left out: it has no history and gets none."""
+    return [key for key in _all_keys(attempt) if key[1]]
 
 
 @dataclass
@@ -108,8 +114,8 @@ class FeatureDefinition:
         """The attempt's features from the states as they were before it."""
         now = attempt.at_ms
         values: list[float] = []
-        for key in entity_keys(attempt):
-            state = states.get(key)
+        for key in _all_keys(attempt):
+            state = states.get(key) if key[1] else None
             for _, span in WINDOWS:
                 window = _window(state, now, span)
                 values += [float(len(window)), float(sum(int(e[1]) for e in window))]

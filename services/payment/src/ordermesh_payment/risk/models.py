@@ -196,8 +196,10 @@ class LightGBMModel:
     kind = "lightgbm"
 
     def __init__(self, model_text: str) -> None:
-        import lightgbm
-
+        try:
+            import lightgbm
+        except ImportError as error:  # the training extra is not installed here
+            raise ArtifactError("lightgbm models need the lightgbm package") from error
         try:
             self.booster = lightgbm.Booster(model_str=model_text)
         except lightgbm.basic.LightGBMError as error:

@@ -1,0 +1,146 @@
+"""The risk scorer: the model decides within its budget, the rules whenever it cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ordermesh_payment.risk.events import Attempt, Item
+from ordermesh_payment.risk.features import FeatureDefinition
+from ordermesh_payment.risk.models import Artifact, LogisticModel
+from ordermesh_payment.risk.scoring import RULES_THRESHOLD, RiskObserver, RiskScorer, load_model
+from ordermesh_payment.risk.settings import RiskSettings
+
+DEFINITION = RiskSettings().feature_definition()
+MANY_TOKENS = DEFINITION.names.index("customer_distinct_tokens_24h")
+
+
+class FakeFeatures:
+    """History as a test sets it: every attempt gets ``tokens`` distinct tokens."""
+
+    def __init__(self, definition: FeatureDefinition, tokens: int = 1, fail: bool = False):
+        self.definition = definition
+        self.tokens = tokens
+        self.fail = fail
+
+    async def vectors(self, conn: object, attempts: Sequence[Attempt]) -> list[list[float]]:
+        if self.fail:
+            raise ConnectionError("database gone")
+        vectors = [self.definition.vector({}, a) for a in attempts]
+        for v in vectors:
+            v[MANY_TOKENS] = float(self.tokens)
+        return vectors
+
+
+class Sessions:
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        yield None
+
+
+class SlowModel:
+    kind = "logistic"
+
+    def __init__(self, seconds: float = 0.0, fail: bool = False) -> None:
+        self.seconds = seconds
+        self.fail = fail
+
+    def scores(self, vectors: Sequence[Sequence[float]]) -> list[float]:
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("model broke")
+        return [0.9 for _ in vectors]
+
+    def payload(self) -> dict[str, Any]:
+        return {}
+
+
+def _artifact(model: Any, threshold: float = 0.5) -> Artifact:
+    return Artifact(model, DEFINITION.names, DEFINITION.schema_hash, threshold, {}, {})
+
+
+def _attempts(n: int) -> list[Attempt]:
+    return [
+        Attempt(f"o{i}", 1_000_000, "c1", f"t{i}", "", "", 2000, "EUR",
+                (Item("TEA", 1, 2000),), "DE", "DE", "", 0)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _scorer(
+    features: FakeFeatures, model: Artifact | None, budget_s: float = 1.0
+) -> tuple[RiskScorer, list[str]]:
+    fallbacks: list[str] = []
+    observer = RiskObserver(fallback=fallbacks.append)
+    return RiskScorer(Sessions(), features, model, budget_s, observer), fallbacks  # type: ignore[arg-type]
+
+
+async def test_without_a_model_the_rules_decide_and_the_fallback_is_counted() -> None:
+    scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, tokens=5), None)
+    decisions = await scorer.decide(_attempts(3))
+    assert [d.declined for d in decisions] == [True, True, True]  # many tokens
+    assert {d.model_version for d in decisions} == {"rules"}
+    assert {d.threshold for d in decisions} == {RULES_THRESHOLD}
+    assert fallbacks == ["no_model"]
+    quiet, _ = _scorer(FakeFeatures(DEFINITION, tokens=1), None)
+    assert not any(d.declined for d in await quiet.decide(_attempts(3)))
+
+
+async def test_the_model_decides_the_whole_batch_at_its_threshold() -> None:
+    model = LogisticModel([0.0] * 48, [1.0] * 48, [0.0] * 48, 0.0)  # scores 0.5
+    artifact = _artifact(model, threshold=0.6)
+    scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, tokens=5), artifact)
+    decisions = await scorer.decide(_attempts(4))
+    assert [(d.score, d.declined, d.model_version) for d in decisions] == [
+        (0.5, False, artifact.version)
+    ] * 4
+    assert fallbacks == []
+
+
+async def test_a_corrupt_model_file_leaves_the_rules_deciding(tmp_path: Path) -> None:
+    path = tmp_path / "model.json"
+    path.write_text('{"format": "ordermesh-risk-model/1", "kind": "lightgbm", "mod')
+    assert load_model(str(path), DEFINITION.schema_hash) is None
+    assert load_model("", DEFINITION.schema_hash) is None
+    scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, tokens=5), load_model(str(path), ""))
+    assert all(d.declined for d in await scorer.decide(_attempts(2)))
+    assert fallbacks == ["no_model"]
+
+
+async def test_a_failing_model_leaves_the_rules_deciding() -> None:
+    scorer, fallbacks = _scorer(FakeFeatures(DEFINITION), _artifact(SlowModel(fail=True)))
+    decisions = await scorer.decide(_attempts(2))
+    assert {d.model_version for d in decisions} == {"rules"}
+    assert fallbacks == ["failed"]
+
+
+async def test_a_model_over_budget_gives_way_to_the_rules_and_keeps_the_next_batch_out() -> None:
+    scorer, fallbacks = _scorer(
+        FakeFeatures(DEFINITION), _artifact(SlowModel(seconds=0.5)), budget_s=0.01
+    )
+    first = await scorer.decide(_attempts(2))
+    second = await scorer.decide(_attempts(2))  # the slow call still runs in its thread
+    assert {d.model_version for d in first + second} == {"rules"}
+    assert fallbacks == ["over_budget", "busy"]
+    await asyncio.sleep(0.6)
+    assert {d.fallback for d in await scorer.decide(_attempts(1))} == {"over_budget"}
+
+
+async def test_unreadable_features_are_scored_by_the_rules_without_history() -> None:
+    scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, fail=True), _artifact(SlowModel()))
+    decisions = await scorer.decide(_attempts(2))
+    assert [d.declined for d in decisions] == [False, False]
+    assert fallbacks == ["no_features"]
+
+
+@pytest.mark.parametrize("count", [0])
+async def test_an_empty_batch_is_not_scored(count: int) -> None:
+    scorer, fallbacks = _scorer(FakeFeatures(DEFINITION), None)
+    assert await scorer.decide(_attempts(count)) == []
+    assert fallbacks == []
