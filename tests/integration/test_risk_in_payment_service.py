@@ -4,6 +4,7 @@ unusable, and the features fed by the outcomes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,15 +12,21 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
+from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
 from ordermesh_payment.risk.metrics import Costs
+from ordermesh_payment.risk.models import Artifact, LogisticModel
+from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings, Simulator
 from ordermesh_payment.risk.training import TrainingSettings, train
+from ordermesh_payment.store import risk_models
+from ordermesh_platform.db import create_engine
 from ordermesh_platform.grpc_errors import ItemFailed
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
 from tests.support.services import running_service
@@ -31,13 +38,14 @@ if TYPE_CHECKING:
 
 
 @asynccontextmanager
-async def _payment(database: str, model_path: Path) -> AsyncIterator[Stub]:
+async def _payment(database: str, model_path: Path | None = None) -> AsyncIterator[Stub]:
     async with (
         running_service(
             load_service("payment"),
             database,
             risk_enabled=True,
-            risk_model_path=str(model_path),
+            risk_model_path=str(model_path or ""),
+            risk_registry_poll_s=0.05,
         ) as service,
         grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
     ):
@@ -121,3 +129,81 @@ async def test_a_trained_model_scores_the_batches_of_the_running_service(
     assert len(answer.results) == 5
     after = _count(RISK_DECISIONS, "model", "approve") + _count(RISK_DECISIONS, "model", "decline")
     assert after == scored + 5
+
+
+def _constant(score_logit: float) -> Artifact:
+    """A model that gives every payment the same score: approve all, or decline all."""
+    definition = RiskSettings().feature_definition()
+    n = len(definition.names)
+    model = LogisticModel([0.0] * n, [1.0] * n, [0.0] * n, score_logit)
+    return Artifact(model, definition.names, definition.schema_hash, 0.5, {}, {})
+
+
+async def _state_of(stub: Stub, order_id: str) -> str:
+    answer = await stub.AuthorizePaymentBatch(
+        pb.AuthorizePaymentBatchRequest(requests=[_authorize(order_id, "tok_ok", order_id)])
+    )
+    [result] = answer.results
+    if result.HasField("payment"):
+        return pb.PaymentState.Name(result.payment.state)
+    info = ItemFailed(result.status).error_info()
+    return info.reason if info is not None else str(result.status.code)
+
+
+async def _until(stub: Stub, wanted: str, prefix: str) -> int:
+    """Authorize new orders until one answers ``wanted``; how many it took."""
+    for attempt in range(200):
+        if await _state_of(stub, f"{prefix}{attempt}") == wanted:
+            return attempt
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no order answered {wanted}")
+
+
+async def test_a_promotion_and_a_rollback_are_picked_up_by_the_running_service(
+    pg_database: str,
+) -> None:
+    lenient, strict = _constant(-8.0), _constant(8.0)
+    async with _payment(pg_database) as stub:
+        engine = create_engine(pg_database)
+        registry = ModelRegistry(risk_models)
+        try:
+            async with engine.begin() as conn:
+                await registry.register(conn, lenient)
+                await registry.register(conn, strict)
+                await registry.promote(conn, lenient.version)
+            await _until(stub, "PAYMENT_STATE_AUTHORIZED", "a")
+            async with engine.begin() as conn:
+                await registry.promote(conn, strict.version)
+            await _until(stub, "RISK_DECLINED", "b")
+            async with engine.begin() as conn:
+                assert await registry.rollback(conn) == (strict.version, lenient.version)
+            await _until(stub, "PAYMENT_STATE_AUTHORIZED", "c")
+            async with engine.connect() as conn:
+                roles = {m.version: m.role for m in await registry.models(conn)}
+            assert roles == {lenient.version: "champion", strict.version: "retired"}
+        finally:
+            await engine.dispose()
+
+
+def test_the_registry_commands_register_promote_list_and_roll_back(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/payment.db"
+    first, second = _constant(-1.0), _constant(1.0)
+    paths = [first.save(tmp_path / "first.json"), second.save(tmp_path / "second.json")]
+    runner = CliRunner()
+
+    def risk(*args: str) -> str:
+        result = runner.invoke(app, ["risk", *args, "--database-url", url])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    risk("register", str(paths[0]), "--champion")
+    risk("register", str(paths[1]))
+    risk("promote", second.version)
+    assert f'"rolled_back": "{second.version}"' in risk("rollback")
+    listed = risk("models")
+    assert listed.index(first.version) < listed.index(second.version)
+    assert '"role": "champion"' in listed
+    assert '"role": "retired"' in listed
+    refused = runner.invoke(app, ["risk", "rollback", "--database-url", url])
+    assert refused.exit_code == 1
+    assert "no champion before" in refused.output

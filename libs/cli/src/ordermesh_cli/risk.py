@@ -15,6 +15,8 @@ from typing import Annotated, Any, Protocol, cast
 
 import typer
 
+from ordermesh_platform.errors import ServiceError
+
 
 class RiskTools(Protocol):
     def simulate(
@@ -45,6 +47,16 @@ class RiskTools(Protocol):
         until: datetime | None,
         maturity_days: float,
     ) -> list[dict[str, Any]]: ...
+
+    def register(
+        self, database_url: str | None, model: Path, champion: bool
+    ) -> dict[str, object]: ...
+
+    def promote(self, database_url: str | None, version: str) -> dict[str, object]: ...
+
+    def rollback(self, database_url: str | None) -> dict[str, object]: ...
+
+    def models(self, database_url: str | None) -> list[dict[str, object]]: ...
 
 
 def load_risk_tools() -> RiskTools:
@@ -108,7 +120,7 @@ def _refusals() -> Iterator[None]:
     """A missing file, an unusable artifact or too little data: one line, exit 1."""
     try:
         yield
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ServiceError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
 
@@ -162,3 +174,45 @@ def evaluate(
     evaluation.json, pr_curve.png, cost_vs_threshold.png and calibration.png."""
     lines = load_risk_tools().evaluate(events, models, out, _utc(since), _utc(until), maturity_days)
     _table(lines)
+
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(help="payment's database; default: ORDERMESH_DATABASE_URL or payment's default"),
+]
+
+
+@risk_app.command()
+def register(
+    model: Annotated[Path, typer.Argument(help="an artifact written by ordermesh risk train")],
+    champion: Annotated[bool, typer.Option(help="make it the champion at once")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Add a model artifact to payment's registry, as a challenger."""
+    with _refusals():
+        _print(load_risk_tools().register(database_url, model, champion))
+
+
+@risk_app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="a registered version (ordermesh risk models)")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Make a registered model the champion; running payment-services pick it up
+    within ORDERMESH_RISK_REGISTRY_POLL_S, without a restart."""
+    with _refusals():
+        _print(load_risk_tools().promote(database_url, version))
+
+
+@risk_app.command()
+def rollback(database_url: DatabaseOption = None) -> None:
+    """Make the previous champion the champion again."""
+    with _refusals():
+        _print(load_risk_tools().rollback(database_url))
+
+
+@risk_app.command("models")
+def list_models(database_url: DatabaseOption = None) -> None:
+    """The registered models and their roles."""
+    with _refusals():
+        _print(load_risk_tools().models(database_url))

@@ -11,10 +11,11 @@ from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
 from ordermesh_payment.risk.feature_store import FeatureStore
+from ordermesh_payment.risk.registry import ChampionWatch, ModelRegistry
 from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.simulated_psp import SimulatedProvider
-from ordermesh_payment.store import outbox, risk_features
+from ordermesh_payment.store import outbox, risk_features, risk_models
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.metrics import (
@@ -26,7 +27,7 @@ from ordermesh_platform.metrics import (
 )
 from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
-from ordermesh_platform.workers import background
+from ordermesh_platform.workers import background, run_periodically
 
 
 def build_provider(settings: PaymentSettings) -> ResilientProvider:
@@ -70,14 +71,20 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, PaymentSettings)
-    payments = Payments(
-        runtime.sessions,
-        build_provider(settings),
-        settings.psp_concurrency,
-        build_risk(settings, runtime.sessions),
-    )
+    risk = build_risk(settings, runtime.sessions)
+    payments = Payments(runtime.sessions, build_provider(settings), settings.psp_concurrency, risk)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
-    async with background(*relay_workers(runtime, outbox, "payment")):
+    workers = list(relay_workers(runtime, outbox, "payment"))
+    if risk is not None:
+        # The registry's champion, once there is one, replaces the model file.
+        watch = ChampionWatch(ModelRegistry(risk_models), runtime.sessions, risk)
+        workers.append(
+            (
+                "risk-champion",
+                run_periodically("risk-champion", watch.check, settings.risk_registry_poll_s),
+            )
+        )
+    async with background(*workers):
         yield
 
 

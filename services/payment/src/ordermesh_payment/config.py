@@ -37,3 +37,6 @@ class PaymentSettings(RelaySettings):
     risk_budget_s: float = Field(
         0.02, gt=0, description="Time the model gets per batch; past it the rules decide."
     )
+    risk_registry_poll_s: float = Field(
+        5.0, gt=0, description="How often the model registry's champion is checked."
+    )

@@ -9,7 +9,6 @@ one. Each item gets its own answer, a payment or the error its single call raise
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -43,9 +42,10 @@ from ordermesh_platform.errors import (
     ServiceError,
     Unavailable,
 )
+from ordermesh_platform.logs import get_logger
 from ordermesh_platform.resilience import Transient
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -386,7 +386,7 @@ class Payments:
         try:
             await risk.record(outcomes)
         except Exception:
-            log.exception("risk features not updated for %d payments", len(outcomes))
+            log.exception("risk features not updated", payments=len(outcomes))
 
     async def _record_intents(
         self, requests: Sequence[AuthorizationRequest]

@@ -255,17 +255,30 @@ class Artifact:
             "model": self.model.payload(),
         }
 
+    def text(self) -> str:
+        return json.dumps(self.to_json(), indent=1) + "\n"
+
     def save(self, path: Path) -> Path:
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        path.write_text(self.text(), encoding="utf-8")
         return path
 
 
 def load_artifact(path: Path, expected_schema_hash: str | None = None) -> Artifact:
-    """Read an artifact; ArtifactError when it is unreadable, of another format, or
-    (with ``expected_schema_hash``) trained on other features."""
+    """Read an artifact file; ArtifactError when it is unreadable, of another format,
+    or (with ``expected_schema_hash``) trained on other features."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path}: {error}") from error
+    return parse_artifact(text, str(path), expected_schema_hash)
+
+
+def parse_artifact(text: str, path: str, expected_schema_hash: str | None = None) -> Artifact:
+    """An artifact from its JSON text (a file's, or the registry's); ``path`` names
+    where it came from in errors."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise ArtifactError(f"{path}: {error}") from error
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a {FORMAT} artifact")

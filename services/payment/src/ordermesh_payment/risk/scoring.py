@@ -8,7 +8,6 @@ spike of scoring degrades to rules and never queues behind the model."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from ordermesh_payment.risk.models import (
     load_artifact,
 )
 from ordermesh_platform.db import Transactions
+from ordermesh_platform.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RULES_THRESHOLD = 0.4  # one rule of weight 0.4 or more declines
 
@@ -56,7 +56,7 @@ def load_model(path: str, schema_hash: str) -> Artifact | None:
     try:
         return load_artifact(Path(path), schema_hash)
     except ArtifactError as error:
-        log.error("risk model unusable, the rules decide: %s", error)
+        log.error("risk model unusable, the rules decide", error=str(error))
         return None
 
 

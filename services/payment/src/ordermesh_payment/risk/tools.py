@@ -4,13 +4,22 @@ and evaluation import the ``training`` extra's libraries only when called."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ordermesh_payment.risk.models import load_artifact
+from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings
 from ordermesh_payment.risk.simulate import simulate as _simulate
+
+T = TypeVar("T")
 
 
 def simulate(
@@ -72,3 +81,58 @@ def evaluate(
         Costs(risk.margin_rate, risk.chargeback_fee_minor),
         TrainingSettings(since=since, until=until, maturity_days=maturity_days),
     )
+
+
+async def _in_registry(
+    database_url: str | None, use: Callable[[ModelRegistry, AsyncConnection], Awaitable[T]]
+) -> T:
+    """Run ``use`` in one transaction on payment's database (migrated first)."""
+    from ordermesh_payment.app import service
+    from ordermesh_payment.config import PaymentSettings
+    from ordermesh_payment.store import risk_models
+    from ordermesh_platform.db import create_engine
+    from ordermesh_platform.migrations import upgrade_to_head
+
+    url = database_url or PaymentSettings().database_url
+    await upgrade_to_head(service.migrations, url, service.name)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            return await use(ModelRegistry(risk_models), conn)
+    finally:
+        await engine.dispose()
+
+
+def register(database_url: str | None, model: Path, champion: bool) -> dict[str, object]:
+    """Add an artifact to the registry as a challenger (and make it champion)."""
+    artifact = load_artifact(model, RiskSettings().feature_definition().schema_hash)
+
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        added = await registry.register(conn, artifact)
+        replaced = await registry.promote(conn, artifact.version) if champion else None
+        return {"version": artifact.version, "added": added, "champion": champion,
+                "replaced": replaced}  # fmt: skip
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def promote(database_url: str | None, version: str) -> dict[str, object]:
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        return {"champion": version, "replaced": await registry.promote(conn, version)}
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def rollback(database_url: str | None) -> dict[str, object]:
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        rolled_back, restored = await registry.rollback(conn)
+        return {"rolled_back": rolled_back, "champion": restored}
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def models(database_url: str | None) -> list[dict[str, object]]:
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> list[dict[str, object]]:
+        return [asdict(m) for m in await registry.models(conn)]
+
+    return asyncio.run(_in_registry(database_url, use))

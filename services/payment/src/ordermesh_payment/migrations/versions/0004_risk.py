@@ -1,4 +1,4 @@
-"""risk feature state
+"""risk: the feature states and the model registry
 
 Revision ID: 0004
 Revises: 0003
@@ -25,7 +25,19 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("entity"),
     )
+    op.create_table(
+        "risk_models",
+        sa.Column("version", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("feature_schema_hash", sa.String(length=64), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("artifact", sa.Text(), nullable=False),
+        sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("version"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("risk_models")
     op.drop_table("risk_feature_state")
