@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from ordermesh.common.v1 import money_pb2, risk_pb2
+from ordermesh.payment.v1 import payment_pb2 as pb
+from ordermesh_payment.api import authorization_of
+from ordermesh_payment.domain import AuthorizationRequest, RiskSignals
 from ordermesh_payment.risk.events import Attempt, Item
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.models import Artifact, LogisticModel
 from ordermesh_payment.risk.scoring import RULES_THRESHOLD, RiskObserver, RiskScorer, load_model
 from ordermesh_payment.risk.settings import RiskSettings
+from ordermesh_payment.usecases import _attempt
+from ordermesh_platform.errors import InvalidArgument
 
 DEFINITION = RiskSettings().feature_definition()
 MANY_TOKENS = DEFINITION.names.index("customer_distinct_tokens_24h")
@@ -144,3 +151,35 @@ async def test_an_empty_batch_is_not_scored(count: int) -> None:
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION), None)
     assert await scorer.decide(_attempts(count)) == []
     assert fallbacks == []
+
+
+def test_risk_signals_travel_from_the_request_into_the_attempt_scored() -> None:
+    created = Timestamp(seconds=1_700_000_000)
+    request = pb.AuthorizePaymentRequest(
+        order_id="o1",
+        customer_id="c1",
+        amount=money_pb2.Money(amount_minor=1200, currency="EUR"),
+        payment_token="tok_ok",
+        risk_signals=risk_pb2.RiskSignals(
+            client_ip="192.0.2.7", device_id="d1", billing_country="DE",
+            shipping_country="FR", account_created_at=created,
+        ),
+    )  # fmt: skip
+    attempt = _attempt(authorization_of(request), at_ms=1_800_000_000_000)
+    assert (attempt.ip, attempt.device_id) == ("192.0.2.7", "d1")
+    assert (attempt.billing_country, attempt.shipping_country) == ("DE", "FR")
+    assert attempt.account_created_ms == 1_700_000_000_000
+    features = dict(zip(DEFINITION.names, DEFINITION.vector({}, attempt), strict=True))
+    assert features["country_mismatch"] == 1.0
+    bare = _attempt(authorization_of(pb.AuthorizePaymentRequest(order_id="o2")), at_ms=5)
+    assert (bare.ip, bare.device_id, bare.account_created_ms) == ("", "", 5)
+
+
+def test_oversized_risk_signals_are_invalid_arguments_naming_the_field() -> None:
+    request = AuthorizationRequest(
+        "o1", "c1", 100, "EUR", "tok_ok", RiskSignals(client_ip="x" * 65, billing_country="DEU")
+    )
+    with pytest.raises(InvalidArgument) as raised:
+        request.validate()
+    fields = {v.field for v in raised.value.violations}
+    assert fields == {"risk_signals.client_ip", "risk_signals.billing_country"}

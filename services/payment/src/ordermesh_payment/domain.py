@@ -99,6 +99,33 @@ class Payment:
 
 
 @dataclass(frozen=True)
+class RiskSignals:
+    """What the caller knows of the person paying, for risk scoring; "" when unknown."""
+
+    client_ip: str = ""
+    device_id: str = ""
+    email_domain: str = ""
+    billing_country: str = ""
+    shipping_country: str = ""
+    account_created_ms: int | None = None
+
+    def validate(self, v: Validator) -> None:
+        for name, limit in SIGNAL_LIMITS.items():
+            value = getattr(self, name)
+            v.check(len(value) <= limit, f"risk_signals.{name}", f"at most {limit} characters")
+            v.storable(value, f"risk_signals.{name}")
+
+
+SIGNAL_LIMITS = {
+    "client_ip": 64,
+    "device_id": 128,
+    "email_domain": 128,
+    "billing_country": 2,
+    "shipping_country": 2,
+}
+
+
+@dataclass(frozen=True)
 class AuthorizationRequest:
     """One authorization asked for: the order id is its idempotency key."""
 
@@ -107,10 +134,14 @@ class AuthorizationRequest:
     amount_minor: int
     currency: str
     token: str
+    signals: RiskSignals | None = None  # not part of the request's identity
 
     def validate(self) -> None:
+        v = Validator()
+        if self.signals is not None:
+            self.signals.validate(v)
         validate_authorization(
-            self.order_id, self.customer_id, self.amount_minor, self.currency, self.token
+            self.order_id, self.customer_id, self.amount_minor, self.currency, self.token, v
         )
 
 
@@ -132,9 +163,14 @@ def validate_order_id(v: Validator, order_id: str) -> None:
 
 
 def validate_authorization(
-    order_id: str, customer_id: str, amount_minor: int, currency: str, token: str
+    order_id: str,
+    customer_id: str,
+    amount_minor: int,
+    currency: str,
+    token: str,
+    v: Validator | None = None,
 ) -> None:
-    v = Validator()
+    v = v or Validator()
     validate_order_id(v, order_id)
     v.check(
         0 < len(customer_id) <= MAX_ID_LENGTH,

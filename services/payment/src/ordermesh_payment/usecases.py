@@ -27,6 +27,7 @@ from ordermesh_payment.domain import (
     AuthorizationRequest,
     Payment,
     PaymentState,
+    RiskSignals,
     validate_order_id_only,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
@@ -123,11 +124,14 @@ def _intent(request: AuthorizationRequest, now: datetime) -> Payment:
 
 
 def _attempt(request: AuthorizationRequest, at_ms: int) -> Attempt:
-    """What risk scoring knows of an authorization. The contract carries no device, IP
-    nor order details yet: those features score as for an entity never seen."""
+    """What risk scoring knows of an authorization: a signal not sent scores as never
+    seen. The order's items do not reach payment: the order features see none."""
+    s = request.signals or RiskSignals()
+    created = s.account_created_ms if s.account_created_ms is not None else at_ms
     return Attempt(
-        request.order_id, at_ms, request.customer_id, request.token, "", "",
-        request.amount_minor, request.currency, (), "", "", "", at_ms,
+        request.order_id, at_ms, request.customer_id, request.token, s.device_id,
+        s.client_ip, request.amount_minor, request.currency, (), s.billing_country,
+        s.shipping_country, s.email_domain, created,
     )  # fmt: skip
 
 
