@@ -20,10 +20,16 @@ from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
 from ordermesh_payment.risk.metrics import Costs
-from ordermesh_payment.risk.models import Artifact, LogisticModel
+from ordermesh_payment.risk.models import (
+    BASELINE_RULES,
+    Artifact,
+    LogisticModel,
+    Rule,
+    RulesModel,
+)
 from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
-from ordermesh_payment.risk.simulate import SimulationSettings, Simulator
+from ordermesh_payment.risk.simulate import SimulationSettings, Simulator, simulate
 from ordermesh_payment.risk.training import TrainingSettings, train
 from ordermesh_payment.store import risk_models
 from ordermesh_platform.db import create_engine
@@ -198,7 +204,7 @@ def test_the_registry_commands_register_promote_list_and_roll_back(tmp_path: Pat
 
     risk("register", str(paths[0]), "--champion")
     risk("register", str(paths[1]))
-    risk("promote", second.version)
+    risk("promote", second.version, "--no-checks")
     assert f'"rolled_back": "{second.version}"' in risk("rollback")
     listed = risk("models")
     assert listed.index(first.version) < listed.index(second.version)
@@ -207,3 +213,41 @@ def test_the_registry_commands_register_promote_list_and_roll_back(tmp_path: Pat
     refused = runner.invoke(app, ["risk", "rollback", "--database-url", url])
     assert refused.exit_code == 1
     assert "no champion before" in refused.output
+
+
+def test_promote_refuses_a_challenger_biased_against_new_customers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDERMESH_RISK_MIN_SEGMENT_GENUINE", "10")  # a test-sized holdout
+    simulate(
+        SimulationSettings(
+            orders=3000, fraud_share=0.05, days=30, chargeback_delay_days=(3.0, 10.0)
+        ),
+        tmp_path / "sim",
+    )
+    definition = RiskSettings().feature_definition()
+    rules = (*BASELINE_RULES, Rule("new_customer", 0.9, (("customer_seen_before", "==", 0),)))
+    biased = Artifact(
+        RulesModel(rules, definition.names), definition.names, definition.schema_hash, 0.4, {}, {}
+    )
+    lenient = _constant(-8.0)
+    url = f"sqlite+aiosqlite:///{tmp_path}/payment.db"
+    runner = CliRunner()
+    for artifact in (lenient, biased):
+        path = artifact.save(tmp_path / f"{artifact.version}.json")
+        champion = ["--champion"] if artifact is lenient else []
+        added = runner.invoke(
+            app, ["risk", "register", str(path), *champion, "--database-url", url]
+        )
+        assert added.exit_code == 0, added.output
+    refused = runner.invoke(
+        app,
+        ["risk", "promote", biased.version, "--events", str(tmp_path / "sim"),
+         "--maturity-days", "10", "--database-url", url],
+    )  # fmt: skip
+    assert refused.exit_code == 1
+    assert "unevenly" in refused.output
+    listed = runner.invoke(app, ["risk", "models", "--database-url", url]).output
+    assert f'"version": "{lenient.version}"' in listed
+    assert listed.count('"role": "champion"') == 1
+    assert listed.index(lenient.version) < listed.index('"role": "champion"')

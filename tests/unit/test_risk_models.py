@@ -11,13 +11,23 @@ import pytest
 from typer.testing import CliRunner
 
 from ordermesh_cli.main import app
+from ordermesh_payment.risk.dataset import Labelled
+from ordermesh_payment.risk.gate import GateSettings, SegmentRates, check_promotion, worst_ratio
 from ordermesh_payment.risk.metrics import (
     Costs,
     cheapest_threshold,
     decision_costs,
     recall_at_fpr,
 )
-from ordermesh_payment.risk.models import ArtifactError, LogisticModel, load_artifact
+from ordermesh_payment.risk.models import (
+    BASELINE_RULES,
+    Artifact,
+    ArtifactError,
+    LogisticModel,
+    Rule,
+    RulesModel,
+    load_artifact,
+)
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings, simulate
 from ordermesh_payment.risk.training import (
@@ -164,3 +174,64 @@ def test_train_says_plainly_when_there_is_too_little_data(tmp_path: Path) -> Non
     )
     assert result.exit_code == 1
     assert "error:" in result.output
+
+
+def _holdout(trained: Path) -> Labelled:
+    settings = TrainingSettings(maturity_days=10)
+    data, _ = training_data(load_log(trained / "sim"), DEFINITION, settings)
+    return time_split(data, settings.validation_share, settings.holdout_share).holdout
+
+
+def _biased() -> Artifact:
+    """The baseline plus a rule that declines every new customer."""
+    rules = (*BASELINE_RULES, Rule("new_customer", 0.9, (("customer_seen_before", "==", 0),)))
+    return Artifact(
+        RulesModel(rules, DEFINITION.names), DEFINITION.names, DEFINITION.schema_hash, 0.4, {}, {}
+    )
+
+
+# Few orders per segment in a test-sized holdout: a looser bound than the default.
+GATE = GateSettings(max_false_decline_ratio=20.0, min_segment_genuine=20)
+
+
+def test_the_gate_lets_the_trees_replace_the_rules(trained: Path) -> None:
+    rules = load_artifact(trained / "models" / "rules.json")
+    trees = load_artifact(trained / "models" / "lightgbm.json")
+    report = check_promotion(rules, trees, _holdout(trained), COSTS, GATE)
+    assert report.accepted, report.reasons
+    assert report.saving_interval[0] > 0
+    assert {s.segmentation for s in report.segments} == {
+        "billing_country",
+        "customer",
+        "payment_token",
+    }
+
+
+def test_the_gate_refuses_a_challenger_biased_against_new_customers(trained: Path) -> None:
+    rules = load_artifact(trained / "models" / "rules.json")
+    report = check_promotion(rules, _biased(), _holdout(trained), COSTS, GATE)
+    assert not report.accepted
+    assert report.false_decline_ratio > GATE.max_false_decline_ratio
+    assert any("unevenly" in reason for reason in report.reasons)
+    new = [s for s in report.segments if (s.segmentation, s.segment) == ("customer", "new")]
+    assert new[0].false_decline_rate == 1.0
+
+
+def test_the_gate_refuses_a_challenger_that_costs_more_than_the_champion(trained: Path) -> None:
+    rules = load_artifact(trained / "models" / "rules.json")
+    trees = load_artifact(trained / "models" / "lightgbm.json")
+    report = check_promotion(trees, rules, _holdout(trained), COSTS, GATE)
+    assert not report.accepted
+    assert report.cost_saving_minor < 0
+    assert any("does not beat the champion" in reason for reason in report.reasons)
+
+
+def test_the_worst_ratio_floors_tiny_rates_and_compares_within_a_segmentation() -> None:
+    rates = [
+        SegmentRates("country", "DE", 100, 100, 0.0, 1.0),
+        SegmentRates("country", "FR", 100, 100, 0.004, 1.0),  # both under the floor
+        SegmentRates("customer", "new", 100, 100, 0.05, 0.9),
+        SegmentRates("customer", "returning", 100, 100, 0.01, 0.99),
+    ]
+    assert worst_ratio(rates[:2], floor=0.005) == 1.0
+    assert worst_ratio(rates, floor=0.005) == pytest.approx(5.0)

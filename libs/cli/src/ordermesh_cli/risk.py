@@ -52,7 +52,9 @@ class RiskTools(Protocol):
         self, database_url: str | None, model: Path, champion: bool
     ) -> dict[str, object]: ...
 
-    def promote(self, database_url: str | None, version: str) -> dict[str, object]: ...
+    def promote(
+        self, database_url: str | None, version: str, events: Path | None, maturity_days: float
+    ) -> dict[str, object]: ...
 
     def rollback(self, database_url: str | None) -> dict[str, object]: ...
 
@@ -196,12 +198,23 @@ def register(
 @risk_app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="a registered version (ordermesh risk models)")],
+    events: EventsOption = Path(".ordermesh/risk/sim"),
+    maturity_days: MaturityOption = 45.0,
+    checks: Annotated[
+        bool, typer.Option(help="judge it against the champion on the log's holdout first")
+    ] = True,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Make a registered model the champion; running payment-services pick it up
-    within ORDERMESH_RISK_REGISTRY_POLL_S, without a restart."""
+    """Make a registered model the champion, if it beats the champion's cost with
+    confidence and spreads its false declines evenly enough over customer segments
+    (on the holdout of --events). Running payment-services pick it up within
+    ORDERMESH_RISK_REGISTRY_POLL_S, without a restart."""
     with _refusals():
-        _print(load_risk_tools().promote(database_url, version))
+        _print(
+            load_risk_tools().promote(
+                database_url, version, events if checks else None, maturity_days
+            )
+        )
 
 
 @risk_app.command()

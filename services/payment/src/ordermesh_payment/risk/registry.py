@@ -103,16 +103,20 @@ class ModelRegistry:
             return None
         return parse_artifact(row.artifact, f"registry:{row.version}", schema_hash)
 
-    async def promote(self, conn: AsyncConnection, version: str) -> str | None:
-        """Make ``version`` the champion; returns the champion it replaced. Call in a
-        transaction: the roles change together."""
+    async def artifact(self, conn: AsyncConnection, version: str) -> Artifact:
+        """A registered artifact; NotFound, or FailedPrecondition when it does not load."""
         row = (await conn.execute(self._by_version, {"version": version})).first()
         if row is None:
             raise NotFound("risk model", version)
         try:
-            parse_artifact(row.artifact, f"registry:{version}")
+            return parse_artifact(row.artifact, f"registry:{version}")
         except ArtifactError as error:
             raise FailedPrecondition("MODEL_UNUSABLE", str(error), {"version": version}) from error
+
+    async def promote(self, conn: AsyncConnection, version: str) -> str | None:
+        """Make ``version`` the champion; returns the champion it replaced. Call in a
+        transaction: the roles change together."""
+        await self.artifact(conn, version)  # refuses what is missing or does not load
         previous = await self.champion_version(conn)
         if previous == version:
             return previous

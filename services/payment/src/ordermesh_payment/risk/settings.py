@@ -27,5 +27,15 @@ class RiskSettings(BaseSettings):
         3000, gt=0, description="Cold start: the usual amount of a customer with no history."
     )
 
+    max_false_decline_ratio: float = Field(
+        3.0,
+        ge=1,
+        description="Promotion gate: the worst segment's false-decline rate over the best's.",
+    )
+
+    min_segment_genuine: int = Field(
+        100, ge=1, description="Promotion gate: segments with fewer genuine orders are not judged."
+    )
+
     def feature_definition(self) -> FeatureDefinition:
         return FeatureDefinition(frozenset(self.resale_prone_skus), self.prior_amount_minor)

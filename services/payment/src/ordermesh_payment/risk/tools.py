@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ordermesh_payment.risk.models import load_artifact
+from ordermesh_payment.risk.models import Artifact, load_artifact
 from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings
 from ordermesh_payment.risk.simulate import simulate as _simulate
+from ordermesh_platform.errors import FailedPrecondition
 
 T = TypeVar("T")
 
@@ -116,11 +117,61 @@ def register(database_url: str | None, model: Path, champion: bool) -> dict[str,
     return asyncio.run(_in_registry(database_url, use))
 
 
-def promote(database_url: str | None, version: str) -> dict[str, object]:
+def promote(
+    database_url: str | None, version: str, events: Path | None, maturity_days: float
+) -> dict[str, object]:
+    """Make ``version`` the champion. With ``events``, only past the gate: it must
+    beat the champion's cost on that log's holdout with confidence, and spread its
+    false declines evenly enough over the segments (docs/risk.md)."""
+
     async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
-        return {"champion": version, "replaced": await registry.promote(conn, version)}
+        checked: dict[str, object] = {}
+        if events is not None:
+            challenger = await registry.artifact(conn, version)
+            current = await registry.champion_version(conn)
+            champion = None if current is None else await registry.artifact(conn, current)
+            checked = _gate(champion, challenger, events, maturity_days)
+        replaced = await registry.promote(conn, version)
+        return {"champion": version, "replaced": replaced, **checked}
 
     return asyncio.run(_in_registry(database_url, use))
+
+
+def _gate(
+    champion: Artifact | None, challenger: Artifact, events: Path, maturity_days: float
+) -> dict[str, object]:
+    from ordermesh_payment.risk.gate import GateSettings, check_promotion
+    from ordermesh_payment.risk.metrics import Costs
+    from ordermesh_payment.risk.training import (
+        TrainingSettings,
+        load_log,
+        time_split,
+        training_data,
+    )
+
+    risk = RiskSettings()
+    settings = TrainingSettings(maturity_days=maturity_days)
+    data, _ = training_data(load_log(events), risk.feature_definition(), settings)
+    holdout = time_split(data, settings.validation_share, settings.holdout_share).holdout
+    report = check_promotion(
+        champion,
+        challenger,
+        holdout,
+        Costs(risk.margin_rate, risk.chargeback_fee_minor),
+        GateSettings(
+            max_false_decline_ratio=risk.max_false_decline_ratio,
+            min_segment_genuine=risk.min_segment_genuine,
+        ),
+    )
+    if not report.accepted:
+        raise FailedPrecondition(
+            "PROMOTION_REFUSED", f"{challenger.version} refused: " + "; ".join(report.reasons)
+        )
+    return {
+        "cost_saving_minor": report.cost_saving_minor,
+        "saving_interval_minor": list(report.saving_interval),
+        "false_decline_ratio": report.false_decline_ratio,
+    }
 
 
 def rollback(database_url: str | None) -> dict[str, object]:
