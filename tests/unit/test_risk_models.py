@@ -107,7 +107,9 @@ def test_evaluate_reproduces_the_metrics_train_recorded_and_draws_the_plots(
         artifact = load_artifact(trained / "models" / f"{kind}.json", DEFINITION.schema_hash)
         assert artifact.metrics["expected_cost_minor"] == evaluated[kind]["expected_cost_minor"]
         assert artifact.metrics["pr_auc"] == evaluated[kind]["pr_auc"]
-    for picture in ("pr_curve.png", "cost_vs_threshold.png", "calibration.png"):
+        segments = {(s["segmentation"], s["segment"]) for s in evaluated[kind]["segments"]}
+        assert ("customer", "returning") in segments
+    for picture in ("pr_curve.png", "cost_vs_threshold.png", "calibration.png", "segments.png"):
         assert (trained / "evaluation" / picture).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ordermesh_payment.risk.features import FeatureDefinition
+from ordermesh_payment.risk.gate import SegmentRates, segment_rates
 from ordermesh_payment.risk.metrics import Costs, decision_costs, evaluate_scores
 from ordermesh_payment.risk.models import Artifact, load_artifact
 from ordermesh_payment.risk.training import (
@@ -45,9 +46,11 @@ def evaluate_folder(
     definition: FeatureDefinition,
     costs: Costs,
     settings: TrainingSettings,
+    min_segment_genuine: int = 100,
 ) -> list[dict[str, Any]]:
     """Score the holdout of ``events_folder`` with each artifact at its own threshold;
-    write evaluation.json and the plots into ``out``; returns one line per model."""
+    write evaluation.json (with per-segment rates) and the plots into ``out``; returns
+    one line per model."""
     artifacts = load_artifacts(models_folder, definition)
     data, _ = training_data(load_log(events_folder), definition, settings)
     holdout = time_split(data, settings.validation_share, settings.holdout_share).holdout
@@ -65,7 +68,22 @@ def evaluate_folder(
         scored, holdout.labels, holdout.amounts, costs, out / "cost_vs_threshold.png"
     )
     plot_calibration(scored, holdout.labels, out / "calibration.png")
-    table = [{"kind": s.artifact.kind, "version": s.artifact.version, **s.metrics} for s in scored]
+    segments = {
+        s.artifact.kind: segment_rates(
+            holdout, s.artifact.feature_names, s.scores, s.artifact.threshold, min_segment_genuine
+        )
+        for s in scored
+    }
+    plot_segments(segments, out / "segments.png")
+    table = [
+        {
+            "kind": s.artifact.kind,
+            "version": s.artifact.version,
+            **s.metrics,
+            "segments": [asdict(r) for r in segments[s.artifact.kind]],
+        }
+        for s in scored
+    ]
     (out / "evaluation.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
     return table
 
@@ -156,6 +174,28 @@ def plot_calibration(scored: Sequence[Scored], labels: Sequence[int], path: Path
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_segments(segments: dict[str, list[SegmentRates]], path: Path) -> None:
+    """Per-segment false-decline rates, one bar per model: who bears the declines."""
+    plt = _pyplot()
+    labels = sorted({(r.segmentation, r.segment) for rates in segments.values() for r in rates})
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(segments))
+    x = np.arange(len(labels))
+    for i, (kind, rates) in enumerate(segments.items()):
+        by = {(r.segmentation, r.segment): r.false_decline_rate * 100 for r in rates}
+        ax.bar(x + i * width, [by.get(label, 0.0) for label in labels], width, label=kind)
+    ax.set_xticks(x + width * (len(segments) - 1) / 2)
+    short = {"billing_country": "country", "payment_token": "token"}
+    ax.set_xticklabels([f"{seg}\n{short.get(name, name)}" for name, seg in labels], fontsize=8)
+    ax.set(ylabel="false-decline rate (%)", title="Holdout: false declines by segment")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

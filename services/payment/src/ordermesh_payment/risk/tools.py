@@ -81,6 +81,7 @@ def evaluate(
         risk.feature_definition(),
         Costs(risk.margin_rate, risk.chargeback_fee_minor),
         TrainingSettings(since=since, until=until, maturity_days=maturity_days),
+        risk.min_segment_genuine,
     )
 
 
