@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _metrics(root: Path) -> dict[str, dict[str, float]]:
+def _metrics(root: Path) -> dict[str, dict[str, Any]]:
     lines = json.loads((root / "evaluation" / "evaluation.json").read_text())
     return {line["kind"]: line for line in lines}
 
