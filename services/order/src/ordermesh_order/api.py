@@ -32,6 +32,7 @@ REASON_TO_PB = {
     Reason.SAGA_TIMEOUT: pb.ORDER_REASON_SAGA_TIMEOUT,
     Reason.CANCELLED_BY_CUSTOMER: pb.ORDER_REASON_CANCELLED_BY_CUSTOMER,
     Reason.CURRENCY_MISMATCH: pb.ORDER_REASON_CURRENCY_MISMATCH,
+    Reason.RISK_DECLINED: pb.ORDER_REASON_RISK_DECLINED,
 }
 # Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md). A customer
 # is the token's subject; the order's owner is checked by the use case that loads it.

@@ -178,7 +178,13 @@ class GrpcParticipants:
         except (grpc.aio.AioRpcError, ItemFailed) as error:
             info = error_info(error)
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None:
-                if info.reason in ("PAYMENT_DECLINED", "RISK_DECLINED"):
+                if info.reason == "RISK_DECLINED":
+                    raise StepFailed(
+                        Reason.RISK_DECLINED,
+                        "declined by payment risk scoring",
+                        dict(info.metadata),
+                    ) from error
+                if info.reason == "PAYMENT_DECLINED":
                     reason = info.metadata.get("decline_reason", "declined")
                     raise StepFailed(
                         Reason.PAYMENT_DECLINED, reason, dict(info.metadata)

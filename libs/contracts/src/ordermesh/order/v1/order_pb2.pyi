@@ -74,6 +74,8 @@ class _OrderReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderReas
     """The customer (or an operator) cancelled the order."""
     ORDER_REASON_CURRENCY_MISMATCH: _OrderReason.ValueType  # 6
     """The product's currency differs from the order's currency."""
+    ORDER_REASON_RISK_DECLINED: _OrderReason.ValueType  # 7
+    """Payment risk scoring declined the payment before the provider was asked."""
 
 class OrderReason(_OrderReason, metaclass=_OrderReasonEnumTypeWrapper):
     """Why an order was rejected or cancelled."""
@@ -92,6 +94,8 @@ ORDER_REASON_CANCELLED_BY_CUSTOMER: OrderReason.ValueType  # 5
 """The customer (or an operator) cancelled the order."""
 ORDER_REASON_CURRENCY_MISMATCH: OrderReason.ValueType  # 6
 """The product's currency differs from the order's currency."""
+ORDER_REASON_RISK_DECLINED: OrderReason.ValueType  # 7
+"""Payment risk scoring declined the payment before the provider was asked."""
 Global___OrderReason: _TypeAlias = OrderReason  # noqa: Y015
 
 @_typing.final
@@ -302,7 +306,7 @@ class PlaceOrderRequest(_message.Message):
         """Optional signals for payment risk scoring, kept with the order and passed
         to payment-service with the authorization; at most 1 KiB as JSON. Not part
         of the request's identity for idempotency. An order refused by risk
-        scoring is rejected with reason PAYMENT_DECLINED, detail RISK_DECLINED.
+        scoring is rejected with reason RISK_DECLINED.
         """
 
     def __init__(
