@@ -125,7 +125,9 @@ async def test_a_trained_model_scores_the_batches_of_the_running_service(
     )
     [trees] = [a for a in artifacts if a.kind == "lightgbm"]
     path = trees.save(tmp_path / "lightgbm.json")
-    scored = _count(RISK_DECISIONS, "model", "approve") + _count(RISK_DECISIONS, "model", "decline")
+    scored = _count(RISK_DECISIONS, "champion", "approve") + _count(
+        RISK_DECISIONS, "champion", "decline"
+    )
     async with _payment(pg_database, path) as stub:
         answer = await stub.AuthorizePaymentBatch(
             pb.AuthorizePaymentBatchRequest(
@@ -133,7 +135,9 @@ async def test_a_trained_model_scores_the_batches_of_the_running_service(
             )
         )
     assert len(answer.results) == 5
-    after = _count(RISK_DECISIONS, "model", "approve") + _count(RISK_DECISIONS, "model", "decline")
+    after = _count(RISK_DECISIONS, "champion", "approve") + _count(
+        RISK_DECISIONS, "champion", "decline"
+    )
     assert after == scored + 5
 
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ from ordermesh_payment.domain import AuthorizationRequest, RiskSignals
 from ordermesh_payment.risk.events import Attempt, Item
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.models import Artifact, LogisticModel
-from ordermesh_payment.risk.scoring import RULES_THRESHOLD, RiskObserver, RiskScorer, load_model
+from ordermesh_payment.risk.scoring import (
+    RULES_THRESHOLD,
+    RiskObserver,
+    RiskScorer,
+    load_model,
+    variant_bucket,
+)
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.usecases import _attempt
 from ordermesh_platform.errors import InvalidArgument
@@ -183,3 +190,52 @@ def test_oversized_risk_signals_are_invalid_arguments_naming_the_field() -> None
         request.validate()
     fields = {v.field for v in raised.value.violations}
     assert fields == {"risk_signals.client_ip", "risk_signals.billing_country"}
+
+
+def _logistic(logit: float, threshold: float = 0.5) -> Artifact:
+    """A model scoring every payment alike: logit -8 approves all, +8 declines all."""
+    n = len(DEFINITION.names)
+    return _artifact(LogisticModel([0.0] * n, [1.0] * n, [0.0] * n, logit), threshold)
+
+
+def _customers(n: int) -> list[Attempt]:
+    return [replace(a, customer_id=f"cust-{i}") for i, a in enumerate(_attempts(n))]
+
+
+def test_variant_assignment_is_stable_and_follows_the_share() -> None:
+    # A digest, not Python's salted hash(): the same on every pod and after restarts.
+    assert variant_bucket("c1") == 0.8162566297959147
+    buckets = [variant_bucket(f"customer-{i}") for i in range(10_000)]
+    assert 0.18 < sum(b < 0.2 for b in buckets) / len(buckets) < 0.22
+
+
+async def test_the_newest_challenger_decides_for_its_share_of_customers() -> None:
+    seen: list[tuple[str, bool]] = []
+    observer = RiskObserver(decided=lambda variant, declined: seen.append((variant, declined)))
+    champion, older, newest = _logistic(-8.0), _logistic(-8.0, 0.4), _logistic(8.0)
+    scorer = RiskScorer(Sessions(), FakeFeatures(DEFINITION), champion, 1.0, observer, 0.5)  # type: ignore[arg-type]
+    scorer.use_models(champion, [older, newest])
+    attempts = _customers(60)
+    decisions = await scorer.decide(attempts)
+    for attempt, decision in zip(attempts, decisions, strict=True):
+        treated = variant_bucket(attempt.customer_id) < 0.5
+        assert decision.variant == ("challenger" if treated else "champion")
+        assert decision.declined is treated
+        assert decision.model_version == (newest if treated else champion).version
+    assert 10 < sum(d.variant == "challenger" for d in decisions) < 50
+    assert seen == [(d.variant, d.declined) for d in decisions]
+
+
+async def test_challengers_score_every_batch_in_shadow_without_acting() -> None:
+    shadowed: list[tuple[str, bool]] = []
+    observer = RiskObserver(shadowed=lambda version, declined: shadowed.append((version, declined)))
+    champion, challenger = _logistic(-8.0), _logistic(8.0)
+    scorer = RiskScorer(Sessions(), FakeFeatures(DEFINITION), champion, 1.0, observer)  # type: ignore[arg-type]
+    scorer.use_models(champion, [challenger])
+    decisions = await scorer.decide(_customers(5))
+    assert {(d.variant, d.declined) for d in decisions} == {("champion", False)}
+    for _ in range(100):  # the shadow runs off the path, in a thread
+        if len(shadowed) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert shadowed == [(challenger.version, True)] * 5

@@ -69,8 +69,14 @@ RISK_FALLBACKS = Counter(
     ["reason"],
 )  # fmt: skip
 RISK_DECISIONS = Counter(
-    "ordermesh_risk_decisions_total", "Risk decisions, by source (model, rules) and decision.",
-    ["source", "decision"],
+    "ordermesh_risk_decisions_total",
+    "Risk decisions that acted, by variant (champion, challenger, rules) and decision.",
+    ["variant", "decision"],
+)  # fmt: skip
+RISK_SHADOW_DECISIONS = Counter(
+    "ordermesh_risk_shadow_decisions_total",
+    "What each challenger would have decided in shadow, by model version and decision.",
+    ["version", "decision"],
 )  # fmt: skip
 
 NOTIFICATIONS = Counter(

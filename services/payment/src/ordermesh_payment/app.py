@@ -11,7 +11,7 @@ from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
 from ordermesh_payment.risk.feature_store import FeatureStore
-from ordermesh_payment.risk.registry import ChampionWatch, ModelRegistry
+from ordermesh_payment.risk.registry import ModelRegistry, RegistryWatch
 from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.simulated_psp import SimulatedProvider
@@ -24,6 +24,7 @@ from ordermesh_platform.metrics import (
     RISK_DECISIONS,
     RISK_FALLBACKS,
     RISK_SCORING,
+    RISK_SHADOW_DECISIONS,
 )
 from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
@@ -54,8 +55,11 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
     observer = RiskObserver(
         scored=lambda source, seconds: RISK_SCORING.labels(source).observe(seconds),
         fallback=lambda reason: RISK_FALLBACKS.labels(reason).inc(),
-        decided=lambda source, declined: RISK_DECISIONS.labels(
-            source, "decline" if declined else "approve"
+        decided=lambda variant, declined: RISK_DECISIONS.labels(
+            variant, "decline" if declined else "approve"
+        ).inc(),
+        shadowed=lambda version, declined: RISK_SHADOW_DECISIONS.labels(
+            version, "decline" if declined else "approve"
         ).inc(),
     )
     return RiskScorer(
@@ -64,6 +68,7 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
         load_model(settings.risk_model_path, definition.schema_hash),
         settings.risk_budget_s,
         observer,
+        settings.risk_challenger_share,
     )
 
 
@@ -76,8 +81,9 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     workers = list(relay_workers(runtime, outbox, "payment"))
     if risk is not None:
-        # The registry's champion, once there is one, replaces the model file.
-        watch = ChampionWatch(ModelRegistry(risk_models), runtime.sessions, risk)
+        # The registry's champion, once there is one, replaces the model file;
+        # its challengers score in shadow or for their share of customers.
+        watch = RegistryWatch(ModelRegistry(risk_models), runtime.sessions, risk)
         workers.append(
             (
                 "risk-champion",

@@ -40,3 +40,10 @@ class PaymentSettings(RelaySettings):
     risk_registry_poll_s: float = Field(
         5.0, gt=0, description="How often the model registry's champion is checked."
     )
+    risk_challenger_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Share of customers (by a stable hash of the id) whose payments the "
+        "newest challenger decides instead of the champion (A/B); 0: challengers only shadow.",
+    )

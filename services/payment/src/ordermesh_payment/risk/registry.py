@@ -67,6 +67,11 @@ class ModelRegistry:
         self._champion_version = select(t.c.version).where(t.c.role == CHAMPION)
         self._champion = select(t.c.version, t.c.artifact).where(t.c.role == CHAMPION)
         self._by_version = select(t).where(t.c.version == bindparam("version"))
+        self._live = (
+            select(t.c.version, t.c.role)
+            .where(t.c.role.in_((CHAMPION, CHALLENGER)))
+            .order_by(t.c.registered_at, t.c.version)
+        )
 
     async def register(self, conn: AsyncConnection, artifact: Artifact) -> bool:
         """Add the artifact as a challenger; False when that version is there already."""
@@ -91,6 +96,18 @@ class ModelRegistry:
                    t.c.registered_at, t.c.promoted_at).order_by(t.c.registered_at, t.c.version)
         )  # fmt: skip
         return [RegisteredModel(*row) for row in rows]
+
+    async def live(self, conn: AsyncConnection) -> tuple[tuple[str, str], ...]:
+        """(version, role) of the champion and the challengers, oldest first: what a
+        service polls to see that something changed."""
+        rows = await conn.execute(self._live)
+        return tuple((r.version, r.role) for r in rows)
+
+    async def artifact_text(self, conn: AsyncConnection, version: str) -> str:
+        row = (await conn.execute(self._by_version, {"version": version})).first()
+        if row is None:
+            raise NotFound("risk model", version)
+        return str(row.artifact)
 
     async def champion_version(self, conn: AsyncConnection) -> str | None:
         return (await conn.execute(self._champion_version)).scalar_one_or_none()
@@ -151,28 +168,41 @@ class ModelRegistry:
         return current, previous
 
 
-class ChampionWatch:
-    """Keeps a scorer on the registry's champion: ``check`` (run every few seconds)
-    loads a new champion when its version changed. A champion that cannot be used
-    is logged and the scorer keeps what it has."""
+class RegistryWatch:
+    """Keeps a scorer on the registry's champion and challengers: ``check`` (run every
+    few seconds) reloads them when their versions or roles changed. An artifact that
+    cannot be used here is logged and left out (an unusable champion: the scorer
+    keeps the one it has)."""
 
     def __init__(self, registry: ModelRegistry, sessions: Transactions, scorer: RiskScorer) -> None:
         self._registry = registry
         self._sessions = sessions
         self._scorer = scorer
-        self._seen: str | None = None
+        self._seen: tuple[tuple[str, str], ...] = ()
 
     async def check(self) -> None:
         async with self._sessions() as conn:
-            version = await self._registry.champion_version(conn)
-            if version is None or version == self._seen:
+            live = await self._registry.live(conn)
+            if not live or live == self._seen:
                 return
-            self._seen = version
+            self._seen = live
             schema = self._scorer.features.definition.schema_hash
-            try:
-                artifact = await self._registry.champion(conn, schema)
-            except ArtifactError as error:
-                log.error("risk champion unusable, keeping the model in use", error=str(error))
-                return
-        self._scorer.use_model(artifact)
-        log.info("risk champion in use", version=version)
+            loaded: dict[str, Artifact] = {}
+            for version, _ in live:
+                try:
+                    loaded[version] = parse_artifact(
+                        await self._registry.artifact_text(conn, version),
+                        f"registry:{version}",
+                        schema,
+                    )
+                except ArtifactError as error:
+                    log.error("risk model unusable here, left out", error=str(error))
+        champions = [v for v, role in live if role == CHAMPION and v in loaded]
+        challengers = [loaded[v] for v, role in live if role == CHALLENGER and v in loaded]
+        champion = loaded[champions[0]] if champions else self._scorer.model
+        self._scorer.use_models(champion, challengers)
+        log.info(
+            "risk models in use",
+            champion=champion.version if champion else None,
+            challengers=[c.version for c in challengers],
+        )

@@ -1,17 +1,23 @@
 """Scoring a batch of authorizations before the provider is asked.
 
 The whole batch is scored at once: one read of the feature states, one call of the
-model. The model has a latency budget; when it is missing, fails, is over budget or
-still busy with an earlier batch, the rules decide (and a metric counts why), so a
-spike of scoring degrades to rules and never queues behind the model."""
+models. The models have a latency budget; when they are missing, fail, are over budget
+or still busy with an earlier batch, the rules decide (and a metric counts why), so a
+spike of scoring degrades to rules and never queues behind a model.
+
+Variants: the champion decides, except for the share of customers (by a stable hash
+of the customer id) given to the newest challenger. Every challenger also scores every
+batch in shadow, off the path, without acting."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ordermesh_payment.risk.events import Attempt, PaymentOutcome
 from ordermesh_payment.risk.feature_store import FeatureStore
@@ -28,6 +34,16 @@ from ordermesh_platform.logs import get_logger
 log = get_logger(__name__)
 
 RULES_THRESHOLD = 0.4  # one rule of weight 0.4 or more declines
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+RULES = "rules"
+
+
+def variant_bucket(customer_id: str) -> float:
+    """The customer's place in [0, 1): the same on every pod, after every restart and
+    for every model version, so a customer stays in one variant while shares hold."""
+    digest = hashlib.sha256(customer_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ class RiskDecision:
     threshold: float
     model_version: str  # the model that decided; "rules" when the rules did
     fallback: str  # why the rules decided instead of the model; "" when it did not
+    variant: str = CHAMPION  # champion, challenger, or rules
 
 
 @dataclass(frozen=True)
@@ -45,7 +62,8 @@ class RiskObserver:
 
     scored: Callable[[str, float], None] = lambda source, seconds: None
     fallback: Callable[[str], None] = lambda reason: None
-    decided: Callable[[str, bool], None] = lambda source, declined: None
+    decided: Callable[[str, bool], None] = lambda variant, declined: None
+    shadowed: Callable[[str, bool], None] = lambda version, declined: None
 
 
 def load_model(path: str, schema_hash: str) -> Artifact | None:
@@ -60,7 +78,7 @@ def load_model(path: str, schema_hash: str) -> Artifact | None:
         return None
 
 
-def _retrieve(done: asyncio.Future[list[float]]) -> None:
+def _retrieve(done: asyncio.Future[Any]) -> None:
     """A model call given up on still ends: take its error so it is not reported as lost."""
     if not done.cancelled():
         done.exception()
@@ -74,20 +92,29 @@ class RiskScorer:
         model: Artifact | None,
         budget_s: float,
         observer: RiskObserver | None = None,
+        challenger_share: float = 0.0,
     ) -> None:
         self._sessions = sessions
         self.features = features
         self.model = model
+        self.challengers: tuple[Artifact, ...] = ()
         self._budget_s = budget_s
+        self._share = challenger_share
         self._observe = observer or RiskObserver()
         self._rules = RulesModel(BASELINE_RULES, features.definition.names)
-        # The model's call in flight: one at a time, a batch arriving meanwhile gets
-        # the rules.
-        self._running: asyncio.Future[list[float]] | None = None
+        # The models' call in flight: one at a time, a batch arriving meanwhile gets
+        # the rules. Shadow scoring likewise: one at a time, skipped while busy.
+        self._running: asyncio.Future[list[list[float]]] | None = None
+        self._shadow: asyncio.Future[list[list[float]]] | None = None
 
     def use_model(self, model: Artifact | None) -> None:
-        """Swap the model (a promotion or a rollback); the next batch uses it."""
+        """Swap the champion (a promotion or a rollback); the next batch uses it."""
         self.model = model
+
+    def use_models(self, champion: Artifact | None, challengers: Sequence[Artifact]) -> None:
+        """Swap the champion and the challengers (oldest first) at once."""
+        self.model = champion
+        self.challengers = tuple(challengers)
 
     async def decide(self, attempts: Sequence[Attempt]) -> list[RiskDecision]:
         """One decision per attempt, in order. Never raises: whatever fails, the
@@ -102,34 +129,55 @@ class RiskScorer:
             definition = self.features.definition
             vectors = [definition.vector({}, attempt) for attempt in attempts]
             return self._by_rules(vectors, "no_features")
-        model = self.model
-        if model is None:
+        champion, challengers = self.model, self.challengers
+        if champion is None:
             return self._by_rules(vectors, "no_model")
-        scores, fallback = await self._model_scores(model, vectors)
+        treated = challengers[-1] if challengers and self._share > 0 else None
+        acting = [
+            treated
+            if treated is not None and variant_bucket(a.customer_id) < self._share
+            else champion
+            for a in attempts
+        ]
+        scores, fallback = await self._model_scores(acting, vectors)
         if scores is None:
             return self._by_rules(vectors, fallback)
-        decisions = [
-            RiskDecision(s, s >= model.threshold, model.threshold, model.version, "")
-            for s in scores
-        ]
-        for d in decisions:
-            self._observe.decided("model", d.declined)
+        decisions = []
+        for model, score in zip(acting, scores, strict=True):
+            variant = CHAMPION if model is champion else CHALLENGER
+            declined = score >= model.threshold
+            decisions.append(
+                RiskDecision(score, declined, model.threshold, model.version, "", variant)
+            )
+            self._observe.decided(variant, declined)
+        if challengers:
+            self._score_in_shadow(challengers, vectors)
         return decisions
 
     async def _model_scores(
-        self, model: Artifact, vectors: list[list[float]]
+        self, acting: list[Artifact], vectors: list[list[float]]
     ) -> tuple[list[float] | None, str]:
-        """The model's scores and "", or None and why the rules decide instead."""
+        """Each row's score by its acting model, and "", or None and why the rules
+        decide instead."""
         if self._running is not None and not self._running.done():
-            return None, "busy"  # an earlier batch still holds the model
+            return None, "busy"  # an earlier batch still holds the models
         started = time.perf_counter()
+        models = list({id(m): m for m in acting}.values())
+        rows = [[i for i, m in enumerate(acting) if m is model] for model in models]
+
+        def score() -> list[list[float]]:
+            return [
+                model.model.scores([vectors[i] for i in picked])
+                for model, picked in zip(models, rows, strict=True)
+            ]
+
         # In a thread, so that the budget bounds the wait: a model that overruns
         # finishes in its thread while the rules decide, and keeps the next batch out.
-        running = asyncio.ensure_future(asyncio.to_thread(model.model.scores, vectors))
+        running = asyncio.ensure_future(asyncio.to_thread(score))
         running.add_done_callback(_retrieve)
         self._running = running
         try:
-            scores = await asyncio.wait_for(asyncio.shield(running), self._budget_s)
+            per_model = await asyncio.wait_for(asyncio.shield(running), self._budget_s)
         except TimeoutError:
             return None, "over_budget"
         except Exception:
@@ -137,7 +185,33 @@ class RiskScorer:
             return None, "failed"
         finally:
             self._observe.scored("model", time.perf_counter() - started)
+        scores = [0.0] * len(vectors)
+        for picked, model_scores in zip(rows, per_model, strict=True):
+            for i, value in zip(picked, model_scores, strict=True):
+                scores[i] = value
         return scores, ""
+
+    def _score_in_shadow(self, challengers: Sequence[Artifact], vectors: list[list[float]]) -> None:
+        """Every challenger scores the batch off the path; only metrics come of it. A
+        batch arriving while the last one is still being shadowed is not shadowed."""
+        if self._shadow is not None and not self._shadow.done():
+            return
+
+        def score() -> list[list[float]]:
+            return [c.model.scores(vectors) for c in challengers]
+
+        def observe(done: asyncio.Future[list[list[float]]]) -> None:
+            if done.cancelled():
+                return
+            if (error := done.exception()) is not None:
+                log.error("risk challenger failed in shadow", error=repr(error))
+                return
+            for challenger, scores in zip(challengers, done.result(), strict=True):
+                for value in scores:
+                    self._observe.shadowed(challenger.version, value >= challenger.threshold)
+
+        self._shadow = asyncio.ensure_future(asyncio.to_thread(score))
+        self._shadow.add_done_callback(observe)
 
     def _by_rules(self, vectors: list[list[float]], fallback: str) -> list[RiskDecision]:
         self._observe.fallback(fallback)
@@ -146,8 +220,8 @@ class RiskScorer:
         for vector in vectors:
             score = self._rules.score(vector)
             declined = score >= RULES_THRESHOLD
-            decisions.append(RiskDecision(score, declined, RULES_THRESHOLD, "rules", fallback))
-            self._observe.decided("rules", declined)
+            decisions.append(RiskDecision(score, declined, RULES_THRESHOLD, RULES, fallback, RULES))
+            self._observe.decided(RULES, declined)
         self._observe.scored("rules", time.perf_counter() - started)
         return decisions
 
