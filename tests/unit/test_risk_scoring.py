@@ -17,7 +17,7 @@ from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh_payment.api import authorization_of
 from ordermesh_payment.domain import AuthorizationRequest, RiskSignals
-from ordermesh_payment.risk.events import Attempt, Item
+from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.models import Artifact, LogisticModel
 from ordermesh_payment.risk.scoring import (
@@ -51,10 +51,17 @@ class FakeFeatures:
             v[MANY_TOKENS] = float(self.tokens)
         return vectors
 
+    async def apply(self, conn: object, outcomes: Sequence[PaymentOutcome]) -> None:
+        self.applied = list(outcomes)
+
 
 class Sessions:
     @asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
+        yield None
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[None]:
         yield None
 
 
@@ -239,3 +246,15 @@ async def test_challengers_score_every_batch_in_shadow_without_acting() -> None:
             break
         await asyncio.sleep(0.01)
     assert shadowed == [(challenger.version, True)] * 5
+
+
+async def test_recorded_outcomes_feed_the_features_and_report_their_freshness() -> None:
+    lags: list[float] = []
+    features = FakeFeatures(DEFINITION)
+    scorer = RiskScorer(Sessions(), features, None, 1.0, RiskObserver(freshness=lags.append))  # type: ignore[arg-type]
+    decided_at = int(time.time() * 1000) - 2000  # decided two seconds ago
+    outcomes = [PaymentOutcome(replace(a, at_ms=decided_at), False) for a in _attempts(3)]
+    await scorer.record(outcomes)
+    assert features.applied == outcomes
+    assert len(lags) == 3
+    assert all(lag >= 2.0 for lag in lags)

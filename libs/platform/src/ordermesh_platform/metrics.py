@@ -73,6 +73,11 @@ RISK_DECISIONS = Counter(
     "Risk decisions that acted, by variant (champion, challenger, rules) and decision.",
     ["variant", "decision"],
 )  # fmt: skip
+RISK_FEATURE_FRESHNESS = Histogram(
+    "ordermesh_risk_feature_freshness_seconds",
+    "From a payment's risk decision to its outcome being visible in the features.",
+    buckets=LATENCY_BUCKETS,
+)
 RISK_SHADOW_DECISIONS = Counter(
     "ordermesh_risk_shadow_decisions_total",
     "What each challenger would have decided in shadow, by model version and decision.",

@@ -23,6 +23,7 @@ from ordermesh_platform.metrics import (
     PSP_LATENCY,
     RISK_DECISIONS,
     RISK_FALLBACKS,
+    RISK_FEATURE_FRESHNESS,
     RISK_SCORING,
     RISK_SHADOW_DECISIONS,
 )
@@ -61,6 +62,7 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
         shadowed=lambda version, declined: RISK_SHADOW_DECISIONS.labels(
             version, "decline" if declined else "approve"
         ).inc(),
+        freshness=RISK_FEATURE_FRESHNESS.observe,
     )
     return RiskScorer(
         sessions,

@@ -64,6 +64,8 @@ class RiskObserver:
     fallback: Callable[[str], None] = lambda reason: None
     decided: Callable[[str, bool], None] = lambda variant, declined: None
     shadowed: Callable[[str, bool], None] = lambda version, declined: None
+    # Seconds from a payment's decision to its outcome being visible in the features.
+    freshness: Callable[[float], None] = lambda seconds: None
 
 
 def load_model(path: str, schema_hash: str) -> Artifact | None:
@@ -230,3 +232,6 @@ class RiskScorer:
         if outcomes:
             async with self._sessions.begin() as conn:
                 await self.features.apply(conn, outcomes)
+            visible_ms = time.time() * 1000
+            for outcome in outcomes:
+                self._observe.freshness(max(0.0, visible_ms - outcome.at_ms) / 1000)
