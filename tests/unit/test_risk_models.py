@@ -110,7 +110,8 @@ def test_evaluate_reproduces_the_metrics_train_recorded_and_draws_the_plots(
         assert artifact.metrics["pr_auc"] == evaluated[kind]["pr_auc"]
         segments = {(s["segmentation"], s["segment"]) for s in evaluated[kind]["segments"]}
         assert ("customer", "returning") in segments
-    for picture in ("pr_curve.png", "cost_vs_threshold.png", "calibration.png", "segments.png"):
+    pictures = ("pr_curve.png", "cost_vs_threshold.png", "calibration.png", "segments.png")
+    for picture in (*pictures, "drift.png"):
         assert (trained / "evaluation" / picture).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -123,6 +124,9 @@ def test_an_artifact_carries_its_version_window_schema_and_metrics(trained: Path
     assert set(data["training_window"]) == {"since", "until", "labels_as_of"}
     assert {"expected_cost_minor", "pr_auc", "recall_at_1pct_fpr", "brier"} <= set(data["metrics"])
     assert data["model"]["model_text"].startswith("tree")  # LightGBM's text format
+    assert set(data["reference"]) == {"score", "features"}  # for drift (PSI)
+    assert set(data["reference"]["features"]) == set(DEFINITION.names)
+    assert "score" in data["metrics"]["psi_holdout"]
 
 
 def test_an_artifact_of_another_feature_schema_is_refused(trained: Path) -> None:

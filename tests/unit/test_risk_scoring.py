@@ -17,6 +17,7 @@ from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh_payment.api import authorization_of
 from ordermesh_payment.domain import AuthorizationRequest, RiskSignals
+from ordermesh_payment.risk.drift import reference
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.models import Artifact, LogisticModel
@@ -258,3 +259,20 @@ async def test_recorded_outcomes_feed_the_features_and_report_their_freshness() 
     assert features.applied == outcomes
     assert len(lags) == 3
     assert all(lag >= 2.0 for lag in lags)
+
+
+async def test_drift_is_measured_for_the_champion_on_its_recent_batches() -> None:
+    champion = _logistic(-8.0)
+    assert await _scorer(FakeFeatures(DEFINITION), champion)[0].drift_now() is None  # no ref
+    vectors = [DEFINITION.vector({}, a) for a in _attempts(20)]
+    champion.reference = reference(DEFINITION.names, vectors, champion.model.scores(vectors))
+    scorer, _ = _scorer(FakeFeatures(DEFINITION, tokens=9), champion)
+    assert await scorer.drift_now() is None  # nothing scored yet
+    await scorer.decide(_attempts(20))
+    measured = await scorer.drift_now()
+    assert measured is not None
+    version, psi = measured
+    assert version == champion.version
+    # Every attempt now has 9 tokens where the reference saw 1: that feature moved.
+    assert psi["features"]["customer_distinct_tokens_24h"] > 0.25
+    assert psi["features"]["amount_log"] < 0.01

@@ -78,6 +78,17 @@ RISK_FEATURE_FRESHNESS = Histogram(
     "From a payment's risk decision to its outcome being visible in the features.",
     buckets=LATENCY_BUCKETS,
 )
+RISK_SCORE_PSI = Gauge(
+    "ordermesh_risk_score_psi",
+    "PSI of the champion's recent scores against its training reference "
+    "(0.1: moving, 0.25: shifted).",
+    ["version"],
+)  # fmt: skip
+RISK_FEATURE_PSI = Gauge(
+    "ordermesh_risk_feature_psi",
+    "PSI of each feature's recent values against the champion's training reference.",
+    ["feature"],
+)  # fmt: skip
 RISK_SHADOW_DECISIONS = Counter(
     "ordermesh_risk_shadow_decisions_total",
     "What each challenger would have decided in shadow, by model version and decision.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -24,6 +24,8 @@ from ordermesh_platform.metrics import (
     RISK_DECISIONS,
     RISK_FALLBACKS,
     RISK_FEATURE_FRESHNESS,
+    RISK_FEATURE_PSI,
+    RISK_SCORE_PSI,
     RISK_SCORING,
     RISK_SHADOW_DECISIONS,
 )
@@ -74,6 +76,20 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
     )
 
 
+def _drift_gauges(risk: RiskScorer) -> Callable[[], Awaitable[None]]:
+    async def publish() -> None:
+        measured = await risk.drift_now()
+        if measured is None:
+            return
+        version, psi = measured
+        RISK_SCORE_PSI.clear()  # only the champion in use
+        RISK_SCORE_PSI.labels(version).set(psi["score"])
+        for feature, value in psi["features"].items():
+            RISK_FEATURE_PSI.labels(feature).set(value)
+
+    return publish
+
+
 @asynccontextmanager
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
@@ -90,6 +106,13 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
             (
                 "risk-champion",
                 run_periodically("risk-champion", watch.check, settings.risk_registry_poll_s),
+            )
+        )
+    if risk is not None:
+        workers.append(
+            (
+                "risk-drift",
+                run_periodically("risk-drift", _drift_gauges(risk), settings.risk_drift_interval_s),
             )
         )
     async with background(*workers):

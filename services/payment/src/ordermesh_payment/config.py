@@ -47,3 +47,6 @@ class PaymentSettings(RelaySettings):
         description="Share of customers (by a stable hash of the id) whose payments the "
         "newest challenger decides instead of the champion (A/B); 0: challengers only shadow.",
     )
+    risk_drift_interval_s: float = Field(
+        30.0, gt=0, description="How often the PSI gauges of the champion are recomputed."
+    )

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ordermesh_payment.risk.dataset import Labelled
+from ordermesh_payment.risk.drift import PSI_MOVING, PSI_SHIFTED, drift, psi, shares
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.gate import SegmentRates, segment_rates
 from ordermesh_payment.risk.metrics import Costs, decision_costs, evaluate_scores
@@ -48,7 +50,8 @@ def evaluate_folder(
     settings: TrainingSettings,
     min_segment_genuine: int = 100,
 ) -> list[dict[str, Any]]:
-    """Score the holdout of ``events_folder`` with each artifact at its own threshold;
+    """Score the holdout of ``events_folder`` with each artifact at its own threshold
+    (and every week of the log, for drift);
     write evaluation.json (with per-segment rates) and the plots into ``out``; returns
     one line per model."""
     artifacts = load_artifacts(models_folder, definition)
@@ -75,12 +78,22 @@ def evaluate_folder(
         for s in scored
     }
     plot_segments(segments, out / "segments.png")
+    weekly = {
+        s.artifact.kind: weekly_score_psi(s.artifact, data) for s in scored if s.artifact.reference
+    }
+    plot_drift(weekly, out / "drift.png")
+    psi = {
+        s.artifact.kind: drift(s.artifact.reference, s.artifact.feature_names, vectors, s.scores)
+        for s in scored
+        if s.artifact.reference
+    }
     table = [
         {
             "kind": s.artifact.kind,
             "version": s.artifact.version,
             **s.metrics,
             "segments": [asdict(r) for r in segments[s.artifact.kind]],
+            "psi": psi.get(s.artifact.kind, {}),
         }
         for s in scored
     ]
@@ -196,6 +209,44 @@ def plot_segments(segments: dict[str, list[SegmentRates]], path: Path) -> None:
     ax.set_yscale("symlog", linthresh=0.1)
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+WEEK_MS = 7 * 86_400_000
+
+
+def weekly_score_psi(artifact: Artifact, data: Labelled) -> list[tuple[int, float]]:
+    """(week number since the first order, score PSI against the training reference)
+    for every week of the labelled log."""
+    ref = artifact.reference["score"]
+    if not data.rows:
+        return []
+    first = data.rows[0].attempt.at_ms
+    weeks: dict[int, list[list[float]]] = {}
+    for row in data.rows:
+        weeks.setdefault((row.attempt.at_ms - first) // WEEK_MS, []).append(row.vector)
+    return [
+        (week, psi(ref["shares"], shares(artifact.model.scores(vectors), ref["edges"])))
+        for week, vectors in sorted(weeks.items())
+    ]
+
+
+def plot_drift(weekly: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for kind, points in weekly.items():
+        ax.plot([w for w, _ in points], [v for _, v in points], "o-", label=kind)
+    ax.axhline(PSI_MOVING, color="orange", linestyle=":", label=f"moving ({PSI_MOVING})")
+    ax.axhline(PSI_SHIFTED, color="red", linestyle=":", label=f"shifted ({PSI_SHIFTED})")
+    ax.set(
+        xlabel="week of the log",
+        ylabel="score PSI against training",
+        title="Score drift by week",
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

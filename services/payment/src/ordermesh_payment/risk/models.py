@@ -229,6 +229,8 @@ class Artifact:
     threshold: float  # decline at or above
     training_window: dict[str, str]  # since, until, labels_as_of (ISO 8601)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Score and feature distributions on the training rows, for PSI (risk/drift.py).
+    reference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -252,6 +254,7 @@ class Artifact:
             "threshold": self.threshold,
             "training_window": self.training_window,
             "metrics": self.metrics,
+            "reference": self.reference,
             "model": self.model.payload(),
         }
 
@@ -306,6 +309,7 @@ def parse_artifact(text: str, path: str, expected_schema_hash: str | None = None
         artifact = Artifact(
             model, names, schema, float(data["threshold"]), dict(data["training_window"]),
             dict(data.get("metrics", {})),
+            dict(data.get("reference", {})),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, ArtifactError):

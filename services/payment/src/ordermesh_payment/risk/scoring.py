@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ordermesh_payment.risk.drift import drift
 from ordermesh_payment.risk.events import Attempt, PaymentOutcome
 from ordermesh_payment.risk.feature_store import FeatureStore
 from ordermesh_payment.risk.models import (
@@ -95,6 +97,7 @@ class RiskScorer:
         budget_s: float,
         observer: RiskObserver | None = None,
         challenger_share: float = 0.0,
+        recent_rows: int = 5000,
     ) -> None:
         self._sessions = sessions
         self.features = features
@@ -108,13 +111,17 @@ class RiskScorer:
         # the rules. Shadow scoring likewise: one at a time, skipped while busy.
         self._running: asyncio.Future[list[list[float]]] | None = None
         self._shadow: asyncio.Future[list[list[float]]] | None = None
+        # The champion's latest inputs and scores, for drift (``drift_now``).
+        self._recent: deque[tuple[list[float], float]] = deque(maxlen=recent_rows)
 
     def use_model(self, model: Artifact | None) -> None:
         """Swap the champion (a promotion or a rollback); the next batch uses it."""
-        self.model = model
+        self.use_models(model, self.challengers)
 
     def use_models(self, champion: Artifact | None, challengers: Sequence[Artifact]) -> None:
         """Swap the champion and the challengers (oldest first) at once."""
+        if champion is not self.model:
+            self._recent.clear()  # drift is measured for the model in use
         self.model = champion
         self.challengers = tuple(challengers)
 
@@ -152,6 +159,11 @@ class RiskScorer:
                 RiskDecision(score, declined, model.threshold, model.version, "", variant)
             )
             self._observe.decided(variant, declined)
+        self._recent.extend(
+            (vector, score)
+            for vector, score, model in zip(vectors, scores, acting, strict=True)
+            if model is champion
+        )
         if challengers:
             self._score_in_shadow(challengers, vectors)
         return decisions
@@ -192,6 +204,23 @@ class RiskScorer:
             for i, value in zip(picked, model_scores, strict=True):
                 scores[i] = value
         return scores, ""
+
+    async def drift_now(self) -> tuple[str, dict[str, Any]] | None:
+        """The champion's version and the PSI of its recent scores and inputs against
+        its training reference; None without a champion, a reference or rows. The
+        arithmetic runs in a thread: the event loop serves payments meanwhile."""
+        champion = self.model
+        if champion is None or not champion.reference or not self._recent:
+            return None
+        rows = list(self._recent)  # a snapshot: batches go on adding to the window
+        measured = await asyncio.to_thread(
+            drift,
+            champion.reference,
+            champion.feature_names,
+            [vector for vector, _ in rows],
+            [score for _, score in rows],
+        )
+        return champion.version, measured
 
     def _score_in_shadow(self, challengers: Sequence[Artifact], vectors: list[list[float]]) -> None:
         """Every challenger scores the batch off the path; only metrics come of it. A

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ordermesh_payment.risk.dataset import Labelled, Row, labelled, replay
+from ordermesh_payment.risk.drift import drift, reference
 from ordermesh_payment.risk.events import EVENTS_FILE, Event, read_events
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.metrics import Costs, cheapest_threshold, evaluate_scores
@@ -184,8 +185,21 @@ def train(
             "margin_rate": costs.margin_rate,
             "chargeback_fee_minor": costs.chargeback_fee_minor,
         }
-        artifacts.append(Artifact(model, names, definition.schema_hash, threshold, window, metrics))
+        fit_vectors = [r.vector for r in split.fit.rows]
+        ref = reference(names, fit_vectors, model.scores(fit_vectors))
+        metrics["psi_holdout"] = _psi_summary(
+            drift(ref, names, [r.vector for r in split.holdout.rows], holdout_scores)
+        )
+        artifacts.append(
+            Artifact(model, names, definition.schema_hash, threshold, window, metrics, ref)
+        )
     return artifacts
+
+
+def _psi_summary(measured: dict[str, Any], top: int = 5) -> dict[str, Any]:
+    """The score's PSI and the features that moved most."""
+    features = sorted(measured["features"].items(), key=lambda kv: -kv[1])[:top]
+    return {"score": measured["score"], "top_features": dict(features)}
 
 
 def comparison(artifacts: Sequence[Artifact]) -> list[dict[str, Any]]:
