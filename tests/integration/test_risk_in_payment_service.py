@@ -5,6 +5,7 @@ unusable, and the features fed by the outcomes."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -255,3 +256,29 @@ def test_promote_refuses_a_challenger_biased_against_new_customers(
     assert f'"version": "{lenient.version}"' in listed
     assert listed.count('"role": "champion"') == 1
     assert listed.index(lenient.version) < listed.index('"role": "champion"')
+
+
+async def test_the_decision_log_replays_to_the_scored_features_except_within_a_batch(
+    pg_database: str,
+) -> None:
+    async with _payment(pg_database) as stub:
+        for i in range(3):  # one order at a time: each sees the one before
+            await stub.AuthorizePaymentBatch(
+                pb.AuthorizePaymentBatchRequest(requests=[_authorize(f"s{i}", f"tok-s{i}")])
+            )
+        # Two orders of one customer in one batch: both scored from the state before it.
+        await stub.AuthorizePaymentBatch(
+            pb.AuthorizePaymentBatchRequest(
+                requests=[
+                    _authorize("t1", "tok-t1", "c-batch"),
+                    _authorize("t2", "tok-t2", "c-batch"),
+                ]
+            )
+        )
+    result = CliRunner().invoke(app, ["risk", "skew", "--database-url", pg_database])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index('{\n  "decisions"') :])
+    assert report["decisions"] == 5
+    # Only the second order of the shared batch saw less than the replay does.
+    assert report["decisions_with_skew"] == 1
+    assert report["features"]["customer_count_10m"] == [1, 1.0]

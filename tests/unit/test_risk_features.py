@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ordermesh_payment.risk.dataset import labelled, replay
+from ordermesh_payment.risk.decision_log import skew
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import EntityKey, EntityState, entity_keys
 from ordermesh_payment.risk.settings import RiskSettings
@@ -120,3 +121,12 @@ def test_only_matured_authorized_attempts_are_labelled_and_by_chargebacks_known_
 def test_the_schema_hash_follows_the_parameters_of_the_definition() -> None:
     assert replace(DEFINITION, prior_amount_minor=1).schema_hash != DEFINITION.schema_hash
     assert RiskSettings().feature_definition().schema_hash == DEFINITION.schema_hash
+
+
+def test_skew_is_zero_for_vectors_scored_one_decision_at_a_time() -> None:
+    rows = replay(EVENTS, DEFINITION)[:300]
+    logged = [(PaymentOutcome(r.attempt, r.declined), list(r.vector)) for r in rows]
+    report = skew(logged, DEFINITION)
+    assert (report.decisions, report.decisions_with_skew, report.features) == (300, 0, {})
+    tampered = [(o, [v + 1 if i == 0 else v for i, v in enumerate(f)]) for o, f in logged[:10]]
+    assert skew(tampered + logged[10:], DEFINITION).features == {DEFINITION.names[0]: (10, 1.0)}

@@ -60,6 +60,8 @@ class RiskTools(Protocol):
 
     def models(self, database_url: str | None) -> list[dict[str, object]]: ...
 
+    def skew(self, database_url: str | None) -> dict[str, object]: ...
+
 
 def load_risk_tools() -> RiskTools:
     for entry in entry_points(group="ordermesh.risk", name="tools"):
@@ -229,3 +231,11 @@ def list_models(database_url: DatabaseOption = None) -> None:
     """The registered models and their roles."""
     with _refusals():
         _print(load_risk_tools().models(database_url))
+
+
+@risk_app.command()
+def skew(database_url: DatabaseOption = None) -> None:
+    """Replay payment's decision log through the feature definition and report, per
+    feature, the decisions whose online features differ from the replay."""
+    with _refusals():
+        _print(load_risk_tools().skew(database_url))

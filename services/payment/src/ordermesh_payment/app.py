@@ -10,12 +10,13 @@ from ordermesh_messaging.relay import relay_workers
 from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
+from ordermesh_payment.risk.decision_log import DecisionLog
 from ordermesh_payment.risk.feature_store import FeatureStore
 from ordermesh_payment.risk.registry import ModelRegistry, RegistryWatch
 from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.simulated_psp import SimulatedProvider
-from ordermesh_payment.store import outbox, risk_features, risk_models
+from ordermesh_payment.store import outbox, risk_decisions, risk_features, risk_models
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.metrics import (
@@ -73,6 +74,7 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
         settings.risk_budget_s,
         observer,
         settings.risk_challenger_share,
+        decision_log=DecisionLog(risk_decisions),
     )
 
 

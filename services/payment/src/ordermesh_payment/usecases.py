@@ -32,7 +32,7 @@ from ordermesh_payment.domain import (
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
 from ordermesh_payment.risk.events import Attempt, PaymentOutcome
-from ordermesh_payment.risk.scoring import RiskScorer
+from ordermesh_payment.risk.scoring import RiskDecision, RiskScorer
 from ordermesh_payment.store import PaymentStore, outbox
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import (
@@ -339,8 +339,9 @@ class Payments:
         outcomes, to_ask = await self._record_intents(requests)
         moves: list[Move] = []
         attempts: dict[str, Attempt] = {}
+        decisions: dict[str, RiskDecision] = {}
         if self._risk is not None and to_ask:
-            to_ask, moves, attempts = await self._screen(self._risk, to_ask)
+            to_ask, moves, attempts, decisions = await self._screen(self._risk, to_ask)
         asked = await self._bounded(
             self._ask_to_authorize(request, intent, deadline) for request, intent in to_ask
         )
@@ -351,7 +352,7 @@ class Payments:
                 moves.append((intent, answer))
         recorded = await self._record(moves)
         if self._risk is not None and attempts:
-            await self._record_risk(self._risk, attempts, moves)
+            await self._record_risk(self._risk, attempts, decisions, moves)
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
         for _, after in moves:
             outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
@@ -359,9 +360,14 @@ class Payments:
 
     async def _screen(
         self, risk: RiskScorer, to_ask: list[tuple[AuthorizationRequest, Payment]]
-    ) -> tuple[list[tuple[AuthorizationRequest, Payment]], list[Move], dict[str, Attempt]]:
+    ) -> tuple[
+        list[tuple[AuthorizationRequest, Payment]],
+        list[Move],
+        dict[str, Attempt],
+        dict[str, RiskDecision],
+    ]:
         """Score the batch at once: the intents still to ask the provider about, the
-        moves of those declined by risk, and the attempts as scored."""
+        moves of those declined by risk, and the attempts and decisions by order."""
         at_ms = int(time.time() * 1000)
         attempts = {intent.order_id: _attempt(request, at_ms) for request, intent in to_ask}
         decisions = await risk.decide(list(attempts.values()))
@@ -374,21 +380,24 @@ class Payments:
                 )
             else:
                 keep.append((request, intent))
-        return keep, refused, attempts
+        return keep, refused, attempts, dict(zip(attempts, decisions, strict=True))
 
     @staticmethod
     async def _record_risk(
-        risk: RiskScorer, attempts: Mapping[str, Attempt], moves: Sequence[Move]
+        risk: RiskScorer,
+        attempts: Mapping[str, Attempt],
+        decisions: Mapping[str, RiskDecision],
+        moves: Sequence[Move],
     ) -> None:
-        """Feed the outcomes to the features. Best effort: a payment is never failed
-        because its history could not be written."""
+        """Feed the outcomes to the features and log the decisions. Best effort: a
+        payment is never failed because its history could not be written."""
         outcomes = [
             PaymentOutcome(attempts[after.order_id], after.state is PaymentState.DECLINED)
             for _, after in moves
             if after.order_id in attempts
         ]
         try:
-            await risk.record(outcomes)
+            await risk.record(outcomes, decisions)
         except Exception:
             log.exception("risk features not updated", payments=len(outcomes))
 

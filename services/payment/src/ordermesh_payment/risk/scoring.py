@@ -15,11 +15,12 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ordermesh_payment.risk.decision_log import DecisionLog
 from ordermesh_payment.risk.drift import drift
 from ordermesh_payment.risk.events import Attempt, PaymentOutcome
 from ordermesh_payment.risk.feature_store import FeatureStore
@@ -56,6 +57,7 @@ class RiskDecision:
     model_version: str  # the model that decided; "rules" when the rules did
     fallback: str  # why the rules decided instead of the model; "" when it did not
     variant: str = CHAMPION  # champion, challenger, or rules
+    features: tuple[float, ...] = ()  # the vector scored (the decision log keeps it)
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,10 @@ class RiskScorer:
         observer: RiskObserver | None = None,
         challenger_share: float = 0.0,
         recent_rows: int = 5000,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self._sessions = sessions
+        self._decision_log = decision_log
         self.features = features
         self.model = model
         self.challengers: tuple[Artifact, ...] = ()
@@ -152,11 +156,13 @@ class RiskScorer:
         if scores is None:
             return self._by_rules(vectors, fallback)
         decisions = []
-        for model, score in zip(acting, scores, strict=True):
+        for model, score, vector in zip(acting, scores, vectors, strict=True):
             variant = CHAMPION if model is champion else CHALLENGER
             declined = score >= model.threshold
             decisions.append(
-                RiskDecision(score, declined, model.threshold, model.version, "", variant)
+                RiskDecision(
+                    score, declined, model.threshold, model.version, "", variant, tuple(vector)
+                )
             )
             self._observe.decided(variant, declined)
         self._recent.extend(
@@ -251,16 +257,27 @@ class RiskScorer:
         for vector in vectors:
             score = self._rules.score(vector)
             declined = score >= RULES_THRESHOLD
-            decisions.append(RiskDecision(score, declined, RULES_THRESHOLD, RULES, fallback, RULES))
+            decisions.append(
+                RiskDecision(
+                    score, declined, RULES_THRESHOLD, RULES, fallback, RULES, tuple(vector)
+                )
+            )
             self._observe.decided(RULES, declined)
         self._observe.scored("rules", time.perf_counter() - started)
         return decisions
 
-    async def record(self, outcomes: Sequence[PaymentOutcome]) -> None:
-        """Move the feature states with the batch's outcomes (one transaction)."""
+    async def record(
+        self,
+        outcomes: Sequence[PaymentOutcome],
+        decisions: Mapping[str, RiskDecision] | None = None,
+    ) -> None:
+        """Move the feature states with the batch's outcomes and log its decisions (by
+        order id), in one transaction."""
         if outcomes:
             async with self._sessions.begin() as conn:
                 await self.features.apply(conn, outcomes)
+                if self._decision_log is not None and decisions:
+                    await self._decision_log.add(conn, outcomes, decisions)
             visible_ms = time.time() * 1000
             for outcome in outcomes:
                 self._observe.freshness(max(0.0, visible_ms - outcome.at_ms) / 1000)

@@ -188,3 +188,17 @@ def models(database_url: str | None) -> list[dict[str, object]]:
         return [asdict(m) for m in await registry.models(conn)]
 
     return asyncio.run(_in_registry(database_url, use))
+
+
+def skew(database_url: str | None) -> dict[str, object]:
+    """Compare the features payment-service scored with a replay of its decision log."""
+    from ordermesh_payment.risk.decision_log import DecisionLog
+    from ordermesh_payment.risk.decision_log import skew as measure
+    from ordermesh_payment.store import risk_decisions
+
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        logged = await DecisionLog(risk_decisions).entries(conn)
+        report = measure(logged, RiskSettings().feature_definition())
+        return asdict(report)
+
+    return asyncio.run(_in_registry(database_url, use))

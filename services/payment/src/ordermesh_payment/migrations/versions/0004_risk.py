@@ -1,4 +1,4 @@
-"""risk: the feature states and the model registry
+"""risk: the feature states, the model registry and the decision log
 
 Revision ID: 0004
 Revises: 0003
@@ -36,8 +36,24 @@ def upgrade() -> None:
         sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("version"),
     )
+    op.create_table(
+        "risk_decisions",
+        sa.Column("order_id", sa.String(length=64), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("variant", sa.String(length=16), nullable=False),
+        sa.Column("model_version", sa.String(length=64), nullable=False),
+        sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("threshold", sa.Float(), nullable=False),
+        sa.Column("risk_declined", sa.Boolean(), nullable=False),
+        sa.Column("fallback", sa.String(length=16), nullable=False),
+        sa.Column("declined", sa.Boolean(), nullable=False),
+        sa.Column("attempt", sa.Text(), nullable=False),
+        sa.Column("features", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("order_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("risk_decisions")
     op.drop_table("risk_models")
     op.drop_table("risk_feature_state")
