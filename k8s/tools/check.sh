@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make k8s-check`: lint and validate the Helm chart and the Dockerfile, offline.
 #
-#   1. helm lint --strict, with the default values and every k8s/examples/*.yaml
+#   1. helm lint --strict, with the default values, every k8s/examples/*.yaml, and
+#      the overlays (values-mtls, values-platform) on top of values-production
 #   2. helm template with the same value sets
 #   3. every rendered object validated by kubernetes-validate (strict) for each
-#      Kubernetes version of K8S_KUBE_VERSIONS; KafkaTopic, ServiceMonitor and Certificate
-#      against the schemas in k8s/tools/crd-schemas/
+#      Kubernetes version of K8S_KUBE_VERSIONS; the custom resources (KafkaTopic,
+#      ServiceMonitor, PrometheusRule, Certificate, ScaledObject, GRPCRoute) against
+#      the schemas in k8s/tools/crd-schemas/; the alerts' expressions as PromQL
 #   4. hadolint Dockerfile
 #
 # Quiet on success apart from a short summary; any problem prints its output and
@@ -45,15 +47,24 @@ value_sets=(default)
 for f in "$root"/k8s/examples/*.yaml; do
     [[ -e "$f" ]] && value_sets+=("$f")
 done
+# The overlays as they are meant to be used: on top of the production values.
+examples="$root/k8s/examples"
+for overlay in values-mtls values-platform; do
+    [[ -e "$examples/$overlay.yaml" ]] &&
+        value_sets+=("$examples/values-production.yaml+$examples/$overlay.yaml")
+done
 
 rendered=()
 for set in "${value_sets[@]}"; do
-    if [[ "$set" == default ]]; then
-        name=default
-        args=()
-    else
-        name="$(basename "$set" .yaml)"
-        args=(--values "$set")
+    name=default
+    args=()
+    if [[ "$set" != default ]]; then
+        IFS=+ read -r -a files <<<"$set"
+        name=""
+        for f in "${files[@]}"; do
+            name+="${name:++}$(basename "$f" .yaml)"
+            args+=(--values "$f")
+        done
     fi
     run "helm lint ($name)" "$helm" lint --strict "$chart" "${args[@]}"
     run "helm template ($name)" "$helm" template ordermesh "$chart" --namespace ordermesh \
@@ -61,7 +72,9 @@ for set in "${value_sets[@]}"; do
     cp "$out/log" "$out/$name.yaml"
     rendered+=("$out/$name.yaml")
 done
-echo "k8s-check: helm lint --strict and helm template ok for: ${value_sets[*]##*/}"
+names=()
+for set in "${value_sets[@]}"; do names+=("$(basename "${set//+*\//+}")"); done
+echo "k8s-check: helm lint --strict and helm template ok for: ${names[*]}"
 
 k_args=()
 for v in "${versions[@]}"; do k_args+=(-k "$v"); done

@@ -4,8 +4,10 @@ Built-in kinds are validated with kubernetes-validate (strict: unknown fields ar
 errors) against every Kubernetes version given. Unlike the kubernetes-validate
 command, a kind/apiVersion without a schema for a version is an error here (the
 command only warns), so an API removed in a later Kubernetes fails the check.
-Custom resources (KafkaTopic, ServiceMonitor, Certificate) are validated against the schemas
-bundled in k8s/tools/crd-schemas/. Objects are also checked for duplicates.
+Custom resources (KafkaTopic, ServiceMonitor, PrometheusRule, Certificate,
+ScaledObject, GRPCRoute) are validated against the schemas
+bundled in k8s/tools/crd-schemas/, and a PrometheusRule's expressions must parse as
+PromQL. Objects are also checked for duplicates, and mappings for a key given twice.
 
 Run with the tools' Python: .tools/k8s/bin/python k8s/tools/validate_manifests.py
     -k 1.29.0 -k 1.33.0 rendered.yaml [more.yaml ...]
@@ -21,10 +23,27 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import promql_parser
 import yaml
 from kubernetes_validate import utils as kv
 
 CRD_SCHEMA_DIR = Path(__file__).resolve().parent / "crd-schemas"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML parsers keep
+    either one, and the API server's strict field validation refuses the object."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
@@ -42,10 +61,23 @@ def describe(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{meta.get('name')} ({obj.get('apiVersion')})"
 
 
+def promql_errors(obj: dict[str, Any]) -> list[str]:
+    """Every rule expression of a PrometheusRule that is not PromQL."""
+    errors: list[str] = []
+    for group in (obj.get("spec") or {}).get("groups") or []:
+        for rule in group.get("rules") or []:
+            name = rule.get("alert") or rule.get("record")
+            try:
+                promql_parser.parse(str(rule.get("expr", "")))
+            except ValueError as err:
+                errors.append(f"{describe(obj)}: rule {name}: not PromQL: {err}")
+    return errors
+
+
 def validate_file(path: Path, versions: list[str], crds: dict[tuple[str, str], Any]) -> list[str]:
     errors: list[str] = []
     try:
-        objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+        objects = [o for o in yaml.load_all(path.read_text(), Loader=StrictLoader) if o]
     except yaml.YAMLError as exc:
         return [f"{path}: not YAML: {exc}"]
     if not objects:
@@ -70,6 +102,8 @@ def validate_file(path: Path, versions: list[str], crds: dict[tuple[str, str], A
                 errors.append(
                     f"{path}: {describe(obj)}: {where}: {err.message} (bundled CRD schema)"
                 )
+            if obj["kind"] == "PrometheusRule":
+                errors += [f"{path}: {e}" for e in promql_errors(obj)]
             continue
         for version in versions:
             try:

@@ -40,6 +40,7 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
         base_port=free_port_block(4),
         levels=(2,),
         level_s=1.0,
+        telemetry_pairs=1,
         open_loop_s=1.0,
         raw_sql_s=1.0,
         events=300,
@@ -62,6 +63,9 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     assert {"order/order_insert", "order/reserve_stock", "order/authorize_payment"} <= set(hops)
     assert all(hop["mean_size"] >= 1 for hop in hops.values())
     assert report["machine"]["cores"] >= 1
+    telemetry = report["telemetry_cost"]
+    assert [len(telemetry["runs"][side]) for side in ("off", "on")] == [1, 1]
+    assert telemetry["cpu_ms_per_order_on"] > 0 and telemetry["cpu_ms_per_order_off"] > 0
     assert (tmp_path / "latest.png").stat().st_size > 0
 
 

@@ -23,6 +23,7 @@ from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_messaging.relay import OutboxRelay
 from ordermesh_messaging.settings import RelaySettings
+from ordermesh_messaging.unit_of_work import UnitsOfWork
 from ordermesh_order.domain import Order, PlaceOrder
 from ordermesh_order.store import OrderRepository, orders, outbox
 from ordermesh_platform.db import Transactions, create_engine
@@ -79,8 +80,9 @@ async def test_a_failure_before_commit_leaves_neither_the_change_nor_its_event(
     order = Order.place(str(uuid.uuid4()), PlaceOrder.validated("c", "k", [("A", 1)], "EUR", "t"))
 
     async def write_then_fail() -> None:
-        async with Transactions(engine).begin() as session:
-            await OrderRepository(session).add(order, "me", order.created_at)
+        async with UnitsOfWork(Transactions(engine), outbox).begin() as work:
+            await OrderRepository(work.connection).add(order, "me", order.created_at)
+            work.record(order.pull_events())
             raise RuntimeError("injected failure after the domain write, before commit")
 
     with pytest.raises(RuntimeError, match="injected"):

@@ -13,6 +13,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "k8s" / "ordermesh"
 PRODUCTION_VALUES = REPO / "k8s" / "examples" / "values-production.yaml"
+# Every option that adapts the chart to a platform switched on (an overlay).
+PLATFORM_VALUES = REPO / "k8s" / "examples" / "values-platform.yaml"
 EDGES_VALUES = Path(__file__).resolve().parent / "values-edges.yaml"
 RELEASE = "om"
 NAMESPACE = "shop"
@@ -62,8 +64,24 @@ def run_helm_template(
     )
 
 
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML parsers keep
+    either one, and the API server's strict field validation refuses the object."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse(stdout: str) -> list[Manifest]:
-    return [doc for doc in yaml.safe_load_all(stdout) if doc]
+    return [doc for doc in yaml.load_all(stdout, Loader=StrictLoader) if doc]
 
 
 def of_kind(objects: list[Manifest], kind: str) -> list[Manifest]:

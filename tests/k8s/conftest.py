@@ -18,6 +18,7 @@ import yaml
 from tests.k8s.chart import (
     CHART,
     EDGES_VALUES,
+    PLATFORM_VALUES,
     PRODUCTION_VALUES,
     Manifest,
     Render,
@@ -71,6 +72,12 @@ def default_objects(render: Render) -> list[Manifest]:
 @pytest.fixture(scope="session")
 def production_objects(render: Render) -> list[Manifest]:
     return render(PRODUCTION_VALUES)
+
+
+@pytest.fixture(scope="session")
+def platform_objects(render: Render) -> list[Manifest]:
+    """The production values with every platform option on top."""
+    return render(PRODUCTION_VALUES, PLATFORM_VALUES)
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.chart import PRODUCTION_VALUES, Manifest, Render, RenderError, of_kind
+from tests.k8s.chart import (
+    PLATFORM_VALUES,
+    PRODUCTION_VALUES,
+    Manifest,
+    Render,
+    RenderError,
+    of_kind,
+)
 
 # (value that turns a feature off, kind of the objects that go with it). The base
-# is the production values file, where every feature is on.
+# is the production values with the platform overlay, where every feature is on
+# (test_k8s_platform.py switches off the options that add to other objects).
 FEATURE_SWITCHES: list[tuple[str, str]] = [
     ("defaults.autoscaling.enabled=false", "HorizontalPodAutoscaler"),
     ("defaults.pdb.enabled=false", "PodDisruptionBudget"),
@@ -18,6 +26,11 @@ FEATURE_SWITCHES: list[tuple[str, str]] = [
     ("kafka.topics.mode=startup", "KafkaTopic"),
     ("migrations.enabled=false", "Job"),
     ("tests.enabled=false", "Pod"),
+    ("notification.keda.enabled=false", "ScaledObject"),
+    ("prometheusRule.enabled=false", "PrometheusRule"),
+    ("grafanaDashboard.enabled=false", "ConfigMap"),
+    ("ingress.enabled=false", "Ingress"),
+    ("grpcRoute.enabled=false", "GRPCRoute"),
 ]
 
 # (values file content, what helm's schema error names)
@@ -38,19 +51,30 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("defaults:\n  resources:\n    limits:\n      memory: lots\n", "memory"),
     ("defaults:\n  image:\n    pullPolicy: Sometimes\n", "pullPolicy"),
     ("serviceMonitor:\n  interval: soon\n", "serviceMonitor.interval"),
+    ("notification:\n  keda:\n    minReplicas: 0\n", "notification.keda.minReplicas"),
+    ("prometheusRule:\n  alerts:\n    errorRate:\n      for: a while\n", "for"),
+    ("ingress:\n  hosts: [Orders_Example]\n", "ingress.hosts"),
+    ("grpcRoute:\n  parentRefs: [{namespace: gw}]\n", "name"),
+    ("defaults:\n  extraEnvFrom: [{secret: {name: s}}]\n", "secret"),
+    ("defaults:\n  autoscaling:\n    extraMetrics: [{type: Prometheus}]\n", "type"),
+    ("migrations:\n  ttlSecondsAfterFinished: -1\n", "ttlSecondsAfterFinished"),
+    ("commonLabels:\n  team: 7\n", "commonLabels.team"),
+    ("enabled: 'yes'\n", "enabled"),
 ]
 
 
 def kinds(objects: list[Manifest]) -> set[str]:
-    return {o["kind"] for o in objects}
+    """Kinds of the chart's own objects (extraObjects carry no chart label)."""
+    return {o["kind"] for o in objects if "helm.sh/chart" in (o["metadata"].get("labels") or {})}
 
 
 @pytest.mark.parametrize(("switch", "kind"), FEATURE_SWITCHES)
 def test_switching_a_feature_off_removes_its_objects(
     switch: str, kind: str, render: Render
 ) -> None:
-    assert kind in kinds(render(PRODUCTION_VALUES)), f"{kind} is not rendered with every feature on"
-    assert kind not in kinds(render(PRODUCTION_VALUES, sets=[switch]))
+    every = (PRODUCTION_VALUES, PLATFORM_VALUES)
+    assert kind in kinds(render(*every)), f"{kind} is not rendered with every feature on"
+    assert kind not in kinds(render(*every, sets=[switch]))
 
 
 def test_without_the_migration_jobs_the_services_migrate_at_start(render: Render) -> None:
@@ -88,6 +112,12 @@ def test_schema_rejects_bad_values(
     err = helm_template_error([], values=[values])
     assert "values don't meet the specifications of the schema" in err
     assert names in err
+
+
+def test_enabled_and_global_are_accepted_for_parent_charts(render: Render, tmp_path: Path) -> None:
+    values = tmp_path / "parent.yaml"
+    values.write_text("enabled: true\nglobal:\n  imageRegistry: registry.example.com\n")
+    assert of_kind(render(values), "Deployment")
 
 
 def test_a_service_without_a_database_is_rejected(helm_template_error: RenderError) -> None:

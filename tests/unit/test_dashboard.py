@@ -1,70 +1,27 @@
-"""The Grafana dashboard (k8s/dashboards/ordermesh-grafana.json) against the metrics the
-services declare (ordermesh_platform.metrics): every series it queries exists, every
-metric is on some panel, and every label it filters on is one the metric has."""
+"""The Grafana dashboard (k8s/ordermesh/dashboards/ordermesh-grafana.json) against the
+metrics the services declare (ordermesh_platform.metrics): every series it queries
+exists, every metric is on some panel, and every label it filters on is one the metric
+has, with a value the code sets."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.metrics import MetricWrapperBase
 
-from ordermesh_platform import metrics
+from tests.support.metrics_catalog import (
+    MATCHER,
+    METRIC_NAME,
+    SELECTOR,
+    all_series,
+    declared,
+    problems,
+    series_of,
+)
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "dashboards" / "ordermesh-grafana.json"
-
-# A metric name in PromQL: not part of a longer identifier, a label value such as
-# "ordermesh.orders.v1", or a string.
-METRIC_NAME = re.compile(r"(?<![\w.\"-])ordermesh_[A-Za-z0-9_:]+")
-# A selector: the metric name and what is between its braces.
-SELECTOR = re.compile(r"(ordermesh_[A-Za-z0-9_:]+)\{([^}]*)\}")
-MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
-
-# The series prometheus_client exposes for one declared metric, by its type. Counters
-# are declared without `_total` (the client strips it) and expose `_total`.
-SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "gauge": ("",),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("", "_sum", "_count", "_created"),
-}
-
-
-def _declared() -> dict[str, MetricWrapperBase]:
-    """Every metric object of ordermesh_platform.metrics, by its declared name."""
-    found: dict[str, MetricWrapperBase] = {}
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            for family in value.describe():
-                found[family.name] = value
-    return found
-
-
-def _series_of(metric: MetricWrapperBase) -> dict[str, tuple[str, ...]]:
-    """Exposed series name -> the labels a query may match on."""
-    labels = tuple(metric._labelnames)
-    series: dict[str, tuple[str, ...]] = {}
-    for family in metric.describe():
-        if family.type not in SUFFIXES:
-            raise AssertionError(f"{family.name}: no rule for metric type {family.type}")
-        for suffix in SUFFIXES[family.type]:
-            extra: tuple[str, ...] = ()
-            if suffix == "_bucket":
-                extra = ("le",)
-            elif family.type == "summary" and not suffix:
-                extra = ("quantile",)
-            series[family.name + suffix] = labels + extra
-    return series
-
-
-def _all_series() -> dict[str, tuple[str, ...]]:
-    series: dict[str, tuple[str, ...]] = {}
-    for metric in _declared().values():
-        series.update(_series_of(metric))
-    return series
+DASHBOARD = Path(__file__).resolve().parents[2] / "k8s/ordermesh/dashboards/ordermesh-grafana.json"
 
 
 def _dashboard() -> dict[str, Any]:
@@ -88,11 +45,11 @@ def _expressions(panel: dict[str, Any]) -> list[str]:
 
 
 def test_the_metrics_module_is_found() -> None:
-    declared = _declared()
-    assert "ordermesh_rpc_requests" in declared  # a counter, declared without _total
-    assert "ordermesh_rpc_duration_seconds" in declared
-    assert "ordermesh_psp_circuit_open" in declared
-    series = _all_series()
+    names = declared()
+    assert "ordermesh_rpc_requests" in names  # a counter, declared without _total
+    assert "ordermesh_rpc_duration_seconds" in names
+    assert "ordermesh_psp_circuit_open" in names
+    series = all_series()
     assert "ordermesh_rpc_requests_total" in series
     assert "ordermesh_rpc_duration_seconds_bucket" in series
     assert series["ordermesh_rpc_duration_seconds_bucket"][-1] == "le"
@@ -138,7 +95,7 @@ def test_panel_ids_are_unique() -> None:
 
 
 def test_every_metric_the_dashboard_queries_is_declared() -> None:
-    series = _all_series()
+    series = all_series()
     for panel in _panels(_dashboard()):
         for expr in _expressions(panel):
             names = METRIC_NAME.findall(expr)
@@ -147,25 +104,31 @@ def test_every_metric_the_dashboard_queries_is_declared() -> None:
             assert not unknown, f"{panel['title']}: {unknown} not in ordermesh_platform.metrics"
 
 
+def test_every_label_value_the_dashboard_matches_is_one_the_code_sets() -> None:
+    for panel in _panels(_dashboard()):
+        for expr in _expressions(panel):
+            assert not problems(expr), f"{panel['title']}: {problems(expr)}"
+
+
 def test_every_label_the_dashboard_matches_on_belongs_to_its_metric() -> None:
-    series = _all_series()
+    series = all_series()
     for panel in _panels(_dashboard()):
         for expr in _expressions(panel):
             for name, matchers in SELECTOR.findall(expr):
-                for label in MATCHER.findall(matchers):
+                for label, _op, _value in MATCHER.findall(matchers):
                     assert label in series[name], (
                         f"{panel['title']}: {name} has no label {label!r} "
                         f"(it has {', '.join(series[name]) or 'none'})"
                     )
 
 
-@pytest.mark.parametrize("declared", sorted(_declared()))
-def test_every_declared_metric_is_on_a_panel(declared: str) -> None:
-    exposed = set(_series_of(_declared()[declared]))
+@pytest.mark.parametrize("name", sorted(declared()))
+def test_every_declared_metric_is_on_a_panel(name: str) -> None:
+    exposed = set(series_of(declared()[name]))
     used = {
         name
         for panel in _panels(_dashboard())
         for expr in _expressions(panel)
         for name in METRIC_NAME.findall(expr)
     }
-    assert exposed & used, f"{declared} is on no panel (looked for {sorted(exposed)})"
+    assert exposed & used, f"{name} is on no panel (looked for {sorted(exposed)})"

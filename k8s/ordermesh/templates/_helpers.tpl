@@ -50,6 +50,34 @@ app.kubernetes.io/part-of: ordermesh
 {{- end }}
 
 {{/*
+The labels of an object (or with "pod" true, of a Deployment's pods), as one map:
+commonLabels, then the object's own ("extra"), then the chart's, which win so that
+no value can break a selector. Each key appears once.
+Usage: include "ordermesh.objectLabels" (dict "root" $ "component" "order" "extra" $cfg.podLabels) | nindent 4
+*/}}
+{{- define "ordermesh.objectLabels" -}}
+{{- $chart := include (ternary "ordermesh.podLabels" "ordermesh.labels" (default false .pod)) .root | fromYaml }}
+{{- with .component }}
+{{- $_ := set $chart "app.kubernetes.io/component" . }}
+{{- end }}
+{{- $all := deepCopy (.root.Values.commonLabels | default dict) }}
+{{- $all = mustMergeOverwrite $all (deepCopy (.extra | default dict)) }}
+{{- mustMergeOverwrite $all $chart | toYaml }}
+{{- end }}
+
+{{/*
+The annotations of an object's metadata, on their own lines at the metadata's indent:
+commonAnnotations and the object's own (which win), or nothing when both are empty.
+Usage: {{- include "ordermesh.metadataAnnotations" (dict "root" $ "extra" (dict "k" "v")) }}
+*/}}
+{{- define "ordermesh.metadataAnnotations" -}}
+{{- $all := mustMergeOverwrite (deepCopy (.root.Values.commonAnnotations | default dict)) (deepCopy (.extra | default dict)) }}
+{{- with $all }}
+{{- dict "annotations" . | toYaml | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 Labels of a Deployment's pods: no chart version, so that a chart upgrade that
 changes nothing in a pod does not restart it.
 */}}
@@ -178,28 +206,17 @@ Usage: include "ordermesh.otelEnv" (dict "root" $ "name" "order" "kind" "deploym
 {{- end }}
 {{- end }}
 
-{{/* Pod-level hardening shared by every pod of the chart (uid 10001 is the image's user). */}}
-{{- define "ordermesh.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{/*
+A pod's or container's securityContext from values (defaults.podSecurityContext,
+defaults.containerSecurityContext: the hardened defaults, uid 10001 being the image's
+user). A key set to null is left out (OpenShift's restricted SCC assigns the uid);
+the whole block set to null leaves the securityContext out.
+Usage: {{- include "ordermesh.securityContext" (dict "value" $cfg.podSecurityContext "indent" 6) }}
+*/}}
+{{- define "ordermesh.securityContext" -}}
+{{- with .value }}
+{{- dict "securityContext" . | toYaml | nindent (int $.indent) }}
 {{- end }}
-
-{{/* Container-level hardening shared by every container of the chart. */}}
-{{- define "ordermesh.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-privileged: false
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
 {{- end }}
 
 {{/* The only writable path: /tmp. */}}
@@ -307,4 +324,49 @@ cross the network in clear text) and the identity provider's keys.
 
 {{- define "ordermesh.authMountPath" -}}
 /etc/ordermesh/auth
+{{- end }}
+
+{{/* The topics notification-service consumes (ordermesh_notification.handler). */}}
+{{- define "ordermesh.notificationTopics" -}}
+ordermesh.orders.v1 ordermesh.payments.v1
+{{- end }}
+
+{{/*
+Values the chart removed or renamed, as path -> what to use instead. "serviceSettings"
+keys are looked for in `defaults` and in every services.<name>; "values" holds full
+paths (a.b.c). values.schema.json keeps accepting each removed key, so that this
+check, not a bare "additional property" error, is what a user sees. Keep an entry for
+as long as an upgrade from a release that had the key is supported.
+*/}}
+{{- define "ordermesh.removedValues" -}}
+serviceSettings:
+  extraEnvFromSecrets: >-
+    extraEnvFrom (since chart 0.2.0), a list of EnvFromSource objects:
+    [{secretRef: {name: <secret>}}, {configMapRef: {name: <configmap>}}]
+values: {}
+{{- end }}
+
+{{- define "ordermesh.checkRemovedValues" -}}
+{{- $removed := include "ordermesh.removedValues" . | fromYaml }}
+{{- $paths := deepCopy ($removed.values | default dict) }}
+{{- range $key, $use := $removed.serviceSettings }}
+{{- $_ := set $paths (printf "defaults.%s" $key) $use }}
+{{- range $name := splitList " " (include "ordermesh.serviceNames" $) }}
+{{- $_ := set $paths (printf "services.%s.%s" $name $key) $use }}
+{{- end }}
+{{- end }}
+{{- range $path := keys $paths | sortAlpha }}
+{{- $node := $.Values }}
+{{- $found := true }}
+{{- range $key := splitList "." $path }}
+{{- if and $found (kindIs "map" $node) (hasKey $node $key) }}
+{{- $node = index $node $key }}
+{{- else }}
+{{- $found = false }}
+{{- end }}
+{{- end }}
+{{- if $found }}
+{{- fail (printf "%s was removed from the chart: use %s" $path (index $paths $path | trim)) }}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -8,6 +8,9 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from ordermesh.common.v1 import money_pb2
+from ordermesh.events.v1 import events_pb2
+from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
 
@@ -251,3 +254,38 @@ def validate_reservation_request(
     v.check(0 <= ttl_s <= MAX_TTL_S, "ttl", f"must be 0-{MAX_TTL_S} seconds")
     v.raise_if_invalid()
     return tuple(sorted(lines, key=lambda x: x.sku))
+
+
+# -- the events a reservation's transitions raise -----------------------------------------
+
+
+def _event_lines(r: Reservation) -> list[events_pb2.EventLine]:
+    return [
+        events_pb2.EventLine(
+            sku=x.sku,
+            quantity=x.quantity,
+            unit_price=money_pb2.Money(amount_minor=x.unit_price_minor, currency=r.currency),
+        )
+        for x in r.lines
+    ]
+
+
+def reserved_event(r: Reservation) -> DomainEvent:
+    return DomainEvent(
+        "reservation",
+        r.order_id,
+        events_pb2.StockReserved(order_id=r.order_id, lines=_event_lines(r)),
+    )
+
+
+def committed_event(r: Reservation) -> DomainEvent:
+    return DomainEvent(
+        "reservation",
+        r.order_id,
+        events_pb2.StockCommitted(order_id=r.order_id, lines=_event_lines(r)),
+    )
+
+
+def released_event(r: Reservation, reason: str) -> DomainEvent:
+    payload = events_pb2.StockReleased(order_id=r.order_id, lines=_event_lines(r), reason=reason)
+    return DomainEvent("reservation", r.order_id, payload)

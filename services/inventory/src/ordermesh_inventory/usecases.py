@@ -6,10 +6,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from ordermesh.common.v1 import money_pb2
-from ordermesh.events.v1 import events_pb2
 from ordermesh_inventory.domain import (
     MAX_SKUS_PER_CALL,
     Adjustment,
@@ -19,7 +15,10 @@ from ordermesh_inventory.domain import (
     ReservationRequest,
     ReservationState,
     StockLevel,
+    committed_event,
     priced_lines,
+    released_event,
+    reserved_event,
     take_all,
     validate_adjustment,
     validate_order_id,
@@ -35,58 +34,41 @@ from ordermesh_inventory.store import (
     InventoryStore,
     outbox,
 )
-from ordermesh_messaging.events import DomainEvent
-from ordermesh_messaging.outbox import Outbox
+from ordermesh_messaging.unit_of_work import UnitOfWork, UnitsOfWork
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError, Validator
 from ordermesh_platform.faults import kill_at
 from ordermesh_platform.telemetry import untraced
 
 
-def _event_lines(r: Reservation) -> list[events_pb2.EventLine]:
-    return [
-        events_pb2.EventLine(
-            sku=x.sku,
-            quantity=x.quantity,
-            unit_price=money_pb2.Money(amount_minor=x.unit_price_minor, currency=r.currency),
-        )
-        for x in r.lines
-    ]
-
-
-def _event(r: Reservation, payload: object) -> DomainEvent:
-    return DomainEvent("reservation", r.order_id, payload)  # type: ignore[arg-type]
-
-
 class Inventory:
     def __init__(
         self, sessions: Transactions, default_ttl_s: float = 900.0, fault_point: str = ""
     ) -> None:
-        self._sessions = sessions
+        self._work = UnitsOfWork(sessions, outbox)
         self._default_ttl_s = default_ttl_s
-        self._outbox = Outbox(outbox)
         self._fault_point = fault_point
 
     async def upsert_product(self, product: Product) -> Product:
         validate_product(product)
-        async with self._sessions.begin() as session:
-            await InventoryStore(session).upsert_product(product)
+        async with self._work.begin() as work:
+            await InventoryStore(work.connection).upsert_product(product)
         return product
 
     async def list_products(self, skus: list[str]) -> list[Product]:
         validate_sku_list(skus, "skus", required=False)
-        async with self._sessions() as session:
+        async with self._work.read() as session:
             return await InventoryStore(session).list_products(skus, MAX_SKUS_PER_CALL)
 
     async def get_stock(self, skus: list[str]) -> list[StockLevel]:
         validate_sku_list(skus, "skus", required=True)
-        async with self._sessions() as session:
+        async with self._work.read() as session:
             return await InventoryStore(session).get_stock(skus)
 
     async def adjust_stock(self, adjustment: Adjustment) -> StockLevel:
         validate_adjustment(adjustment)
-        async with self._sessions.begin() as session:
-            store = InventoryStore(session)
+        async with self._work.begin() as work:
+            store = InventoryStore(work.connection)
             # Lock the SKU first: concurrent adjustments of one SKU queue here.
             level = await store.lock_stock(adjustment.sku)
             if not await store.record_adjustment(adjustment):
@@ -125,18 +107,18 @@ class Inventory:
             except InvalidArgument as error:
                 answers[i] = error
         if wanted:
-            async with self._sessions.begin() as session:
-                answers |= await self._reserve_valid(session, requests, wanted)
+            async with self._work.begin() as work:
+                answers |= await self._reserve_valid(work, requests, wanted)
             kill_at(self._fault_point, "after_reserve_commit")  # committed, not yet answered
         return [answers[i] for i in range(len(requests))]
 
     async def _reserve_valid(
         self,
-        session: AsyncConnection,
+        work: UnitOfWork,
         requests: Sequence[ReservationRequest],
         wanted: dict[int, tuple[ReservationLine, ...]],
     ) -> dict[int, Reservation | ServiceError]:
-        store = InventoryStore(session)
+        store = InventoryStore(work.connection)
         known = await store.get_reservations(sorted({requests[i].order_id for i in wanted}))
         skus = sorted(
             {x.sku for i in wanted if requests[i].order_id not in known for x in wanted[i]}
@@ -157,7 +139,7 @@ class Inventory:
         won = [r for order_id, r in winners.items() if order_id in claimed]
         await store.move((r.lines, RESERVE) for r in won)
         await store.add_lines(won)
-        await self._outbox.add(session, [_reserved_event(r) for r in won])
+        work.record(reserved_event(r) for r in won)
         return answers
 
     def _decide(
@@ -197,14 +179,14 @@ class Inventory:
         order id, in order; committing again answers the committed reservation."""
         answers, valid = _validated_order_ids(order_ids)
         if valid:
-            async with self._sessions.begin() as session:
-                answers |= await self._commit_valid(session, order_ids, valid)
+            async with self._work.begin() as work:
+                answers |= await self._commit_valid(work, order_ids, valid)
         return [answers[i] for i in range(len(order_ids))]
 
     async def _commit_valid(
-        self, session: AsyncConnection, order_ids: Sequence[str], valid: list[int]
+        self, work: UnitOfWork, order_ids: Sequence[str], valid: list[int]
     ) -> dict[int, Reservation | ServiceError]:
-        store = InventoryStore(session)
+        store = InventoryStore(work.connection)
         current = await store.get_reservations(sorted({order_ids[i] for i in valid}), lock=True)
         answers: dict[int, Reservation | ServiceError] = {}
         committed: dict[str, Reservation] = {}
@@ -225,7 +207,7 @@ class Inventory:
         await store.lock_stock_many(_skus_of(committed.values()))
         await store.move((r.lines, COMMIT) for r in committed.values())
         await store.set_states(committed, ReservationState.COMMITTED)
-        await self._outbox.add(session, [_committed_event(r) for r in committed.values()])
+        work.record(committed_event(r) for r in committed.values())
         return answers
 
     async def release_many(
@@ -246,9 +228,9 @@ class Inventory:
         answers |= checked
         lost: set[str] = set()
         if valid:
-            async with self._sessions.begin() as session:
+            async with self._work.begin() as work:
                 released, lost = await self._release_valid(
-                    session, order_ids, valid, reason, expired_only
+                    work, order_ids, valid, reason, expired_only
                 )
                 answers |= released
         again = [i for i in valid if order_ids[i] in lost]
@@ -260,14 +242,14 @@ class Inventory:
 
     async def _release_valid(
         self,
-        session: AsyncConnection,
+        work: UnitOfWork,
         order_ids: Sequence[str],
         valid: list[int],
         reason: str,
         expired_only: bool,
     ) -> tuple[dict[int, Reservation | ServiceError | None], set[str]]:
         """Answers by index, and the order ids whose tombstone lost to a new head."""
-        store = InventoryStore(session)
+        store = InventoryStore(work.connection)
         current = await store.get_reservations(sorted({order_ids[i] for i in valid}), lock=True)
         now = datetime.now(UTC)
         answers: dict[int, Reservation | ServiceError | None] = {}
@@ -296,14 +278,14 @@ class Inventory:
         lost = set(tombstones) - await store.claim_reservations(tombstones.values())
         await store.move((r.lines, columns) for r, columns in released.values())
         await store.set_states(released, ReservationState.RELEASED)
-        await self._outbox.add(session, [_released_event(r, reason) for r, _ in released.values()])
+        work.record(released_event(r, reason) for r, _ in released.values())
         return answers, lost
 
     async def release_expired(self, limit: int = 100) -> int:
         """One sweep: release reservations whose time to live has passed, in one
         transaction. The look-up is untraced (most sweeps find nothing)."""
         with untraced():
-            async with self._sessions() as session:
+            async with self._work.read() as session:
                 order_ids = await InventoryStore(session).expired(datetime.now(UTC), limit)
         if order_ids:
             await self._release_batch(order_ids, "EXPIRED", expired_only=True)
@@ -347,20 +329,6 @@ def _validated_order_ids(
         except InvalidArgument as error:
             errors[i] = error
     return errors, valid
-
-
-def _reserved_event(r: Reservation) -> DomainEvent:
-    return _event(r, events_pb2.StockReserved(order_id=r.order_id, lines=_event_lines(r)))
-
-
-def _committed_event(r: Reservation) -> DomainEvent:
-    return _event(r, events_pb2.StockCommitted(order_id=r.order_id, lines=_event_lines(r)))
-
-
-def _released_event(r: Reservation, reason: str) -> DomainEvent:
-    return _event(
-        r, events_pb2.StockReleased(order_id=r.order_id, lines=_event_lines(r), reason=reason)
-    )
 
 
 def _validate_order_id(order_id: str) -> None:

@@ -24,8 +24,9 @@ from typing import Protocol
 from opentelemetry.trace import Span
 from structlog.contextvars import bound_contextvars
 
+from ordermesh_messaging.unit_of_work import UnitsOfWork
 from ordermesh_order.domain import Order, Reason, Work, priced_lines
-from ordermesh_order.store import DueOrder, NewOrder, OrderRepository
+from ordermesh_order.store import DueOrder, NewOrder, OrderRepository, outbox
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.db import Transactions
@@ -172,7 +173,7 @@ class SagaRunner:
         settings: SagaSettings,
         owner: str | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._work = UnitsOfWork(sessions, outbox)
         self._participants = participants
         self._watch = watch
         self.settings = settings
@@ -242,12 +243,12 @@ class SagaRunner:
             return 0
         now = datetime.now(UTC)
         with untraced():
-            async with self._sessions() as session:
+            async with self._work.read() as session:
                 due = await OrderRepository(session).with_work_due(now, limit)
             if not due:
                 return 0
-            async with self._sessions.begin() as session:
-                ids = await OrderRepository(session).take_leases(
+            async with self._work.begin() as work:
+                ids = await OrderRepository(work.connection).take_leases(
                     [found.order_id for found in due],
                     self.owner,
                     now,
@@ -297,8 +298,11 @@ class SagaRunner:
         return written
 
     async def _insert_batch(self, batch: Sequence[NewOrder]) -> list[Order | None]:
-        async with self._sessions.begin() as session:
-            existing = await OrderRepository(session).add_many(batch)
+        async with self._work.begin() as work:
+            existing = await OrderRepository(work.connection).add_many(batch)
+            for new, found in zip(batch, existing, strict=True):
+                if found is None:  # written: its OrderCreated goes out with it
+                    work.record(new.order.pull_events())
         self._fault_point("after_insert")
         return existing
 
@@ -309,10 +313,12 @@ class SagaRunner:
         for i, (order, _) in enumerate(batch):
             first.setdefault(order.order_id, i)
         unique = [batch[i] for i in first.values()]
-        async with self._sessions.begin() as session:
-            written = dict(
-                zip(first, await OrderRepository(session).save_many(unique), strict=True)
-            )
+        async with self._work.begin() as work:
+            saved = await OrderRepository(work.connection).save_many(unique)
+            for (order, _), ok in zip(unique, saved, strict=True):
+                if ok:
+                    work.record(order.pull_events())
+            written = dict(zip(first, saved, strict=True))
         return [i == first[o.order_id] and written[o.order_id] for i, (o, _) in enumerate(batch)]
 
     # -- one unit of owed work ---------------------------------------------------------
@@ -424,7 +430,7 @@ class SagaRunner:
     # -- persistence -------------------------------------------------------------------
 
     async def _load(self, order_id: str) -> Order | None:
-        async with self._sessions() as session:
+        async with self._work.read() as session:
             return await OrderRepository(session).get(order_id)
 
     async def _save(self, order: Order, priced: bool = False) -> Order | None:
@@ -466,8 +472,10 @@ class SagaRunner:
             until = now + timedelta(seconds=self.settings.lease_s)
             try:
                 with untraced():
-                    async with self._sessions.begin() as session:
-                        await OrderRepository(session).take_leases(held, self.owner, now, until)
+                    async with self._work.begin() as work:
+                        await OrderRepository(work.connection).take_leases(
+                            held, self.owner, now, until
+                        )
             except Exception as error:  # the next beat tries again; the leases may lapse
                 log.warning("lease renewal failed", orders=len(held), error=repr(error))
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ordermesh_messaging.outbox import Outbox, outbox_table
+from ordermesh_messaging.outbox import outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
 from ordermesh_platform.db import insert_rows, update_rows
 from ordermesh_platform.paging import Cursor, newest_first
@@ -143,12 +143,11 @@ class StaleOrder(Exception):
 
 
 class OrderRepository:
-    """Loads and saves orders. Saving writes the events the order recorded into the
-    outbox in the same transaction: no caller can forget them or publish them early."""
+    """Loads and saves orders. The events an order recorded stay on it: the writer takes
+    them (``Order.pull_events``) onto its unit of work, which puts them in the outbox."""
 
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
-        self._outbox = Outbox(outbox)
 
     async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
         """Insert one new order, in the current trace; False when (customer, key) has
@@ -209,7 +208,6 @@ class OrderRepository:
                 for i, x in enumerate(o.lines)
             ],
         )
-        await self._outbox.add(self.session, [e for o in placed for e in o.pull_events()])
         existing = await self._by_keys(
             [
                 (n.order.customer_id, n.order.idempotency_key)
@@ -260,12 +258,9 @@ class OrderRepository:
                 for i, x in enumerate(order.lines)
             ],
         )
-        events = []
         for (order, _), ok in zip(batch, written, strict=True):
             if ok:
                 order.version += 1
-                events.extend(order.pull_events())
-        await self._outbox.add(self.session, events)
         return written
 
     @staticmethod

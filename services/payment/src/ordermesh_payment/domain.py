@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from google.protobuf.message import Message
+
+from ordermesh.common.v1 import money_pb2
+from ordermesh.events.v1 import events_pb2
+from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
 
@@ -196,3 +202,30 @@ def validate_order_id_only(order_id: str) -> None:
     v = Validator()
     validate_order_id(v, order_id)
     v.raise_if_invalid()
+
+
+# -- the events that report a payment reaching a state ------------------------------------
+
+
+def _event(p: Payment) -> Message | None:
+    money = money_pb2.Money(amount_minor=p.amount_minor, currency=p.currency)
+    common = {"payment_id": p.payment_id, "order_id": p.order_id, "customer_id": p.customer_id}
+    match p.state:
+        case PaymentState.AUTHORIZED:
+            return events_pb2.PaymentAuthorized(**common, amount=money)
+        case PaymentState.DECLINED:
+            return events_pb2.PaymentDeclined(**common, decline_reason=p.decline_reason)
+        case PaymentState.CAPTURED:
+            return events_pb2.PaymentCaptured(**common, amount=money)
+        case PaymentState.VOIDED:
+            return events_pb2.PaymentVoided(**common, amount=money)
+        case PaymentState.REFUNDED:
+            return events_pb2.PaymentRefunded(**common, amount=money)
+    return None  # AUTHORIZING is internal: nobody outside waits for it
+
+
+def events_of(moved: Iterable[Payment]) -> list[DomainEvent]:
+    """The events reporting that these payments reached their state."""
+    return [
+        DomainEvent("payment", p.order_id, event) for p in moved if (event := _event(p)) is not None
+    ]

@@ -16,18 +16,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from google.protobuf.message import Message
-
-from ordermesh.common.v1 import money_pb2
-from ordermesh.events.v1 import events_pb2
-from ordermesh_messaging.events import DomainEvent
-from ordermesh_messaging.outbox import Outbox
+from ordermesh_messaging.unit_of_work import UnitsOfWork
 from ordermesh_payment.domain import (
     RISK_DECLINED,
     AuthorizationRequest,
     Payment,
     PaymentState,
     RiskSignals,
+    events_of,
     validate_order_id_only,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
@@ -53,33 +49,6 @@ A = TypeVar("A")
 Move = tuple[Payment, Payment]  # a payment before and after one change
 # One move at the provider: None when made, else the error the caller sees.
 ProviderMove = Callable[[Payment, float | None], Awaitable[ServiceError | None]]
-
-
-def _money(p: Payment) -> money_pb2.Money:
-    return money_pb2.Money(amount_minor=p.amount_minor, currency=p.currency)
-
-
-def _event(p: Payment) -> Message | None:
-    common = {"payment_id": p.payment_id, "order_id": p.order_id, "customer_id": p.customer_id}
-    match p.state:
-        case PaymentState.AUTHORIZED:
-            return events_pb2.PaymentAuthorized(**common, amount=_money(p))
-        case PaymentState.DECLINED:
-            return events_pb2.PaymentDeclined(**common, decline_reason=p.decline_reason)
-        case PaymentState.CAPTURED:
-            return events_pb2.PaymentCaptured(**common, amount=_money(p))
-        case PaymentState.VOIDED:
-            return events_pb2.PaymentVoided(**common, amount=_money(p))
-        case PaymentState.REFUNDED:
-            return events_pb2.PaymentRefunded(**common, amount=_money(p))
-    return None
-
-
-def _events(moved: Iterable[Payment]) -> list[DomainEvent]:
-    """The events reporting payments that reached their state."""
-    return [
-        DomainEvent("payment", p.order_id, event) for p in moved if (event := _event(p)) is not None
-    ]
 
 
 def _deadline(budget_s: float | None) -> float | None:
@@ -225,16 +194,15 @@ class Payments:
         psp_concurrency: int = 64,
         risk: RiskScorer | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._work = UnitsOfWork(sessions, outbox)
         self._provider = provider
         self._risk = risk  # None: risk scoring off, no risk work on the path
-        self._outbox = Outbox(outbox)
         # Shared by every call of this service: a big batch cannot flood the provider.
         self._provider_slots = asyncio.Semaphore(psp_concurrency)
 
     async def get(self, order_id: str) -> Payment:
         validate_order_id_only(order_id)
-        async with self._sessions() as session:
+        async with self._work.read() as session:
             found = await PaymentStore(session).get(order_id)
         if found is None:
             raise NotFound("payment", order_id)
@@ -303,7 +271,7 @@ class Payments:
     ) -> list[Payment | ServiceError]:
         deadline = _deadline(budget_s)
         invalid, distinct = _validated_order_ids(order_ids)
-        async with self._sessions() as session:
+        async with self._work.read() as session:
             current = await PaymentStore(session).get_many(distinct)
         outcomes = await self._move_at_provider(
             distinct, current, _to_captured, self._capture_at_provider, deadline
@@ -317,8 +285,8 @@ class Payments:
         deadline = _deadline(budget_s)
         invalid, distinct = _validated_order_ids(order_ids)
         now = datetime.now(UTC)
-        async with self._sessions.begin() as session:
-            store = PaymentStore(session)
+        async with self._work.begin() as work:
+            store = PaymentStore(work.connection)
             tombstoned = await store.claim_many([_tombstone(o, now) for o in distinct])
             held = [o for o in distinct if o not in tombstoned]
             current = await store.get_many(held)
@@ -408,8 +376,8 @@ class Payments:
         before, and the intents the provider must be asked about."""
         now = datetime.now(UTC)
         intents = [_intent(request, now) for request in requests]
-        async with self._sessions.begin() as session:
-            store = PaymentStore(session)
+        async with self._work.begin() as work:
+            store = PaymentStore(work.connection)
             claimed = await store.claim_many(intents)
             replays = [p.order_id for p in intents if p.order_id not in claimed]
             existing = await store.get_many(replays)
@@ -483,13 +451,13 @@ class Payments:
             return {}
         now = datetime.now(UTC)
         stamped = [(before, replace(after, updated_at=now)) for before, after in moves]
-        async with self._sessions.begin() as session:
-            store = PaymentStore(session)
+        async with self._work.begin() as work:
+            store = PaymentStore(work.connection)
             moved = await store.move_many(stamped)
             others = await store.get_many(
                 [before.order_id for before, _ in stamped if before.order_id not in moved]
             )
-            await self._outbox.add(session, _events(a for _, a in stamped if a.order_id in moved))
+            work.record(events_of(a for _, a in stamped if a.order_id in moved))
         return {
             after.order_id: after if after.order_id in moved else others[after.order_id]
             for _, after in stamped
