@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -218,8 +219,8 @@ def test_variant_assignment_is_stable_and_follows_the_share() -> None:
 
 
 async def test_the_newest_challenger_decides_for_its_share_of_customers() -> None:
-    seen: list[tuple[str, bool]] = []
-    observer = RiskObserver(decided=lambda variant, declined: seen.append((variant, declined)))
+    seen: list[tuple[str, str]] = []
+    observer = RiskObserver(decided=lambda variant, decision: seen.append((variant, decision)))
     champion, older, newest = _logistic(-8.0), _logistic(-8.0, 0.4), _logistic(8.0)
     scorer = RiskScorer(Sessions(), FakeFeatures(DEFINITION), champion, 1.0, observer, 0.5)  # type: ignore[arg-type]
     scorer.use_models(champion, [older, newest])
@@ -231,7 +232,7 @@ async def test_the_newest_challenger_decides_for_its_share_of_customers() -> Non
         assert decision.declined is treated
         assert decision.model_version == (newest if treated else champion).version
     assert 10 < sum(d.variant == "challenger" for d in decisions) < 50
-    assert seen == [(d.variant, d.declined) for d in decisions]
+    assert seen == [(d.variant, "decline" if d.declined else "approve") for d in decisions]
 
 
 async def test_challengers_score_every_batch_in_shadow_without_acting() -> None:
@@ -276,3 +277,24 @@ async def test_drift_is_measured_for_the_champion_on_its_recent_batches() -> Non
     # Every attempt now has 9 tokens where the reference saw 1: that feature moved.
     assert psi["features"]["customer_distinct_tokens_24h"] > 0.25
     assert psi["features"]["amount_log"] < 0.01
+
+
+async def test_exploration_approves_would_be_declines_with_their_propensity_logged() -> None:
+    seen: list[str] = []
+    observer = RiskObserver(decided=lambda variant, decision: seen.append(decision))
+    strict = _logistic(8.0)  # would decline everything
+    scorer = RiskScorer(
+        Sessions(), FakeFeatures(DEFINITION), strict, 1.0, observer,  # type: ignore[arg-type]
+        exploration_share=0.25, rng=random.Random(3),
+    )  # fmt: skip
+    decisions = await scorer.decide(_customers(400))
+    explored = [d for d in decisions if d.explored]
+    assert 60 < len(explored) < 140  # about a quarter
+    assert all(not d.declined and d.propensity == 0.25 for d in explored)
+    assert all(d.declined and d.propensity == 0.75 for d in decisions if not d.explored)
+    assert seen.count("explore") == len(explored)
+    lenient = _logistic(-8.0)  # approvals are never explored
+    scorer.use_model(lenient)
+    assert {(d.explored, d.propensity) for d in await scorer.decide(_customers(50))} == {
+        (False, 1.0)
+    }

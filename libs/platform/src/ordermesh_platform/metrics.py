@@ -70,7 +70,8 @@ RISK_FALLBACKS = Counter(
 )  # fmt: skip
 RISK_DECISIONS = Counter(
     "ordermesh_risk_decisions_total",
-    "Risk decisions that acted, by variant (champion, challenger, rules) and decision.",
+    "Risk decisions that acted, by variant (champion, challenger, rules) and decision "
+    "(approve, decline, explore: a would-be decline approved at random).",
     ["variant", "decision"],
 )  # fmt: skip
 RISK_FEATURE_FRESHNESS = Histogram(

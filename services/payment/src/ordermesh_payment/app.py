@@ -59,9 +59,7 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
     observer = RiskObserver(
         scored=lambda source, seconds: RISK_SCORING.labels(source).observe(seconds),
         fallback=lambda reason: RISK_FALLBACKS.labels(reason).inc(),
-        decided=lambda variant, declined: RISK_DECISIONS.labels(
-            variant, "decline" if declined else "approve"
-        ).inc(),
+        decided=lambda variant, decision: RISK_DECISIONS.labels(variant, decision).inc(),
         shadowed=lambda version, declined: RISK_SHADOW_DECISIONS.labels(
             version, "decline" if declined else "approve"
         ).inc(),
@@ -75,6 +73,7 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
         observer,
         settings.risk_challenger_share,
         decision_log=DecisionLog(risk_decisions),
+        exploration_share=settings.risk_exploration_share,
     )
 
 

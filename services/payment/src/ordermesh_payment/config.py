@@ -50,3 +50,10 @@ class PaymentSettings(RelaySettings):
     risk_drift_interval_s: float = Field(
         30.0, gt=0, description="How often the PSI gauges of the champion are recomputed."
     )
+    risk_exploration_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.1,
+        description="Share of would-be model declines approved at random, with the "
+        "propensity logged, to measure blocked traffic (e.g. 0.005). 0: none.",
+    )

@@ -48,6 +48,10 @@ def risk_decision_table(metadata: MetaData) -> Table:
         Column("threshold", Float, nullable=False),
         Column("risk_declined", Boolean, nullable=False),
         Column("fallback", String(16), nullable=False),
+        # Exploration: a would-be decline approved at random, and the probability of
+        # the action taken, for inverse-propensity estimates of blocked traffic.
+        Column("explored", Boolean, nullable=False),
+        Column("propensity", Float, nullable=False),
         # The provider's answer (or the risk decline): what the features learnt.
         Column("declined", Boolean, nullable=False),
         Column("attempt", Text, nullable=False),  # the Attempt as JSON
@@ -66,6 +70,8 @@ def _row(outcome: PaymentOutcome, decision: RiskDecision) -> dict[str, Any]:
         "threshold": decision.threshold,
         "risk_declined": decision.declined,
         "fallback": decision.fallback,
+        "explored": decision.explored,
+        "propensity": decision.propensity,
         "declined": outcome.declined,
         "attempt": json.dumps(asdict(attempt), separators=(",", ":")),
         "features": json.dumps(decision.features, separators=(",", ":")),

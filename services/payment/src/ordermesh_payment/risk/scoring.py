@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,10 @@ class RiskDecision:
     fallback: str  # why the rules decided instead of the model; "" when it did not
     variant: str = CHAMPION  # champion, challenger, or rules
     features: tuple[float, ...] = ()  # the vector scored (the decision log keeps it)
+    # A would-be decline approved to learn what declines cost (see exploration_share),
+    # and the probability the policy had of taking the action it took.
+    explored: bool = False
+    propensity: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class RiskObserver:
 
     scored: Callable[[str, float], None] = lambda source, seconds: None
     fallback: Callable[[str], None] = lambda reason: None
-    decided: Callable[[str, bool], None] = lambda variant, declined: None
+    # variant (champion, challenger, rules) and decision (approve, decline, explore)
+    decided: Callable[[str, str], None] = lambda variant, decision: None
     shadowed: Callable[[str, bool], None] = lambda version, declined: None
     # Seconds from a payment's decision to its outcome being visible in the features.
     freshness: Callable[[float], None] = lambda seconds: None
@@ -82,6 +88,12 @@ def load_model(path: str, schema_hash: str) -> Artifact | None:
     except ArtifactError as error:
         log.error("risk model unusable, the rules decide", error=str(error))
         return None
+
+
+def _decision(declined: bool, explored: bool) -> str:
+    if explored:
+        return "explore"
+    return "decline" if declined else "approve"
 
 
 def _retrieve(done: asyncio.Future[Any]) -> None:
@@ -101,7 +113,11 @@ class RiskScorer:
         challenger_share: float = 0.0,
         recent_rows: int = 5000,
         decision_log: DecisionLog | None = None,
+        exploration_share: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        self._explore = exploration_share
+        self._rng = rng or random.Random()
         self._sessions = sessions
         self._decision_log = decision_log
         self.features = features
@@ -158,13 +174,14 @@ class RiskScorer:
         decisions = []
         for model, score, vector in zip(acting, scores, vectors, strict=True):
             variant = CHAMPION if model is champion else CHALLENGER
-            declined = score >= model.threshold
+            declined, explored, propensity = self._act(score >= model.threshold)
             decisions.append(
                 RiskDecision(
-                    score, declined, model.threshold, model.version, "", variant, tuple(vector)
+                    score, declined, model.threshold, model.version, "", variant,
+                    tuple(vector), explored, propensity,
                 )
-            )
-            self._observe.decided(variant, declined)
+            )  # fmt: skip
+            self._observe.decided(variant, _decision(declined, explored))
         self._recent.extend(
             (vector, score)
             for vector, score, model in zip(vectors, scores, acting, strict=True)
@@ -173,6 +190,16 @@ class RiskScorer:
         if challengers:
             self._score_in_shadow(challengers, vectors)
         return decisions
+
+    def _act(self, would_decline: bool) -> tuple[bool, bool, float]:
+        """(declined, explored, propensity). A share of would-be declines is approved
+        at random: the only way to learn how much fraud the declines really stop and
+        how many good customers they turn away (docs/risk.md)."""
+        if not would_decline:
+            return False, False, 1.0
+        if self._explore > 0 and self._rng.random() < self._explore:
+            return False, True, self._explore
+        return True, False, 1.0 - self._explore
 
     async def _model_scores(
         self, acting: list[Artifact], vectors: list[list[float]]
@@ -262,7 +289,7 @@ class RiskScorer:
                     score, declined, RULES_THRESHOLD, RULES, fallback, RULES, tuple(vector)
                 )
             )
-            self._observe.decided(RULES, declined)
+            self._observe.decided(RULES, _decision(declined, False))
         self._observe.scored("rules", time.perf_counter() - started)
         return decisions
 

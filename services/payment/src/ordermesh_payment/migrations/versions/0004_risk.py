@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Float(), nullable=False),
         sa.Column("risk_declined", sa.Boolean(), nullable=False),
         sa.Column("fallback", sa.String(length=16), nullable=False),
+        sa.Column("explored", sa.Boolean(), nullable=False),
+        sa.Column("propensity", sa.Float(), nullable=False),
         sa.Column("declined", sa.Boolean(), nullable=False),
         sa.Column("attempt", sa.Text(), nullable=False),
         sa.Column("features", sa.Text(), nullable=False),
