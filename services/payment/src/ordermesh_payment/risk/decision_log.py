@@ -145,3 +145,35 @@ def skew(
         skewed,
         {n: (counts[n], largest[n]) for n in definition.names if counts[n]},
     )
+
+
+@dataclass(frozen=True)
+class LoggedDecision:
+    order_id: str
+    decided_ms: int
+    variant: str
+    would_decline: bool  # declined, or approved only by exploration
+    explored: bool
+    propensity: float
+    amount_minor: int
+
+
+async def logged_decisions(conn: AsyncConnection, table: Table) -> list[LoggedDecision]:
+    """The decisions as off-policy evaluation needs them, oldest first."""
+    t = table
+    rows = await conn.execute(
+        select(
+            t.c.order_id, t.c.decided_at, t.c.variant, t.c.risk_declined, t.c.explored,
+            t.c.propensity, t.c.attempt,
+        ).order_by(t.c.decided_at, t.c.order_id)
+    )  # fmt: skip
+    found = []
+    for r in rows:
+        attempt = json.loads(r.attempt)
+        found.append(
+            LoggedDecision(
+                r.order_id, attempt["at_ms"], r.variant, bool(r.risk_declined or r.explored),
+                bool(r.explored), float(r.propensity), int(attempt["amount_minor"]),
+            )
+        )  # fmt: skip
+    return found

@@ -202,3 +202,35 @@ def skew(database_url: str | None) -> dict[str, object]:
         return asdict(report)
 
     return asyncio.run(_in_registry(database_url, use))
+
+
+def report(
+    database_url: str | None, chargebacks: Path, maturity_days: float
+) -> list[dict[str, object]]:
+    """Each variant's precision, recall and cost, blocked traffic included, from the
+    decision log and a chargeback file (one order id a line, or JSON lines with an
+    "order_id"), over decisions old enough for their chargebacks to have arrived."""
+    import json
+    import time
+
+    from ordermesh_payment.risk.decision_log import logged_decisions
+    from ordermesh_payment.risk.metrics import Costs
+    from ordermesh_payment.risk.report import report as estimate
+    from ordermesh_payment.store import risk_decisions
+
+    fraud = set()
+    for line in chargebacks.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            fraud.add(
+                json.loads(line)["order_id"] if line.lstrip().startswith("{") else line.strip()
+            )
+    matured_before = time.time() * 1000 - maturity_days * 86_400_000
+    risk = RiskSettings()
+
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> list[dict[str, object]]:
+        logged = await logged_decisions(conn, risk_decisions)
+        matured = [d for d in logged if d.decided_ms <= matured_before]
+        costs = Costs(risk.margin_rate, risk.chargeback_fee_minor)
+        return [asdict(r) for r in estimate(matured, fraud, costs)]
+
+    return asyncio.run(_in_registry(database_url, use))
