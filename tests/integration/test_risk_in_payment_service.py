@@ -275,7 +275,10 @@ async def test_the_decision_log_replays_to_the_scored_features_except_within_a_b
                 ]
             )
         )
-    result = CliRunner().invoke(app, ["risk", "skew", "--database-url", pg_database])
+    # The command runs its own event loop: off this test's loop, in a thread.
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["risk", "skew", "--database-url", pg_database]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index('{\n  "decisions"') :])
     assert report["decisions"] == 5
