@@ -69,6 +69,13 @@ def test_the_same_payment_applied_twice_counts_once() -> None:
     assert once == twice
 
 
+def test_a_payment_redelivered_after_the_horizon_counts_once() -> None:
+    first = PaymentOutcome(_attempt("o1", DAY_MS), False)
+    later = PaymentOutcome(_attempt("o2", 3 * DAY_MS), False)  # o1 has left the window
+    now = _attempt("o3", 3 * DAY_MS + 1)
+    assert _features(now, [first, later, first]) == _features(now, [first, later])
+
+
 def test_replayed_features_never_see_the_attempt_itself_or_anything_after_it() -> None:
     full = replay(EVENTS, DEFINITION)
     cut = len(full) // 2

@@ -156,7 +156,10 @@ class FeatureDefinition:
 
     def apply(self, states: MutableMapping[EntityKey, EntityState], event: PaymentOutcome) -> None:
         """Move the states of the attempt's entities with its outcome. Applying the same
-        payment twice within the horizon changes nothing (a redelivered event)."""
+        payment twice changes nothing (a redelivered event): within the horizon it is
+        found among the entity's recent attempts; older than the horizon behind the
+        entity's newest attempt, it can no longer be told from a redelivery and is
+        ignored (in time order, as the replay applies them, that never happens)."""
         attempt = event.attempt
         entry: list[int | str] = [
             attempt.at_ms,
@@ -168,6 +171,9 @@ class FeatureDefinition:
         for key in entity_keys(attempt):
             state = states.setdefault(key, EntityState())
             if any(e[3] == attempt.order_id for e in state.recent):
+                continue
+            newest = max((int(e[0]) for e in state.recent), default=attempt.at_ms)
+            if attempt.at_ms <= newest - HORIZON_MS:
                 continue
             if state.first_seen_ms is None or attempt.at_ms < state.first_seen_ms:
                 state.first_seen_ms = attempt.at_ms
