@@ -1,7 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf import json_format
 
+from ordermesh.common.v1 import risk_pb2
+from ordermesh.order.v1 import order_pb2
+from ordermesh.payment.v1 import payment_pb2
+from ordermesh_order.api import signals_json
 from ordermesh_order.domain import Order, OrderLine, OrderState, PlaceOrder, Reason, Work
 from ordermesh_platform.errors import Conflict, FailedPrecondition, InvalidArgument
 
@@ -91,3 +96,25 @@ def test_bad_requests_name_their_fields(change: dict[str, object], fields: set[s
     with pytest.raises(InvalidArgument) as raised:
         _request(**change)
     assert {v.field for v in raised.value.violations} == fields
+
+
+def test_risk_signals_are_kept_with_the_order_and_are_not_part_of_its_identity() -> None:
+    signals = risk_pb2.RiskSignals(client_ip="192.0.2.7", device_id="d1", billing_country="DE")
+    request = order_pb2.PlaceOrderRequest(risk_signals=signals)
+    kept = signals_json(request)
+    with_signals = PlaceOrder.validated("c1", "k1", [("TEA", 1)], "EUR", "tok_ok", kept)
+    without = PlaceOrder.validated("c1", "k1", [("TEA", 1)], "EUR", "tok_ok")
+    assert with_signals.fingerprint() == without.fingerprint()
+    order = Order.place("o1", with_signals)
+    assert order.risk_signals == kept
+    forwarded = payment_pb2.AuthorizePaymentRequest()
+    json_format.Parse(order.risk_signals, forwarded.risk_signals)
+    assert forwarded.risk_signals == signals
+    assert signals_json(order_pb2.PlaceOrderRequest()) == ""
+
+
+def test_oversized_risk_signals_are_an_invalid_argument() -> None:
+    huge = json_format.MessageToJson(risk_pb2.RiskSignals(device_id="d" * 2000), indent=None)
+    with pytest.raises(InvalidArgument) as raised:
+        PlaceOrder.validated("c1", "k1", [("TEA", 1)], "EUR", "tok_ok", huge)
+    assert [v.field for v in raised.value.violations] == ["risk_signals"]

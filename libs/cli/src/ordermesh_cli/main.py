@@ -19,6 +19,7 @@ from ordermesh_cli.demo import DemoTraffic, seed_catalogue
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_cli.risk import risk_app
 from ordermesh_platform.tls import TlsFiles
 
 app = typer.Typer(
@@ -103,6 +104,7 @@ def relay(service: ServiceArg) -> None:
 
 dlq_app = typer.Typer(help="Dead-letter topics: list and replay.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(risk_app, name="risk")
 KafkaOption = Annotated[
     str, typer.Option(envvar="ORDERMESH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")
 ]

@@ -57,6 +57,45 @@ PSP_BREAKER_OPEN = Gauge(
     "ordermesh_psp_circuit_open", "1 while the payment-provider circuit is open (or half-open)."
 )
 
+RISK_SCORING = Histogram(
+    "ordermesh_risk_scoring_duration_seconds",
+    "Scoring one authorization batch, by what scored it (model, rules).",
+    ["source"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)  # fmt: skip
+RISK_FALLBACKS = Counter(
+    "ordermesh_risk_fallbacks_total",
+    "Batches the rules decided instead of the model, by reason (no_model, over_budget, "
+    "busy, failed, no_features).",
+    ["reason"],
+)  # fmt: skip
+RISK_DECISIONS = Counter(
+    "ordermesh_risk_decisions_total",
+    "Risk decisions that acted, by variant (champion, challenger, rules) and decision "
+    "(approve, decline, explore: a would-be decline approved at random).",
+    ["variant", "decision"],
+)  # fmt: skip
+RISK_FEATURE_FRESHNESS = Histogram(
+    "ordermesh_risk_feature_freshness_seconds",
+    "From a payment's risk decision to its outcome being visible in the features.",
+    buckets=LATENCY_BUCKETS,
+)
+RISK_SCORE_PSI = Gauge(
+    "ordermesh_risk_score_psi",
+    "PSI of the champion's recent scores against its training reference "
+    "(0.1: moving, 0.25: shifted).",
+    ["version"],
+)  # fmt: skip
+RISK_FEATURE_PSI = Gauge(
+    "ordermesh_risk_feature_psi",
+    "PSI of each feature's recent values against the champion's training reference.",
+    ["feature"],
+)  # fmt: skip
+RISK_SHADOW_DECISIONS = Counter(
+    "ordermesh_risk_shadow_decisions_total",
+    "What each challenger would have decided in shadow, by model version and decision.",
+    ["version", "decision"],
+)  # fmt: skip
+
 NOTIFICATIONS = Counter(
     "ordermesh_notifications_total", "Delivery attempts, by channel and result.",
     ["channel", "result"],

@@ -22,6 +22,7 @@ _REASONS = {
     "OUT_OF_STOCK": "an item is out of stock",
     "CURRENCY_MISMATCH": "an item is not sold in the order's currency",
     "PAYMENT_DECLINED": "the payment was declined",
+    "RISK_DECLINED": "the payment was declined",
     "PAYMENT_UNAVAILABLE": "the payment could not be processed in time",
     "SAGA_TIMEOUT": "the order could not be completed in time",
     "CANCELLED_BY_CUSTOMER": "you cancelled it",

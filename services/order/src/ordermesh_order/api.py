@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import json_format
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.order.v1 import order_pb2 as pb
@@ -31,6 +32,7 @@ REASON_TO_PB = {
     Reason.SAGA_TIMEOUT: pb.ORDER_REASON_SAGA_TIMEOUT,
     Reason.CANCELLED_BY_CUSTOMER: pb.ORDER_REASON_CANCELLED_BY_CUSTOMER,
     Reason.CURRENCY_MISMATCH: pb.ORDER_REASON_CURRENCY_MISMATCH,
+    Reason.RISK_DECLINED: pb.ORDER_REASON_RISK_DECLINED,
 }
 # Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md). A customer
 # is the token's subject; the order's owner is checked by the use case that loads it.
@@ -47,6 +49,13 @@ POLICY = Policy(
 # A rejection the caller waited for is answered as an error: a refusal for good
 # (FAILED_PRECONDITION) or a dependency that was down (UNAVAILABLE: retry with a new key).
 UNAVAILABLE_REASONS = frozenset({Reason.PAYMENT_UNAVAILABLE, Reason.SAGA_TIMEOUT})
+
+
+def signals_json(request: pb.PlaceOrderRequest) -> str:
+    """The request's risk signals as compact JSON for the order to keep; "" when none."""
+    if not request.HasField("risk_signals"):
+        return ""
+    return json_format.MessageToJson(request.risk_signals, indent=None)
 
 
 def order_to_pb(order: Order) -> pb.Order:
@@ -104,6 +113,7 @@ class OrderApi(order_pb2_grpc.OrderServiceServicer):
             [(x.sku, x.quantity) for x in request.items],
             request.currency,
             request.payment.token,
+            signals_json(request),
         )
         order, replayed = await self._orders.place(
             place, request.wait_for_outcome, context.time_remaining()

@@ -23,6 +23,7 @@ MAX_QUANTITY = 1000
 MAX_ID_LENGTH = 128
 MAX_TOKEN_LENGTH = 256
 MAX_NOTE_LENGTH = 512
+MAX_RISK_SIGNALS_LENGTH = 1024
 SKU_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -43,6 +44,7 @@ class Reason(enum.StrEnum):
     SAGA_TIMEOUT = "SAGA_TIMEOUT"
     CANCELLED_BY_CUSTOMER = "CANCELLED_BY_CUSTOMER"
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    RISK_DECLINED = "RISK_DECLINED"
 
 
 class Work(enum.StrEnum):
@@ -80,6 +82,8 @@ class Order:
     created_at: datetime
     updated_at: datetime
     total_minor: int | None = None
+    # The caller's risk signals as JSON, passed on to payment untouched; "" when none.
+    risk_signals: str = ""
     reason: Reason | None = None
     reason_detail: str = ""
     reason_metadata: dict[str, str] = field(default_factory=dict)
@@ -104,6 +108,7 @@ class Order:
             payment_token=request.payment_token,
             created_at=now,
             updated_at=now,
+            risk_signals=request.risk_signals,
         )
         order._record(
             events_pb2.OrderCreated(
@@ -238,6 +243,7 @@ class PlaceOrder:
     lines: tuple[OrderLine, ...]
     currency: str
     payment_token: str
+    risk_signals: str = ""  # not part of the order's identity (see fingerprint)
 
     def fingerprint(self) -> str:
         """What makes two requests 'the same order' for idempotency."""
@@ -260,6 +266,7 @@ class PlaceOrder:
         items: list[tuple[str, int]],
         currency: str,
         payment_token: str,
+        risk_signals: str = "",
     ) -> PlaceOrder:
         v = Validator()
         _check_id(v, customer_id, "customer_id")
@@ -282,6 +289,12 @@ class PlaceOrder:
             f"must be 1-{MAX_TOKEN_LENGTH} characters",
         )
         v.storable(payment_token, "payment.token")
+        v.check(
+            len(risk_signals) <= MAX_RISK_SIGNALS_LENGTH,
+            "risk_signals",
+            f"must be at most {MAX_RISK_SIGNALS_LENGTH} characters as JSON",
+        )
+        v.storable(risk_signals, "risk_signals")
         v.raise_if_invalid()
         return cls(
             customer_id,
@@ -289,6 +302,7 @@ class PlaceOrder:
             tuple(OrderLine(sku, quantity) for sku, quantity in items),
             currency,
             payment_token,
+            risk_signals,
         )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
@@ -171,11 +171,19 @@ class GrpcParticipants:
             amount=money_pb2.Money(amount_minor=amount, currency=order.currency),
             payment_token=order.payment_token,
         )
+        if order.risk_signals:
+            json_format.Parse(order.risk_signals, request.risk_signals)
         try:
             payment = await self._authorize.submit((request, _deadline(timeout_s)))
         except (grpc.aio.AioRpcError, ItemFailed) as error:
             info = error_info(error)
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None:
+                if info.reason == "RISK_DECLINED":
+                    raise StepFailed(
+                        Reason.RISK_DECLINED,
+                        "declined by payment risk scoring",
+                        dict(info.metadata),
+                    ) from error
                 if info.reason == "PAYMENT_DECLINED":
                     reason = info.metadata.get("decline_reason", "declined")
                     raise StepFailed(

@@ -61,6 +61,8 @@ orders = Table(
     # after a crash goes on in the trace it started in.
     Column("traceparent", String(64), nullable=False, server_default=""),
     Column("tracestate", Text, nullable=False, server_default=""),
+    # The caller's risk signals (JSON), forwarded to payment with the authorization.
+    Column("risk_signals", Text, nullable=False, server_default=""),
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -171,6 +173,7 @@ class OrderRepository:
                 "request_hash": n.order.request_hash,
                 "currency": n.order.currency,
                 "payment_token": n.order.payment_token,
+                "risk_signals": n.order.risk_signals,
                 "created_at": n.order.created_at,
                 "lease_owner": n.lease_owner,
                 "lease_until": n.lease_until,
@@ -341,6 +344,7 @@ class OrderRepository:
                 lines=tuple(lines[r.order_id]),
                 currency=r.currency,
                 payment_token=r.payment_token,
+                risk_signals=r.risk_signals,
                 created_at=_aware(r.created_at),
                 updated_at=_aware(r.updated_at),
                 total_minor=r.total_minor,

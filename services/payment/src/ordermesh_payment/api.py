@@ -9,7 +9,13 @@ import grpc
 from ordermesh.common.v1 import money_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
-from ordermesh_payment.domain import MAX_BATCH_ITEMS, AuthorizationRequest, Payment, PaymentState
+from ordermesh_payment.domain import (
+    MAX_BATCH_ITEMS,
+    AuthorizationRequest,
+    Payment,
+    PaymentState,
+    RiskSignals,
+)
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.convert import to_timestamp
 from ordermesh_platform.errors import ServiceError, Validator
@@ -68,6 +74,16 @@ def result_to_pb(answer: Payment | ServiceError | None) -> pb.PaymentResult:
     return pb.PaymentResult(status=OK_STATUS, payment=payment_to_pb(answer))
 
 
+def signals_of(request: pb.AuthorizePaymentRequest) -> RiskSignals | None:
+    if not request.HasField("risk_signals"):
+        return None
+    s = request.risk_signals
+    created = s.account_created_at.ToMilliseconds() if s.HasField("account_created_at") else None
+    return RiskSignals(
+        s.client_ip, s.device_id, s.email_domain, s.billing_country, s.shipping_country, created
+    )
+
+
 def authorization_of(request: pb.AuthorizePaymentRequest) -> AuthorizationRequest:
     return AuthorizationRequest(
         request.order_id,
@@ -75,6 +91,7 @@ def authorization_of(request: pb.AuthorizePaymentRequest) -> AuthorizationReques
         request.amount.amount_minor,
         request.amount.currency,
         request.payment_token,
+        signals_of(request),
     )
 
 
@@ -93,14 +110,12 @@ class PaymentApi(payment_pb2_grpc.PaymentServiceServicer):
     async def AuthorizePayment(
         self, request: pb.AuthorizePaymentRequest, context: Context
     ) -> pb.AuthorizePaymentResponse:
-        payment = await self._payments.authorize(
-            request.order_id,
-            request.customer_id,
-            request.amount.amount_minor,
-            request.amount.currency,
-            request.payment_token,
-            context.time_remaining(),
+        [answer] = await self._payments.authorize_many(
+            [authorization_of(request)], context.time_remaining()
         )
+        if isinstance(answer, ServiceError):
+            raise answer
+        payment = answer
         return pb.AuthorizePaymentResponse(payment=payment_to_pb(payment))
 
     async def CapturePayment(

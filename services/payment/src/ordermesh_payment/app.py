@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -10,13 +10,29 @@ from ordermesh_messaging.relay import relay_workers
 from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
+from ordermesh_payment.risk.decision_log import DecisionLog
+from ordermesh_payment.risk.feature_store import FeatureStore
+from ordermesh_payment.risk.registry import ModelRegistry, RegistryWatch
+from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
+from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.simulated_psp import SimulatedProvider
-from ordermesh_payment.store import outbox
+from ordermesh_payment.store import outbox, risk_decisions, risk_features, risk_models
 from ordermesh_payment.usecases import Payments
-from ordermesh_platform.metrics import PSP_BREAKER_OPEN, PSP_LATENCY
+from ordermesh_platform.db import Transactions
+from ordermesh_platform.metrics import (
+    PSP_BREAKER_OPEN,
+    PSP_LATENCY,
+    RISK_DECISIONS,
+    RISK_FALLBACKS,
+    RISK_FEATURE_FRESHNESS,
+    RISK_FEATURE_PSI,
+    RISK_SCORE_PSI,
+    RISK_SCORING,
+    RISK_SHADOW_DECISIONS,
+)
 from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
-from ordermesh_platform.workers import background
+from ordermesh_platform.workers import background, run_periodically
 
 
 def build_provider(settings: PaymentSettings) -> ResilientProvider:
@@ -35,13 +51,72 @@ def build_provider(settings: PaymentSettings) -> ResilientProvider:
     )
 
 
+def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer | None:
+    """The risk scorer, or None when risk scoring is off."""
+    if not settings.risk_enabled:
+        return None
+    definition = RiskSettings().feature_definition()
+    observer = RiskObserver(
+        scored=lambda source, seconds: RISK_SCORING.labels(source).observe(seconds),
+        fallback=lambda reason: RISK_FALLBACKS.labels(reason).inc(),
+        decided=lambda variant, decision: RISK_DECISIONS.labels(variant, decision).inc(),
+        shadowed=lambda version, declined: RISK_SHADOW_DECISIONS.labels(
+            version, "decline" if declined else "approve"
+        ).inc(),
+        freshness=RISK_FEATURE_FRESHNESS.observe,
+    )
+    return RiskScorer(
+        sessions,
+        FeatureStore(risk_features, definition),
+        load_model(settings.risk_model_path, definition.schema_hash),
+        settings.risk_budget_s,
+        observer,
+        settings.risk_challenger_share,
+        decision_log=DecisionLog(risk_decisions),
+        exploration_share=settings.risk_exploration_share,
+    )
+
+
+def _drift_gauges(risk: RiskScorer) -> Callable[[], Awaitable[None]]:
+    async def publish() -> None:
+        measured = await risk.drift_now()
+        if measured is None:
+            return
+        version, psi = measured
+        RISK_SCORE_PSI.clear()  # only the champion in use
+        RISK_SCORE_PSI.labels(version).set(psi["score"])
+        for feature, value in psi["features"].items():
+            RISK_FEATURE_PSI.labels(feature).set(value)
+
+    return publish
+
+
 @asynccontextmanager
 async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, PaymentSettings)
-    payments = Payments(runtime.sessions, build_provider(settings), settings.psp_concurrency)
+    risk = build_risk(settings, runtime.sessions)
+    payments = Payments(runtime.sessions, build_provider(settings), settings.psp_concurrency, risk)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
-    async with background(*relay_workers(runtime, outbox, "payment")):
+    workers = list(relay_workers(runtime, outbox, "payment"))
+    if risk is not None:
+        # The registry's champion, once there is one, replaces the model file;
+        # its challengers score in shadow or for their share of customers.
+        watch = RegistryWatch(ModelRegistry(risk_models), runtime.sessions, risk)
+        workers.append(
+            (
+                "risk-champion",
+                run_periodically("risk-champion", watch.check, settings.risk_registry_poll_s),
+            )
+        )
+    if risk is not None:
+        workers.append(
+            (
+                "risk-drift",
+                run_periodically("risk-drift", _drift_gauges(risk), settings.risk_drift_interval_s),
+            )
+        )
+    async with background(*workers):
         yield
 
 

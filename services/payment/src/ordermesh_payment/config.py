@@ -25,3 +25,35 @@ class PaymentSettings(RelaySettings):
     psp_concurrency: int = Field(
         64, ge=1, description="Provider calls in flight at once, batches and single calls alike."
     )
+    risk_enabled: bool = Field(
+        False,
+        description="Score each authorization batch before the provider is asked "
+        "(docs/risk.md). Off: the authorization path does no risk work at all.",
+    )
+    risk_model_path: str = Field(
+        "",
+        description="A model artifact (ordermesh risk train); empty or unusable: rules only.",
+    )
+    risk_budget_s: float = Field(
+        0.02, gt=0, description="Time the model gets per batch; past it the rules decide."
+    )
+    risk_registry_poll_s: float = Field(
+        5.0, gt=0, description="How often the model registry's champion is checked."
+    )
+    risk_challenger_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Share of customers (by a stable hash of the id) whose payments the "
+        "newest challenger decides instead of the champion (A/B); 0: challengers only shadow.",
+    )
+    risk_drift_interval_s: float = Field(
+        30.0, gt=0, description="How often the PSI gauges of the champion are recomputed."
+    )
+    risk_exploration_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.1,
+        description="Share of would-be model declines approved at random, with the "
+        "propensity logged, to measure blocked traffic (e.g. 0.005). 0: none.",
+    )

@@ -22,6 +22,8 @@ MAX_ORDER_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 256
 # Items of one batch call: enough to amortize a round trip, small enough for one answer.
 MAX_BATCH_ITEMS = 1000
+# The decline reason of a payment that risk scoring refused before the provider was asked.
+RISK_DECLINED = "RISK_DECLINED"
 
 
 class PaymentState(enum.StrEnum):
@@ -86,6 +88,12 @@ class Payment:
 
     def refuse_if_finished_without_money(self) -> None:
         """A retried authorization of a declined or voided payment fails as it did."""
+        if self.state is PaymentState.DECLINED and self.decline_reason == RISK_DECLINED:
+            raise FailedPrecondition(
+                RISK_DECLINED,
+                f"the payment of order {self.order_id} was declined by risk scoring",
+                {"order_id": self.order_id, "decline_reason": RISK_DECLINED},
+            )
         if self.state is PaymentState.DECLINED:
             raise declined(self.order_id, self.decline_reason)
         if self.state is PaymentState.VOIDED:
@@ -97,6 +105,33 @@ class Payment:
 
 
 @dataclass(frozen=True)
+class RiskSignals:
+    """What the caller knows of the person paying, for risk scoring; "" when unknown."""
+
+    client_ip: str = ""
+    device_id: str = ""
+    email_domain: str = ""
+    billing_country: str = ""
+    shipping_country: str = ""
+    account_created_ms: int | None = None
+
+    def validate(self, v: Validator) -> None:
+        for name, limit in SIGNAL_LIMITS.items():
+            value = getattr(self, name)
+            v.check(len(value) <= limit, f"risk_signals.{name}", f"at most {limit} characters")
+            v.storable(value, f"risk_signals.{name}")
+
+
+SIGNAL_LIMITS = {
+    "client_ip": 64,
+    "device_id": 128,
+    "email_domain": 128,
+    "billing_country": 2,
+    "shipping_country": 2,
+}
+
+
+@dataclass(frozen=True)
 class AuthorizationRequest:
     """One authorization asked for: the order id is its idempotency key."""
 
@@ -105,10 +140,14 @@ class AuthorizationRequest:
     amount_minor: int
     currency: str
     token: str
+    signals: RiskSignals | None = None  # not part of the request's identity
 
     def validate(self) -> None:
+        v = Validator()
+        if self.signals is not None:
+            self.signals.validate(v)
         validate_authorization(
-            self.order_id, self.customer_id, self.amount_minor, self.currency, self.token
+            self.order_id, self.customer_id, self.amount_minor, self.currency, self.token, v
         )
 
 
@@ -130,9 +169,14 @@ def validate_order_id(v: Validator, order_id: str) -> None:
 
 
 def validate_authorization(
-    order_id: str, customer_id: str, amount_minor: int, currency: str, token: str
+    order_id: str,
+    customer_id: str,
+    amount_minor: int,
+    currency: str,
+    token: str,
+    v: Validator | None = None,
 ) -> None:
-    v = Validator()
+    v = v or Validator()
     validate_order_id(v, order_id)
     v.check(
         0 < len(customer_id) <= MAX_ID_LENGTH,

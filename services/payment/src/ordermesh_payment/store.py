@@ -20,10 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_payment.domain import Payment, PaymentState
+from ordermesh_payment.risk.decision_log import risk_decision_table
+from ordermesh_payment.risk.feature_store import risk_feature_table
+from ordermesh_payment.risk.registry import risk_model_table
 from ordermesh_platform.db import insert_rows, update_rows
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
+risk_features = risk_feature_table(metadata)
+risk_models = risk_model_table(metadata)
+risk_decisions = risk_decision_table(metadata)
 
 
 payments = Table(

@@ -18,13 +18,17 @@ from typing import TypeVar
 
 from ordermesh_messaging.unit_of_work import UnitsOfWork
 from ordermesh_payment.domain import (
+    RISK_DECLINED,
     AuthorizationRequest,
     Payment,
     PaymentState,
+    RiskSignals,
     events_of,
     validate_order_id_only,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
+from ordermesh_payment.risk.events import Attempt, PaymentOutcome
+from ordermesh_payment.risk.scoring import RiskDecision, RiskScorer
 from ordermesh_payment.store import PaymentStore, outbox
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import (
@@ -35,7 +39,10 @@ from ordermesh_platform.errors import (
     ServiceError,
     Unavailable,
 )
+from ordermesh_platform.logs import get_logger
 from ordermesh_platform.resilience import Transient
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -82,6 +89,18 @@ def _intent(request: AuthorizationRequest, now: datetime) -> Payment:
     return Payment(
         str(uuid.uuid4()), request.order_id, request.customer_id, PaymentState.AUTHORIZING,
         request.amount_minor, request.currency, "", "", now, now,
+    )  # fmt: skip
+
+
+def _attempt(request: AuthorizationRequest, at_ms: int) -> Attempt:
+    """What risk scoring knows of an authorization: a signal not sent scores as never
+    seen. The order's items do not reach payment: the order features see none."""
+    s = request.signals or RiskSignals()
+    created = s.account_created_ms if s.account_created_ms is not None else at_ms
+    return Attempt(
+        request.order_id, at_ms, request.customer_id, request.token, s.device_id,
+        s.client_ip, request.amount_minor, request.currency, (), s.billing_country,
+        s.shipping_country, s.email_domain, created,
     )  # fmt: skip
 
 
@@ -169,10 +188,15 @@ def _to_refunded(p: Payment) -> Payment:
 
 class Payments:
     def __init__(
-        self, sessions: Transactions, provider: ResilientProvider, psp_concurrency: int = 64
+        self,
+        sessions: Transactions,
+        provider: ResilientProvider,
+        psp_concurrency: int = 64,
+        risk: RiskScorer | None = None,
     ) -> None:
         self._work = UnitsOfWork(sessions, outbox)
         self._provider = provider
+        self._risk = risk  # None: risk scoring off, no risk work on the path
         # Shared by every call of this service: a big batch cannot flood the provider.
         self._provider_slots = asyncio.Semaphore(psp_concurrency)
 
@@ -281,20 +305,69 @@ class Payments:
     ) -> dict[str, Payment | ServiceError]:
         """Authorize each order (each once, in ``requests``): its payment or error."""
         outcomes, to_ask = await self._record_intents(requests)
+        moves: list[Move] = []
+        attempts: dict[str, Attempt] = {}
+        decisions: dict[str, RiskDecision] = {}
+        if self._risk is not None and to_ask:
+            to_ask, moves, attempts, decisions = await self._screen(self._risk, to_ask)
         asked = await self._bounded(
             self._ask_to_authorize(request, intent, deadline) for request, intent in to_ask
         )
-        moves: list[Move] = []
         for (_, intent), answer in zip(to_ask, asked, strict=True):
             if isinstance(answer, ServiceError):
                 outcomes[intent.order_id] = answer
             else:
                 moves.append((intent, answer))
         recorded = await self._record(moves)
+        if self._risk is not None and attempts:
+            await self._record_risk(self._risk, attempts, decisions, moves)
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
         for _, after in moves:
             outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
         return outcomes
+
+    async def _screen(
+        self, risk: RiskScorer, to_ask: list[tuple[AuthorizationRequest, Payment]]
+    ) -> tuple[
+        list[tuple[AuthorizationRequest, Payment]],
+        list[Move],
+        dict[str, Attempt],
+        dict[str, RiskDecision],
+    ]:
+        """Score the batch at once: the intents still to ask the provider about, the
+        moves of those declined by risk, and the attempts and decisions by order."""
+        at_ms = int(time.time() * 1000)
+        attempts = {intent.order_id: _attempt(request, at_ms) for request, intent in to_ask}
+        decisions = await risk.decide(list(attempts.values()))
+        keep: list[tuple[AuthorizationRequest, Payment]] = []
+        refused: list[Move] = []
+        for (request, intent), decision in zip(to_ask, decisions, strict=True):
+            if decision.declined:
+                refused.append(
+                    (intent, intent.moved_to(PaymentState.DECLINED, decline_reason=RISK_DECLINED))
+                )
+            else:
+                keep.append((request, intent))
+        return keep, refused, attempts, dict(zip(attempts, decisions, strict=True))
+
+    @staticmethod
+    async def _record_risk(
+        risk: RiskScorer,
+        attempts: Mapping[str, Attempt],
+        decisions: Mapping[str, RiskDecision],
+        moves: Sequence[Move],
+    ) -> None:
+        """Feed the outcomes to the features and log the decisions. Best effort: a
+        payment is never failed because its history could not be written."""
+        outcomes = [
+            PaymentOutcome(attempts[after.order_id], after.state is PaymentState.DECLINED)
+            for _, after in moves
+            if after.order_id in attempts
+        ]
+        try:
+            await risk.record(outcomes, decisions)
+        except Exception:
+            log.exception("risk features not updated", payments=len(outcomes))
 
     async def _record_intents(
         self, requests: Sequence[AuthorizationRequest]

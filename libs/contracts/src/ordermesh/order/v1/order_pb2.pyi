@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from ordermesh.common.v1 import money_pb2 as _money_pb2
+from ordermesh.common.v1 import risk_pb2 as _risk_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -73,6 +74,8 @@ class _OrderReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderReas
     """The customer (or an operator) cancelled the order."""
     ORDER_REASON_CURRENCY_MISMATCH: _OrderReason.ValueType  # 6
     """The product's currency differs from the order's currency."""
+    ORDER_REASON_RISK_DECLINED: _OrderReason.ValueType  # 7
+    """Payment risk scoring declined the payment before the provider was asked."""
 
 class OrderReason(_OrderReason, metaclass=_OrderReasonEnumTypeWrapper):
     """Why an order was rejected or cancelled."""
@@ -91,6 +94,8 @@ ORDER_REASON_CANCELLED_BY_CUSTOMER: OrderReason.ValueType  # 5
 """The customer (or an operator) cancelled the order."""
 ORDER_REASON_CURRENCY_MISMATCH: OrderReason.ValueType  # 6
 """The product's currency differs from the order's currency."""
+ORDER_REASON_RISK_DECLINED: OrderReason.ValueType  # 7
+"""Payment risk scoring declined the payment before the provider was asked."""
 Global___OrderReason: _TypeAlias = OrderReason  # noqa: Y015
 
 @_typing.final
@@ -272,6 +277,7 @@ class PlaceOrderRequest(_message.Message):
     PAYMENT_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     WAIT_FOR_OUTCOME_FIELD_NUMBER: _builtins.int
+    RISK_SIGNALS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer placing the order; required, at most 128 characters."""
     idempotency_key: _builtins.str
@@ -295,6 +301,14 @@ class PlaceOrderRequest(_message.Message):
     def payment(self) -> Global___PaymentMethod:
         """How the customer pays; required."""
 
+    @_builtins.property
+    def risk_signals(self) -> _risk_pb2.RiskSignals:
+        """Optional signals for payment risk scoring, kept with the order and passed
+        to payment-service with the authorization; at most 1 KiB as JSON. Not part
+        of the request's identity for idempotency. An order refused by risk
+        scoring is rejected with reason RISK_DECLINED.
+        """
+
     def __init__(
         self,
         *,
@@ -304,10 +318,11 @@ class PlaceOrderRequest(_message.Message):
         payment: Global___PaymentMethod | None = ...,
         currency: _builtins.str = ...,
         wait_for_outcome: _builtins.bool = ...,
+        risk_signals: _risk_pb2.RiskSignals | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "risk_signals", b"risk_signals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "items", b"items", "payment", b"payment", "wait_for_outcome", b"wait_for_outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "items", b"items", "payment", b"payment", "risk_signals", b"risk_signals", "wait_for_outcome", b"wait_for_outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
 from ordermesh.common.v1 import money_pb2 as _money_pb2
+from ordermesh.common.v1 import risk_pb2 as _risk_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -130,6 +131,7 @@ class AuthorizePaymentRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
+    RISK_SIGNALS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order to pay for; the idempotency key."""
     customer_id: _builtins.str
@@ -140,6 +142,13 @@ class AuthorizePaymentRequest(_message.Message):
     def amount(self) -> _money_pb2.Money:
         """The amount to hold; amount_minor > 0. A retry with another amount fails with ABORTED."""
 
+    @_builtins.property
+    def risk_signals(self) -> _risk_pb2.RiskSignals:
+        """Optional signals for risk scoring (docs/risk.md). A payment refused by risk
+        scoring fails with FAILED_PRECONDITION, reason RISK_DECLINED, before the
+        provider is asked.
+        """
+
     def __init__(
         self,
         *,
@@ -147,10 +156,11 @@ class AuthorizePaymentRequest(_message.Message):
         customer_id: _builtins.str = ...,
         amount: _money_pb2.Money | None = ...,
         payment_token: _builtins.str = ...,
+        risk_signals: _risk_pb2.RiskSignals | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "risk_signals", b"risk_signals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_token", b"payment_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_token", b"payment_token", "risk_signals", b"risk_signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

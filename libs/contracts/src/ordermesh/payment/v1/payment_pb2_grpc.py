@@ -31,8 +31,8 @@ class PaymentServiceStub:
     One payment per order, keyed by order_id, so every call is safe to retry.
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
-    FAILED_PRECONDITION, reason PAYMENT_DECLINED; a provider that does not
-    answer gives UNAVAILABLE.
+    FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
+    scoring refused it); a provider that does not answer gives UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -89,8 +89,8 @@ class PaymentServiceServicer:
     One payment per order, keyed by order_id, so every call is safe to retry.
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
-    FAILED_PRECONDITION, reason PAYMENT_DECLINED; a provider that does not
-    answer gives UNAVAILABLE.
+    FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
+    scoring refused it); a provider that does not answer gives UNAVAILABLE.
     """
 
     def AuthorizePayment(self, request, context):
@@ -211,8 +211,8 @@ class PaymentService:
     One payment per order, keyed by order_id, so every call is safe to retry.
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
-    FAILED_PRECONDITION, reason PAYMENT_DECLINED; a provider that does not
-    answer gives UNAVAILABLE.
+    FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
+    scoring refused it); a provider that does not answer gives UNAVAILABLE.
     """
 
     @staticmethod

@@ -32,8 +32,8 @@ class PaymentServiceStub:
     One payment per order, keyed by order_id, so every call is safe to retry.
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
-    FAILED_PRECONDITION, reason PAYMENT_DECLINED; a provider that does not
-    answer gives UNAVAILABLE.
+    FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
+    scoring refused it); a provider that does not answer gives UNAVAILABLE.
     """
 
     @_typing.overload
@@ -72,8 +72,8 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     One payment per order, keyed by order_id, so every call is safe to retry.
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
-    FAILED_PRECONDITION, reason PAYMENT_DECLINED; a provider that does not
-    answer gives UNAVAILABLE.
+    FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
+    scoring refused it); a provider that does not answer gives UNAVAILABLE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -108,8 +108,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     One payment per order, keyed by order_id, so every call is safe to retry.
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
-    FAILED_PRECONDITION, reason PAYMENT_DECLINED; a provider that does not
-    answer gives UNAVAILABLE.
+    FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
+    scoring refused it); a provider that does not answer gives UNAVAILABLE.
     """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,179 @@
+"""The decision log: every risk decision with what it saw (the attempt and its feature
+vector) and what it was (variant, model version, score, threshold), written with the
+features' update of its batch.
+
+``skew`` replays the logged attempts through the feature definition, as training does,
+and compares the vectors with the ones the service scored: the check that online and
+offline still agree in production, not only in the test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ordermesh_payment.risk.dataset import replay
+from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
+from ordermesh_payment.risk.features import FeatureDefinition
+from ordermesh_platform.db import insert_rows
+
+if TYPE_CHECKING:  # scoring writes through this module: no import at run time
+    from ordermesh_payment.risk.scoring import RiskDecision
+
+
+def risk_decision_table(metadata: MetaData) -> Table:
+    return Table(
+        "risk_decisions",
+        metadata,
+        Column("order_id", String(64), primary_key=True),  # a retry keeps the first
+        Column("decided_at", DateTime(timezone=True), nullable=False),
+        Column("variant", String(16), nullable=False),
+        Column("model_version", String(64), nullable=False),
+        Column("score", Float, nullable=False),
+        Column("threshold", Float, nullable=False),
+        Column("risk_declined", Boolean, nullable=False),
+        Column("fallback", String(16), nullable=False),
+        # Exploration: a would-be decline approved at random, and the probability of
+        # the action taken, for inverse-propensity estimates of blocked traffic.
+        Column("explored", Boolean, nullable=False),
+        Column("propensity", Float, nullable=False),
+        # The provider's answer (or the risk decline): what the features learnt.
+        Column("declined", Boolean, nullable=False),
+        Column("attempt", Text, nullable=False),  # the Attempt as JSON
+        Column("features", Text, nullable=False),  # the vector scored, as JSON
+    )
+
+
+def _row(outcome: PaymentOutcome, decision: RiskDecision) -> dict[str, Any]:
+    attempt = outcome.attempt
+    return {
+        "order_id": attempt.order_id,
+        "decided_at": datetime.fromtimestamp(attempt.at_ms / 1000, UTC),
+        "variant": decision.variant,
+        "model_version": decision.model_version,
+        "score": decision.score,
+        "threshold": decision.threshold,
+        "risk_declined": decision.declined,
+        "fallback": decision.fallback,
+        "explored": decision.explored,
+        "propensity": decision.propensity,
+        "declined": outcome.declined,
+        "attempt": json.dumps(asdict(attempt), separators=(",", ":")),
+        "features": json.dumps(decision.features, separators=(",", ":")),
+    }
+
+
+def _attempt(text: str) -> Attempt:
+    fields = json.loads(text)
+    items = tuple(Item(**i) for i in fields.pop("items"))
+    return Attempt(items=items, **fields)
+
+
+class DecisionLog:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    async def add(
+        self,
+        conn: AsyncConnection,
+        outcomes: Sequence[PaymentOutcome],
+        decisions: Mapping[str, RiskDecision],
+    ) -> None:
+        rows = [
+            _row(o, decisions[o.attempt.order_id])
+            for o in outcomes
+            if o.attempt.order_id in decisions
+        ]
+        await insert_rows(conn, self.table, rows, conflict=("order_id",))
+
+    async def entries(self, conn: AsyncConnection) -> list[tuple[PaymentOutcome, list[float]]]:
+        """Every logged decision in decision order: the outcome and the vector scored."""
+        t = self.table
+        rows = await conn.execute(
+            select(t.c.attempt, t.c.declined, t.c.features).order_by(t.c.decided_at, t.c.order_id)
+        )
+        return [
+            (PaymentOutcome(_attempt(r.attempt), bool(r.declined)), json.loads(r.features))
+            for r in rows
+        ]
+
+
+@dataclass(frozen=True)
+class SkewReport:
+    decisions: int
+    decisions_with_skew: int
+    # Per feature: decisions where online and replay differ, and the largest difference.
+    features: dict[str, tuple[int, float]]
+
+
+def skew(
+    logged: Sequence[tuple[PaymentOutcome, list[float]]], definition: FeatureDefinition
+) -> SkewReport:
+    """Replay the logged outcomes through the feature definition (as the training set
+    is built) and compare each recomputed vector with the one scored online."""
+    rows = replay(sorted((o for o, _ in logged), key=lambda o: o.at_ms), definition)
+    replayed = {r.attempt.order_id: r.vector for r in rows}
+    counts = dict.fromkeys(definition.names, 0)
+    largest = dict.fromkeys(definition.names, 0.0)
+    skewed = 0
+    for outcome, online in logged:
+        offline = replayed[outcome.attempt.order_id]
+        differs = False
+        for name, a, b in zip(definition.names, online, offline, strict=True):
+            if abs(a - b) > 1e-9 * max(1.0, abs(b)):
+                counts[name] += 1
+                largest[name] = max(largest[name], abs(a - b))
+                differs = True
+        skewed += differs
+    return SkewReport(
+        len(logged),
+        skewed,
+        {n: (counts[n], largest[n]) for n in definition.names if counts[n]},
+    )
+
+
+@dataclass(frozen=True)
+class LoggedDecision:
+    order_id: str
+    decided_ms: int
+    variant: str
+    would_decline: bool  # declined, or approved only by exploration
+    explored: bool
+    propensity: float
+    amount_minor: int
+
+
+async def logged_decisions(conn: AsyncConnection, table: Table) -> list[LoggedDecision]:
+    """The decisions as off-policy evaluation needs them, oldest first."""
+    t = table
+    rows = await conn.execute(
+        select(
+            t.c.order_id, t.c.decided_at, t.c.variant, t.c.risk_declined, t.c.explored,
+            t.c.propensity, t.c.attempt,
+        ).order_by(t.c.decided_at, t.c.order_id)
+    )  # fmt: skip
+    found = []
+    for r in rows:
+        attempt = json.loads(r.attempt)
+        found.append(
+            LoggedDecision(
+                r.order_id, attempt["at_ms"], r.variant, bool(r.risk_declined or r.explored),
+                bool(r.explored), float(r.propensity), int(attempt["amount_minor"]),
+            )
+        )  # fmt: skip
+    return found

@@ -1,0 +1,236 @@
+"""The offline risk tooling, as the ``ordermesh risk`` commands call it (found through
+the ``ordermesh.risk`` entry point, so the CLI never imports this service). Training
+and evaluation import the ``training`` extra's libraries only when called."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ordermesh_payment.risk.models import Artifact, load_artifact
+from ordermesh_payment.risk.registry import ModelRegistry
+from ordermesh_payment.risk.settings import RiskSettings
+from ordermesh_payment.risk.simulate import SimulationSettings
+from ordermesh_payment.risk.simulate import simulate as _simulate
+from ordermesh_platform.errors import FailedPrecondition
+
+T = TypeVar("T")
+
+
+def simulate(
+    out: Path,
+    orders: int,
+    seed: int,
+    days: int,
+    fraud_share: float,
+    chargeback_delay_days: tuple[float, float],
+) -> dict[str, object]:
+    settings = SimulationSettings(
+        orders=orders,
+        seed=seed,
+        days=days,
+        fraud_share=fraud_share,
+        chargeback_delay_days=chargeback_delay_days,
+    )
+    return _simulate(settings, out)
+
+
+def train(
+    events: Path,
+    out: Path,
+    since: datetime | None,
+    until: datetime | None,
+    maturity_days: float,
+) -> list[dict[str, Any]]:
+    from ordermesh_payment.risk.metrics import Costs
+    from ordermesh_payment.risk.training import TrainingSettings, train_to_folder
+
+    risk = RiskSettings()
+    return train_to_folder(
+        events,
+        out,
+        risk.feature_definition(),
+        Costs(risk.margin_rate, risk.chargeback_fee_minor),
+        TrainingSettings(since=since, until=until, maturity_days=maturity_days),
+    )
+
+
+def evaluate(
+    events: Path,
+    models: Path,
+    out: Path,
+    since: datetime | None,
+    until: datetime | None,
+    maturity_days: float,
+) -> list[dict[str, Any]]:
+    from ordermesh_payment.risk.evaluation import evaluate_folder
+    from ordermesh_payment.risk.metrics import Costs
+    from ordermesh_payment.risk.training import TrainingSettings
+
+    risk = RiskSettings()
+    return evaluate_folder(
+        events,
+        models,
+        out,
+        risk.feature_definition(),
+        Costs(risk.margin_rate, risk.chargeback_fee_minor),
+        TrainingSettings(since=since, until=until, maturity_days=maturity_days),
+        risk.min_segment_genuine,
+    )
+
+
+async def _in_registry(
+    database_url: str | None, use: Callable[[ModelRegistry, AsyncConnection], Awaitable[T]]
+) -> T:
+    """Run ``use`` in one transaction on payment's database (migrated first)."""
+    from ordermesh_payment.app import service
+    from ordermesh_payment.config import PaymentSettings
+    from ordermesh_payment.store import risk_models
+    from ordermesh_platform.db import create_engine
+    from ordermesh_platform.migrations import upgrade_to_head
+
+    url = database_url or PaymentSettings().database_url
+    await upgrade_to_head(service.migrations, url, service.name)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            return await use(ModelRegistry(risk_models), conn)
+    finally:
+        await engine.dispose()
+
+
+def register(database_url: str | None, model: Path, champion: bool) -> dict[str, object]:
+    """Add an artifact to the registry as a challenger (and make it champion)."""
+    artifact = load_artifact(model, RiskSettings().feature_definition().schema_hash)
+
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        added = await registry.register(conn, artifact)
+        replaced = await registry.promote(conn, artifact.version) if champion else None
+        return {"version": artifact.version, "added": added, "champion": champion,
+                "replaced": replaced}  # fmt: skip
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def promote(
+    database_url: str | None, version: str, events: Path | None, maturity_days: float
+) -> dict[str, object]:
+    """Make ``version`` the champion. With ``events``, only past the gate: it must
+    beat the champion's cost on that log's holdout with confidence, and spread its
+    false declines evenly enough over the segments (docs/risk.md)."""
+
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        checked: dict[str, object] = {}
+        if events is not None:
+            challenger = await registry.artifact(conn, version)
+            current = await registry.champion_version(conn)
+            champion = None if current is None else await registry.artifact(conn, current)
+            checked = _gate(champion, challenger, events, maturity_days)
+        replaced = await registry.promote(conn, version)
+        return {"champion": version, "replaced": replaced, **checked}
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def _gate(
+    champion: Artifact | None, challenger: Artifact, events: Path, maturity_days: float
+) -> dict[str, object]:
+    from ordermesh_payment.risk.gate import GateSettings, check_promotion
+    from ordermesh_payment.risk.metrics import Costs
+    from ordermesh_payment.risk.training import (
+        TrainingSettings,
+        load_log,
+        time_split,
+        training_data,
+    )
+
+    risk = RiskSettings()
+    settings = TrainingSettings(maturity_days=maturity_days)
+    data, _ = training_data(load_log(events), risk.feature_definition(), settings)
+    holdout = time_split(data, settings.validation_share, settings.holdout_share).holdout
+    report = check_promotion(
+        champion,
+        challenger,
+        holdout,
+        Costs(risk.margin_rate, risk.chargeback_fee_minor),
+        GateSettings(
+            max_false_decline_ratio=risk.max_false_decline_ratio,
+            min_segment_genuine=risk.min_segment_genuine,
+        ),
+    )
+    if not report.accepted:
+        raise FailedPrecondition(
+            "PROMOTION_REFUSED", f"{challenger.version} refused: " + "; ".join(report.reasons)
+        )
+    return {
+        "cost_saving_minor": report.cost_saving_minor,
+        "saving_interval_minor": list(report.saving_interval),
+        "false_decline_ratio": report.false_decline_ratio,
+    }
+
+
+def rollback(database_url: str | None) -> dict[str, object]:
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        rolled_back, restored = await registry.rollback(conn)
+        return {"rolled_back": rolled_back, "champion": restored}
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def models(database_url: str | None) -> list[dict[str, object]]:
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> list[dict[str, object]]:
+        return [asdict(m) for m in await registry.models(conn)]
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def skew(database_url: str | None) -> dict[str, object]:
+    """Compare the features payment-service scored with a replay of its decision log."""
+    from ordermesh_payment.risk.decision_log import DecisionLog
+    from ordermesh_payment.risk.decision_log import skew as measure
+    from ordermesh_payment.store import risk_decisions
+
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        logged = await DecisionLog(risk_decisions).entries(conn)
+        report = measure(logged, RiskSettings().feature_definition())
+        return asdict(report)
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
+def report(
+    database_url: str | None, chargebacks: Path, maturity_days: float
+) -> list[dict[str, object]]:
+    """Each variant's precision, recall and cost, blocked traffic included, from the
+    decision log and a chargeback file (one order id a line, or JSON lines with an
+    "order_id"), over decisions old enough for their chargebacks to have arrived."""
+    import json
+    import time
+
+    from ordermesh_payment.risk.decision_log import logged_decisions
+    from ordermesh_payment.risk.metrics import Costs
+    from ordermesh_payment.risk.report import report as estimate
+    from ordermesh_payment.store import risk_decisions
+
+    fraud = set()
+    for line in chargebacks.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            fraud.add(
+                json.loads(line)["order_id"] if line.lstrip().startswith("{") else line.strip()
+            )
+    matured_before = time.time() * 1000 - maturity_days * 86_400_000
+    risk = RiskSettings()
+
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> list[dict[str, object]]:
+        logged = await logged_decisions(conn, risk_decisions)
+        matured = [d for d in logged if d.decided_ms <= matured_before]
+        costs = Costs(risk.margin_rate, risk.chargeback_fee_minor)
+        return [asdict(r) for r in estimate(matured, fraud, costs)]
+
+    return asyncio.run(_in_registry(database_url, use))

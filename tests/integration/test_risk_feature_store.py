@@ -1,0 +1,69 @@
+"""The online features in payment's database equal the offline training set's for the
+same history: one definition, two ways of running it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ordermesh_cli.registry import load_service
+from ordermesh_payment.risk.dataset import replay
+from ordermesh_payment.risk.events import PaymentOutcome
+from ordermesh_payment.risk.feature_store import FeatureStore
+from ordermesh_payment.risk.features import EntityKey, EntityState, keys_of
+from ordermesh_payment.risk.settings import RiskSettings
+from ordermesh_payment.risk.simulate import SimulationSettings, Simulator
+from ordermesh_payment.store import risk_features
+from ordermesh_platform.db import create_engine
+from ordermesh_platform.migrations import upgrade_to_head
+
+pytestmark = pytest.mark.integration
+
+DEFINITION = RiskSettings().feature_definition()
+EVENTS, _ = Simulator(SimulationSettings(orders=400, fraud_share=0.08, seed=21, days=4)).run()
+PAYMENTS = [e for e in EVENTS if isinstance(e, PaymentOutcome)]
+
+
+@pytest.fixture
+async def engine(any_database: str) -> AsyncIterator[AsyncEngine]:
+    spec = load_service("payment")
+    await upgrade_to_head(spec.migrations, any_database, spec.name)
+    engine = create_engine(any_database)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_online_features_equal_the_offline_replay_of_the_same_events(
+    engine: AsyncEngine,
+) -> None:
+    store = FeatureStore(risk_features, DEFINITION)
+    online = []
+    for payment in PAYMENTS:  # as payment-service sees them: decide, then record
+        async with engine.begin() as conn:
+            [vector] = await store.vectors(conn, [payment.attempt])
+            await store.apply(conn, [payment])
+        online.append(vector)
+    offline = [row.vector for row in replay(EVENTS, DEFINITION)]
+    assert len(online) == len(offline) == 400
+    assert online == offline
+
+
+async def test_batches_applied_at_once_leave_the_states_one_by_one_would(
+    engine: AsyncEngine,
+) -> None:
+    store = FeatureStore(risk_features, DEFINITION)
+    for start in range(0, len(PAYMENTS), 50):
+        async with engine.begin() as conn:
+            await store.apply(conn, PAYMENTS[start : start + 50])
+    async with engine.begin() as conn:  # a redelivered batch changes nothing
+        await store.apply(conn, PAYMENTS[100:150])
+    async with engine.connect() as conn:
+        stored = await store.states(conn, keys_of(p.attempt for p in PAYMENTS))
+    expected: dict[EntityKey, EntityState] = {}
+    for payment in PAYMENTS:
+        DEFINITION.apply(expected, payment)
+    assert stored == expected
