@@ -65,6 +65,7 @@ def outside_peers(values: dict[str, Any]) -> dict[str, str]:
         ("prometheus", np["prometheus"]["from"]),
         ("kafka", np["kafka"]["to"]),
         ("otlp", np["otlp"]["to"]),
+        ("identity-provider", np["identityProvider"]["to"]),
         ("payment-provider", cidr_peers(np["paymentProvider"]["cidrs"])),
         ("smtp", cidr_peers(np["smtp"]["cidrs"])),
         ("webhooks", cidr_peers(np["webhooks"]["cidrs"])),

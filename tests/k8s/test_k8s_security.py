@@ -151,7 +151,7 @@ def test_auth_mounts_the_jwks_and_switches_authentication_on(render: Render) -> 
     ("sets", "message"),
     [
         (["auth.enabled=true", "auth.jwks.configMap=jwks"], "auth.enabled needs tls.enabled"),
-        (["auth.enabled=true", *TLS_ON], "auth.enabled needs auth.jwks.configMap"),
+        (["auth.enabled=true", *TLS_ON], "auth.enabled needs a source of token keys"),
         ([*TLS_ON, "tls.certManager.enabled=true"], "needs tls.certManager.issuerRef.name"),
     ],
 )

@@ -295,8 +295,15 @@ cross the network in clear text) and the identity provider's keys.
 {{- if and .Values.auth.enabled (not .Values.tls.enabled) }}
 {{- fail "auth.enabled needs tls.enabled: service identities come from client certificates, and tokens must not travel in clear text" }}
 {{- end }}
-{{- if and .Values.auth.enabled (not .Values.auth.jwks.configMap) }}
-{{- fail "auth.enabled needs auth.jwks.configMap: the ConfigMap holding the identity provider's JWKS" }}
+{{- $sources := include "ordermesh.authKeySources" . | fromJsonArray }}
+{{- if gt (len $sources) 1 }}
+{{- fail (printf "set one source of token keys, not %d: %s (the services refuse to start with several)" (len $sources) (join ", " $sources)) }}
+{{- end }}
+{{- if and .Values.auth.enabled (not $sources) }}
+{{- fail "auth.enabled needs a source of token keys: auth.oidcIssuer, auth.jwks.url or auth.jwks.configMap" }}
+{{- end }}
+{{- if and .Values.auth.enabled (include "ordermesh.authRemoteKeys" .) .Values.networkPolicy.enabled (not .Values.networkPolicy.identityProvider.to) }}
+{{- fail "auth.oidcIssuer and auth.jwks.url need networkPolicy.identityProvider.to: the services fetch the token keys from the identity provider, which the NetworkPolicies must let them reach" }}
 {{- end }}
 {{- if and .Values.tls.enabled .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
 {{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name" }}
@@ -315,11 +322,39 @@ cross the network in clear text) and the identity provider's keys.
 {{- end }}
 {{- if .Values.auth.enabled }}
 {{- $_ := set $env "ORDERMESH_AUTH_ENABLED" "true" }}
-{{- $_ := set $env "ORDERMESH_AUTH_JWKS_FILE" (printf "%s/%s" (include "ordermesh.authMountPath" .) .Values.auth.jwks.key) }}
+{{- $jwks := .Values.auth.jwks }}
+{{- if .Values.auth.oidcIssuer }}
+{{- $_ := set $env "ORDERMESH_AUTH_OIDC_ISSUER" .Values.auth.oidcIssuer }}
+{{- end }}
+{{- if $jwks.url }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWKS_URL" $jwks.url }}
+{{- end }}
+{{- if $jwks.configMap }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWKS_FILE" (printf "%s/%s" (include "ordermesh.authMountPath" .) $jwks.key) }}
+{{- end }}
+{{- if include "ordermesh.authRemoteKeys" . }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWKS_CACHE_S" (toString $jwks.cacheSeconds) }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWKS_MIN_REFRESH_INTERVAL_S" (toString $jwks.minRefreshIntervalSeconds) }}
+{{- $_ := set $env "ORDERMESH_AUTH_JWKS_TIMEOUT_S" (toString $jwks.timeoutSeconds) }}
+{{- end }}
 {{- $_ := set $env "ORDERMESH_AUTH_JWT_AUDIENCE" .Values.auth.audience }}
 {{- $_ := set $env "ORDERMESH_AUTH_JWT_ISSUER" .Values.auth.issuer }}
 {{- end }}
 {{- $env | toJson }}
+{{- end }}
+
+{{/* The auth values naming a source of token keys that are set, as a JSON list. */}}
+{{- define "ordermesh.authKeySources" -}}
+{{- $sources := list }}
+{{- if .Values.auth.oidcIssuer }}{{ $sources = append $sources "auth.oidcIssuer" }}{{ end }}
+{{- if .Values.auth.jwks.url }}{{ $sources = append $sources "auth.jwks.url" }}{{ end }}
+{{- if .Values.auth.jwks.configMap }}{{ $sources = append $sources "auth.jwks.configMap" }}{{ end }}
+{{- $sources | toJson }}
+{{- end }}
+
+{{/* "true" when authentication is on and fetches the token keys from a URL; else empty. */}}
+{{- define "ordermesh.authRemoteKeys" -}}
+{{- if and .Values.auth.enabled (or .Values.auth.oidcIssuer .Values.auth.jwks.url) }}true{{ end }}
 {{- end }}
 
 {{- define "ordermesh.authMountPath" -}}
