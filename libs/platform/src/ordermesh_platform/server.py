@@ -39,12 +39,24 @@ log = get_logger(__name__)
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
-    return [
+    options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
     ]
+    if settings.max_connection_age_s > 0:
+        # Aged connections make clients reconnect and re-resolve, so replicas added
+        # since (new pods) get their share of calls; GOAWAY lets calls not yet sent
+        # move to another connection without an error (docs/deploy.md).
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                round(settings.max_connection_age_grace_s * 1000),
+            ),
+        ]
+    return options
 
 
 def interceptors(spec: ServiceSpec, settings: ServiceSettings) -> list[grpc.aio.ServerInterceptor]:

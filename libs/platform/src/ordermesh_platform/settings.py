@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,6 +53,27 @@ class ServiceSettings(BaseSettings):
     )
     shed_retry_after_s: float = Field(
         0.2, gt=0, description="Retry delay a shed call advises (RetryInfo, gRPC pushback)."
+    )
+    # Spreading calls over replicas (docs/deploy.md, "How traffic reaches new pods").
+    client_lb_policy: Literal["round_robin", "pick_first"] = Field(
+        "round_robin",
+        description="How a channel to another service chooses among the addresses its "
+        "target resolves to: round_robin connects to every replica and spreads calls "
+        "over them; pick_first sends everything over one connection.",
+    )
+    max_connection_age_s: float = Field(
+        30.0,
+        ge=0,
+        description="A client connection is closed (GOAWAY, after in-flight calls) once "
+        "it is this old, give or take 10% (gRPC's jitter): the client reconnects and "
+        "resolves its target again, so replicas started since then get calls. 0: never.",
+    )
+    max_connection_age_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long calls in flight on an aged connection may still run "
+        "before it is cut (the default covers the clients' 30 s call cap; a longer "
+        "WatchOrder stream ends UNAVAILABLE and is watched again).",
     )
     health_port: int = Field(
         0,
