@@ -44,7 +44,7 @@ def mesh_table(mesh: LocalMesh) -> Table:
         backlog = child.metrics.get("ordermesh_outbox_backlog")
         sent = child.metrics.get('ordermesh_notifications_total{result="sent"}')
         table.add_row(
-            child.name,
+            child.label,
             child.address,
             str(child.proc.pid),
             f"[{style}]{child.health}[/{style}]",

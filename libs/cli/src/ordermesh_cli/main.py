@@ -17,7 +17,7 @@ from rich.live import Live
 from ordermesh_cli.dashboard import mesh_view
 from ordermesh_cli.demo import DemoTraffic, seed_catalogue
 from ordermesh_cli.health_client import check_health
-from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
+from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed, parse_replicas
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
 from ordermesh_platform.tls import TlsFiles
 
@@ -361,19 +361,32 @@ def up(
             "or a service certificate",
         ),
     ] = False,
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="processes per service, e.g. inventory=2,payment=2 (up to 10 each); "
+            "callers spread their calls over every replica",
+        ),
+    ] = "",
 ) -> None:
     """Start the whole local mesh, wait until it is SERVING, seed it, and show it live.
 
-    Metrics: each service serves /metrics on N+10 (order) ... N+13 (notification)."""
-    config = MeshConfig(
-        base_port=base_port,
-        postgres=postgres,
-        kafka=kafka,
-        state_dir=state_dir,
-        otlp_endpoint=otlp,
-        tls=tls,
-        auth=auth,
-    )
+    Metrics: each service serves /metrics on N+10 (order) ... N+13 (notification).
+    Replica r (1-9) of the service at offset i (order 0 ... notification 3) listens
+    on N+100+10i+r, its metrics on N+200+10i+r (inventory's second: N+111, N+211)."""
+    try:
+        config = MeshConfig(
+            base_port=base_port,
+            postgres=postgres,
+            kafka=kafka,
+            state_dir=state_dir,
+            otlp_endpoint=otlp,
+            tls=tls,
+            auth=auth,
+            replicas=parse_replicas(replicas),
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     code = asyncio.run(_up(config, demo=not no_demo, ready_timeout=ready_timeout))
     raise typer.Exit(code)
 
@@ -396,7 +409,7 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         stopper.cancel()
         ready.result()
         for child in mesh.children:
-            console.print(f"{child.name} SERVING on {child.address}")
+            console.print(f"{child.label} SERVING on {child.address}")
         if config.tls:
             console.print(f"mTLS on: caller certificate in {config.certs_dir / 'caller'}/")
         if config.auth:

@@ -27,11 +27,25 @@ from ordermesh_platform.devcerts import (
     create_dev_certs,
     ensure_jwt_keys,
 )
+from ordermesh_platform.targets import grpc_target
 from ordermesh_platform.tls import TlsFiles
 
+# The ports of a local mesh, from its base port N (docs/architecture.md, "The local mesh"):
+#   N+0 .. N+3             gRPC of order, inventory, payment, notification (replica 0)
+#   N+10 .. N+13           their /metrics
+#   N+40                   the local broker
+#   N+100 + 10*i + r       gRPC of replica r (1..9) of the service at offset i: the
+#                          replicas of a service sit on consecutive ports
+#                          (inventory's: N+111, N+112, ...)
+#   N+200 + 10*i + r       its /metrics
+# The blocks never overlap, so no replica count can take another service's port, the
+# broker's, or a metrics port.
 PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
 BROKER_PORT_OFFSET = 40
 METRICS_PORT_OFFSET = 10
+REPLICA_PORT_OFFSET = 100
+REPLICA_METRICS_PORT_OFFSET = 200
+MAX_REPLICAS = 10
 STOP_TIMEOUT_S = 8.0
 CHILD_GRACE_S = 5.0
 
@@ -50,6 +64,18 @@ class MeshConfig:
     tls: bool = False
     # Callers must authenticate: tokens signed by a development key under <state_dir>/auth.
     auth: bool = False
+    # Processes per service (1 when not named); callers get every replica's address.
+    replicas: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, count in self.replicas.items():
+            if name not in SERVICE_NAMES:
+                raise ValueError(f"replicas: no service named {name!r}")
+            if not 1 <= count <= MAX_REPLICAS:
+                raise ValueError(f"replicas: {name}={count}, choose 1 to {MAX_REPLICAS}")
+        highest = max(self.ports())
+        if self.base_port < 1 or highest > 65535:
+            raise ValueError(f"base port {self.base_port}: the mesh's ports reach {highest}")
 
     @property
     def certs_dir(self) -> Path:
@@ -72,14 +98,41 @@ class MeshConfig:
         key = ensure_jwt_keys(self.auth_dir)[0] if self.auth else None
         return Access(self.caller_tls, key)
 
-    def port(self, service: str) -> int:
-        return self.base_port + PORT_OFFSETS[service]
+    def replica_count(self, service: str) -> int:
+        return self.replicas.get(service, 1)
 
-    def metrics_port(self, service: str) -> int:
-        return self.base_port + METRICS_PORT_OFFSET + PORT_OFFSETS[service]
+    def port(self, service: str, replica: int = 0) -> int:
+        if replica == 0:
+            return self.base_port + PORT_OFFSETS[service]
+        return self.base_port + REPLICA_PORT_OFFSET + 10 * PORT_OFFSETS[service] + replica
+
+    def metrics_port(self, service: str, replica: int = 0) -> int:
+        if replica == 0:
+            return self.base_port + METRICS_PORT_OFFSET + PORT_OFFSETS[service]
+        offset = REPLICA_METRICS_PORT_OFFSET + 10 * PORT_OFFSETS[service]
+        return self.base_port + offset + replica
+
+    def replica_address(self, service: str, replica: int = 0) -> str:
+        return f"127.0.0.1:{self.port(service, replica)}"
 
     def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.port(service)}"
+        """The gRPC target of every replica of ``service``: ``127.0.0.1:<port>`` for one,
+        ``ipv4:127.0.0.1:<port>,...`` for several (ordermesh_platform.targets)."""
+        return grpc_target(
+            ",".join(self.replica_address(service, r) for r in range(self.replica_count(service)))
+        )
+
+    def ports(self) -> list[int]:
+        """Every port the mesh listens on (the broker's only when it starts one)."""
+        found = [
+            port
+            for name in SERVICE_NAMES
+            for r in range(self.replica_count(name))
+            for port in (self.port(name, r), self.metrics_port(name, r))
+        ]
+        if self.kafka is None:
+            found.append(self.broker_port)
+        return found
 
     @property
     def broker_port(self) -> int:
@@ -98,6 +151,17 @@ class MeshConfig:
         return f"sqlite+aiosqlite:///{(self.state_dir / f'{service}.db').resolve()}"
 
 
+def parse_replicas(text: str) -> dict[str, int]:
+    """``inventory=2,payment=2`` as a mapping; ValueError names what is wrong."""
+    replicas: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise ValueError(f"{item!r}: write <service>=<count>, e.g. inventory=2")
+        replicas[name.strip()] = int(count)
+    return replicas
+
+
 @dataclass
 class Child:
     name: str
@@ -105,10 +169,17 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     metrics_port: int = 0
+    replica: int = 0
+    # How many replicas the service runs: a lone one is shown by its service's name.
+    of: int = 1
     started: float = field(default_factory=time.monotonic)
     health: str = "STARTING"
     # Samples of the service's /metrics, summed over labels except "result".
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.of == 1 else f"{self.name}/{self.replica}"
 
 
 def scrape_metrics(port: int) -> dict[str, float]:
@@ -141,19 +212,19 @@ class LocalMesh:
         self.broker: subprocess.Popen[bytes] | None = None
         self.logs_dir = config.state_dir / "logs"
 
-    def service_env(self, service: str) -> dict[str, str]:
+    def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
         c = self.config
         env = dict(os.environ)
         env.update(
             ORDERMESH_GRPC_HOST="127.0.0.1",
-            ORDERMESH_GRPC_PORT=str(c.port(service)),
+            ORDERMESH_GRPC_PORT=str(c.port(service, replica)),
             ORDERMESH_DATABASE_URL=c.database_url(service),
             ORDERMESH_KAFKA_BOOTSTRAP=c.kafka_bootstrap,
             ORDERMESH_INVENTORY_ADDR=c.address("inventory"),
             ORDERMESH_PAYMENT_ADDR=c.address("payment"),
             ORDERMESH_SHUTDOWN_GRACE_S=str(CHILD_GRACE_S),
             ORDERMESH_LOG_LEVEL=c.log_level,
-            ORDERMESH_METRICS_PORT=str(c.metrics_port(service)),
+            ORDERMESH_METRICS_PORT=str(c.metrics_port(service, replica)),
             OTEL_SERVICE_NAME=f"{service}-service",
         )
         if c.otlp_endpoint:
@@ -186,30 +257,45 @@ class LocalMesh:
             self.broker = start_tansu(self.config.broker_port, log)
             wait_for_port(self.config.broker_port, timeout_s=15)
         for name in SERVICE_NAMES:
-            self.start_service(name)
+            for replica in range(self.config.replica_count(name)):
+                self.start_service(name, replica)
 
-    def start_service(self, name: str, **env: str) -> Child:
-        """Start (or restart) one service; ``env`` adds settings for this start only."""
-        log_path = self.logs_dir / f"{name}.log"
+    def start_service(self, name: str, replica: int = 0, **env: str) -> Child:
+        """Start (or restart) one replica of a service; ``env`` adds settings for this
+        start only (ORDERMESH_GRPC_PORT and ORDERMESH_METRICS_PORT among them move it)."""
+        suffix = f"-{replica}" if replica else ""
+        log_path = self.logs_dir / f"{name}{suffix}.log"
+        settings = {**self.service_env(name, replica), **env}
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 dies_with_parent([sys.executable, "-m", "ordermesh_cli", "serve", name]),
-                env={**self.service_env(name), **env},
+                env=settings,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         child = Child(
-            name, self.config.address(name), proc, log_path, self.config.metrics_port(name)
+            name,
+            f"127.0.0.1:{settings['ORDERMESH_GRPC_PORT']}",
+            proc,
+            log_path,
+            int(settings["ORDERMESH_METRICS_PORT"]),
+            replica,
+            max(self.config.replica_count(name), replica + 1),
         )
-        self.children = [c for c in self.children if c.name != name] + [child]
-        self.children.sort(key=lambda c: SERVICE_NAMES.index(c.name))
+        self.children = [c for c in self.children if (c.name, c.replica) != (name, replica)] + [
+            child
+        ]
+        self.children.sort(key=lambda c: (SERVICE_NAMES.index(c.name), c.replica))
+        for sibling in self.children:
+            if sibling.name == name:
+                sibling.of = max(sibling.of, child.of)
         return child
 
-    def child(self, name: str) -> Child:
-        return next(c for c in self.children if c.name == name)
+    def child(self, name: str, replica: int = 0) -> Child:
+        return next(c for c in self.children if (c.name, c.replica) == (name, replica))
 
-    def stop_service(self, name: str) -> None:
-        stop_all([self.child(name).proc], STOP_TIMEOUT_S)
+    def stop_service(self, name: str, replica: int = 0) -> None:
+        stop_all([self.child(name, replica).proc], STOP_TIMEOUT_S)
 
     async def refresh_health(self, with_metrics: bool = False) -> None:
         async def one(child: Child) -> None:
@@ -232,13 +318,13 @@ class LocalMesh:
             if all(c.health == "SERVING" for c in self.children):
                 return
             if time.monotonic() > deadline:
-                waiting = ", ".join(f"{c.name}={c.health}" for c in self.children)
+                waiting = ", ".join(f"{c.label}={c.health}" for c in self.children)
                 raise MeshFailed(f"not all services SERVING after {timeout_s}s: {waiting}")
             await asyncio.sleep(0.2)
 
     def _failure(self, child: Child) -> str:
         tail = child.log_path.read_text(errors="replace").splitlines()[-15:]
-        return f"{child.name} exited with {child.proc.returncode}; last log lines:\n" + "\n".join(
+        return f"{child.label} exited with {child.proc.returncode}; last log lines:\n" + "\n".join(
             tail
         )
 
