@@ -38,6 +38,8 @@ SETTINGS = {
     # One order per batch call, so a replica's calls count its orders.
     "ORDERMESH_BATCH_MAX_SIZE": "1",
     "ORDERMESH_BATCH_IN_FLIGHT": "8",
+    # The process added later shares inventory replica 0's port.
+    "ORDERMESH_GRPC_REUSE_PORT": "true",
     # Seven processes on the shared PostgreSQL (100 connections for everyone).
     "ORDERMESH_DATABASE_POOL_SIZE": "3",
 }
@@ -148,7 +150,7 @@ async def test_killing_one_replica_and_draining_another_mid_burst_fails_no_order
 async def test_a_replica_added_later_gets_calls_once_connections_age_out(
     mesh: MeshClient,
 ) -> None:
-    """The new process listens on inventory replica 0's port (gRPC servers bind it with
+    """The new process listens on inventory replica 0's port (both bind it with
     SO_REUSEPORT), as a new pod sits behind a connection-balancing Service: the
     kernel hands it new connections only, and order-service keeps its connection to
     the old process until that connection ages out. Each reconnect lands on either

@@ -20,7 +20,7 @@ from ordermesh_platform.db import (
     count_statements,
     create_engine,
 )
-from ordermesh_platform.health import DatabaseHealth
+from ordermesh_platform.health import DatabaseHealth, instance_health_name
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
 from ordermesh_platform.metrics import serve_metrics
@@ -44,6 +44,9 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC shares a port with any process that asks by default; a port in use
+        # must fail instead (ordermesh up relies on it to refuse a second mesh).
+        ("grpc.so_reuseport", int(settings.grpc_reuse_port)),
     ]
     if settings.max_connection_age_s > 0:
         # Aged connections make clients reconnect and re-resolve, so replicas added
@@ -156,6 +159,11 @@ class RunningService:
                         f"{settings.grpc_host}:{settings.health_port}"
                     )
                 await db_health.start()
+                if settings.instance_id:
+                    await health_servicer.set(
+                        instance_health_name(settings.instance_id),
+                        health_pb2.HealthCheckResponse.SERVING,
+                    )
                 await server.start()
                 if health_server is not None:
                     await health_server.start()

@@ -20,6 +20,12 @@ class ServiceSettings(BaseSettings):
 
     grpc_host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a pod.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_reuse_port: bool = Field(
+        False,
+        description="Let several processes listen on the gRPC port (SO_REUSEPORT; the "
+        "kernel hands each new connection to one of them). Off: a port already taken "
+        "fails the start instead of being shared with whatever holds it.",
+    )
     database_url: str = Field(
         "sqlite+aiosqlite:///.ordermesh/service.db",
         description="SQLAlchemy URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path.",
@@ -74,6 +80,13 @@ class ServiceSettings(BaseSettings):
         description="How long calls in flight on an aged connection may still run "
         "before it is cut (the default covers the clients' 30 s call cap; a longer "
         "WatchOrder stream ends UNAVAILABLE and is watched again).",
+    )
+    instance_id: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Set by `ordermesh up` for its own children: health also answers "
+        "SERVING for the name ordermesh.instance.<id>, so `up` can tell its servers from "
+        "another program on the same port. Empty: none.",
     )
     health_port: int = Field(
         0,
