@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from ordermesh_cli.dashboard import mesh_view
+from ordermesh_cli.dashboard import broker_text, mesh_view, outcome_lines
 from ordermesh_cli.demo import DemoTraffic, seed_catalogue
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed, parse_replicas
@@ -28,6 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+# How often `up` looks at its children (and restarts the dead); how often, when its
+# output is not a terminal, it prints the demo's outcomes.
+WATCH_INTERVAL_S = 1.0
+PLAIN_EVERY_S = 10.0
 
 
 def _service_name(name: str) -> str:
@@ -368,6 +373,14 @@ def up(
             "callers spread their calls over every replica",
         ),
     ] = "",
+    no_restart: Annotated[
+        bool,
+        typer.Option(
+            "--no-restart",
+            help="leave a service that dies stopped (by default it is started again, "
+            "after 1 s, then twice as long each time it dies within a minute, up to 30 s)",
+        ),
+    ] = False,
 ) -> None:
     """Start the whole local mesh, wait until it is SERVING, seed it, and show it live.
 
@@ -387,12 +400,14 @@ def up(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    code = asyncio.run(_up(config, demo=not no_demo, ready_timeout=ready_timeout))
+    code = asyncio.run(
+        _up(config, demo=not no_demo, ready_timeout=ready_timeout, restart=not no_restart)
+    )
     raise typer.Exit(code)
 
 
-async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
-    mesh = LocalMesh(config)
+async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: bool = True) -> int:
+    mesh = LocalMesh(config, restart=restart)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -410,6 +425,7 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         ready.result()
         for child in mesh.children:
             console.print(f"{child.label} SERVING on {child.address}")
+        console.print(broker_text(mesh))
         if config.tls:
             console.print(f"mTLS on: caller certificate in {config.certs_dir / 'caller'}/")
         if config.auth:
@@ -427,7 +443,7 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         await _watch(mesh, stop, traffic)
         if traffic is not None:
             await demo_task
-            console.print(f"demo orders: {dict(traffic.outcomes)}")
+            console.print("\n".join(outcome_lines(traffic)))
         return 0
     except MeshFailed as failure:
         console.print(f"[red]the mesh did not start:[/red] {failure}")
@@ -439,17 +455,33 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
 
 
 async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None) -> None:
-    """The live table on a terminal; elsewhere (CI, a pipe) a line per change of outcomes."""
+    """The live table on a terminal; elsewhere (CI, a pipe) plain lines: what changed in
+    the mesh as it happens, the demo's outcomes every PLAIN_EVERY_S when they moved."""
     tty = sys.stdout.isatty()
     live = Live(mesh_view(mesh, demo), console=Console(), refresh_per_second=2)
-    shown = ""
+    healths: dict[str, str] = {}
+    shown: list[str] = []
+    shown_at = time.monotonic()
     with live if tty else contextlib.nullcontext():
         while not stop.is_set():
+            events = mesh.supervise()
             await mesh.refresh_health(with_metrics=tty)
             if tty:
+                for line in events:
+                    live.console.log(line)
                 live.update(mesh_view(mesh, demo))
-            elif demo is not None and (line := str(dict(demo.outcomes))) != shown:
-                print(f"demo orders: {line}", flush=True)
-                shown = line
+            else:
+                for line in events:
+                    print(line, flush=True)
+                for child in mesh.children:
+                    if healths.get(child.label, "SERVING") != child.health:
+                        print(f"{child.label} {child.health}", flush=True)
+                    healths[child.label] = child.health
+                now = time.monotonic()
+                if demo is not None and now - shown_at >= PLAIN_EVERY_S:
+                    if (lines := outcome_lines(demo)) != shown:
+                        print("\n".join(lines), flush=True)
+                        shown = lines
+                    shown_at = now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                await asyncio.wait_for(stop.wait(), timeout=WATCH_INTERVAL_S)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from ordermesh_cli.access import Access
 from ordermesh_cli.broker import start_tansu, wait_for_port
 from ordermesh_cli.health_client import check_health
+from ordermesh_cli.ports import first_taken
 from ordermesh_cli.processes import dies_with_parent, stop_all
 from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_platform.devcerts import (
@@ -27,6 +29,7 @@ from ordermesh_platform.devcerts import (
     create_dev_certs,
     ensure_jwt_keys,
 )
+from ordermesh_platform.health import instance_health_name
 from ordermesh_platform.targets import grpc_target
 from ordermesh_platform.tls import TlsFiles
 
@@ -124,15 +127,20 @@ class MeshConfig:
 
     def ports(self) -> list[int]:
         """Every port the mesh listens on (the broker's only when it starts one)."""
-        found = [
-            port
-            for name in SERVICE_NAMES
-            for r in range(self.replica_count(name))
-            for port in (self.port(name, r), self.metrics_port(name, r))
-        ]
+        return list(self.port_owners())
+
+    def port_owners(self) -> dict[int, str]:
+        """Every port the mesh listens on, with what listens there."""
+        owners: dict[int, str] = {}
+        for name in SERVICE_NAMES:
+            count = self.replica_count(name)
+            for r in range(count):
+                label = name if count == 1 else f"{name}/{r}"
+                owners[self.port(name, r)] = label
+                owners[self.metrics_port(name, r)] = f"{label} metrics"
         if self.kafka is None:
-            found.append(self.broker_port)
-        return found
+            owners[self.broker_port] = "broker"
+        return owners
 
     @property
     def broker_port(self) -> int:
@@ -174,6 +182,13 @@ class Child:
     of: int = 1
     started: float = field(default_factory=time.monotonic)
     health: str = "STARTING"
+    # Supervision (LocalMesh.supervise): restarts so far, the delay before the next one
+    # should it die soon, and when a restart is due while it is dead.
+    restarts: int = 0
+    next_delay_s: float = 0.0
+    restart_at: float | None = None
+    # Its server answered the mesh's instance name: it is this child, not another program.
+    own: bool = False
     # Samples of the service's /metrics, summed over labels except "result".
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -203,14 +218,24 @@ class MeshFailed(RuntimeError):
     pass
 
 
+# A child that dies after the mesh is up is started again after a delay that doubles
+# from RESTART_FIRST_S to RESTART_MAX_S, and starts over once it has run STABLE_S.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0
+
+
 class LocalMesh:
     """Starts the broker (unless one is given) and the four services, and stops them all."""
 
-    def __init__(self, config: MeshConfig) -> None:
+    def __init__(self, config: MeshConfig, restart: bool = True) -> None:
         self.config = config
+        self.restart = restart
         self.children: list[Child] = []
         self.broker: subprocess.Popen[bytes] | None = None
         self.logs_dir = config.state_dir / "logs"
+        # Answered by this mesh's servers only (ORDERMESH_INSTANCE_ID).
+        self.instance_id = uuid.uuid4().hex[:12]
 
     def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
         c = self.config
@@ -225,6 +250,7 @@ class LocalMesh:
             ORDERMESH_SHUTDOWN_GRACE_S=str(CHILD_GRACE_S),
             ORDERMESH_LOG_LEVEL=c.log_level,
             ORDERMESH_METRICS_PORT=str(c.metrics_port(service, replica)),
+            ORDERMESH_INSTANCE_ID=self.instance_id,
             OTEL_SERVICE_NAME=f"{service}-service",
         )
         if c.otlp_endpoint:
@@ -249,13 +275,28 @@ class LocalMesh:
         if self.config.auth:
             ensure_jwt_keys(self.config.auth_dir)
 
+    def check_ports(self) -> None:
+        """MeshFailed naming the first port something else holds."""
+        taken = first_taken(self.config.port_owners())
+        if taken is not None:
+            port, owner = taken
+            raise MeshFailed(
+                f"port {port} ({owner}) is in use by another process; pass --base-port"
+            )
+
     def start(self) -> None:
+        self.check_ports()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.prepare_credentials()
         if self.config.kafka is None:
             log = (self.logs_dir / "broker.log").open("ab")
             self.broker = start_tansu(self.config.broker_port, log)
             wait_for_port(self.config.broker_port, timeout_s=15)
+            if self.broker.poll() is not None:
+                raise MeshFailed(
+                    f"the broker exited with {self.broker.returncode}; see {self.logs_dir}"
+                    "/broker.log"
+                )
         for name in SERVICE_NAMES:
             for replica in range(self.config.replica_count(name)):
                 self.start_service(name, replica)
@@ -272,6 +313,9 @@ class LocalMesh:
                 env=settings,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Out of the terminal's process group: Ctrl-C reaches `up` alone, which
+                # then stops the services in order and the broker last.
+                start_new_session=True,
             )
         child = Child(
             name,
@@ -298,15 +342,53 @@ class LocalMesh:
         stop_all([self.child(name, replica).proc], STOP_TIMEOUT_S)
 
     async def refresh_health(self, with_metrics: bool = False) -> None:
+        tls = self.config.caller_tls
+
         async def one(child: Child) -> None:
             if child.proc.poll() is not None:
                 child.health = f"EXITED({child.proc.returncode})"
-            else:
-                child.health = await check_health(child.address, tls=self.config.caller_tls)
-                if with_metrics:
-                    child.metrics = await asyncio.to_thread(scrape_metrics, child.metrics_port)
+                return
+            health = await check_health(child.address, tls=tls)
+            if health == "SERVING" and not child.own:
+                # Once per child: is it our server that answers, or something else's?
+                own = instance_health_name(self.instance_id)
+                child.own = await check_health(child.address, own, tls=tls) == "SERVING"
+                if not child.own:
+                    health = "FOREIGN"
+            child.health = health
+            if with_metrics:
+                child.metrics = await asyncio.to_thread(scrape_metrics, child.metrics_port)
 
         await asyncio.gather(*(one(c) for c in self.children))
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Start again each child that died, once its backoff has passed, as a
+        supervisor or a kubelet would (unless ``restart`` is off). Returns one line
+        per thing done, for a log."""
+        if not self.restart:
+            return []
+        now = time.monotonic() if now is None else now
+        done: list[str] = []
+        for child in list(self.children):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if child.restart_at is None:
+                ran_s = now - child.started
+                delay = RESTART_FIRST_S if ran_s >= STABLE_S else child.next_delay_s
+                child.restart_at = now + max(delay, RESTART_FIRST_S)
+                done.append(
+                    f"{child.label} exited with {code} after {ran_s:.0f}s; restart "
+                    f"{child.restarts + 1} in {child.restart_at - now:.0f}s"
+                )
+            elif now >= child.restart_at:
+                new = self.start_service(child.name, child.replica)
+                new.restarts = child.restarts + 1
+                # Should it die again soon, it waits twice as long.
+                waited = max(child.next_delay_s, RESTART_FIRST_S)
+                new.next_delay_s = min(2 * waited, RESTART_MAX_S)
+                done.append(f"{new.label} restarted (pid {new.proc.pid}, restart {new.restarts})")
+        return done
 
     async def wait_serving(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -315,6 +397,13 @@ class LocalMesh:
             exited = [c for c in self.children if c.health.startswith("EXITED")]
             if exited:
                 raise MeshFailed(self._failure(exited[0]))
+            foreign = [c for c in self.children if c.health == "FOREIGN"]
+            if foreign:
+                port = foreign[0].address.rsplit(":", 1)[1]
+                raise MeshFailed(
+                    f"port {port} ({foreign[0].label}) is answered by another process, "
+                    "not this mesh's; pass --base-port"
+                )
             if all(c.health == "SERVING" for c in self.children):
                 return
             if time.monotonic() > deadline:
@@ -329,7 +418,11 @@ class LocalMesh:
         )
 
     def stop(self) -> None:
-        # Services first (they drain), the broker last so relays can flush.
-        stop_all([c.proc for c in self.children], STOP_TIMEOUT_S)
+        """order-service first (its sagas still reach inventory and payment while it
+        drains), then the other services, then the broker, so that every relay and
+        consumer drains against a live broker."""
+        callers = [c.proc for c in self.children if c.name == "order"]
+        stop_all(callers, STOP_TIMEOUT_S)
+        stop_all([c.proc for c in self.children if c.name != "order"], STOP_TIMEOUT_S)
         if self.broker is not None:
             stop_all([self.broker], 2.0)
