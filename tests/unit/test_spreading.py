@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ordermesh_cli.dashboard import mesh_table
-from ordermesh_cli.mesh import Child, LocalMesh, MeshConfig, parse_replicas
+from ordermesh_cli.mesh import Child, LocalMesh, MeshConfig
+from ordermesh_cli.ports import parse_replicas
 from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_order.config import OrderSettings
 from ordermesh_platform.clients import channel_options, service_config

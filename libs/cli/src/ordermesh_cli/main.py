@@ -9,18 +9,25 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
 
-from ordermesh_cli.dashboard import broker_text, mesh_view, outcome_lines
-from ordermesh_cli.demo import DemoTraffic, seed_catalogue
-from ordermesh_cli.health_client import check_health
-from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed, parse_replicas
+from ordermesh_cli.ports import (
+    check_layout,
+    first_taken,
+    parse_replicas,
+    port_owners,
+    taken_message,
+)
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
-from ordermesh_platform.tls import TlsFiles
+
+# The mesh, the demo and gRPC are imported by the commands that use them: `up` answers
+# a taken port before loading them, and `--help` stays quick.
+if TYPE_CHECKING:
+    from ordermesh_cli.demo import DemoTraffic
+    from ordermesh_cli.mesh import LocalMesh, MeshConfig
 
 app = typer.Typer(
     help="ordermesh: an order-processing engine. Run the local mesh, or one service.",
@@ -28,7 +35,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+# soft_wrap: long lines (a failure naming a port and a path) stay whole in a log.
+console = Console(stderr=True, soft_wrap=True)
 # How often `up` looks at its children (and restarts the dead); how often, when its
 # output is not a terminal, it prints the demo's outcomes.
 WATCH_INTERVAL_S = 1.0
@@ -273,6 +281,9 @@ def health(
 
     With --tls the files default to the service's own (ORDERMESH_TLS_*), so inside a
     pod `ordermesh health --tls 127.0.0.1:50051` works as it is."""
+    from ordermesh_cli.health_client import check_health
+    from ordermesh_platform.tls import TlsFiles
+
     files = None
     if tls:
         files = TlsFiles.from_paths(cert, key, ca)
@@ -388,6 +399,17 @@ def up(
     Replica r (1-9) of the service at offset i (order 0 ... notification 3) listens
     on N+100+10i+r, its metrics on N+200+10i+r (inventory's second: N+111, N+211)."""
     try:
+        replica_counts = parse_replicas(replicas)
+        check_layout(base_port, replica_counts)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    taken = first_taken(port_owners(base_port, replica_counts, broker=kafka is None))
+    if taken is not None:
+        console.print(f"[red]the mesh did not start:[/red] {taken_message(*taken)}")
+        raise typer.Exit(1)
+    from ordermesh_cli.mesh import MeshConfig
+
+    try:
         config = MeshConfig(
             base_port=base_port,
             postgres=postgres,
@@ -396,7 +418,7 @@ def up(
             otlp_endpoint=otlp,
             tls=tls,
             auth=auth,
-            replicas=parse_replicas(replicas),
+            replicas=replica_counts,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
@@ -407,6 +429,10 @@ def up(
 
 
 async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: bool = True) -> int:
+    from ordermesh_cli import dashboard
+    from ordermesh_cli.demo import DemoTraffic, seed_catalogue
+    from ordermesh_cli.mesh import LocalMesh, MeshFailed
+
     mesh = LocalMesh(config, restart=restart)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -425,7 +451,7 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: boo
         ready.result()
         for child in mesh.children:
             console.print(f"{child.label} SERVING on {child.address}")
-        console.print(broker_text(mesh))
+        console.print(dashboard.broker_text(mesh))
         if config.tls:
             console.print(f"mTLS on: caller certificate in {config.certs_dir / 'caller'}/")
         if config.auth:
@@ -443,7 +469,7 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: boo
         await _watch(mesh, stop, traffic)
         if traffic is not None:
             await demo_task
-            console.print("\n".join(outcome_lines(traffic)))
+            console.print("\n".join(dashboard.outcome_lines(traffic)))
         return 0
     except MeshFailed as failure:
         console.print(f"[red]the mesh did not start:[/red] {failure}")
@@ -457,6 +483,10 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: boo
 async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None) -> None:
     """The live table on a terminal; elsewhere (CI, a pipe) plain lines: what changed in
     the mesh as it happens, the demo's outcomes every PLAIN_EVERY_S when they moved."""
+    from rich.live import Live
+
+    from ordermesh_cli.dashboard import mesh_view, outcome_lines
+
     tty = sys.stdout.isatty()
     live = Live(mesh_view(mesh, demo), console=Console(), refresh_per_second=2)
     healths: dict[str, str] = {}

@@ -19,7 +19,15 @@ from sqlalchemy.engine import make_url
 from ordermesh_cli.access import Access
 from ordermesh_cli.broker import start_tansu, wait_for_port
 from ordermesh_cli.health_client import check_health
-from ordermesh_cli.ports import first_taken
+from ordermesh_cli.ports import (
+    BROKER_PORT_OFFSET,
+    check_layout,
+    first_taken,
+    metrics_port,
+    port_owners,
+    service_port,
+    taken_message,
+)
 from ordermesh_cli.processes import dies_with_parent, stop_all
 from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_platform.devcerts import (
@@ -33,22 +41,6 @@ from ordermesh_platform.health import instance_health_name
 from ordermesh_platform.targets import grpc_target
 from ordermesh_platform.tls import TlsFiles
 
-# The ports of a local mesh, from its base port N (docs/architecture.md, "The local mesh"):
-#   N+0 .. N+3             gRPC of order, inventory, payment, notification (replica 0)
-#   N+10 .. N+13           their /metrics
-#   N+40                   the local broker
-#   N+100 + 10*i + r       gRPC of replica r (1..9) of the service at offset i: the
-#                          replicas of a service sit on consecutive ports
-#                          (inventory's: N+111, N+112, ...)
-#   N+200 + 10*i + r       its /metrics
-# The blocks never overlap, so no replica count can take another service's port, the
-# broker's, or a metrics port.
-PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
-BROKER_PORT_OFFSET = 40
-METRICS_PORT_OFFSET = 10
-REPLICA_PORT_OFFSET = 100
-REPLICA_METRICS_PORT_OFFSET = 200
-MAX_REPLICAS = 10
 STOP_TIMEOUT_S = 8.0
 CHILD_GRACE_S = 5.0
 
@@ -71,14 +63,7 @@ class MeshConfig:
     replicas: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, count in self.replicas.items():
-            if name not in SERVICE_NAMES:
-                raise ValueError(f"replicas: no service named {name!r}")
-            if not 1 <= count <= MAX_REPLICAS:
-                raise ValueError(f"replicas: {name}={count}, choose 1 to {MAX_REPLICAS}")
-        highest = max(self.ports())
-        if self.base_port < 1 or highest > 65535:
-            raise ValueError(f"base port {self.base_port}: the mesh's ports reach {highest}")
+        check_layout(self.base_port, self.replicas)
 
     @property
     def certs_dir(self) -> Path:
@@ -105,15 +90,10 @@ class MeshConfig:
         return self.replicas.get(service, 1)
 
     def port(self, service: str, replica: int = 0) -> int:
-        if replica == 0:
-            return self.base_port + PORT_OFFSETS[service]
-        return self.base_port + REPLICA_PORT_OFFSET + 10 * PORT_OFFSETS[service] + replica
+        return service_port(self.base_port, service, replica)
 
     def metrics_port(self, service: str, replica: int = 0) -> int:
-        if replica == 0:
-            return self.base_port + METRICS_PORT_OFFSET + PORT_OFFSETS[service]
-        offset = REPLICA_METRICS_PORT_OFFSET + 10 * PORT_OFFSETS[service]
-        return self.base_port + offset + replica
+        return metrics_port(self.base_port, service, replica)
 
     def replica_address(self, service: str, replica: int = 0) -> str:
         return f"127.0.0.1:{self.port(service, replica)}"
@@ -131,16 +111,7 @@ class MeshConfig:
 
     def port_owners(self) -> dict[int, str]:
         """Every port the mesh listens on, with what listens there."""
-        owners: dict[int, str] = {}
-        for name in SERVICE_NAMES:
-            count = self.replica_count(name)
-            for r in range(count):
-                label = name if count == 1 else f"{name}/{r}"
-                owners[self.port(name, r)] = label
-                owners[self.metrics_port(name, r)] = f"{label} metrics"
-        if self.kafka is None:
-            owners[self.broker_port] = "broker"
-        return owners
+        return port_owners(self.base_port, self.replicas, broker=self.kafka is None)
 
     @property
     def broker_port(self) -> int:
@@ -157,17 +128,6 @@ class MeshConfig:
             url = server.set(database=f"{server.database or 'ordermesh'}_{service}")
             return url.render_as_string(hide_password=False)
         return f"sqlite+aiosqlite:///{(self.state_dir / f'{service}.db').resolve()}"
-
-
-def parse_replicas(text: str) -> dict[str, int]:
-    """``inventory=2,payment=2`` as a mapping; ValueError names what is wrong."""
-    replicas: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, count = item.partition("=")
-        if not sep or not count.strip().isdigit():
-            raise ValueError(f"{item!r}: write <service>=<count>, e.g. inventory=2")
-        replicas[name.strip()] = int(count)
-    return replicas
 
 
 @dataclass
@@ -280,9 +240,7 @@ class LocalMesh:
         taken = first_taken(self.config.port_owners())
         if taken is not None:
             port, owner = taken
-            raise MeshFailed(
-                f"port {port} ({owner}) is in use by another process; pass --base-port"
-            )
+            raise MeshFailed(taken_message(port, owner))
 
     def start(self) -> None:
         self.check_ports()
