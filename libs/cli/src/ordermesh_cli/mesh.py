@@ -259,7 +259,7 @@ class LocalMesh:
             for replica in range(self.config.replica_count(name)):
                 self.start_service(name, replica)
 
-    def start_service(self, name: str, replica: int = 0, **env: str) -> Child:
+    def start_service(self, name: str, replica: int = 0, /, **env: str) -> Child:
         """Start (or restart) one replica of a service; ``env`` adds settings for this
         start only (ORDERMESH_GRPC_PORT and ORDERMESH_METRICS_PORT among them move it)."""
         suffix = f"-{replica}" if replica else ""
