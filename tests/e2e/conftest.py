@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
 from tests.support.mesh_client import MeshClient
-from tests.support.ports import free_port_block
+from tests.support.ports import free_base
 from tests.support.postgres import SERVER_URL, drop_databases_like, unique_name
 
 SAGA_TIMEOUT_S = 20.0
@@ -27,15 +28,22 @@ async def start_mesh(
     settings: dict[str, str] | None = None,
     tls: bool = False,
     auth: bool = False,
+    replicas: dict[str, int] | None = None,
+    base_port: int | None = None,
 ) -> AsyncIterator[MeshClient]:
     config = MeshConfig(
-        base_port=free_port_block(4),
+        base_port=base_port or 20000,
         postgres=postgres,
         state_dir=tmp,
         env={**TEST_SETTINGS, **(settings or {})},
         tls=tls,
         auth=auth,
+        replicas=replicas or {},
     )
+    if base_port is None:  # every port of this mesh free, replicas' included
+        config = replace(
+            config, base_port=free_base(lambda b: replace(config, base_port=b).ports())
+        )
     mesh = LocalMesh(config)
     mesh.start()
     client = MeshClient(mesh, SAGA_TIMEOUT_S)

@@ -67,7 +67,9 @@ def test_one_deployment_and_service_per_service(
 ) -> None:
     objects = objects_of(request, value_set)
     assert sorted(component(d) for d in of_kind(objects, "Deployment")) == sorted(SERVICES)
-    services = {component(s): s for s in of_kind(objects, "Service")}
+    cluster_ip = [s for s in of_kind(objects, "Service") if s["spec"].get("clusterIP") != "None"]
+    services = {component(s): s for s in cluster_ip}
+    assert len(cluster_ip) == len(services) == len(SERVICES)
     assert sorted(services) == sorted(SERVICES)
     for svc in services.values():
         ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
@@ -132,11 +134,12 @@ def test_environment_contract(default_objects: list[Manifest]) -> None:
             assert env[var], var
         assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]
     order_env = env_of(deploys["order"]["spec"]["template"]["spec"]["containers"][0])
+    # Every pod, through the headless Services (test_k8s_headless.py).
     assert order_env["ORDERMESH_INVENTORY_ADDR"] == (
-        f"{RELEASE}-ordermesh-inventory.{NAMESPACE}.svc.cluster.local:50051"
+        f"dns:///{RELEASE}-ordermesh-inventory-headless.{NAMESPACE}.svc.cluster.local:50051"
     )
     assert order_env["ORDERMESH_PAYMENT_ADDR"] == (
-        f"{RELEASE}-ordermesh-payment.{NAMESPACE}.svc.cluster.local:50051"
+        f"dns:///{RELEASE}-ordermesh-payment-headless.{NAMESPACE}.svc.cluster.local:50051"
     )
 
 

@@ -128,15 +128,16 @@ class MeshClient:
             self.saga_timeout_s,
         )
 
-    async def restart(self, name: str, **env: str) -> None:
-        self.mesh.stop_service(name)
-        self.mesh.start_service(name, **env)
-        await self.wait_serving(name)
+    async def restart(self, name: str, replica: int = 0, **env: str) -> None:
+        self.mesh.stop_service(name, replica)
+        self.mesh.start_service(name, replica, **env)
+        await self.wait_serving(name, replica)
 
-    async def wait_serving(self, name: str, timeout_s: float = 60) -> None:
+    async def wait_serving(self, name: str, replica: int = 0, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
-        config = self.mesh.config
-        while await check_health(config.address(name), tls=config.caller_tls) != "SERVING":
-            assert self.mesh.child(name).proc.poll() is None, f"{name} exited"
-            assert time.monotonic() < deadline, f"{name} never became SERVING"
+        child = self.mesh.child(name, replica)
+        tls = self.mesh.config.caller_tls
+        while await check_health(child.address, tls=tls) != "SERVING":
+            assert child.proc.poll() is None, f"{child.label} exited"
+            assert time.monotonic() < deadline, f"{child.label} never became SERVING"
             await asyncio.sleep(0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Callable, Iterable
 
 
 def is_free(port: int) -> bool:
@@ -26,3 +27,17 @@ def free_port_block(size: int, low: int = 20000, high: int = 32000, tries: int =
         if all(is_free(p) for p in [*wanted, base + 40]):
             return base
     raise RuntimeError("no free block of loopback ports found")
+
+
+def free_base(
+    ports_of: Callable[[int], Iterable[int]], low: int = 20000, high: int = 32000, tries: int = 200
+) -> int:
+    """A base port for which every port ``ports_of(base)`` names is free and below
+    ``high`` (e.g. ``lambda b: replace(config, base_port=b).ports()`` for a mesh with
+    replicas, whose ports reach base + 240)."""
+    for _ in range(tries):
+        base = random.randrange(low, high)
+        wanted = list(ports_of(base))
+        if max(wanted) < high and all(is_free(p) for p in wanted):
+            return base
+    raise RuntimeError("no free set of loopback ports found")

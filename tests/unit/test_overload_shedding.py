@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from ordermesh_platform.clients import SERVICE_CONFIG
+from ordermesh_platform.clients import service_config
 from ordermesh_platform.errors import Overloaded
 from ordermesh_platform.grpc_errors import RETRY_PUSHBACK_KEY, to_grpc_status
 from ordermesh_platform.interceptors import InFlightLimit, is_open
@@ -50,7 +50,7 @@ def test_a_shed_call_is_resource_exhausted_with_error_info_retry_info_and_pushba
 
 
 def test_clients_retry_only_safe_codes_within_a_budget_and_a_deadline() -> None:
-    config = json.loads(SERVICE_CONFIG)
+    config = json.loads(service_config())
     (method,) = config["methodConfig"]
     policy = method["retryPolicy"]
     assert sorted(policy["retryableStatusCodes"]) == ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]

@@ -30,6 +30,11 @@ number never comes out as 4.194304e+06.
 order inventory payment notification
 {{- end }}
 
+{{/* The services other services call over gRPC (order-service calls them): each gets a headless Service. */}}
+{{- define "ordermesh.calledServiceNames" -}}
+inventory payment
+{{- end }}
+
 {{/* The full gRPC service name each service answers health for. Usage: include "ordermesh.grpcServiceName" "order" */}}
 {{- define "ordermesh.grpcServiceName" -}}
 {{- $names := dict
@@ -134,6 +139,19 @@ Usage: $cfg := include "ordermesh.serviceConfig" (dict "root" $ "name" "order") 
 {{/* In-cluster gRPC address of a service. Usage: include "ordermesh.grpcAddress" (dict "root" $ "component" "inventory") */}}
 {{- define "ordermesh.grpcAddress" -}}
 {{- printf "%s.%s.svc.%s:%d" (include "ordermesh.componentName" .) .root.Release.Namespace .root.Values.clusterDomain (int .root.Values.ports.grpc) }}
+{{- end }}
+
+{{/* Name of a service's headless Service: <fullname>-<service>-headless. Usage: include "ordermesh.headlessName" (dict "root" $ "component" "inventory") */}}
+{{- define "ordermesh.headlessName" -}}
+{{- printf "%s-headless" (include "ordermesh.componentName" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The gRPC target order-service dials for a called service: every ready pod, through
+the headless Service's DNS name. Usage: include "ordermesh.grpcTarget" (dict "root" $ "component" "inventory")
+*/}}
+{{- define "ordermesh.grpcTarget" -}}
+{{- printf "dns:///%s.%s.svc.%s:%d" (include "ordermesh.headlessName" .) .root.Release.Namespace .root.Values.clusterDomain (int .root.Values.ports.grpc) }}
 {{- end }}
 
 {{/*

@@ -4,6 +4,7 @@ mesh's development signing key)."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from ordermesh_platform.devcerts import ADMIN_SCOPE, mint_token
+from ordermesh_platform.targets import grpc_target, target_authority
 from ordermesh_platform.tls import TlsFiles, channel_credentials
 
 Metadata = tuple[tuple[str, str], ...]
@@ -18,10 +20,18 @@ TOKEN_TTL_S = 3600.0
 
 
 def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
-    """A plain channel (no retries, no tracing): what a tool or a test talks through."""
+    """A plain channel (no retries, no tracing): what a tool or a test talks through.
+    ``address`` may list several replicas (ordermesh_platform.targets): calls go
+    round-robin over them."""
+    target = grpc_target(address)
+    options: list[tuple[str, str]] = [
+        ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+    ]
+    if (authority := target_authority(target)) is not None:
+        options.append(("grpc.default_authority", authority))
     if tls is None:
-        return grpc.aio.insecure_channel(address)
-    return grpc.aio.secure_channel(address, channel_credentials(tls))
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options=options)
 
 
 @dataclass

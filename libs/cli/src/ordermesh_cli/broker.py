@@ -41,6 +41,9 @@ def start_tansu(
         ),
         stdout=log,
         stderr=subprocess.STDOUT,
+        # Out of the terminal's process group: Ctrl-C reaches `up` alone, which stops
+        # the broker after the services.
+        start_new_session=True,
     )
 
 

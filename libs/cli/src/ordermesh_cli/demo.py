@@ -120,6 +120,10 @@ class DemoTraffic:
         )
 
     async def place_one(self, orders: order_pb2_grpc.OrderServiceAsyncStub, n: int) -> str:
+        """Place one order and count its outcome, named with how it was learnt:
+        ``waited: ...`` when PlaceOrder answered with it (a rejection then comes as an
+        error status and its ErrorInfo reason), ``background: ...`` when PlaceOrder
+        answered PENDING and WatchOrder told the end (the order's state and reason)."""
         request = self._request(n)
         as_customer = self._access.as_customer(request.customer_id)
         try:
@@ -144,7 +148,9 @@ class DemoTraffic:
             for item in status.details if status else ():
                 info = error_details_pb2.ErrorInfo()
                 if item.Unpack(info):
-                    outcome = info.reason
+                    outcome += f" {info.reason}"
+        mode = "waited" if request.wait_for_outcome else "background"
+        outcome = f"{mode}: {outcome}"
         self.outcomes[outcome] += 1
         token = request.payment.token
         self.last = [

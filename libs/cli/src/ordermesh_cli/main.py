@@ -7,20 +7,28 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
 
-from ordermesh_cli.dashboard import mesh_view
-from ordermesh_cli.demo import DemoTraffic, seed_catalogue
-from ordermesh_cli.health_client import check_health
-from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
+from ordermesh_cli.ports import (
+    check_layout,
+    first_taken,
+    parse_replicas,
+    port_owners,
+    taken_message,
+)
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
 from ordermesh_cli.risk import risk_app
-from ordermesh_platform.tls import TlsFiles
+
+# The mesh, the demo and gRPC are imported by the commands that use them: `up` answers
+# a taken port before loading them, and `--help` stays quick.
+if TYPE_CHECKING:
+    from ordermesh_cli.demo import DemoTraffic
+    from ordermesh_cli.mesh import LocalMesh, MeshConfig
 
 app = typer.Typer(
     help="ordermesh: an order-processing engine. Run the local mesh, or one service.",
@@ -28,7 +36,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+# soft_wrap: long lines (a failure naming a port and a path) stay whole in a log.
+console = Console(stderr=True, soft_wrap=True)
+# How often `up` looks at its children (and restarts the dead); how often, when its
+# output is not a terminal, it prints the demo's outcomes.
+WATCH_INTERVAL_S = 1.0
+PLAIN_EVERY_S = 10.0
 
 
 def _service_name(name: str) -> str:
@@ -270,6 +283,9 @@ def health(
 
     With --tls the files default to the service's own (ORDERMESH_TLS_*), so inside a
     pod `ordermesh health --tls 127.0.0.1:50051` works as it is."""
+    from ordermesh_cli.health_client import check_health
+    from ordermesh_platform.tls import TlsFiles
+
     files = None
     if tls:
         files = TlsFiles.from_paths(cert, key, ca)
@@ -367,25 +383,63 @@ def up(
             "or a service certificate",
         ),
     ] = False,
+    replicas: Annotated[
+        str,
+        typer.Option(
+            help="processes per service, e.g. inventory=2,payment=2 (up to 10 each); "
+            "callers spread their calls over every replica",
+        ),
+    ] = "",
+    no_restart: Annotated[
+        bool,
+        typer.Option(
+            "--no-restart",
+            help="leave a service that dies stopped (by default it is started again, "
+            "after 1 s, then twice as long each time it dies within a minute, up to 30 s)",
+        ),
+    ] = False,
 ) -> None:
     """Start the whole local mesh, wait until it is SERVING, seed it, and show it live.
 
-    Metrics: each service serves /metrics on N+10 (order) ... N+13 (notification)."""
-    config = MeshConfig(
-        base_port=base_port,
-        postgres=postgres,
-        kafka=kafka,
-        state_dir=state_dir,
-        otlp_endpoint=otlp,
-        tls=tls,
-        auth=auth,
+    Metrics: each service serves /metrics on N+10 (order) ... N+13 (notification).
+    Replica r (1-9) of the service at offset i (order 0 ... notification 3) listens
+    on N+100+10i+r, its metrics on N+200+10i+r (inventory's second: N+111, N+211)."""
+    try:
+        replica_counts = parse_replicas(replicas)
+        check_layout(base_port, replica_counts)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    taken = first_taken(port_owners(base_port, replica_counts, broker=kafka is None))
+    if taken is not None:
+        console.print(f"[red]the mesh did not start:[/red] {taken_message(*taken)}")
+        raise typer.Exit(1)
+    from ordermesh_cli.mesh import MeshConfig
+
+    try:
+        config = MeshConfig(
+            base_port=base_port,
+            postgres=postgres,
+            kafka=kafka,
+            state_dir=state_dir,
+            otlp_endpoint=otlp,
+            tls=tls,
+            auth=auth,
+            replicas=replica_counts,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    code = asyncio.run(
+        _up(config, demo=not no_demo, ready_timeout=ready_timeout, restart=not no_restart)
     )
-    code = asyncio.run(_up(config, demo=not no_demo, ready_timeout=ready_timeout))
     raise typer.Exit(code)
 
 
-async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
-    mesh = LocalMesh(config)
+async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: bool = True) -> int:
+    from ordermesh_cli import dashboard
+    from ordermesh_cli.demo import DemoTraffic, seed_catalogue
+    from ordermesh_cli.mesh import LocalMesh, MeshFailed
+
+    mesh = LocalMesh(config, restart=restart)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -402,7 +456,8 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         stopper.cancel()
         ready.result()
         for child in mesh.children:
-            console.print(f"{child.name} SERVING on {child.address}")
+            console.print(f"{child.label} SERVING on {child.address}")
+        console.print(dashboard.broker_text(mesh))
         if config.tls:
             console.print(f"mTLS on: caller certificate in {config.certs_dir / 'caller'}/")
         if config.auth:
@@ -420,7 +475,7 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
         await _watch(mesh, stop, traffic)
         if traffic is not None:
             await demo_task
-            console.print(f"demo orders: {dict(traffic.outcomes)}")
+            console.print("\n".join(dashboard.outcome_lines(traffic)))
         return 0
     except MeshFailed as failure:
         console.print(f"[red]the mesh did not start:[/red] {failure}")
@@ -432,17 +487,37 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
 
 
 async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None) -> None:
-    """The live table on a terminal; elsewhere (CI, a pipe) a line per change of outcomes."""
+    """The live table on a terminal; elsewhere (CI, a pipe) plain lines: what changed in
+    the mesh as it happens, the demo's outcomes every PLAIN_EVERY_S when they moved."""
+    from rich.live import Live
+
+    from ordermesh_cli.dashboard import mesh_view, outcome_lines
+
     tty = sys.stdout.isatty()
     live = Live(mesh_view(mesh, demo), console=Console(), refresh_per_second=2)
-    shown = ""
+    healths: dict[str, str] = {}
+    shown: list[str] = []
+    shown_at = time.monotonic()
     with live if tty else contextlib.nullcontext():
         while not stop.is_set():
+            events = mesh.supervise()
             await mesh.refresh_health(with_metrics=tty)
             if tty:
+                for line in events:
+                    live.console.log(line)
                 live.update(mesh_view(mesh, demo))
-            elif demo is not None and (line := str(dict(demo.outcomes))) != shown:
-                print(f"demo orders: {line}", flush=True)
-                shown = line
+            else:
+                for line in events:
+                    print(line, flush=True)
+                for child in mesh.children:
+                    if healths.get(child.label, "SERVING") != child.health:
+                        print(f"{child.label} {child.health}", flush=True)
+                    healths[child.label] = child.health
+                now = time.monotonic()
+                if demo is not None and now - shown_at >= PLAIN_EVERY_S:
+                    if (lines := outcome_lines(demo)) != shown:
+                        print("\n".join(lines), flush=True)
+                        shown = lines
+                    shown_at = now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                await asyncio.wait_for(stop.wait(), timeout=WATCH_INTERVAL_S)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,15 @@ from sqlalchemy.engine import make_url
 from ordermesh_cli.access import Access
 from ordermesh_cli.broker import start_tansu, wait_for_port
 from ordermesh_cli.health_client import check_health
+from ordermesh_cli.ports import (
+    BROKER_PORT_OFFSET,
+    check_layout,
+    first_taken,
+    metrics_port,
+    port_owners,
+    service_port,
+    taken_message,
+)
 from ordermesh_cli.processes import dies_with_parent, stop_all
 from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_platform.devcerts import (
@@ -27,11 +37,10 @@ from ordermesh_platform.devcerts import (
     create_dev_certs,
     ensure_jwt_keys,
 )
+from ordermesh_platform.health import instance_health_name
+from ordermesh_platform.targets import grpc_target
 from ordermesh_platform.tls import TlsFiles
 
-PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
-BROKER_PORT_OFFSET = 40
-METRICS_PORT_OFFSET = 10
 STOP_TIMEOUT_S = 8.0
 CHILD_GRACE_S = 5.0
 
@@ -50,6 +59,11 @@ class MeshConfig:
     tls: bool = False
     # Callers must authenticate: tokens signed by a development key under <state_dir>/auth.
     auth: bool = False
+    # Processes per service (1 when not named); callers get every replica's address.
+    replicas: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_layout(self.base_port, self.replicas)
 
     @property
     def certs_dir(self) -> Path:
@@ -72,14 +86,32 @@ class MeshConfig:
         key = ensure_jwt_keys(self.auth_dir)[0] if self.auth else None
         return Access(self.caller_tls, key)
 
-    def port(self, service: str) -> int:
-        return self.base_port + PORT_OFFSETS[service]
+    def replica_count(self, service: str) -> int:
+        return self.replicas.get(service, 1)
 
-    def metrics_port(self, service: str) -> int:
-        return self.base_port + METRICS_PORT_OFFSET + PORT_OFFSETS[service]
+    def port(self, service: str, replica: int = 0) -> int:
+        return service_port(self.base_port, service, replica)
+
+    def metrics_port(self, service: str, replica: int = 0) -> int:
+        return metrics_port(self.base_port, service, replica)
+
+    def replica_address(self, service: str, replica: int = 0) -> str:
+        return f"127.0.0.1:{self.port(service, replica)}"
 
     def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.port(service)}"
+        """The gRPC target of every replica of ``service``: ``127.0.0.1:<port>`` for one,
+        ``ipv4:127.0.0.1:<port>,...`` for several (ordermesh_platform.targets)."""
+        return grpc_target(
+            ",".join(self.replica_address(service, r) for r in range(self.replica_count(service)))
+        )
+
+    def ports(self) -> list[int]:
+        """Every port the mesh listens on (the broker's only when it starts one)."""
+        return list(self.port_owners())
+
+    def port_owners(self) -> dict[int, str]:
+        """Every port the mesh listens on, with what listens there."""
+        return port_owners(self.base_port, self.replicas, broker=self.kafka is None)
 
     @property
     def broker_port(self) -> int:
@@ -105,10 +137,24 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     metrics_port: int = 0
+    replica: int = 0
+    # How many replicas the service runs: a lone one is shown by its service's name.
+    of: int = 1
     started: float = field(default_factory=time.monotonic)
     health: str = "STARTING"
+    # Supervision (LocalMesh.supervise): restarts so far, the delay before the next one
+    # should it die soon, and when a restart is due while it is dead.
+    restarts: int = 0
+    next_delay_s: float = 0.0
+    restart_at: float | None = None
+    # Its server answered the mesh's instance name: it is this child, not another program.
+    own: bool = False
     # Samples of the service's /metrics, summed over labels except "result".
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.of == 1 else f"{self.name}/{self.replica}"
 
 
 def scrape_metrics(port: int) -> dict[str, float]:
@@ -132,28 +178,39 @@ class MeshFailed(RuntimeError):
     pass
 
 
+# A child that dies after the mesh is up is started again after a delay that doubles
+# from RESTART_FIRST_S to RESTART_MAX_S, and starts over once it has run STABLE_S.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0
+
+
 class LocalMesh:
     """Starts the broker (unless one is given) and the four services, and stops them all."""
 
-    def __init__(self, config: MeshConfig) -> None:
+    def __init__(self, config: MeshConfig, restart: bool = True) -> None:
         self.config = config
+        self.restart = restart
         self.children: list[Child] = []
         self.broker: subprocess.Popen[bytes] | None = None
         self.logs_dir = config.state_dir / "logs"
+        # Answered by this mesh's servers only (ORDERMESH_INSTANCE_ID).
+        self.instance_id = uuid.uuid4().hex[:12]
 
-    def service_env(self, service: str) -> dict[str, str]:
+    def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
         c = self.config
         env = dict(os.environ)
         env.update(
             ORDERMESH_GRPC_HOST="127.0.0.1",
-            ORDERMESH_GRPC_PORT=str(c.port(service)),
+            ORDERMESH_GRPC_PORT=str(c.port(service, replica)),
             ORDERMESH_DATABASE_URL=c.database_url(service),
             ORDERMESH_KAFKA_BOOTSTRAP=c.kafka_bootstrap,
             ORDERMESH_INVENTORY_ADDR=c.address("inventory"),
             ORDERMESH_PAYMENT_ADDR=c.address("payment"),
             ORDERMESH_SHUTDOWN_GRACE_S=str(CHILD_GRACE_S),
             ORDERMESH_LOG_LEVEL=c.log_level,
-            ORDERMESH_METRICS_PORT=str(c.metrics_port(service)),
+            ORDERMESH_METRICS_PORT=str(c.metrics_port(service, replica)),
+            ORDERMESH_INSTANCE_ID=self.instance_id,
             OTEL_SERVICE_NAME=f"{service}-service",
         )
         if c.otlp_endpoint:
@@ -178,49 +235,118 @@ class LocalMesh:
         if self.config.auth:
             ensure_jwt_keys(self.config.auth_dir)
 
+    def check_ports(self) -> None:
+        """MeshFailed naming the first port something else holds."""
+        taken = first_taken(self.config.port_owners())
+        if taken is not None:
+            port, owner = taken
+            raise MeshFailed(taken_message(port, owner))
+
     def start(self) -> None:
+        self.check_ports()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.prepare_credentials()
         if self.config.kafka is None:
             log = (self.logs_dir / "broker.log").open("ab")
             self.broker = start_tansu(self.config.broker_port, log)
             wait_for_port(self.config.broker_port, timeout_s=15)
+            if self.broker.poll() is not None:
+                raise MeshFailed(
+                    f"the broker exited with {self.broker.returncode}; see {self.logs_dir}"
+                    "/broker.log"
+                )
         for name in SERVICE_NAMES:
-            self.start_service(name)
+            for replica in range(self.config.replica_count(name)):
+                self.start_service(name, replica)
 
-    def start_service(self, name: str, **env: str) -> Child:
-        """Start (or restart) one service; ``env`` adds settings for this start only."""
-        log_path = self.logs_dir / f"{name}.log"
+    def start_service(self, name: str, replica: int = 0, /, **env: str) -> Child:
+        """Start (or restart) one replica of a service; ``env`` adds settings for this
+        start only (ORDERMESH_GRPC_PORT and ORDERMESH_METRICS_PORT among them move it)."""
+        suffix = f"-{replica}" if replica else ""
+        log_path = self.logs_dir / f"{name}{suffix}.log"
+        settings = {**self.service_env(name, replica), **env}
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 dies_with_parent([sys.executable, "-m", "ordermesh_cli", "serve", name]),
-                env={**self.service_env(name), **env},
+                env=settings,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Out of the terminal's process group: Ctrl-C reaches `up` alone, which
+                # then stops the services in order and the broker last.
+                start_new_session=True,
             )
         child = Child(
-            name, self.config.address(name), proc, log_path, self.config.metrics_port(name)
+            name,
+            f"127.0.0.1:{settings['ORDERMESH_GRPC_PORT']}",
+            proc,
+            log_path,
+            int(settings["ORDERMESH_METRICS_PORT"]),
+            replica,
+            max(self.config.replica_count(name), replica + 1),
         )
-        self.children = [c for c in self.children if c.name != name] + [child]
-        self.children.sort(key=lambda c: SERVICE_NAMES.index(c.name))
+        self.children = [c for c in self.children if (c.name, c.replica) != (name, replica)] + [
+            child
+        ]
+        self.children.sort(key=lambda c: (SERVICE_NAMES.index(c.name), c.replica))
+        for sibling in self.children:
+            if sibling.name == name:
+                sibling.of = max(sibling.of, child.of)
         return child
 
-    def child(self, name: str) -> Child:
-        return next(c for c in self.children if c.name == name)
+    def child(self, name: str, replica: int = 0) -> Child:
+        return next(c for c in self.children if (c.name, c.replica) == (name, replica))
 
-    def stop_service(self, name: str) -> None:
-        stop_all([self.child(name).proc], STOP_TIMEOUT_S)
+    def stop_service(self, name: str, replica: int = 0) -> None:
+        stop_all([self.child(name, replica).proc], STOP_TIMEOUT_S)
 
     async def refresh_health(self, with_metrics: bool = False) -> None:
+        tls = self.config.caller_tls
+
         async def one(child: Child) -> None:
             if child.proc.poll() is not None:
                 child.health = f"EXITED({child.proc.returncode})"
-            else:
-                child.health = await check_health(child.address, tls=self.config.caller_tls)
-                if with_metrics:
-                    child.metrics = await asyncio.to_thread(scrape_metrics, child.metrics_port)
+                return
+            health = await check_health(child.address, tls=tls)
+            if health == "SERVING" and not child.own:
+                # Once per child: is it our server that answers, or something else's?
+                own = instance_health_name(self.instance_id)
+                child.own = await check_health(child.address, own, tls=tls) == "SERVING"
+                if not child.own:
+                    health = "FOREIGN"
+            child.health = health
+            if with_metrics:
+                child.metrics = await asyncio.to_thread(scrape_metrics, child.metrics_port)
 
         await asyncio.gather(*(one(c) for c in self.children))
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Start again each child that died, once its backoff has passed, as a
+        supervisor or a kubelet would (unless ``restart`` is off). Returns one line
+        per thing done, for a log."""
+        if not self.restart:
+            return []
+        now = time.monotonic() if now is None else now
+        done: list[str] = []
+        for child in list(self.children):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if child.restart_at is None:
+                ran_s = now - child.started
+                delay = RESTART_FIRST_S if ran_s >= STABLE_S else child.next_delay_s
+                child.restart_at = now + max(delay, RESTART_FIRST_S)
+                done.append(
+                    f"{child.label} exited with {code} after {ran_s:.0f}s; restart "
+                    f"{child.restarts + 1} in {child.restart_at - now:.0f}s"
+                )
+            elif now >= child.restart_at:
+                new = self.start_service(child.name, child.replica)
+                new.restarts = child.restarts + 1
+                # Should it die again soon, it waits twice as long.
+                waited = max(child.next_delay_s, RESTART_FIRST_S)
+                new.next_delay_s = min(2 * waited, RESTART_MAX_S)
+                done.append(f"{new.label} restarted (pid {new.proc.pid}, restart {new.restarts})")
+        return done
 
     async def wait_serving(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -229,21 +355,32 @@ class LocalMesh:
             exited = [c for c in self.children if c.health.startswith("EXITED")]
             if exited:
                 raise MeshFailed(self._failure(exited[0]))
+            foreign = [c for c in self.children if c.health == "FOREIGN"]
+            if foreign:
+                port = foreign[0].address.rsplit(":", 1)[1]
+                raise MeshFailed(
+                    f"port {port} ({foreign[0].label}) is answered by another process, "
+                    "not this mesh's; pass --base-port"
+                )
             if all(c.health == "SERVING" for c in self.children):
                 return
             if time.monotonic() > deadline:
-                waiting = ", ".join(f"{c.name}={c.health}" for c in self.children)
+                waiting = ", ".join(f"{c.label}={c.health}" for c in self.children)
                 raise MeshFailed(f"not all services SERVING after {timeout_s}s: {waiting}")
             await asyncio.sleep(0.2)
 
     def _failure(self, child: Child) -> str:
         tail = child.log_path.read_text(errors="replace").splitlines()[-15:]
-        return f"{child.name} exited with {child.proc.returncode}; last log lines:\n" + "\n".join(
+        return f"{child.label} exited with {child.proc.returncode}; last log lines:\n" + "\n".join(
             tail
         )
 
     def stop(self) -> None:
-        # Services first (they drain), the broker last so relays can flush.
-        stop_all([c.proc for c in self.children], STOP_TIMEOUT_S)
+        """order-service first (its sagas still reach inventory and payment while it
+        drains), then the other services, then the broker, so that every relay and
+        consumer drains against a live broker."""
+        callers = [c.proc for c in self.children if c.name == "order"]
+        stop_all(callers, STOP_TIMEOUT_S)
+        stop_all([c.proc for c in self.children if c.name != "order"], STOP_TIMEOUT_S)
         if self.broker is not None:
             stop_all([self.broker], 2.0)

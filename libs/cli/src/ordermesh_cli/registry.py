@@ -4,13 +4,17 @@ never imports a service package directly."""
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from ordermesh_platform.service import ServiceSpec
+if TYPE_CHECKING:
+    from ordermesh_platform.service import ServiceSpec
 
 SERVICE_NAMES = ("order", "inventory", "payment", "notification")
 
 
 def load_service(name: str) -> ServiceSpec:
+    from ordermesh_platform.service import ServiceSpec  # the services' imports: only here
+
     found = entry_points(group="ordermesh.services", name=name)
     for entry in found:
         spec = entry.load()

@@ -42,13 +42,17 @@ def service_dns_names(
     service: str, namespace: str, cluster_domain: str = "cluster.local"
 ) -> list[str]:
     """The names a service's certificate carries for in-cluster callers (a release named
-    ``ordermesh`` calls its Services ``ordermesh-<service>``)."""
+    ``ordermesh`` calls its Services ``ordermesh-<service>``, and the headless Services
+    order-service dials ``ordermesh-<service>-headless``)."""
     host = f"ordermesh-{service}"
+    headless = f"{host}-headless"
     return [
         host,
         f"{host}.{namespace}",
         f"{host}.{namespace}.svc",
         f"{host}.{namespace}.svc.{cluster_domain}",
+        f"{headless}.{namespace}.svc",
+        f"{headless}.{namespace}.svc.{cluster_domain}",
     ]
 
 

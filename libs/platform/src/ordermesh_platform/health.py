@@ -20,6 +20,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 log = get_logger(__name__)
 
 
+def instance_health_name(instance_id: str) -> str:
+    """The health name a server started with ORDERMESH_INSTANCE_ID answers SERVING for
+    as long as it serves (`ordermesh up` tells its own servers apart with it)."""
+    return f"ordermesh.instance.{instance_id}"
+
+
 class DatabaseHealth:
     """Probes the database every interval and sets the health of the overall server ("")
     and of each gRPC service it hosts."""

@@ -20,7 +20,7 @@ from ordermesh_platform.db import (
     count_statements,
     create_engine,
 )
-from ordermesh_platform.health import DatabaseHealth
+from ordermesh_platform.health import DatabaseHealth, instance_health_name
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
 from ordermesh_platform.metrics import serve_metrics
@@ -39,12 +39,27 @@ log = get_logger(__name__)
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
-    return [
+    options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC shares a port with any process that asks by default; a port in use
+        # must fail instead (ordermesh up relies on it to refuse a second mesh).
+        ("grpc.so_reuseport", int(settings.grpc_reuse_port)),
     ]
+    if settings.max_connection_age_s > 0:
+        # Aged connections make clients reconnect and re-resolve, so replicas added
+        # since (new pods) get their share of calls; GOAWAY lets calls not yet sent
+        # move to another connection without an error (docs/deploy.md).
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                round(settings.max_connection_age_grace_s * 1000),
+            ),
+        ]
+    return options
 
 
 def interceptors(spec: ServiceSpec, settings: ServiceSettings) -> list[grpc.aio.ServerInterceptor]:
@@ -145,6 +160,11 @@ class RunningService:
                         f"{settings.grpc_host}:{settings.health_port}"
                     )
                 await db_health.start()
+                if settings.instance_id:
+                    await health_servicer.set(
+                        instance_health_name(settings.instance_id),
+                        health_pb2.HealthCheckResponse.SERVING,
+                    )
                 await server.start()
                 if health_server is not None:
                     await health_server.start()

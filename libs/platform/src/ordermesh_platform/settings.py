@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,12 @@ class ServiceSettings(BaseSettings):
 
     grpc_host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a pod.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_reuse_port: bool = Field(
+        False,
+        description="Let several processes listen on the gRPC port (SO_REUSEPORT; the "
+        "kernel hands each new connection to one of them). Off: a port already taken "
+        "fails the start instead of being shared with whatever holds it.",
+    )
     database_url: str = Field(
         "sqlite+aiosqlite:///.ordermesh/service.db",
         description="SQLAlchemy URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path.",
@@ -51,6 +59,34 @@ class ServiceSettings(BaseSettings):
     )
     shed_retry_after_s: float = Field(
         0.2, gt=0, description="Retry delay a shed call advises (RetryInfo, gRPC pushback)."
+    )
+    # Spreading calls over replicas (docs/deploy.md, "How traffic reaches new pods").
+    client_lb_policy: Literal["round_robin", "pick_first"] = Field(
+        "round_robin",
+        description="How a channel to another service chooses among the addresses its "
+        "target resolves to: round_robin connects to every replica and spreads calls "
+        "over them; pick_first sends everything over one connection.",
+    )
+    max_connection_age_s: float = Field(
+        30.0,
+        ge=0,
+        description="A client connection is closed (GOAWAY, after in-flight calls) once "
+        "it is this old, give or take 10% (gRPC's jitter): the client reconnects and "
+        "resolves its target again, so replicas started since then get calls. 0: never.",
+    )
+    max_connection_age_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long calls in flight on an aged connection may still run "
+        "before it is cut (the default covers the clients' 30 s call cap; a longer "
+        "WatchOrder stream ends UNAVAILABLE and is watched again).",
+    )
+    instance_id: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Set by `ordermesh up` for its own children: health also answers "
+        "SERVING for the name ordermesh.instance.<id>, so `up` can tell its servers from "
+        "another program on the same port. Empty: none.",
     )
     health_port: int = Field(
         0,

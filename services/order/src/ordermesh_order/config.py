@@ -5,13 +5,21 @@ from __future__ import annotations
 from pydantic import Field
 
 from ordermesh_messaging.settings import RelaySettings
+from ordermesh_platform.targets import GrpcTarget
 
 
 class OrderSettings(RelaySettings):
     grpc_port: int = 50051
     database_url: str = "sqlite+aiosqlite:///.ordermesh/order.db"
-    inventory_addr: str = Field("127.0.0.1:50052", description="host:port of inventory-service")
-    payment_addr: str = Field("127.0.0.1:50053", description="host:port of payment-service")
+    inventory_addr: GrpcTarget = Field(
+        "127.0.0.1:50052",
+        description="inventory-service: host:port, a comma-separated list of IPv4 "
+        "host:port (every local replica), or a gRPC target such as dns:///<headless "
+        "Service>:<port> (every pod); calls go round-robin over what it resolves to.",
+    )
+    payment_addr: GrpcTarget = Field(
+        "127.0.0.1:50053", description="payment-service, written as inventory_addr."
+    )
     saga_timeout_s: float = Field(
         30.0, gt=0, description="A PENDING order is confirmed or rejected within this time."
     )
