@@ -147,7 +147,10 @@ async def ensure_database(url: str | URL) -> None:
     if not name:
         raise ValueError("the PostgreSQL URL names no database")
     admin = _create_async_engine(
-        parsed.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=None
+        parsed.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=None,
+        connect_args={"timeout": CONNECT_TIMEOUT_S},  # asyncpg's own default is 60 s
     )
     try:
         async with admin.connect() as conn:

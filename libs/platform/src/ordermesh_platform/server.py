@@ -20,6 +20,7 @@ from ordermesh_platform.db import (
     count_statements,
     create_engine,
 )
+from ordermesh_platform.dependencies import DependencyUnavailable, redacted_url
 from ordermesh_platform.health import DatabaseHealth
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
@@ -101,7 +102,7 @@ class RunningService:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         spec, settings = self.spec, self.settings
         if settings.migrate_on_start:
-            log.info("applying migrations", database=_redacted(settings.database_url))
+            log.info("applying migrations", database=redacted_url(settings.database_url))
             await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
         chain = interceptors(spec, settings)  # reads the token keys: fails before anything opens
         engine = create_engine(settings.database_url, settings.database_pool_size)
@@ -177,12 +178,6 @@ class RunningService:
             log.info("stopped")
 
 
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> None:
     """Run one service until SIGTERM or SIGINT, then drain and return."""
     settings = settings or spec.settings_type()
@@ -199,7 +194,12 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> N
 
 
 def run(spec: ServiceSpec) -> None:
-    asyncio.run(serve(spec))
+    try:
+        asyncio.run(serve(spec))
+    except DependencyUnavailable as failure:
+        # One line that says which dependency, where and why: a traceback would not.
+        log.error("cannot start", error=str(failure))
+        raise SystemExit(1) from None
 
 
 async def _warn_if_never_vacuumed(engine: AsyncEngine, url: str) -> None:
@@ -214,5 +214,5 @@ async def _warn_if_never_vacuumed(engine: AsyncEngine, url: str) -> None:
             "autovacuum is off on this PostgreSQL server: tables are never analysed nor "
             "vacuumed, so statements slow down as they grow; turn it on, or run "
             "VACUUM (ANALYZE) regularly",
-            database=_redacted(url),
+            database=redacted_url(url),
         )
