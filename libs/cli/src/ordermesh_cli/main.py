@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,10 +18,14 @@ from rich.live import Live
 
 from ordermesh_cli.dashboard import mesh_view
 from ordermesh_cli.demo import DemoTraffic, seed_catalogue
+from ordermesh_cli.failures import Failure, one_line
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
+from ordermesh_cli.preflight import check_dependencies
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
 from ordermesh_cli.risk import risk_app
+from ordermesh_cli.state import MeshState, NoRunningMesh, forget_mesh, running_mesh
+from ordermesh_platform.dependencies import DependencyUnavailable, reach_database, redacted_url
 from ordermesh_platform.tls import TlsFiles
 
 app = typer.Typer(
@@ -28,7 +34,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message is one line, never wrapped
 
 
 def _service_name(name: str) -> str:
@@ -62,7 +68,9 @@ def migrate(
     spec = load_service(_service_name(service))
     settings = spec.settings_type()
     configure_logging(spec.name, settings.log_level)
-    asyncio.run(upgrade_to_head(spec.migrations, database_url or settings.database_url, spec.name))
+    url = database_url or settings.database_url
+    revision = asyncio.run(upgrade_to_head(spec.migrations, url, spec.name))
+    typer.echo(f"{spec.name}: migrated {redacted_url(url)} to revision {revision}: done")
 
 
 @app.command()
@@ -106,7 +114,14 @@ dlq_app = typer.Typer(help="Dead-letter topics: list and replay.", no_args_is_he
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(risk_app, name="risk")
 KafkaOption = Annotated[
-    str, typer.Option(envvar="ORDERMESH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")
+    str | None,
+    typer.Option(
+        envvar="ORDERMESH_KAFKA_BOOTSTRAP",
+        help="Kafka bootstrap servers; default: the broker of the mesh running in --state-dir",
+    ),
+]
+StateDirOption = Annotated[
+    Path, typer.Option(help="state directory of the running `ordermesh up` to read")
 ]
 TopicOption = Annotated[
     list[str] | None, typer.Option("--topic", help="DLQ topic(s); default: every one")
@@ -114,13 +129,18 @@ TopicOption = Annotated[
 
 
 @dlq_app.command("list")
-def dlq_list(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -> None:
+def dlq_list(
+    kafka: KafkaOption = None,
+    topic: TopicOption = None,
+    state_dir: StateDirOption = Path(".ordermesh"),
+) -> None:
     """Show every message in the dead-letter topics, with why it is there."""
     from rich.table import Table
 
     from ordermesh_messaging.dlq import default_dlq_topics, list_dead_letters
 
-    letters = asyncio.run(list_dead_letters(kafka, topic or default_dlq_topics()))
+    bootstrap = _broker(kafka, state_dir)
+    letters = asyncio.run(list_dead_letters(bootstrap, topic or default_dlq_topics()))
     columns = ("topic", "partition", "offset", "key", "type", "event id", "reason", "error")
     rows = [
         (x.topic, str(x.partition), str(x.offset), x.key, x.event_type, x.event_id,
@@ -140,16 +160,31 @@ def dlq_list(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -
 
 
 @dlq_app.command("replay")
-def dlq_replay(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -> None:
+def dlq_replay(
+    kafka: KafkaOption = None,
+    topic: TopicOption = None,
+    state_dir: StateDirOption = Path(".ordermesh"),
+) -> None:
     """Publish dead letters back onto their original topics (each one once)."""
     from ordermesh_messaging.dlq import default_dlq_topics, replay_dead_letters
 
-    letters = asyncio.run(replay_dead_letters(kafka, topic or default_dlq_topics()))
+    bootstrap = _broker(kafka, state_dir)
+    letters = asyncio.run(replay_dead_letters(bootstrap, topic or default_dlq_topics()))
     for x in letters:
         typer.echo(
             f"replayed {x.topic}@{x.partition}:{x.offset} -> {x.original_topic} ({x.event_id})"
         )
     typer.echo(f"{len(letters)} replayed")
+
+
+def _broker(kafka: str | None, state_dir: Path) -> str:
+    """--kafka, else the broker of the local mesh running with that state directory."""
+    if kafka:
+        return kafka
+    try:
+        return running_mesh(state_dir).kafka_bootstrap
+    except NoRunningMesh as missing:
+        raise Failure(f"{missing}: start one (`make run`), or pass --kafka host:port") from None
 
 
 @app.command()
@@ -173,6 +208,7 @@ def bench(
     """Benchmark PlaceOrder against its baselines (echo chain, raw SQL, raw producer)."""
     from ordermesh_bench.suite import BenchConfig, run_suite
 
+    asyncio.run(reach_database(postgres))
     config = BenchConfig(
         postgres=postgres,
         base_port=base_port,
@@ -207,6 +243,7 @@ def soak(
     """Place many orders without waiting; report memory, backlog and the invariants."""
     from ordermesh_bench.soak import SoakConfig, run_soak
 
+    asyncio.run(reach_database(postgres))
     config = SoakConfig(
         orders, postgres, concurrency=concurrency, max_s=max_minutes * 60, max_lag=max_lag
     )
@@ -230,6 +267,7 @@ def chaos(
     """Load the mesh while injecting faults; then check every invariant."""
     from ordermesh_bench.chaos import ChaosConfig, run_chaos
 
+    asyncio.run(reach_database(postgres))
     config = ChaosConfig(
         orders=orders,
         kills=kills,
@@ -391,8 +429,14 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await check_dependencies(config)
+    except DependencyUnavailable as failure:
+        console.print(f"[red]the mesh did not start:[/red] {failure}", highlight=False)
+        return 1
+    try:
         console.print(f"starting the mesh (logs in {mesh.logs_dir}/)")
         mesh.start()
+        MeshState(os.getpid(), config.base_port, config.kafka_bootstrap).write(config.state_dir)
         ready = asyncio.create_task(mesh.wait_serving(ready_timeout))
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -423,9 +467,10 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float) -> int:
             console.print(f"demo orders: {dict(traffic.outcomes)}")
         return 0
     except MeshFailed as failure:
-        console.print(f"[red]the mesh did not start:[/red] {failure}")
+        console.print(f"[red]the mesh did not start:[/red] {failure}", highlight=False)
         return 1
     finally:
+        forget_mesh(config.state_dir)
         console.print("stopping the mesh")
         mesh.stop()
         console.print("stopped")
@@ -446,3 +491,18 @@ async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None)
                 shown = line
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+def main() -> None:
+    """The `ordermesh` command: a failure to reach a database, a broker or a service
+    ends it with one line saying which and why, not a traceback."""
+    # aiokafka logs each failed connection attempt; the line below says it once.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    try:
+        app()
+    except Exception as error:
+        line = one_line(error)
+        if line is None:
+            raise
+        console.print(f"[red]error:[/red] {line}", highlight=False)
+        raise SystemExit(1) from None
