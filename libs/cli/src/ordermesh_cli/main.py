@@ -19,6 +19,7 @@ from rich.live import Live
 from ordermesh_cli.dashboard import mesh_view
 from ordermesh_cli.demo import DemoTraffic, seed_catalogue
 from ordermesh_cli.failures import Failure, one_line
+from ordermesh_cli.gitfiles import tracked_by_git
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, MeshFailed
 from ordermesh_cli.preflight import check_dependencies
@@ -43,6 +44,7 @@ def _service_name(name: str) -> str:
     return name
 
 
+CERTS_DIR = Path(".ordermesh/certs")  # .ordermesh/ is git-ignored
 ServiceArg = Annotated[str, typer.Argument(help="order, inventory, payment or notification")]
 
 
@@ -320,9 +322,9 @@ def health(
 
 @app.command()
 def certs(
-    out: Annotated[Path, typer.Option(help="where the CA and certificate folders go")] = Path(
-        ".ordermesh/certs"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="where the CA and certificate folders go (git ignores the default)")
+    ] = CERTS_DIR,
     namespace: Annotated[
         str, typer.Option(help="Kubernetes namespace of the in-cluster DNS names")
     ] = "ordermesh",
@@ -341,6 +343,12 @@ def certs(
         state = "created" if out / name in written else "kept"
         typer.echo(f"{state:8} {out / name}/{{tls.crt,tls.key,ca.crt}}")
     typer.echo(f"CA: {out / 'ca.crt'} (its key {out / 'ca.key'} signs them: keep it private)")
+    if tracked_by_git(out / "ca.key"):
+        typer.echo(
+            f"warning: {out} is in a git working tree and not ignored: a commit could "
+            f"carry the CA key; add it to .gitignore, or use the default {CERTS_DIR}",
+            err=True,
+        )
 
 
 @app.command()
