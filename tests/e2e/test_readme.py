@@ -163,3 +163,22 @@ def test_the_readme_mtls_program_lists_the_customers_orders(secure_mesh: UpMesh)
     ).stdout.strip()
     printed = _run_file(secure_mesh, "my_orders.py", _program("secure"), {"ORDERMESH_TOKEN": token})
     assert printed.splitlines()[0] == "0 order(s) of c1"
+
+
+def test_grpcurl_describe_shows_the_comments_written_in_the_protos(plain_mesh: UpMesh) -> None:
+    described = subprocess.run(
+        [
+            str(BIN / "grpcurl"),
+            "-plaintext",
+            plain_mesh.with_ports("127.0.0.1:50051"),
+            "describe",
+            "ordermesh.order.v1.PlaceOrderRequest",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    written = (REPO / "protos/ordermesh/order/v1/order.proto").read_text()
+    assert "// The customer placing the order" in written
+    assert "// The customer placing the order" in described

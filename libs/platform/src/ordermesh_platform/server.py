@@ -10,7 +10,6 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh_platform.auth import Authenticator, TokenVerifier
@@ -26,6 +25,7 @@ from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcI
 from ordermesh_platform.logs import configure_logging, get_logger
 from ordermesh_platform.metrics import serve_metrics
 from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.reflection import enable_reflection
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.settings import ServiceSettings
 from ordermesh_platform.telemetry import (
@@ -117,13 +117,9 @@ class RunningService:
         if settings.health_port:
             health_server = grpc.aio.server(options=server_options(settings))
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        reflection.enable_server_reflection(
-            (
-                *spec.grpc_services,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        enable_reflection(
             server,
+            (*spec.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
         )
         db_health = DatabaseHealth(
             health_servicer,
