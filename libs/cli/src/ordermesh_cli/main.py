@@ -29,11 +29,17 @@ from ordermesh_cli.state import MeshState, NoRunningMesh, forget_mesh, running_m
 from ordermesh_platform.dependencies import DependencyUnavailable, reach_database, redacted_url
 from ordermesh_platform.tls import TlsFiles
 
+# Help as plain text: paragraphs reflowed to the terminal (up to HELP_WIDTH columns), not
+# cut where the docstring's lines end, and no type shown for a flag (Rich's panels show
+# `<bool>` on each); it reads the same in a pipe.
+HELP_WIDTH = 100
+HELP = {"rich_markup_mode": None, "context_settings": {"max_content_width": HELP_WIDTH}}
 app = typer.Typer(
     help="ordermesh: an order-processing engine. Run the local mesh, or one service.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    **HELP,  # type: ignore[arg-type]
 )
 console = Console(stderr=True, soft_wrap=True)  # a message is one line, never wrapped
 
@@ -75,7 +81,7 @@ def migrate(
     typer.echo(f"{spec.name}: migrated {redacted_url(url)} to revision {revision}: done")
 
 
-@app.command()
+@app.command(short_help="Run only the outbox relay of a service.")
 def relay(service: ServiceArg) -> None:
     """Run only the outbox relay of a service (beside it, with ORDERMESH_RELAY_ENABLED=false)."""
     from ordermesh_messaging.relay import OutboxRelay
@@ -112,7 +118,11 @@ def relay(service: ServiceArg) -> None:
     asyncio.run(run())
 
 
-dlq_app = typer.Typer(help="Dead-letter topics: list and replay.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead-letter topics: list and replay.",
+    no_args_is_help=True,
+    **HELP,  # type: ignore[arg-type]
+)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(risk_app, name="risk")
 KafkaOption = Annotated[
@@ -161,7 +171,7 @@ def dlq_list(
     Console().print(table)
 
 
-@dlq_app.command("replay")
+@dlq_app.command("replay", short_help="Publish dead letters back onto their original topics.")
 def dlq_replay(
     kafka: KafkaOption = None,
     topic: TopicOption = None,
@@ -189,7 +199,7 @@ def _broker(kafka: str | None, state_dir: Path) -> str:
         raise Failure(f"{missing}: start one (`make run`), or pass --kafka host:port") from None
 
 
-@app.command()
+@app.command(short_help="Benchmark PlaceOrder against its baselines.")
 def bench(
     postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
         "postgresql://postgres@127.0.0.1:5432"
@@ -228,7 +238,7 @@ def bench(
     raise typer.Exit(0 if report["invariants_ok"] else 1)
 
 
-@app.command()
+@app.command(short_help="Place many orders without waiting, then check every invariant.")
 def soak(
     orders: Annotated[int, typer.Option(help="orders to place")] = 1_000_000,
     postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
@@ -320,7 +330,7 @@ def health(
     raise typer.Exit(0 if status == "SERVING" else 1)
 
 
-@app.command()
+@app.command(short_help="Create a development CA and certificates.")
 def certs(
     out: Annotated[
         Path, typer.Option(help="where the CA and certificate folders go (git ignores the default)")
@@ -351,7 +361,7 @@ def certs(
         )
 
 
-@app.command()
+@app.command(short_help="Print a development bearer token.")
 def token(
     subject: Annotated[str, typer.Argument(help="the token's sub: a customer id or an operator")],
     admin: Annotated[bool, typer.Option("--admin", help="add the ordermesh:admin scope")] = False,
@@ -374,7 +384,7 @@ def token(
     typer.echo(mint_token(key, subject, scopes, ttl_s=ttl, kid=kid or None))
 
 
-@app.command()
+@app.command(short_help="Start the whole local mesh and show it live.")
 def up(
     base_port: Annotated[
         int, typer.Option(help="order = N, inventory = N+1, payment = N+2, notification = N+3")
