@@ -105,7 +105,9 @@ class RunningService:
             log.info("applying migrations", database=redacted_url(settings.database_url))
             await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
         chain = interceptors(spec, settings)  # reads the token keys: fails before anything opens
-        engine = create_engine(settings.database_url, settings.database_pool_size)
+        engine = create_engine(
+            settings.database_url, settings.database_pool_size, settings.database_timeout_s
+        )
         count_statements(engine, spec.name)
         await _warn_if_never_vacuumed(engine, settings.database_url)
         instrument_engine(engine)
@@ -128,7 +130,9 @@ class RunningService:
             settings.health_interval_s,
             settings.health_timeout_s,
         )
-        runtime = Runtime(settings, server, engine, Transactions(engine))
+        runtime = Runtime(
+            settings, server, engine, Transactions(engine, settings.database_timeout_s)
+        )
         try:
             async with spec.wire(runtime):
                 address = f"{settings.grpc_host}:{settings.grpc_port}"

@@ -30,6 +30,7 @@ from ordermesh_order.store import DueOrder, NewOrder, OrderRepository, outbox
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.db import Transactions, is_connection_error
+from ordermesh_platform.deadlines import detached
 from ordermesh_platform.faults import kill_at
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
@@ -243,7 +244,8 @@ class SagaRunner:
         further. The order keeps its owed work; its lease lapses and the recovery
         worker takes it up again."""
         try:
-            await self.drive(order_id, order=order)
+            with detached():  # the call that started it, if any, is answered: no deadline
+                await self.drive(order_id, order=order)
         except Exception as error:
             if is_connection_error(error):  # an outage, not a bug: no traceback
                 log.warning(
