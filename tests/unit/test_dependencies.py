@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError
 from asyncpg import exceptions as pg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ordermesh_messaging.reachability import kafka_failure
+from ordermesh_messaging.reachability import describe, kafka_failure
 from ordermesh_platform.dependencies import database_failure, redacted_url
 
 URL = "postgresql://shop:s3cret@db.internal:5432/ordermesh_order"
@@ -93,3 +93,10 @@ def test_a_broker_out_of_reach_is_one_line_naming_kafka() -> None:
         "(is it running, on that port?)"
     )
     assert kafka_failure(ValueError("a bug"), "broker-1:9092") is None
+
+
+def test_a_relay_or_consumer_log_line_names_kafka_when_it_is_out_of_reach() -> None:
+    assert describe(KafkaConnectionError("Unable to bootstrap"), "broker-1:9092") == (
+        "cannot use Kafka at broker-1:9092: no broker answered (is it running, on that port?)"
+    )
+    assert describe(ValueError("a bug"), "broker-1:9092") == "ValueError('a bug')"

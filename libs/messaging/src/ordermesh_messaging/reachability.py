@@ -32,6 +32,12 @@ def kafka_failure(
     return DependencyUnavailable(KAFKA, bootstrap, cause, service)
 
 
+def describe(error: BaseException, bootstrap: str) -> str:
+    """What a log line says of ``error``: the one line when Kafka is out of reach."""
+    failure = kafka_failure(error, bootstrap)
+    return repr(error) if failure is None else str(failure)
+
+
 @asynccontextmanager
 async def kafka_errors(bootstrap: str, service: str = "") -> AsyncIterator[None]:
     """Inside the block, failing to reach ``bootstrap`` raises :class:`DependencyUnavailable`."""
