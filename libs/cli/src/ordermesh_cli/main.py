@@ -400,7 +400,10 @@ def up(
         str | None, typer.Option(help="Kafka bootstrap servers to use; starts no local broker")
     ] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="seed, but place no orders")] = False,
-    state_dir: Annotated[Path, typer.Option(help="SQLite files and logs")] = Path(".ordermesh"),
+    state_dir: Annotated[
+        Path,
+        typer.Option(help="SQLite files, logs, certificates, and mesh.json for `ordermesh dlq`"),
+    ] = Path(".ordermesh"),
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for SERVING")] = 90.0,
     otlp: Annotated[
         str | None,
