@@ -59,15 +59,19 @@ lint: install proto-check k8s-check ## ruff, mypy, buf lint, buf breaking, stub 
 	else echo "buf breaking: main has no contracts yet, nothing to compare"; fi
 
 # Generated stubs are committed so a caller can install libs/contracts alone.
-proto: install ## regenerate the typed stubs from protos/
+proto: install ## regenerate the typed stubs (and the documented descriptors) from protos/
 	rm -rf $(CONTRACTS_OUT)/ordermesh
 	$(MAKE) --no-print-directory _protoc OUT=$(CONTRACTS_OUT)
 
+# descriptors.binpb: the contracts with their comments (source info), which reflection
+# serves so that `grpcurl describe` shows the API documentation.
 _protoc:
-	mkdir -p $(OUT)
+	mkdir -p $(OUT)/ordermesh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
 		--python_out=$(OUT) --grpc_python_out=$(OUT) \
-		--mypy_out=quiet:$(OUT) --mypy_grpc_out=quiet:$(OUT) $(PROTO_FILES)
+		--mypy_out=quiet:$(OUT) --mypy_grpc_out=quiet:$(OUT) \
+		--include_source_info --descriptor_set_out=$(OUT)/ordermesh/descriptors.binpb \
+		$(PROTO_FILES)
 	for d in $$(find $(OUT)/ordermesh -mindepth 1 -type d); do touch $$d/py.typed; done
 
 proto-check: install ## fail when the committed stubs differ from what the protos generate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,14 @@ def test_security_is_off_and_shedding_on_by_default() -> None:
     assert settings.tls_files() is None
     assert settings.max_in_flight == 256
     assert settings.health_port == 0
+
+
+def test_certs_warns_when_its_folder_could_be_committed(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    exposed = CliRunner().invoke(app, ["certs", "--out", str(tmp_path / "certs")])
+    assert exposed.exit_code == 0, exposed.output
+    assert "not ignored: a commit could carry the CA key" in exposed.output
+    (tmp_path / ".gitignore").write_text(".ordermesh/\n")
+    ignored = CliRunner().invoke(app, ["certs", "--out", str(tmp_path / ".ordermesh" / "certs")])
+    assert ignored.exit_code == 0, ignored.output
+    assert "warning" not in ignored.output

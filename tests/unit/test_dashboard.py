@@ -5,12 +5,17 @@ has, with a value the code sets."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ordermesh_payment.psp import Authorization, PspDeclined, ResilientProvider
+from ordermesh_platform.resilience import CircuitBreaker, Transient
 from tests.support.metrics_catalog import (
     MATCHER,
     METRIC_NAME,
@@ -132,3 +137,86 @@ def test_every_declared_metric_is_on_a_panel(name: str) -> None:
         for name in METRIC_NAME.findall(expr)
     }
     assert exposed & used, f"{name} is on no panel (looked for {sorted(exposed)})"
+
+
+class _Provider:
+    """A provider that answers each call as told: "ok", "decline" or "fail"."""
+
+    def __init__(self) -> None:
+        self.next = "ok"
+
+    async def _answer(self) -> None:
+        if self.next == "decline":
+            raise PspDeclined("card_declined")
+        if self.next == "fail":
+            raise Transient("provider down")
+
+    async def authorize(self, key: str, amount: int, currency: str, token: str) -> Authorization:
+        await self._answer()
+        return Authorization("ref")
+
+    async def capture(self, key: str, reference: str, amount_minor: int) -> None:
+        await self._answer()
+
+    async def void(self, key: str, reference: str) -> None:
+        await self._answer()
+
+    async def refund(self, key: str, reference: str, amount_minor: int) -> None:
+        await self._answer()
+
+
+def _emitted_psp_outcomes() -> set[str]:
+    """Every outcome the payment service's provider client reports, found by making it
+    meet an answer, a decline, a failure and an open circuit."""
+    seen: set[str] = set()
+    provider = _Provider()
+    client = ResilientProvider(
+        provider,
+        CircuitBreaker(threshold=1, open_s=60),
+        timeout_s=1,
+        attempts=1,
+        observe=lambda op, seconds, outcome: seen.add(outcome),
+    )
+
+    async def each_answer() -> None:
+        for answer in ("ok", "decline", "fail", "fail"):  # the second failure: circuit open
+            provider.next = answer
+            with contextlib.suppress(PspDeclined, Transient):
+                await client.authorize("order-1", 100, "EUR", "tok", deadline=None)
+
+    asyncio.run(each_answer())
+    return seen
+
+
+def test_the_psp_outcomes_emitted_are_the_ones_documented() -> None:
+    emitted = _emitted_psp_outcomes()
+    assert emitted == {"ok", "declined", "circuit_open", "error"}  # each one was met
+    doc = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
+    row = next(
+        line
+        for line in doc.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `ordermesh_psp_call_duration_seconds`")
+    )
+    documented = set(re.findall(r"`(\w+)`", row.split("|")[4]))
+    assert emitted <= documented, f"docs/observability.md names {documented}, not {emitted}"
+    panels = [p for p in _panels(_dashboard()) if "ordermesh_psp_call_duration" in str(p)]
+    assert panels
+    for panel in panels:
+        for outcome in emitted:
+            assert outcome in panel["description"], f"{panel['title']}: {outcome} unexplained"
+
+
+def test_every_psp_outcome_the_dashboard_matches_is_one_the_provider_client_emits() -> None:
+    emitted = _emitted_psp_outcomes()
+    checked = 0
+    for panel in _panels(_dashboard()):
+        for expr in _expressions(panel):
+            for name, matchers in SELECTOR.findall(expr):
+                if not name.startswith("ordermesh_psp_call_duration_seconds"):
+                    continue
+                for label, op, value in MATCHER.findall(matchers):
+                    if label == "outcome":
+                        wanted = set(value.split("|") if "~" in op else [value])
+                        assert wanted <= emitted, f"{panel['title']}: {wanted - emitted}"
+                        checked += 1
+    assert checked  # the latency panel leaves out circuit_open

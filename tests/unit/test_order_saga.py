@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import event
+from structlog.testing import capture_logs
 
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
@@ -326,3 +327,44 @@ async def test_recovery_takes_no_more_than_the_free_background_slots(sessions) -
     assert await runner.recover_once() == 0
     fake.go.set()
     await runner.stop()
+
+
+async def _background_tasks_finish(runner: SagaRunner) -> list[asyncio.Task[object]]:
+    tasks = list(runner._background)
+    await asyncio.wait(tasks)
+    return tasks  # type: ignore[return-value]
+
+
+async def test_a_background_saga_that_fails_is_logged_once_with_its_order_id(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.fail["reserve"] = [RuntimeError("a bug in a participant")]
+    runner = _runner(sessions, fake)
+    order_id = await _new_order(sessions)
+    with capture_logs() as logs:
+        runner.drive_in_background(order_id)
+        tasks = await _background_tasks_finish(runner)
+    # Handled in the task: nothing left for "Task exception was never retrieved".
+    assert [t.exception() for t in tasks] == [None]
+    failed = [x for x in logs if x["log_level"] in ("error", "warning")]
+    assert len(failed) == 1, logs
+    assert failed[0]["order_id"] == order_id
+    assert failed[0]["exc_info"] is True  # a bug keeps its traceback
+    await runner.stop()
+
+
+async def test_a_background_saga_on_an_unreachable_database_logs_one_line() -> None:
+    # Nothing listens on port 1: every connection is refused at once.
+    engine = create_engine("postgresql://postgres@127.0.0.1:1/ordermesh_order")
+    runner = _runner(Transactions(engine), FakeParticipants())
+    order_id = str(uuid.uuid4())
+    with capture_logs() as logs:
+        runner.drive_in_background(order_id)
+        tasks = await _background_tasks_finish(runner)
+    assert [t.exception() for t in tasks] == [None]
+    failed = [x for x in logs if x["log_level"] in ("error", "warning")]
+    assert len(failed) == 1, logs
+    assert failed[0]["order_id"] == order_id
+    assert "database unreachable" in failed[0]["event"]
+    assert "exc_info" not in failed[0]  # an outage is no bug: no traceback
+    await runner.stop()
+    await engine.dispose()

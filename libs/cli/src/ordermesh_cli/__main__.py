@@ -1,5 +1,5 @@
 """python -m ordermesh_cli"""
 
-from ordermesh_cli.main import app
+from ordermesh_cli.main import main
 
-app()
+main()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import signal
 import sys
 import time
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from ordermesh_cli.failures import Failure, one_line
+from ordermesh_cli.gitfiles import tracked_by_git
 from ordermesh_cli.ports import (
     check_layout,
     first_taken,
@@ -21,8 +25,11 @@ from ordermesh_cli.ports import (
     port_owners,
     taken_message,
 )
+from ordermesh_cli.preflight import check_dependencies
 from ordermesh_cli.registry import SERVICE_NAMES, load_service
 from ordermesh_cli.risk import risk_app
+from ordermesh_cli.state import MeshState, NoRunningMesh, forget_mesh, running_mesh
+from ordermesh_platform.dependencies import DependencyUnavailable, reach_database, redacted_url
 
 # The mesh, the demo and gRPC are imported by the commands that use them: `up` answers
 # a taken port before loading them, and `--help` stays quick.
@@ -30,11 +37,18 @@ if TYPE_CHECKING:
     from ordermesh_cli.demo import DemoTraffic
     from ordermesh_cli.mesh import LocalMesh, MeshConfig
 
+
+# Help as plain text: paragraphs reflowed to the terminal (up to HELP_WIDTH columns), not
+# cut where the docstring's lines end, and no type shown for a flag (Rich's panels show
+# `<bool>` on each); it reads the same in a pipe.
+HELP_WIDTH = 100
+HELP = {"rich_markup_mode": None, "context_settings": {"max_content_width": HELP_WIDTH}}
 app = typer.Typer(
     help="ordermesh: an order-processing engine. Run the local mesh, or one service.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    **HELP,  # type: ignore[arg-type]
 )
 # soft_wrap: long lines (a failure naming a port and a path) stay whole in a log.
 console = Console(stderr=True, soft_wrap=True)
@@ -50,6 +64,7 @@ def _service_name(name: str) -> str:
     return name
 
 
+CERTS_DIR = Path(".ordermesh/certs")  # .ordermesh/ is git-ignored
 ServiceArg = Annotated[str, typer.Argument(help="order, inventory, payment or notification")]
 
 
@@ -75,10 +90,12 @@ def migrate(
     spec = load_service(_service_name(service))
     settings = spec.settings_type()
     configure_logging(spec.name, settings.log_level)
-    asyncio.run(upgrade_to_head(spec.migrations, database_url or settings.database_url, spec.name))
+    url = database_url or settings.database_url
+    revision = asyncio.run(upgrade_to_head(spec.migrations, url, spec.name))
+    typer.echo(f"{spec.name}: migrated {redacted_url(url)} to revision {revision}: done")
 
 
-@app.command()
+@app.command(short_help="Run only the outbox relay of a service.")
 def relay(service: ServiceArg) -> None:
     """Run only the outbox relay of a service (beside it, with ORDERMESH_RELAY_ENABLED=false)."""
     from ordermesh_messaging.relay import OutboxRelay
@@ -115,11 +132,22 @@ def relay(service: ServiceArg) -> None:
     asyncio.run(run())
 
 
-dlq_app = typer.Typer(help="Dead-letter topics: list and replay.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead-letter topics: list and replay.",
+    no_args_is_help=True,
+    **HELP,  # type: ignore[arg-type]
+)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(risk_app, name="risk")
 KafkaOption = Annotated[
-    str, typer.Option(envvar="ORDERMESH_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")
+    str | None,
+    typer.Option(
+        envvar="ORDERMESH_KAFKA_BOOTSTRAP",
+        help="Kafka bootstrap servers; default: the broker of the mesh running in --state-dir",
+    ),
+]
+StateDirOption = Annotated[
+    Path, typer.Option(help="state directory of the running `ordermesh up` to read")
 ]
 TopicOption = Annotated[
     list[str] | None, typer.Option("--topic", help="DLQ topic(s); default: every one")
@@ -127,13 +155,18 @@ TopicOption = Annotated[
 
 
 @dlq_app.command("list")
-def dlq_list(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -> None:
+def dlq_list(
+    kafka: KafkaOption = None,
+    topic: TopicOption = None,
+    state_dir: StateDirOption = Path(".ordermesh"),
+) -> None:
     """Show every message in the dead-letter topics, with why it is there."""
     from rich.table import Table
 
     from ordermesh_messaging.dlq import default_dlq_topics, list_dead_letters
 
-    letters = asyncio.run(list_dead_letters(kafka, topic or default_dlq_topics()))
+    bootstrap = _broker(kafka, state_dir)
+    letters = asyncio.run(list_dead_letters(bootstrap, topic or default_dlq_topics()))
     columns = ("topic", "partition", "offset", "key", "type", "event id", "reason", "error")
     rows = [
         (x.topic, str(x.partition), str(x.offset), x.key, x.event_type, x.event_id,
@@ -152,12 +185,17 @@ def dlq_list(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -
     Console().print(table)
 
 
-@dlq_app.command("replay")
-def dlq_replay(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None) -> None:
+@dlq_app.command("replay", short_help="Publish dead letters back onto their original topics.")
+def dlq_replay(
+    kafka: KafkaOption = None,
+    topic: TopicOption = None,
+    state_dir: StateDirOption = Path(".ordermesh"),
+) -> None:
     """Publish dead letters back onto their original topics (each one once)."""
     from ordermesh_messaging.dlq import default_dlq_topics, replay_dead_letters
 
-    letters = asyncio.run(replay_dead_letters(kafka, topic or default_dlq_topics()))
+    bootstrap = _broker(kafka, state_dir)
+    letters = asyncio.run(replay_dead_letters(bootstrap, topic or default_dlq_topics()))
     for x in letters:
         typer.echo(
             f"replayed {x.topic}@{x.partition}:{x.offset} -> {x.original_topic} ({x.event_id})"
@@ -165,7 +203,17 @@ def dlq_replay(kafka: KafkaOption = "127.0.0.1:9092", topic: TopicOption = None)
     typer.echo(f"{len(letters)} replayed")
 
 
-@app.command()
+def _broker(kafka: str | None, state_dir: Path) -> str:
+    """--kafka, else the broker of the local mesh running with that state directory."""
+    if kafka:
+        return kafka
+    try:
+        return running_mesh(state_dir).kafka_bootstrap
+    except NoRunningMesh as missing:
+        raise Failure(f"{missing}: start one (`make run`), or pass --kafka host:port") from None
+
+
+@app.command(short_help="Benchmark PlaceOrder against its baselines.")
 def bench(
     postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
         "postgresql://postgres@127.0.0.1:5432"
@@ -186,6 +234,7 @@ def bench(
     """Benchmark PlaceOrder against its baselines (echo chain, raw SQL, raw producer)."""
     from ordermesh_bench.suite import BenchConfig, run_suite
 
+    asyncio.run(reach_database(postgres))
     config = BenchConfig(
         postgres=postgres,
         base_port=base_port,
@@ -203,7 +252,7 @@ def bench(
     raise typer.Exit(0 if report["invariants_ok"] else 1)
 
 
-@app.command()
+@app.command(short_help="Place many orders without waiting, then check every invariant.")
 def soak(
     orders: Annotated[int, typer.Option(help="orders to place")] = 1_000_000,
     postgres: Annotated[str, typer.Option(help="PostgreSQL server URL")] = (
@@ -220,6 +269,7 @@ def soak(
     """Place many orders without waiting; report memory, backlog and the invariants."""
     from ordermesh_bench.soak import SoakConfig, run_soak
 
+    asyncio.run(reach_database(postgres))
     config = SoakConfig(
         orders, postgres, concurrency=concurrency, max_s=max_minutes * 60, max_lag=max_lag
     )
@@ -243,6 +293,7 @@ def chaos(
     """Load the mesh while injecting faults; then check every invariant."""
     from ordermesh_bench.chaos import ChaosConfig, run_chaos
 
+    asyncio.run(reach_database(postgres))
     config = ChaosConfig(
         orders=orders,
         kills=kills,
@@ -296,11 +347,11 @@ def health(
     raise typer.Exit(0 if status == "SERVING" else 1)
 
 
-@app.command()
+@app.command(short_help="Create a development CA and certificates.")
 def certs(
-    out: Annotated[Path, typer.Option(help="where the CA and certificate folders go")] = Path(
-        ".ordermesh/certs"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="where the CA and certificate folders go (git ignores the default)")
+    ] = CERTS_DIR,
     namespace: Annotated[
         str, typer.Option(help="Kubernetes namespace of the in-cluster DNS names")
     ] = "ordermesh",
@@ -319,9 +370,15 @@ def certs(
         state = "created" if out / name in written else "kept"
         typer.echo(f"{state:8} {out / name}/{{tls.crt,tls.key,ca.crt}}")
     typer.echo(f"CA: {out / 'ca.crt'} (its key {out / 'ca.key'} signs them: keep it private)")
+    if tracked_by_git(out / "ca.key"):
+        typer.echo(
+            f"warning: {out} is in a git working tree and not ignored: a commit could "
+            f"carry the CA key; add it to .gitignore, or use the default {CERTS_DIR}",
+            err=True,
+        )
 
 
-@app.command()
+@app.command(short_help="Print a development bearer token.")
 def token(
     subject: Annotated[str, typer.Argument(help="the token's sub: a customer id or an operator")],
     admin: Annotated[bool, typer.Option("--admin", help="add the ordermesh:admin scope")] = False,
@@ -344,7 +401,7 @@ def token(
     typer.echo(mint_token(key, subject, scopes, ttl_s=ttl, kid=kid or None))
 
 
-@app.command()
+@app.command(short_help="Start the whole local mesh and show it live.")
 def up(
     base_port: Annotated[
         int, typer.Option(help="order = N, inventory = N+1, payment = N+2, notification = N+3")
@@ -360,7 +417,10 @@ def up(
         str | None, typer.Option(help="Kafka bootstrap servers to use; starts no local broker")
     ] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="seed, but place no orders")] = False,
-    state_dir: Annotated[Path, typer.Option(help="SQLite files and logs")] = Path(".ordermesh"),
+    state_dir: Annotated[
+        Path,
+        typer.Option(help="SQLite files, logs, certificates, and mesh.json for `ordermesh dlq`"),
+    ] = Path(".ordermesh"),
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for SERVING")] = 90.0,
     otlp: Annotated[
         str | None,
@@ -445,8 +505,14 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: boo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await check_dependencies(config)
+    except DependencyUnavailable as failure:
+        console.print(f"[red]the mesh did not start:[/red] {failure}", highlight=False)
+        return 1
+    try:
         console.print(f"starting the mesh (logs in {mesh.logs_dir}/)")
         mesh.start()
+        MeshState(os.getpid(), config.base_port, config.kafka_bootstrap).write(config.state_dir)
         ready = asyncio.create_task(mesh.wait_serving(ready_timeout))
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -478,9 +544,10 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: boo
             console.print("\n".join(dashboard.outcome_lines(traffic)))
         return 0
     except MeshFailed as failure:
-        console.print(f"[red]the mesh did not start:[/red] {failure}")
+        console.print(f"[red]the mesh did not start:[/red] {failure}", highlight=False)
         return 1
     finally:
+        forget_mesh(config.state_dir)
         console.print("stopping the mesh")
         mesh.stop()
         console.print("stopped")
@@ -521,3 +588,18 @@ async def _watch(mesh: LocalMesh, stop: asyncio.Event, demo: DemoTraffic | None)
                     shown_at = now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=WATCH_INTERVAL_S)
+
+
+def main() -> None:
+    """The `ordermesh` command: a failure to reach a database, a broker or a service
+    ends it with one line saying which and why, not a traceback."""
+    # aiokafka logs each failed connection attempt; the line below says it once.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    try:
+        app()
+    except Exception as error:
+        line = one_line(error)
+        if line is None:
+            raise
+        console.print(f"[red]error:[/red] {line}", highlight=False)
+        raise SystemExit(1) from None

@@ -29,6 +29,7 @@ from ordermesh_messaging.inbound import (
     under_its_span,
 )
 from ordermesh_messaging.inbox import Inbox
+from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_messaging.topics import dlq_topic, ensure_topics
 from ordermesh_platform.db import Transactions, is_connection_error
@@ -153,7 +154,11 @@ class EventConsumer:
                 except Exception as error:
                     failures += 1
                     backoff = RESTART_BACKOFF.wait_s(failures)
-                    log.warning("consumer failed; restarting", error=repr(error), backoff_s=backoff)
+                    log.warning(
+                        "consumer failed; restarting",
+                        error=describe(error, self._settings.kafka_bootstrap),
+                        backoff_s=backoff,
+                    )
                     await self._stop()
                     await asyncio.sleep(backoff)
         finally:

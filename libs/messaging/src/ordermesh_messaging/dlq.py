@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from ordermesh_messaging.cloudevents import header_map
 from ordermesh_messaging.consumer import DLQ_HEADERS
 from ordermesh_messaging.events import TOPICS
+from ordermesh_messaging.reachability import kafka_errors
 from ordermesh_messaging.topics import dlq_topic
 
 REPLAY_GROUP = "ordermesh-dlq-replayer"
@@ -79,8 +80,9 @@ async def list_dead_letters(
 ) -> list[DeadLetter]:
     """Every dead letter from the start of the topics (no group, nothing committed)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        async with kafka_errors(bootstrap):
+            await consumer.start()
         partitions = _partitions(consumer, topics)
         if not partitions:
             return []
@@ -106,9 +108,10 @@ async def replay_dead_letters(
         auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await consumer.start()
-    await producer.start()
     try:
+        async with kafka_errors(bootstrap):
+            await consumer.start()
+            await producer.start()
         partitions = _partitions(consumer, topics)
         if not partitions:
             return []

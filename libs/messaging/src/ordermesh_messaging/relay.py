@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
 from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
+from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
 from ordermesh_platform.logs import get_logger
@@ -150,7 +151,11 @@ class OutboxRelay:
                         await self._observe_backlog(force=True)
                     await self._drop_producer()
                     backoff = RESTART_BACKOFF.wait_s(failures)
-                    log.warning("relay pass failed; retrying", error=repr(error), backoff_s=backoff)
+                    log.warning(
+                        "relay pass failed; retrying",
+                        error=describe(error, self._settings.kafka_bootstrap),
+                        backoff_s=backoff,
+                    )
                     await asyncio.sleep(backoff)
                     continue
                 if not self.behind:

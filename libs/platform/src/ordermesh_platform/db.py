@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,7 +52,11 @@ async def vacuum_analyze(engine: AsyncEngine) -> None:
         await conn.execute(text("VACUUM (ANALYZE)"))
 
 
-def create_engine(url: str | URL, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str | URL, pool_size: int = 10, statement_timeout_s: float | None = None
+) -> AsyncEngine:
+    """``statement_timeout_s`` (PostgreSQL): a statement unanswered by then fails, on the
+    client, so a hung server is left too, and on the server (``statement_timeout``)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -63,7 +67,13 @@ def create_engine(url: str | URL, pool_size: int = 10) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return _create_async_engine(
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S}
+    if statement_timeout_s is not None:
+        connect_args["command_timeout"] = statement_timeout_s
+        connect_args["server_settings"] = {
+            "statement_timeout": str(int(statement_timeout_s * 1000))
+        }
+    engine = _create_async_engine(
         parsed,
         pool_size=pool_size,
         # A fixed pool: callers beyond it wait for a connection. Overflow connections are
@@ -73,8 +83,20 @@ def create_engine(url: str | URL, pool_size: int = 10) -> AsyncEngine:
         # No pre-ping: it costs a round trip per checkout. A connection found dead
         # fails its statement once, and a disconnect error invalidates the whole pool.
         # A dead server must fail a checkout quickly, not hang a request or a probe.
-        connect_args={"timeout": CONNECT_TIMEOUT_S},
+        connect_args=connect_args,
     )
+    event.listen(engine.sync_engine, "invalidate", _close_at_once)
+    return engine
+
+
+def _close_at_once(dbapi_connection: Any, _record: Any, _error: BaseException | None) -> None:
+    """A connection given up (a disconnect, a statement cut off by a timeout or a
+    cancelled call) is closed at once. SQLAlchemy would first ask the server to close it,
+    waiting up to 2 s: on a hung server each cancelled call, each failed health probe,
+    then held its caller 2 s past its timeout."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and not driver.is_closed():
+        driver.terminate()
 
 
 def count_statements(engine: AsyncEngine, service: str) -> None:
@@ -110,16 +132,49 @@ class Transactions:
     its block ends (rolls back on an error), ``()`` for reads (rolled back at the
     end). The stores run Core statements on the connection itself: the ORM session
     adds about 0.9 ms of CPU per transaction (docs/performance.md) and they use
-    none of its features."""
+    none of its features.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    With ``timeout_s``, a unit of work still open after that long, or after what is
+    left of the current call's deadline (``deadlines``) if that is shorter, is cut off:
+    rolled back (nothing of it is written) and raised as ``TimeoutError``, which callers
+    see as ``UNAVAILABLE``. A hung database so fails calls fast instead of holding them
+    to their deadline. A call's deadline never cuts a unit of work below
+    ``MIN_CALL_BUDGET_S``: what a call started is better finished than left to
+    recovery because its caller stopped waiting."""
+
+    MIN_CALL_BUDGET_S = 1.0
+
+    def __init__(self, engine: AsyncEngine, timeout_s: float | None = None) -> None:
         self.engine = engine
+        # PostgreSQL only: an SQLite statement runs in a thread a timeout cannot stop, and
+        # a local file does not hang the way a server does.
+        self.timeout_s = timeout_s if engine.dialect.name == "postgresql" else None
 
-    def __call__(self) -> AsyncConnection:
-        return self.engine.connect()
+    def __call__(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        if self.timeout_s is None:
+            return self.engine.connect()
+        return self._bounded(self.engine.connect())
 
     def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        return self.engine.begin()
+        if self.timeout_s is None:
+            return self.engine.begin()
+        return self._bounded(self.engine.begin())
+
+    def budget_s(self) -> float | None:
+        """How long a unit of work started now may take."""
+        from ordermesh_platform.deadlines import remaining_s
+
+        left = remaining_s()
+        if left is None or self.timeout_s is None:
+            return self.timeout_s
+        return min(self.timeout_s, max(left, self.MIN_CALL_BUDGET_S))
+
+    @asynccontextmanager
+    async def _bounded(
+        self, unit: AbstractAsyncContextManager[AsyncConnection]
+    ) -> AsyncIterator[AsyncConnection]:
+        async with asyncio.timeout(self.budget_s()), unit as conn:
+            yield conn
 
 
 async def ping(engine: AsyncEngine, timeout_s: float) -> bool:
@@ -147,7 +202,10 @@ async def ensure_database(url: str | URL) -> None:
     if not name:
         raise ValueError("the PostgreSQL URL names no database")
     admin = _create_async_engine(
-        parsed.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=None
+        parsed.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=None,
+        connect_args={"timeout": CONNECT_TIMEOUT_S},  # asyncpg's own default is 60 s
     )
     try:
         async with admin.connect() as conn:

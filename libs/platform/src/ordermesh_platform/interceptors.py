@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from ordermesh_platform.auth import Authenticator, Principal, reset_principal, set_principal
 from ordermesh_platform.db import is_connection_error
+from ordermesh_platform.deadlines import call_deadline
 from ordermesh_platform.errors import (
     FieldViolation,
     InvalidArgument,
@@ -161,7 +162,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             try:
                 call.admit(limit)
                 _refuse_undecodable(request)
-                response = await behavior(request, context)
+                with call_deadline(context.time_remaining()):
+                    response = await behavior(request, context)
                 call.code = "OK"
                 return response
             except grpc.aio.AbortError:
@@ -179,8 +181,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             try:
                 call.admit(limit)
                 _refuse_undecodable(request)
-                async for response in behavior(request, context):
-                    yield response
+                with call_deadline(context.time_remaining()):
+                    async for response in behavior(request, context):
+                        yield response
                 call.code = "OK"
             except grpc.aio.AbortError:
                 raise

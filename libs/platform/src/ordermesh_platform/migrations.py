@@ -8,11 +8,13 @@ import zlib
 
 from alembic import command, context
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ordermesh_platform.db import ensure_database, normalize_url
+from ordermesh_platform.db import normalize_url
+from ordermesh_platform.dependencies import database_failure, reach_database
 
 
 def version_table(service: str) -> str:
@@ -28,12 +30,21 @@ def alembic_config(script_location: str, url: str, service: str) -> Config:
     return config
 
 
-async def upgrade_to_head(script_location: str, url: str, service: str) -> None:
-    """Create the database if needed and apply every pending migration."""
-    await ensure_database(url)
+async def upgrade_to_head(script_location: str, url: str, service: str) -> str:
+    """Create the database if needed and apply every pending migration; returns the
+    revision the database is now at. A database that cannot be reached, or that turns
+    the login away, raises :class:`DependencyUnavailable`."""
     config = alembic_config(script_location, url, service)
-    # Alembic is synchronous; env.py runs its own event loop inside this worker thread.
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await reach_database(url, service)
+    try:
+        # Alembic is synchronous; env.py runs its own event loop inside this worker thread.
+        await asyncio.to_thread(command.upgrade, config, "head")
+    except Exception as error:
+        failure = database_failure(error, url, service)
+        if failure is None:
+            raise
+        raise failure from error
+    return ScriptDirectory.from_config(config).get_current_head() or "base"
 
 
 def run_migrations(target_metadata: MetaData) -> None:

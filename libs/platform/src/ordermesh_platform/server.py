@@ -10,7 +10,6 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh_platform.auth import Authenticator, TokenVerifier
@@ -20,11 +19,13 @@ from ordermesh_platform.db import (
     count_statements,
     create_engine,
 )
+from ordermesh_platform.dependencies import DependencyUnavailable, redacted_url
 from ordermesh_platform.health import DatabaseHealth, instance_health_name
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
 from ordermesh_platform.metrics import serve_metrics
 from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.reflection import enable_reflection
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.settings import ServiceSettings
 from ordermesh_platform.telemetry import (
@@ -116,10 +117,12 @@ class RunningService:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         spec, settings = self.spec, self.settings
         if settings.migrate_on_start:
-            log.info("applying migrations", database=_redacted(settings.database_url))
+            log.info("applying migrations", database=redacted_url(settings.database_url))
             await upgrade_to_head(spec.migrations, settings.database_url, spec.name)
         chain = interceptors(spec, settings)  # reads the token keys: fails before anything opens
-        engine = create_engine(settings.database_url, settings.database_pool_size)
+        engine = create_engine(
+            settings.database_url, settings.database_pool_size, settings.database_timeout_s
+        )
         count_statements(engine, spec.name)
         await _warn_if_never_vacuumed(engine, settings.database_url)
         instrument_engine(engine)
@@ -131,13 +134,9 @@ class RunningService:
         if settings.health_port:
             health_server = grpc.aio.server(options=server_options(settings))
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        reflection.enable_server_reflection(
-            (
-                *spec.grpc_services,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        enable_reflection(
             server,
+            (*spec.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
         )
         db_health = DatabaseHealth(
             health_servicer,
@@ -146,7 +145,9 @@ class RunningService:
             settings.health_interval_s,
             settings.health_timeout_s,
         )
-        runtime = Runtime(settings, server, engine, Transactions(engine))
+        runtime = Runtime(
+            settings, server, engine, Transactions(engine, settings.database_timeout_s)
+        )
         try:
             async with spec.wire(runtime):
                 address = f"{settings.grpc_host}:{settings.grpc_port}"
@@ -197,12 +198,6 @@ class RunningService:
             log.info("stopped")
 
 
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> None:
     """Run one service until SIGTERM or SIGINT, then drain and return."""
     settings = settings or spec.settings_type()
@@ -219,7 +214,12 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> N
 
 
 def run(spec: ServiceSpec) -> None:
-    asyncio.run(serve(spec))
+    try:
+        asyncio.run(serve(spec))
+    except DependencyUnavailable as failure:
+        # One line that says which dependency, where and why: a traceback would not.
+        log.error("cannot start", error=str(failure))
+        raise SystemExit(1) from None
 
 
 async def _warn_if_never_vacuumed(engine: AsyncEngine, url: str) -> None:
@@ -234,5 +234,5 @@ async def _warn_if_never_vacuumed(engine: AsyncEngine, url: str) -> None:
             "autovacuum is off on this PostgreSQL server: tables are never analysed nor "
             "vacuumed, so statements slow down as they grow; turn it on, or run "
             "VACUUM (ANALYZE) regularly",
-            database=_redacted(url),
+            database=redacted_url(url),
         )

@@ -31,6 +31,13 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path.",
     )
     database_pool_size: int = Field(10, ge=1)
+    database_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A statement, or a transaction, still unanswered after this long (or "
+        "after what is left of the call's deadline, if shorter, but never under 1 s) is cut "
+        "off and rolled back, and the call fails with UNAVAILABLE (PostgreSQL).",
+    )
     fault_point: str = Field(
         "",
         description="Testing only: SIGKILL this process at the named point, e.g. "

@@ -29,7 +29,8 @@ from ordermesh_order.domain import Order, Reason, Work, priced_lines
 from ordermesh_order.store import DueOrder, NewOrder, OrderRepository, outbox
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.batching import LiveBatcher
-from ordermesh_platform.db import Transactions
+from ordermesh_platform.db import Transactions, is_connection_error
+from ordermesh_platform.deadlines import detached
 from ordermesh_platform.faults import kill_at
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
@@ -231,9 +232,29 @@ class SagaRunner:
 
     def drive_in_background(self, order_id: str, order: Order | None = None) -> None:
         """``order``, when given, is the order as this runner last wrote it (saves a read)."""
-        task = asyncio.create_task(self.drive(order_id, order=order), name=f"saga-{order_id}")
+        task = asyncio.create_task(
+            self._drive_unattended(order_id, order=order), name=f"saga-{order_id}"
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _drive_unattended(self, order_id: str, order: Order | None = None) -> None:
+        """``drive`` where nobody awaits the result (a background task, the recovery
+        worker): a failure is logged here, once, with the order id, and goes no
+        further. The order keeps its owed work; its lease lapses and the recovery
+        worker takes it up again."""
+        try:
+            with detached():  # the call that started it, if any, is answered: no deadline
+                await self.drive(order_id, order=order)
+        except Exception as error:
+            if is_connection_error(error):  # an outage, not a bug: no traceback
+                log.warning(
+                    "order saga stopped: database unreachable; recovery will resume it",
+                    order_id=order_id,
+                    error=repr(error),
+                )
+            else:
+                log.exception("order saga failed; recovery will resume it", order_id=order_id)
 
     async def recover_once(self, limit: int = 50) -> int:
         """Take up orders whose work is owed and whose runner is gone (crash, restart),
@@ -268,7 +289,7 @@ class SagaRunner:
             context=context_from_traceparent(found.traceparent, found.tracestate),
             attributes={"ordermesh.order_id": found.order_id, "ordermesh.recovered": True},
         ):
-            await self.drive(found.order_id)
+            await self._drive_unattended(found.order_id)
 
     async def stop(self) -> None:
         """Let background sagas stop where they are; their leases expire and the
