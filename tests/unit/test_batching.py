@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from ordermesh_platform.batching import LiveBatcher
+from ordermesh_platform.deadlines import call_deadline, remaining_s
 
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
@@ -150,3 +151,17 @@ async def test_in_flight_lets_that_many_batches_run_at_once() -> None:
     assert recorder.batches == [[1], [2]]
     gate.set()
     assert [await t for t in tasks] == [10, 20]
+
+
+async def test_a_batch_is_not_bound_by_its_first_callers_deadline() -> None:
+    seen: list[float | None] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        seen.append(remaining_s())
+        return list(items)
+
+    batcher: LiveBatcher[int, int] = LiveBatcher("deadline", run)
+    with call_deadline(0.2):  # a caller in a hurry: its neighbours are not
+        assert await batcher.submit(1) == 1
+        assert remaining_s() is not None
+    assert seen == [None]

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from opentelemetry import trace
 
+from ordermesh_platform.deadlines import detached
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import BATCH_QUEUE_WAIT, BATCH_SIZE
 from ordermesh_platform.telemetry import otlp_endpoint, tracer
@@ -123,6 +124,14 @@ class LiveBatcher(Generic[T, R]):
         return batch
 
     async def _pass(self, batch: list[_Waiting[T, R]]) -> None:
+        # The batch runs in its first caller's context (its trace), but not under that
+        # caller's deadline: one caller's deadline must never cut the batch of the others
+        # (each caller stops waiting at its own; the database work keeps the service's
+        # own time limit).
+        with detached():
+            await self._pass_detached(batch)
+
+    async def _pass_detached(self, batch: list[_Waiting[T, R]]) -> None:
         try:
             self._size.observe(len(batch))
             if not self._traced:
