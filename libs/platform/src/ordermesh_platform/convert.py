@@ -15,3 +15,13 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+def timestamp_ms(value: timestamp_pb2.Timestamp) -> int | None:
+    """Milliseconds since the epoch of a caller's timestamp; None for one outside what a
+    Timestamp may hold (years 1 to 9999, nanos below a second): the caller's error, for
+    the validation to name, not a ValueError from protobuf."""
+    try:
+        return int(value.ToMilliseconds())
+    except ValueError:
+        return None

@@ -12,8 +12,8 @@ from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason
 from ordermesh_order.usecases import Orders
-from ordermesh_platform.convert import to_timestamp
-from ordermesh_platform.errors import FailedPrecondition, Unavailable
+from ordermesh_platform.convert import timestamp_ms, to_timestamp
+from ordermesh_platform.errors import FailedPrecondition, Unavailable, Validator
 from ordermesh_platform.policy import CustomerInRequest, OwnerOfResource, Policy
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -55,6 +55,14 @@ def signals_json(request: pb.PlaceOrderRequest) -> str:
     """The request's risk signals as compact JSON for the order to keep; "" when none."""
     if not request.HasField("risk_signals"):
         return ""
+    signals = request.risk_signals
+    if signals.HasField("account_created_at") and timestamp_ms(signals.account_created_at) is None:
+        # A time protobuf cannot write as JSON is the caller's error, said as such.
+        v = Validator()
+        v.check(
+            False, "risk_signals.account_created_at", "must be a valid timestamp (years 1 to 9999)"
+        )
+        v.raise_if_invalid()
     return json_format.MessageToJson(request.risk_signals, indent=None)
 
 

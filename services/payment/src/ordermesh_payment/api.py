@@ -17,7 +17,7 @@ from ordermesh_payment.domain import (
     RiskSignals,
 )
 from ordermesh_payment.usecases import Payments
-from ordermesh_platform.convert import to_timestamp
+from ordermesh_platform.convert import timestamp_ms, to_timestamp
 from ordermesh_platform.errors import ServiceError, Validator
 from ordermesh_platform.grpc_errors import OK_STATUS, to_status_pb
 from ordermesh_platform.policy import Policy, ServiceOrAdmin
@@ -78,10 +78,12 @@ def signals_of(request: pb.AuthorizePaymentRequest) -> RiskSignals | None:
     if not request.HasField("risk_signals"):
         return None
     s = request.risk_signals
-    created = s.account_created_at.ToMilliseconds() if s.HasField("account_created_at") else None
+    given = s.HasField("account_created_at")
+    created = timestamp_ms(s.account_created_at) if given else None
     return RiskSignals(
-        s.client_ip, s.device_id, s.email_domain, s.billing_country, s.shipping_country, created
-    )
+        s.client_ip, s.device_id, s.email_domain, s.billing_country, s.shipping_country, created,
+        account_created_valid=created is not None or not given,
+    )  # fmt: skip
 
 
 def authorization_of(request: pb.AuthorizePaymentRequest) -> AuthorizationRequest:

@@ -114,8 +114,14 @@ class RiskSignals:
     billing_country: str = ""
     shipping_country: str = ""
     account_created_ms: int | None = None
+    account_created_valid: bool = True  # False: sent, but no time a Timestamp can hold
 
     def validate(self, v: Validator) -> None:
+        v.check(
+            self.account_created_valid,
+            "risk_signals.account_created_at",
+            "must be a valid timestamp (years 1 to 9999)",
+        )
         for name, limit in SIGNAL_LIMITS.items():
             value = getattr(self, name)
             v.check(len(value) <= limit, f"risk_signals.{name}", f"at most {limit} characters")
