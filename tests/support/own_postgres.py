@@ -4,6 +4,7 @@ refuses to run as root, so when the tests run as root it runs as the `postgres` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -61,12 +62,18 @@ class OwnPostgres:
     def pause(self) -> None:
         """Every process of the server stops (SIGSTOP): connections stay open, and
         nothing answers on them, as with a server that hangs."""
-        for pid in self.processes():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        # A child listed here may be gone by the time it is signalled: once the server
+        # process runs again it reaps the children that exited (a backend that ended
+        # just before the pause). A process that is gone needs no signal.
         for pid in self.processes():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
 
 def _as_server_user(command: list[str]) -> list[str]:
