@@ -4,10 +4,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.postgres import database_url, drop_database, unique_name
+from tests.support.connections import ConnectionWatch
+from tests.support.postgres import SERVER_URL, database_url, drop_database, unique_name
 from tests.support.receivers import smtp_server
 
 __all__ = ["smtp_server"]  # a real SMTP server, for the notification tests
+
+_connections = ConnectionWatch(SERVER_URL)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _connections.start()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    _connections.stop()
+    terminalreporter.write_line(_connections.summary())
 
 
 @pytest.fixture

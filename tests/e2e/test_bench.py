@@ -44,6 +44,7 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
         open_loop_s=1.0,
         raw_sql_s=1.0,
         events=300,
+        pool_size=3,  # leaves room for a mesh beside the tests (docs/testing.md)
         out=tmp_path,
         state_dir=tmp_path / "state",
     )

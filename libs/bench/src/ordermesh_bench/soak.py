@@ -74,6 +74,7 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
             postgres=f"{config.postgres}/{prefix}",
             state_dir=config.state_dir,
             env=env,
+            pool_size=10,  # a pod's pool, as in the soaks recorded in docs/performance.md
         )
     )
     samples: list[dict[str, Any]] = []

@@ -63,6 +63,9 @@ class BenchConfig:
     telemetry_pairs: int = 2  # off/on runs of the telemetry cost, alternating
     zipf_s: float = 1.1
     decline_share: float = 0.05
+    # PostgreSQL connections per service process; the raw-SQL baseline's pools get
+    # twice as many each. The defaults peak near 85 of a default server's 100.
+    pool_size: int = 8
     out: Path = Path("bench/results")
     state_dir: Path = Path(".ordermesh/bench")
 
@@ -182,7 +185,7 @@ async def run_suite(config: BenchConfig) -> dict[str, Any]:
     env = {
         "ORDERMESH_SAGA_TIMEOUT_S": str(SAGA_TIMEOUT_S),
         "ORDERMESH_LOG_LEVEL": "WARNING",
-        "ORDERMESH_DATABASE_POOL_SIZE": "8",
+        "ORDERMESH_DATABASE_POOL_SIZE": str(config.pool_size),
     }
     mesh = LocalMesh(
         MeshConfig(
@@ -372,7 +375,9 @@ async def _measure_database_bound(config: BenchConfig, prefix: str, results: Res
         await upgrade_to_head(spec.migrations, url, spec.name)
         urls[service] = url
     pools = {
-        s: await asyncpg.create_pool(asyncpg_dsn(u), min_size=4, max_size=16)
+        s: await asyncpg.create_pool(
+            asyncpg_dsn(u), min_size=min(4, config.pool_size), max_size=2 * config.pool_size
+        )
         for s, u in urls.items()
     }
     try:

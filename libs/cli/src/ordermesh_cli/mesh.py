@@ -61,6 +61,10 @@ class MeshConfig:
     auth: bool = False
     # Processes per service (1 when not named); callers get every replica's address.
     replicas: Mapping[str, int] = field(default_factory=dict)
+    # PostgreSQL connections per service process. A local mesh shares its server with
+    # tests and tools: 4 x 5 = 20 of the 100 a default server allows (the services'
+    # own default, 10, is sized for a pod). ORDERMESH_DATABASE_POOL_SIZE overrides it.
+    pool_size: int = 5
 
     def __post_init__(self) -> None:
         check_layout(self.base_port, self.replicas)
@@ -200,6 +204,7 @@ class LocalMesh:
     def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
         c = self.config
         env = dict(os.environ)
+        env.setdefault("ORDERMESH_DATABASE_POOL_SIZE", str(c.pool_size))
         env.update(
             ORDERMESH_GRPC_HOST="127.0.0.1",
             ORDERMESH_GRPC_PORT=str(c.port(service, replica)),

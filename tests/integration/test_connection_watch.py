@@ -1,0 +1,31 @@
+"""The run's connection report counts connections as they are opened."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from tests.support.connections import ConnectionWatch
+from tests.support.postgres import SERVER_URL
+
+
+async def test_the_watch_sees_connections_opened_after_it_started() -> None:
+    watch = ConnectionWatch(SERVER_URL, interval_s=0.05)
+    await asyncio.to_thread(watch.start)
+    try:
+        assert watch.baseline is not None
+        assert watch.limit > 0
+        held = [await asyncpg.connect(f"{SERVER_URL}/postgres") for _ in range(3)]
+        try:
+            for _ in range(100):  # bounded: 5 s
+                if watch.peak >= watch.baseline + 3:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            for conn in held:
+                await conn.close()
+    finally:
+        await asyncio.to_thread(watch.stop)
+    assert watch.peak - watch.baseline >= 3, watch.summary()
+    assert f"of {watch.limit}" in watch.summary()
