@@ -101,6 +101,9 @@ async def test_two_relays_on_one_outbox_keep_each_aggregates_order(
         OutboxRelay(e, outbox, "ordermesh/order", _settings(broker, outbox_batch_size=7))
         for e in (engine, second_engine)
     ]
+    # One pass each first, so that both take a share however fast the other drains
+    # the rest (a relay that finds every bucket taken waits a poll interval).
+    assert [await r.publish_once() for r in relays] == [7, 7]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     try:
         for _ in range(300):  # bounded: 30 s

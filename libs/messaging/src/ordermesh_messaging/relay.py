@@ -9,7 +9,7 @@ however many rows and buckets it carries (rows are bucketed by aggregate id):
                                                -- another relay holds some? not those
     SELECT ... WHERE bucket = ANY(locked) AND published_at IS NULL
       ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED
-    produce every row, wait for every acknowledgement
+    produce the rows, one record batch per partition; wait for every acknowledgement
     UPDATE outbox SET published_at = now() WHERE seq = ANY(acknowledged prefix)
     COMMIT
 A relay that dies mid-batch rolls its transaction back: the rows are published again by
@@ -25,10 +25,13 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Row, Table, any_, bindparam, delete, func, select, text, update
@@ -74,6 +77,18 @@ _LOCK_FREE_BUCKETS = text(
     "SELECT array_agg(x.b) FROM unnest(CAST(:buckets AS integer[]), CAST(:keys AS bigint[]))"
     " AS x(b, k) WHERE pg_try_advisory_xact_lock(x.k)"
 )
+
+
+# The partition a keyed send would choose (Kafka's murmur2 of the key).
+_PARTITIONER = DefaultPartitioner()
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """Where the broker put one row."""
+
+    partition: int
+    offset: int
 
 
 def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
@@ -242,15 +257,12 @@ class OutboxRelay:
             # No span is exported: each record carries the trace context of the request
             # that wrote its row, so consumers still join that trace, without a
             # PRODUCER span per event that nobody would receive.
-            futures = [
-                await self._send(producer, row, row.traceparent, row.tracestate) for row in rows
-            ]
-            return self._acknowledged(rows, await asyncio.gather(*futures, return_exceptions=True))
-        futures, spans = [], []
-        for row in rows:
+            contexts = [(row.traceparent, row.tracestate) for row in rows]
+            return self._acknowledged(rows, await self._send_batches(producer, rows, contexts))
+        spans = [
             # A PRODUCER span per event, child of the request that wrote the row; the
             # record carries this span's context, so consumers join the same trace.
-            span = tracer().start_span(
+            tracer().start_span(
                 f"publish {row.topic}",
                 context=context_from_traceparent(row.traceparent, row.tracestate),
                 kind=SpanKind.PRODUCER,
@@ -263,11 +275,13 @@ class OutboxRelay:
                     "ordermesh.event_type": row.event_type,
                 },
             )
-            spans.append(span)
+            for row in rows
+        ]
+        contexts = []
+        for span in spans:
             with trace.use_span(span):
-                traceparent, tracestate = traceparent_of_current()
-            futures.append(await self._send(producer, row, traceparent, tracestate))
-        results = await asyncio.gather(*futures, return_exceptions=True)
+                contexts.append(traceparent_of_current())
+        results = await self._send_batches(producer, rows, contexts)
         for span, result in zip(spans, results, strict=True):
             if isinstance(result, BaseException):
                 record_error(span, result)
@@ -277,18 +291,62 @@ class OutboxRelay:
             span.end()
         return self._acknowledged(rows, results)
 
-    async def _send(
-        self, producer: AIOKafkaProducer, row: Row[Any], traceparent: str, tracestate: str
-    ) -> asyncio.Future[Any]:
-        """Hand one row to the producer; the future of its acknowledgement."""
-        headers = build_headers(
-            row.event_id, row.event_type, self._source, row.created_at, traceparent, tracestate
-        )
-        key = row.aggregate_id.encode()
-        future: asyncio.Future[Any] = await producer.send(
-            row.topic, bytes(row.payload), key, headers=headers
-        )
-        return future
+    async def _send_batches(
+        self,
+        producer: AIOKafkaProducer,
+        rows: Sequence[Row[Any]],
+        contexts: Sequence[tuple[str, str]],
+    ) -> list[Any]:
+        """Each row's acknowledgement (its partition and offset) or the error that
+        failed it. The rows go as one record batch per partition (aiokafka's
+        send_batch): one future and one metadata check per batch, not per record. Keys
+        pick partitions as a keyed send does (murmur2), and a batch keeps the rows'
+        order, so an aggregate's events stay in one partition, in seq order."""
+        batches: dict[tuple[str, int], list[int]] = {}
+        partition_of: dict[tuple[str, str], int] = {}
+        partitions: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            chosen = partition_of.get((row.topic, row.aggregate_id))
+            if chosen is None:
+                if row.topic not in partitions:
+                    partitions[row.topic] = sorted(await producer.partitions_for(row.topic))
+                every = partitions[row.topic]
+                chosen = _PARTITIONER(row.aggregate_id.encode(), every, every)
+                partition_of[(row.topic, row.aggregate_id)] = chosen
+            batches.setdefault((row.topic, chosen), []).append(i)
+        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+        for (topic, partition), members in batches.items():
+            builder, held = producer.create_batch(), list[int]()
+            for i in members:
+                row = rows[i]
+                record = {
+                    "timestamp": None,
+                    "key": row.aggregate_id.encode(),
+                    "value": bytes(row.payload),
+                    "headers": build_headers(
+                        row.event_id, row.event_type, self._source, row.created_at, *contexts[i]
+                    ),
+                }
+                if builder.append(**record) is None:  # full: send it, start the next
+                    if not held:
+                        raise MessageSizeTooLargeError(f"event {row.event_id} is too large")
+                    future = await producer.send_batch(builder, topic, partition=partition)
+                    sent.append((future, held))
+                    builder, held = producer.create_batch(), list[int]()
+                    if builder.append(**record) is None:
+                        raise MessageSizeTooLargeError(f"event {row.event_id} is too large")
+                held.append(i)
+            sent.append((await producer.send_batch(builder, topic, partition=partition), held))
+        answers = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
+        results: list[Any] = [None] * len(rows)
+        for (_, held), answer in zip(sent, answers, strict=True):
+            for position, i in enumerate(held):
+                results[i] = (
+                    answer
+                    if isinstance(answer, BaseException)
+                    else Acknowledged(answer.partition, answer.offset + position)
+                )
+        return results
 
     def _acknowledged(self, rows: Sequence[Row[Any]], results: Sequence[Any]) -> int:
         """The length of the acknowledged prefix; counts it and logs the first failure."""
