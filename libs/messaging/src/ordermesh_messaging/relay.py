@@ -79,6 +79,11 @@ _LOCK_FREE_BUCKETS = text(
 )
 
 
+# What a record is made of: a pass reads nothing else.
+_PUBLISHED_COLUMNS = (
+    "seq", "event_id", "aggregate_id", "event_type", "topic", "payload", "traceparent",
+    "tracestate", "created_at",
+)  # fmt: skip
 # The partition a keyed send would choose (Kafka's murmur2 of the key).
 _PARTITIONER = DefaultPartitioner()
 
@@ -213,7 +218,7 @@ class OutboxRelay:
         t = self._table
         async with self._engine.connect() as conn, conn.begin():
             query = (
-                select(t)
+                select(*(t.c[name] for name in _PUBLISHED_COLUMNS))
                 .where(t.c.published_at.is_(None))
                 .order_by(t.c.seq)
                 .limit(self._settings.outbox_batch_size)
