@@ -18,6 +18,7 @@ import platform
 import statistics
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class BenchConfig:
     open_loop_s: float = 10.0
     raw_sql_s: float = 8.0
     events: int = 20_000
-    telemetry_pairs: int = 2  # off/on runs of the telemetry cost, alternating
+    telemetry_pairs: int = 3  # off/on runs of the telemetry cost, alternating
     zipf_s: float = 1.1
     decline_share: float = 0.05
     # PostgreSQL connections per service process; the raw-SQL baseline's pools get
@@ -340,11 +341,18 @@ async def _measure_telemetry_cost(
             cpu = per_order(before, snapshot(mesh), run.count)["cpu_ms_per_order_total"]
             runs[side].append({**run.summary(), "cpu_ms_per_order": cpu})
 
+    # Another process on a shared machine only ever slows a run down: each side's best
+    # run (highest throughput, lowest CPU per order) is the closest to what its code
+    # costs, as timeit keeps the minimum. The means stay beside them.
+    def best(side: str, key: str, pick: Callable[[Iterable[float]], float]) -> float:
+        return pick(r[key] for r in runs[side])
+
     def mean(side: str, key: str) -> float:
         return statistics.fmean(r[key] for r in runs[side])
 
-    on, off = mean("on", "throughput_per_s"), mean("off", "throughput_per_s")
-    cpu_on, cpu_off = mean("on", "cpu_ms_per_order"), mean("off", "cpu_ms_per_order")
+    on, off = best("on", "throughput_per_s", max), best("off", "throughput_per_s", max)
+    cpu_on, cpu_off = best("on", "cpu_ms_per_order", min), best("off", "cpu_ms_per_order", min)
+    mean_on, mean_off = mean("on", "throughput_per_s"), mean("off", "throughput_per_s")
     results.data["place_order_sync_telemetry_off"] = runs["off"][-1]
     results.data["telemetry_cost"] = {
         "throughput_on_per_s": round(on, 2),
@@ -353,8 +361,10 @@ async def _measure_telemetry_cost(
         "cpu_ms_per_order_on": round(cpu_on, 3),
         "cpu_ms_per_order_off": round(cpu_off, 3),
         "cpu_cost_share": round(1 - cpu_off / cpu_on, 3) if cpu_on else None,
+        "mean_cost_share": round(1 - mean_on / mean_off, 3) if mean_off else None,
         "runs": runs,
-        "note": f"{config.telemetry_pairs} runs each side, alternating off/on, {level} callers",
+        "note": f"{config.telemetry_pairs} runs each side, alternating off/on, {level} "
+        "callers; each side's best run (mean_cost_share: the means)",
     }
 
 
