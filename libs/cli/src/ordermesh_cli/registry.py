@@ -1,5 +1,6 @@
-"""Finds services by name through the ``ordermesh.services`` entry points, so the CLI
-never imports a service package directly."""
+"""Finds services by name through the ``ordermesh.services`` entry points, and the
+commands of other packages through the ``ordermesh.commands`` entry points, so the CLI
+never imports a service package or the bench directly."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import typer
+
     from ordermesh_platform.service import ServiceSpec
 
 SERVICE_NAMES = ("order", "inventory", "payment", "notification")
@@ -22,3 +25,11 @@ def load_service(name: str) -> ServiceSpec:
             raise TypeError(f"entry point {entry.value} is not a ServiceSpec")
         return spec
     raise LookupError(f"no service named {name!r}; known: {', '.join(SERVICE_NAMES)}")
+
+
+def add_installed_commands(app: typer.Typer) -> None:
+    """Let each installed package's ``ordermesh.commands`` entry point, a function of the
+    app, add its commands (the bench adds bench, soak and chaos). A package that is not
+    installed adds nothing."""
+    for entry in sorted(entry_points(group="ordermesh.commands"), key=lambda e: e.name):
+        entry.load()(app)
