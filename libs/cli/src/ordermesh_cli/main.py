@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ordermesh_cli.failures import Failure, one_line
 from ordermesh_cli.gitfiles import tracked_by_git
@@ -374,6 +375,10 @@ def up(
     if taken is not None:
         console.print(f"[red]the mesh did not start:[/red] {taken_message(*taken)}")
         raise typer.Exit(1)
+    if kafka is None:
+        from ordermesh_cli.broker import tansu_binary
+
+        tansu_binary()  # fails here, before anything starts, when the broker is not installed
     from ordermesh_cli.mesh import MeshConfig
 
     try:
@@ -506,5 +511,6 @@ def main() -> None:
         line = one_line(error)
         if line is None:
             raise
-        console.print(f"[red]error:[/red] {line}", highlight=False)
+        # escape: a message may hold brackets (an extra's name), not markup.
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         raise SystemExit(1) from None
