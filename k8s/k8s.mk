@@ -7,7 +7,8 @@
 #   make k8s-tools   install pinned helm, kubernetes-validate and hadolint into .tools/k8s/
 #   make k8s-check   helm lint + template (default and k8s/examples values), strict
 #                    validation for Kubernetes 1.29 and 1.33, hadolint Dockerfile
-#   make k8s-test    the chart's pytest suite (tests/k8s) with the workspace's .venv
+#   make k8s-test    the chart's and the image's pytest suite (tests/k8s) with the workspace's
+#                    .venv; the image's tests build its venv and need PostgreSQL
 #   make k8s-crd-crosscheck   the rendered custom resources against validators generated
 #                    from the upstream CRDs (needs node and npm; downloads them)
 
