@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import json_format
 
 from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason
@@ -103,9 +104,10 @@ def raise_for_rejection(order: Order) -> None:
         return
     metadata = {**order.reason_metadata, "order_id": order.order_id}
     message = f"order {order.order_id} rejected: {order.reason.value}: {order.reason_detail}"
+    reason = ErrorReason.Value(order.reason.value)
     if order.reason in UNAVAILABLE_REASONS:
-        raise Unavailable(message, order.reason.value, metadata)
-    raise FailedPrecondition(order.reason.value, message, metadata)
+        raise Unavailable(message, reason, metadata)
+    raise FailedPrecondition(reason, message, metadata)
 
 
 class OrderApi(order_pb2_grpc.OrderServiceServicer):
