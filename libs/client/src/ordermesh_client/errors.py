@@ -137,8 +137,11 @@ def from_status(status: status_pb2.Status) -> OrdermeshError:
     return _typed(code, str(status.message), status)
 
 
-def decode(error: grpc.RpcError) -> OrdermeshError:
-    """The typed error of a failed call (``grpc.aio.AioRpcError`` or a sync one)."""
+def decode(error: grpc.RpcError | OrdermeshError) -> OrdermeshError:
+    """The typed error of a failed call (``grpc.aio.AioRpcError`` or a sync one); an
+    error typed already is returned as it is."""
+    if isinstance(error, OrdermeshError):
+        return error
     call = cast(grpc.Call, error)
     status = status_of(error)
     return _typed(call.code(), call.details() or "", status)

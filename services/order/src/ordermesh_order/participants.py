@@ -47,18 +47,10 @@ TRANSIENT_CODES = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
-
-# A failed batch call (grpc.aio.AioRpcError), or one item's refusal (OrdermeshError).
-Failure = grpc.aio.AioRpcError | OrdermeshError
 Req = TypeVar("Req", bound=Message)
 Res = TypeVar("Res")
 # A batcher over one batch RPC: items are (request, deadline), answers the item's result.
 Hop = LiveBatcher[tuple[Req, float], Res]
-
-
-def refusal(error: Failure) -> OrdermeshError:
-    """The typed refusal (ordermesh_client) of a failed call or item."""
-    return decode(error) if isinstance(error, grpc.aio.AioRpcError) else error
 
 
 def order_reason(error: OrdermeshError, otherwise: Reason) -> Reason:
@@ -152,7 +144,7 @@ class GrpcParticipants:
         try:
             reservation = await self._reserve.submit((request, _deadline(timeout_s)))
         except (grpc.aio.AioRpcError, OrdermeshError) as error:
-            refused = refusal(error)
+            refused = decode(error)
             if refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason_name:
                 raise StepFailed(
                     order_reason(refused, Reason.SAGA_TIMEOUT),
@@ -182,7 +174,7 @@ class GrpcParticipants:
         try:
             payment = await self._authorize.submit((request, _deadline(timeout_s)))
         except (grpc.aio.AioRpcError, OrdermeshError) as error:
-            refused = refusal(error)
+            refused = decode(error)
             if isinstance(refused, RiskDeclined):
                 raise StepFailed(
                     Reason.RISK_DECLINED, "declined by payment risk scoring", refused.metadata
@@ -204,7 +196,7 @@ class GrpcParticipants:
         try:
             await self._void.submit((request, _deadline(timeout_s)))
         except (grpc.aio.AioRpcError, OrdermeshError) as error:
-            refused = refusal(error)
+            refused = decode(error)
             if refused.metadata.get("state") in ("CAPTURED", "REFUNDED"):
                 return False
             raise _transient(refused) from error
@@ -231,7 +223,7 @@ async def _settled(call: Awaitable[object]) -> None:
     try:
         await call
     except (grpc.aio.AioRpcError, OrdermeshError) as error:
-        refused = refusal(error)
+        refused = decode(error)
         if refused.code in TRANSIENT_CODES:
             raise _transient(refused) from error
         # A refusal (the reservation was released, the payment voided by a
