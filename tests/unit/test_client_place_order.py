@@ -5,6 +5,8 @@ gRPC server answers as the order service does."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -113,3 +115,14 @@ async def test_on_the_clients_channel_every_attempt_still_has_the_same_key() -> 
         reply = await _client(channel).place_order(_request("key-9"))
     assert reply.order == PLACED  # the fifth answer: four refusals were retried
     assert [r.idempotency_key for r in orders.requests] == ["key-9"] * 5
+
+
+def test_the_client_imports_none_of_the_servers_packages() -> None:
+    # ordermesh-client stands beside the contracts: the platform (SQLAlchemy, pydantic,
+    # OpenTelemetry...) is the server's, and the client must not bring it along.
+    code = "import sys, ordermesh_client; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    server_side = ("ordermesh_platform", "sqlalchemy", "pydantic", "opentelemetry", "structlog")
+    assert [m for m in loaded if m.startswith(server_side)] == []
