@@ -57,7 +57,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ILLEGAL_PAYMENT_TRANSITION: _ErrorReason.ValueType  # 13
     """A payment cannot move from its state to the one asked for."""
     PAYMENT_MISMATCH: _ErrorReason.ValueType  # 14
-    """The payment exists with another amount, currency or customer."""
+    """The order's payment was authorized for another amount or currency.
+    Metadata: "order_id".
+    """
     PAYMENT_VOIDED: _ErrorReason.ValueType  # 15
     """The payment was voided. Metadata: "order_id"."""
     PSP_REFUSED: _ErrorReason.ValueType  # 16
@@ -65,7 +67,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ORDER_NOT_CANCELLABLE: _ErrorReason.ValueType  # 17
     """The order's state does not allow a cancellation any more."""
     ILLEGAL_ORDER_TRANSITION: _ErrorReason.ValueType  # 18
-    """An order cannot move from its state to the one asked for."""
+    """An order cannot move from its state to the one asked for. Metadata:
+    "order_id", "state".
+    """
     MODEL_UNUSABLE: _ErrorReason.ValueType  # 19
     """The risk model cannot be loaded or used. Metadata: "version"."""
     NO_CHAMPION: _ErrorReason.ValueType  # 20
@@ -99,7 +103,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     Metadata: "method".
     """
     NOT_OWNER: _ErrorReason.ValueType  # 34
-    """The caller may act only for its own customer id. Metadata: "method"."""
+    """The caller may act only for its own customer id. Metadata: "method" (the
+    policy refused the call) or "resource" (the order is another customer's).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call was refused: the `reason` of the google.rpc.ErrorInfo that every
@@ -144,7 +150,9 @@ RESERVATION_MISMATCH: ErrorReason.ValueType  # 12
 ILLEGAL_PAYMENT_TRANSITION: ErrorReason.ValueType  # 13
 """A payment cannot move from its state to the one asked for."""
 PAYMENT_MISMATCH: ErrorReason.ValueType  # 14
-"""The payment exists with another amount, currency or customer."""
+"""The order's payment was authorized for another amount or currency.
+Metadata: "order_id".
+"""
 PAYMENT_VOIDED: ErrorReason.ValueType  # 15
 """The payment was voided. Metadata: "order_id"."""
 PSP_REFUSED: ErrorReason.ValueType  # 16
@@ -152,7 +160,9 @@ PSP_REFUSED: ErrorReason.ValueType  # 16
 ORDER_NOT_CANCELLABLE: ErrorReason.ValueType  # 17
 """The order's state does not allow a cancellation any more."""
 ILLEGAL_ORDER_TRANSITION: ErrorReason.ValueType  # 18
-"""An order cannot move from its state to the one asked for."""
+"""An order cannot move from its state to the one asked for. Metadata:
+"order_id", "state".
+"""
 MODEL_UNUSABLE: ErrorReason.ValueType  # 19
 """The risk model cannot be loaded or used. Metadata: "version"."""
 NO_CHAMPION: ErrorReason.ValueType  # 20
@@ -186,5 +196,7 @@ SERVICE_ONLY: ErrorReason.ValueType  # 33
 Metadata: "method".
 """
 NOT_OWNER: ErrorReason.ValueType  # 34
-"""The caller may act only for its own customer id. Metadata: "method"."""
+"""The caller may act only for its own customer id. Metadata: "method" (the
+policy refused the call) or "resource" (the order is another customer's).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
