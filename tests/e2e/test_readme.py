@@ -116,6 +116,14 @@ def test_the_readme_python_program_runs_as_a_file_and_prints_stock_and_order(
     assert lines[1].endswith(": ORDER_STATE_CONFIRMED, 17.80 EUR")
 
 
+def test_the_client_library_example_runs_as_a_file(plain_mesh: UpMesh) -> None:
+    [code] = code_blocks("python", REPO / "docs/client.md")
+    printed = _run_file(plain_mesh, "client_example.py", code).splitlines()
+    assert printed[0].startswith("order ")
+    assert printed[0].endswith(": ORDER_STATE_CONFIRMED")
+    assert printed[1:] == ["declined: card_declined", "out of stock: KETTLE-GOOSENECK"]
+
+
 def test_the_readme_grpcurl_examples_run_as_pasted(plain_mesh: UpMesh) -> None:
     blocks = [code for code in code_blocks("sh") if "OrderService/" in code]
     assert len(blocks) == 2  # placing an order, and the rest of its life

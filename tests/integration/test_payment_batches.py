@@ -19,6 +19,7 @@ from ordermesh.common.v1 import money_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_cli.registry import load_service
+from ordermesh_client.errors import OrdermeshError, PaymentDeclined, from_status
 from ordermesh_payment.domain import AuthorizationRequest, Payment, PaymentState
 from ordermesh_payment.psp import Authorization, ResilientProvider
 from ordermesh_payment.simulated_psp import SimulatedProvider
@@ -26,7 +27,6 @@ from ordermesh_payment.store import outbox
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.errors import Conflict, FailedPrecondition, ServiceError, Unavailable
-from ordermesh_platform.grpc_errors import ItemFailed
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.resilience import CircuitBreaker
 from tests.support.services import running_service
@@ -60,16 +60,14 @@ def _authorize(
     )
 
 
-def _failure(result: pb.PaymentResult) -> ItemFailed:
+def _failure(result: pb.PaymentResult) -> OrdermeshError:
     assert result.status.code != grpc.StatusCode.OK.value[0], result
     assert not result.HasField("payment")
-    return ItemFailed(result.status)
+    return from_status(result.status)
 
 
 def _reason(result: pb.PaymentResult) -> str:
-    info = _failure(result).error_info()
-    assert info is not None
-    return str(info.reason)
+    return _failure(result).reason_name
 
 
 async def test_each_authorization_of_a_batch_gets_its_own_answer(stub: Stub) -> None:
@@ -86,15 +84,14 @@ async def test_each_authorization_of_a_batch_gets_its_own_answer(stub: Stub) -> 
     assert ok.status.code == grpc.StatusCode.OK.value[0]
     assert (ok.payment.order_id, ok.payment.state) == ("o-ok", pb.PAYMENT_STATE_AUTHORIZED)
     refusal = _failure(declined)
-    info = refusal.error_info()
-    assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert info is not None
-    assert (info.reason, info.metadata["decline_reason"]) == ("PAYMENT_DECLINED", "card_declined")
+    assert isinstance(refusal, PaymentDeclined)
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.decline_reason == "card_declined"
     bad_request = error_details_pb2.BadRequest()
-    assert _failure(invalid).code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _failure(invalid).code == grpc.StatusCode.INVALID_ARGUMENT
     assert invalid.status.details[0].Unpack(bad_request)
     assert [v.field for v in bad_request.field_violations] == ["amount.amount_minor"]
-    assert _failure(silent).code() == grpc.StatusCode.UNAVAILABLE
+    assert _failure(silent).code == grpc.StatusCode.UNAVAILABLE
 
     got = await stub.GetPayment(pb.GetPaymentRequest(order_id="o-declined"))
     assert got.payment.state == pb.PAYMENT_STATE_DECLINED
@@ -126,7 +123,7 @@ async def test_capture_and_void_batches_answer_each_order(stub: Stub) -> None:
     )
     first, second, unknown, again = captured.results
     assert {first.payment.state, second.payment.state} == {pb.PAYMENT_STATE_CAPTURED}
-    assert _failure(unknown).code() == grpc.StatusCode.NOT_FOUND
+    assert _failure(unknown).code == grpc.StatusCode.NOT_FOUND
     assert again == first
 
     voided = await stub.VoidPaymentBatch(
@@ -286,7 +283,7 @@ async def test_an_authorization_landing_after_its_void_is_released(engine: Async
     assert isinstance(voided, Payment)
     assert voided.state is PaymentState.VOIDED
     assert isinstance(late, FailedPrecondition)
-    assert late.reason == "PAYMENT_VOIDED"
+    assert late.reason_name == "PAYMENT_VOIDED"
     assert isinstance(unaffected, Payment)
     assert unaffected.state is PaymentState.AUTHORIZED
     assert provider.voided == Counter({"o1": 2})  # the void, then the late hold released
@@ -303,7 +300,7 @@ async def test_an_order_twice_in_one_batch_is_authorized_once(engine: AsyncEngin
     assert isinstance(once, Payment)
     assert once == twice
     assert isinstance(other_amount, Conflict)
-    assert other_amount.reason == "PAYMENT_MISMATCH"
+    assert other_amount.reason_name == "PAYMENT_MISMATCH"
     assert provider.authorized == Counter({"o1": 1})
 
 
@@ -318,7 +315,7 @@ async def test_void_many_tombstones_orders_without_a_payment(engine: AsyncEngine
     assert isinstance(invalid, ServiceError)
     [late] = await payments.authorize_many(asks("never"))
     assert isinstance(late, FailedPrecondition)
-    assert late.reason == "PAYMENT_VOIDED"
+    assert late.reason_name == "PAYMENT_VOIDED"
 
 
 async def test_the_provider_calls_of_a_batch_overlap_within_the_bound(

@@ -22,6 +22,7 @@ from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2 as pb
 from ordermesh.inventory.v1 import inventory_pb2_grpc
 from ordermesh_cli.registry import load_service
+from ordermesh_client.errors import OutOfStock, from_status
 from ordermesh_inventory.domain import (
     Adjustment,
     Product,
@@ -40,7 +41,6 @@ from ordermesh_platform.errors import (
     NotFound,
     ServiceError,
 )
-from ordermesh_platform.grpc_errors import ItemFailed
 from ordermesh_platform.migrations import upgrade_to_head
 from tests.support.rich_status import detail
 from tests.support.services import running_service
@@ -99,7 +99,7 @@ def initial() -> Levels:
 
 def reason_of(answer: Reservation | ServiceError) -> str:
     assert isinstance(answer, FailedPrecondition | Conflict), answer
-    return answer.reason
+    return answer.reason_name
 
 
 def reservation(answer: Reservation | ServiceError) -> Reservation:
@@ -152,12 +152,12 @@ async def test_a_failed_item_does_not_fail_its_neighbours(service: Service) -> N
     ]
     assert reservation(ok_2).state is ReservationState.RESERVED
     assert isinstance(short, FailedPrecondition)
-    assert (short.reason, short.metadata) == ("OUT_OF_STOCK", {"sku": "B"})
+    assert (short.reason_name, short.metadata) == ("OUT_OF_STOCK", {"sku": "B"})
     assert isinstance(invalid, InvalidArgument)
     assert [v.field for v in invalid.violations] == ["order_id"]
     assert reason_of(dollars) == "CURRENCY_MISMATCH"
     assert isinstance(unknown, FailedPrecondition)
-    assert (unknown.reason, unknown.metadata) == ("OUT_OF_STOCK", {"sku": "Z"})
+    assert (unknown.reason_name, unknown.metadata) == ("OUT_OF_STOCK", {"sku": "Z"})
     assert await service.levels() == {
         **initial(),
         "A": (3, 2, 0),
@@ -371,9 +371,9 @@ async def test_reserve_stock_batch_answers_each_order_as_the_single_call(stub: S
     assert ok_3.reservation.state == pb.RESERVATION_STATE_RESERVED
     assert short.status.code == code_pb2.FAILED_PRECONDITION
     assert not short.HasField("reservation")
-    info = ItemFailed(short.status).error_info()
-    assert info is not None
-    assert (info.reason, dict(info.metadata)) == ("OUT_OF_STOCK", {"sku": "B"})
+    refused = from_status(short.status)
+    assert isinstance(refused, OutOfStock)
+    assert (refused.sku, refused.metadata) == ("B", {"sku": "B"})
 
     await stub.AdjustStock(pb.AdjustStockRequest(adjustment_id="B+1", sku="B", delta=1))
     with pytest.raises(grpc.aio.AioRpcError) as raised:

@@ -20,6 +20,7 @@ from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
+from ordermesh_client.errors import RiskDeclined, from_status
 from ordermesh_payment.risk.metrics import Costs
 from ordermesh_payment.risk.models import (
     BASELINE_RULES,
@@ -34,7 +35,6 @@ from ordermesh_payment.risk.simulate import SimulationSettings, Simulator, simul
 from ordermesh_payment.risk.training import TrainingSettings, train
 from ordermesh_payment.store import risk_models
 from ordermesh_platform.db import create_engine
-from ordermesh_platform.grpc_errors import ItemFailed
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
 from tests.support.services import running_service
 
@@ -93,11 +93,10 @@ async def test_a_customer_cycling_through_cards_is_declined_by_the_rules_when_th
             )
         )
         refused, other = fourth.results
-        failure = ItemFailed(refused.status)
-        info = failure.error_info()
-        assert failure.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert info is not None
-        assert (info.reason, info.metadata["decline_reason"]) == ("RISK_DECLINED", "RISK_DECLINED")
+        failure = from_status(refused.status)
+        assert isinstance(failure, RiskDeclined)
+        assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert failure.decline_reason == "RISK_DECLINED"
         assert other.payment.state == pb.PAYMENT_STATE_AUTHORIZED
         # Recorded as a declined payment: a retry answers the same, the provider unasked.
         got = await stub.GetPayment(pb.GetPaymentRequest(order_id="o4"))
@@ -157,8 +156,8 @@ async def _state_of(stub: Stub, order_id: str) -> str:
     [result] = answer.results
     if result.HasField("payment"):
         return pb.PaymentState.Name(result.payment.state)
-    info = ItemFailed(result.status).error_info()
-    return info.reason if info is not None else str(result.status.code)
+    refused = from_status(result.status)
+    return refused.reason_name or str(result.status.code)
 
 
 async def _until(stub: Stub, wanted: str, prefix: str) -> int:

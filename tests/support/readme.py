@@ -1,4 +1,4 @@
-"""The README's code blocks, as a reader would paste them."""
+"""The code blocks of the README (or of another page), as a reader would paste them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def code_blocks(language: str) -> list[str]:
+def code_blocks(language: str, page: Path = README) -> list[str]:
     return [
-        code for lang, code in BLOCK.findall(README.read_text(encoding="utf-8")) if lang == language
+        code for lang, code in BLOCK.findall(page.read_text(encoding="utf-8")) if lang == language
     ]

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.protobuf import descriptor
 from google.rpc import error_details_pb2, status_pb2
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.inventory.v1 import inventory_pb2
 from ordermesh.notification.v1 import notification_pb2
 from ordermesh.order.v1 import order_pb2
@@ -96,7 +97,7 @@ async def test_expired_and_foreign_tokens_are_refused(
     private, public = keys
     with pytest.raises(TokenError) as raised:
         await verifier(public).verify(mint_token(private, "alice", **mint))
-    assert raised.value.reason == reason
+    assert ErrorReason.Name(raised.value.reason) == reason
 
 
 async def test_a_token_signed_by_another_key_is_refused(
@@ -105,7 +106,7 @@ async def test_a_token_signed_by_another_key_is_refused(
     other_private, _ = ensure_jwt_keys(tmp_path / "other")
     with pytest.raises(TokenError) as raised:
         await verifier(keys[1]).verify(mint_token(other_private, "alice"))
-    assert raised.value.reason == "TOKEN_INVALID"
+    assert raised.value.reason == ErrorReason.TOKEN_INVALID
 
 
 def _b64(data: bytes) -> bytes:
@@ -130,7 +131,7 @@ async def test_unsigned_and_hmac_confusion_tokens_are_refused(keys: tuple[Path, 
     for token in (unsigned, forged, "not-a-jwt"):
         with pytest.raises(TokenError) as raised:
             await verifier(keys[1]).verify(token)
-        assert raised.value.reason == "TOKEN_INVALID", token
+        assert raised.value.reason == ErrorReason.TOKEN_INVALID, token
 
 
 async def test_a_token_without_subject_is_refused(keys: tuple[Path, Path]) -> None:
@@ -139,7 +140,7 @@ async def test_a_token_without_subject_is_refused(keys: tuple[Path, Path]) -> No
     token = jwt.encode(claims, key, algorithm="ES256")  # type: ignore[arg-type]
     with pytest.raises(TokenError) as raised:
         await verifier(keys[1]).verify(token)
-    assert raised.value.reason == "TOKEN_INVALID"
+    assert raised.value.reason == ErrorReason.TOKEN_INVALID
 
 
 def _jwk(public_key: Any, kid: str, alg: str) -> dict[str, Any]:
@@ -162,7 +163,7 @@ async def test_jwks_picks_the_key_by_kid_and_follows_rotation(tmp_path: Path) ->
     second = jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "k2"})
     with pytest.raises(TokenError) as raised:
         await check.verify(second)
-    assert raised.value.reason == "TOKEN_KEY_UNKNOWN"
+    assert raised.value.reason == ErrorReason.TOKEN_KEY_UNKNOWN
 
     # The identity provider rotates: the file gains k2 (and is read again).
     jwks.write_text(
@@ -213,14 +214,14 @@ async def test_authenticator_needs_a_token_or_a_service_certificate(
     auth = Authenticator(verifier(keys[1]))
     with pytest.raises(Unauthenticated) as raised:
         await auth.authenticate(None, ["caller"])
-    assert raised.value.reason == "CREDENTIALS_MISSING"
+    assert raised.value.reason == ErrorReason.CREDENTIALS_MISSING
     assert await auth.authenticate(None, ["ordermesh-order"]) == Principal(service="order")
     token = mint_token(keys[0], "alice")
     assert await auth.authenticate(f"Bearer {token}", ["caller"]) == Principal(subject="alice")
     for bad in ("Basic dXNlcjpwdw==", "Bearer ", token):
         with pytest.raises(Unauthenticated) as raised:
             await auth.authenticate(bad, [])
-        assert raised.value.reason == "TOKEN_MALFORMED"
+        assert raised.value.reason == ErrorReason.TOKEN_MALFORMED
 
 
 async def test_a_bad_token_is_refused_even_with_a_service_certificate(
@@ -230,7 +231,7 @@ async def test_a_bad_token_is_refused_even_with_a_service_certificate(
     expired = mint_token(keys[0], "alice", ttl_s=-120)
     with pytest.raises(Unauthenticated) as raised:
         await auth.authenticate(f"Bearer {expired}", ["ordermesh-order"])
-    assert raised.value.reason == "TOKEN_EXPIRED"
+    assert raised.value.reason == ErrorReason.TOKEN_EXPIRED
     assert expired not in str(raised.value)
 
 
@@ -238,7 +239,7 @@ async def test_without_keys_only_service_certificates_are_accepted(keys: tuple[P
     auth = Authenticator(None)
     with pytest.raises(Unauthenticated) as raised:
         await auth.authenticate(f"Bearer {mint_token(keys[0], 'alice')}", [])
-    assert raised.value.reason == "TOKEN_NOT_ACCEPTED"
+    assert raised.value.reason == ErrorReason.TOKEN_NOT_ACCEPTED
 
 
 def test_ownership_follows_the_principal_in_context() -> None:
@@ -249,7 +250,7 @@ def test_ownership_follows_the_principal_in_context() -> None:
         require_owner("alice")
         with pytest.raises(PermissionDenied) as raised:
             require_owner("bob", "order/o-1")
-        assert raised.value.reason == "NOT_OWNER"
+        assert raised.value.reason == ErrorReason.NOT_OWNER
         assert raised.value.metadata == {"resource": "order/o-1"}
     finally:
         reset_principal(token)
@@ -283,7 +284,7 @@ def _allowed(policy: Policy, method: str, who: Principal, request: Any) -> bool 
     try:
         policy.authorize(method, who, request)
     except PermissionDenied as error:
-        return error.reason
+        return error.reason_name
     return True
 
 
@@ -357,10 +358,12 @@ def _info(status: grpc.Status) -> error_details_pb2.ErrorInfo:
 
 
 def test_auth_errors_map_to_their_codes_with_error_info() -> None:
-    status = to_grpc_status(Unauthenticated("TOKEN_EXPIRED", "the token has expired"))
+    status = to_grpc_status(Unauthenticated(ErrorReason.TOKEN_EXPIRED, "the token has expired"))
     assert status.code == grpc.StatusCode.UNAUTHENTICATED
     assert _info(status).reason == "TOKEN_EXPIRED"
-    status = to_grpc_status(PermissionDenied("NOT_OWNER", "not yours", {"resource": "order/1"}))
+    status = to_grpc_status(
+        PermissionDenied(ErrorReason.NOT_OWNER, "not yours", {"resource": "order/1"})
+    )
     assert status.code == grpc.StatusCode.PERMISSION_DENIED
     info = _info(status)
     assert (info.reason, info.domain, dict(info.metadata)) == (

@@ -6,6 +6,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_platform.errors import (
     Conflict,
     FailedPrecondition,
@@ -38,14 +39,17 @@ def test_invalid_argument_carries_every_field_violation() -> None:
 
 def test_failed_precondition_and_conflict_carry_error_info() -> None:
     for error, code in [
-        (FailedPrecondition("OUT_OF_STOCK", "no tea", {"sku": "TEA"}), "FAILED_PRECONDITION"),
-        (Conflict("IDEMPOTENCY_KEY_REUSED", "other request", {"key": "k"}), "ABORTED"),
+        (
+            FailedPrecondition(ErrorReason.OUT_OF_STOCK, "no tea", {"sku": "TEA"}),
+            "FAILED_PRECONDITION",
+        ),
+        (Conflict(ErrorReason.IDEMPOTENCY_KEY_REUSED, "other request", {"key": "k"}), "ABORTED"),
     ]:
         status = to_grpc_status(error)
         assert status.code.name == code
         info = error_details_pb2.ErrorInfo()
         assert _decode(status).details[0].Unpack(info)
-        assert info.reason == error.reason
+        assert info.reason == error.reason_name
         assert info.domain == "ordermesh"
         assert dict(info.metadata) == error.metadata
 

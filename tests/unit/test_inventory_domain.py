@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_inventory.domain import (
     Adjustment,
     Product,
@@ -17,7 +18,7 @@ def test_removing_more_than_available_is_refused() -> None:
     assert level.adjusted(-3).available == 0
     with pytest.raises(FailedPrecondition) as raised:
         level.adjusted(-4)
-    assert raised.value.reason == "INSUFFICIENT_STOCK"
+    assert raised.value.reason == ErrorReason.INSUFFICIENT_STOCK
 
 
 def test_adjusting_keeps_reserved_and_committed() -> None:

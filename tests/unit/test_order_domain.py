@@ -4,6 +4,7 @@ import pytest
 from google.protobuf import json_format
 
 from ordermesh.common.v1 import risk_pb2
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.order.v1 import order_pb2
 from ordermesh.payment.v1 import payment_pb2
 from ordermesh_order.api import signals_json
@@ -54,7 +55,7 @@ def test_only_a_confirmed_order_can_be_cancelled_and_twice_is_a_no_op() -> None:
     order = Order.place("o1", _request())
     with pytest.raises(FailedPrecondition) as raised:
         order.cancel(Reason.CANCELLED_BY_CUSTOMER, "")
-    assert raised.value.reason == "ORDER_NOT_CANCELLABLE"
+    assert raised.value.reason == ErrorReason.ORDER_NOT_CANCELLABLE
     order.confirm((OrderLine("TEA", 2, 100),), "p1")
     assert order.cancel(Reason.CANCELLED_BY_CUSTOMER, "")
     assert (order.state, order.work) == (OrderState.CANCELLED, Work.CANCEL)

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from ordermesh_platform.clients import service_config
+from ordermesh_client.channels import service_config
 from ordermesh_platform.errors import Overloaded
 from ordermesh_platform.grpc_errors import RETRY_PUSHBACK_KEY, to_grpc_status
 from ordermesh_platform.interceptors import InFlightLimit, is_open

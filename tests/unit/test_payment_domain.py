@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_payment.domain import TRANSITIONS, Payment, PaymentState
 from ordermesh_platform.errors import Conflict, FailedPrecondition
 
@@ -25,7 +26,7 @@ def test_the_state_machine_allows_exactly_its_table(
     else:
         with pytest.raises(FailedPrecondition) as raised:
             payment.moved_to(target)
-        assert raised.value.reason == "ILLEGAL_PAYMENT_TRANSITION"
+        assert raised.value.reason == ErrorReason.ILLEGAL_PAYMENT_TRANSITION
         assert raised.value.metadata["state"] == start.value
 
 
@@ -49,4 +50,4 @@ def test_a_declined_or_voided_payment_refuses_again() -> None:
     ]:
         with pytest.raises(FailedPrecondition) as raised:
             _payment(state).refuse_if_finished_without_money()
-        assert raised.value.reason == reason
+        assert raised.value.reason_name == reason

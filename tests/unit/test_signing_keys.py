@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_cli.main import app
 from ordermesh_platform.auth import Authenticator, TokenError, TokenSettings, TokenVerifier
 from ordermesh_platform.devcerts import DEV_AUDIENCE
@@ -257,11 +258,11 @@ async def test_the_verifier_checks_tokens_with_fetched_keys_and_their_issuer(
     for bad in ("not-a-jwt", hmac):
         with pytest.raises(TokenError) as raised:
             await verifier.verify(bad)
-        assert raised.value.reason == "TOKEN_INVALID"
+        assert raised.value.reason == ErrorReason.TOKEN_INVALID
     assert provider.fetches == 1
     with pytest.raises(TokenError) as raised:
         await verifier.verify(k2.token("alice", "any-issuer"))
-    assert raised.value.reason == "TOKEN_KEY_UNKNOWN"
+    assert raised.value.reason == ErrorReason.TOKEN_KEY_UNKNOWN
 
 
 async def test_no_keys_at_all_is_unauthenticated_with_its_own_reason(
@@ -273,7 +274,7 @@ async def test_no_keys_at_all_is_unauthenticated_with_its_own_reason(
     auth = Authenticator(TokenVerifier(settings, remote(provider, clock)))
     with pytest.raises(Unauthenticated) as raised:
         await auth.authenticate(f"Bearer {k1.token('alice', 'x')}", [])
-    assert raised.value.reason == "TOKEN_KEYS_UNAVAILABLE"
+    assert raised.value.reason == ErrorReason.TOKEN_KEYS_UNAVAILABLE
     assert "could not be fetched" in str(raised.value)
 
 
@@ -317,7 +318,7 @@ async def test_with_an_oidc_issuer_tokens_must_carry_it(
     assert (await verifier.verify(k1.token("alice", idp.issuer))).subject == "alice"
     with pytest.raises(TokenError) as raised:
         await verifier.verify(k1.token("alice", "https://evil.example"))
-    assert raised.value.reason == "TOKEN_NOT_FOR_US"
+    assert raised.value.reason == ErrorReason.TOKEN_NOT_FOR_US
 
 
 # --- settings -------------------------------------------------------------------------------

@@ -21,19 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from rich.console import Console
 
-from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_bench.rawsql import asyncpg_dsn
 from ordermesh_bench.suite import SKUS, _drop_databases, _settle, seed, wait_drained
 from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
 from ordermesh_cli.registry import SERVICE_NAMES
+from ordermesh_client import OrderClient, OrdermeshError, open_channel
 from ordermesh_messaging.cloudevents import header_map
 from ordermesh_messaging.events import TOPICS
 
@@ -141,8 +138,8 @@ async def _load(
 ) -> None:  # fmt: skip
     """Steady load: at least ``config.orders`` orders, and on until every fault is done."""
     gate = asyncio.Semaphore(config.concurrency)
-    async with grpc.aio.insecure_channel(mesh.config.address("order")) as channel:
-        stub = order_pb2_grpc.OrderServiceStub(channel)
+    async with open_channel(mesh.config.address("order")) as channel:
+        orders = OrderClient(channel)
         maker = RequestMaker(Workload(SKUS, decline_share=0.05), seed=config.seed)
 
         async def one(i: int) -> None:
@@ -151,11 +148,12 @@ async def _load(
             async with gate:
                 report.orders_placed += 1
                 try:
-                    reply = await stub.PlaceOrder(request, timeout=10)
+                    # Retried while order-service is away or shedding, with the same key.
+                    reply = await orders.place_order(request, timeout_s=10)
                     acknowledged.add(reply.order.order_id)
-                except grpc.aio.AioRpcError as error:
+                except OrdermeshError as error:
                     # A refusal naming its order is an acknowledged (rejected) order too.
-                    order_id = _order_id_of(error)
+                    order_id = error.metadata.get("order_id", "")
                     if order_id:
                         acknowledged.add(order_id)
                     else:  # order-service is away: a caller would back off too
@@ -173,15 +171,6 @@ async def _load(
             await asyncio.sleep(0)
         await asyncio.gather(*in_flight)
     report.orders_acknowledged = len(acknowledged)
-
-
-def _order_id_of(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return str(info.metadata.get("order_id", ""))
-    return ""
 
 
 async def _faults(

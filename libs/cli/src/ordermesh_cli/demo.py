@@ -10,13 +10,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh.order.v1 import order_pb2
 from ordermesh_cli.access import Access
+from ordermesh_client import OrderClient, OrdermeshError, decode
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class DemoTraffic:
             wait_for_outcome=n % 2 == 0,
         )
 
-    async def place_one(self, orders: order_pb2_grpc.OrderServiceAsyncStub, n: int) -> str:
+    async def place_one(self, orders: OrderClient, n: int) -> str:
         """Place one order and count its outcome, named with how it was learnt:
         ``waited: ...`` when PlaceOrder answered with it (a rejection then comes as an
         error status and its ErrorInfo reason), ``background: ...`` when PlaceOrder
@@ -127,10 +126,10 @@ class DemoTraffic:
         request = self._request(n)
         as_customer = self._access.as_customer(request.customer_id)
         try:
-            reply = await orders.PlaceOrder(request, timeout=5, metadata=as_customer)
+            reply = await orders.place_order(request, timeout_s=5, metadata=as_customer)
             order = reply.order
             if order.state == order_pb2.ORDER_STATE_PENDING:  # not waited for: watch it
-                stream = orders.WatchOrder(
+                stream = orders.stub.WatchOrder(
                     order_pb2.WatchOrderRequest(order_id=order.order_id),
                     timeout=60,
                     metadata=as_customer,
@@ -142,13 +141,9 @@ class DemoTraffic:
                 outcome += (
                     f" ({order_pb2.OrderReason.Name(order.reason).removeprefix('ORDER_REASON_')})"
                 )
-        except grpc.aio.AioRpcError as error:
-            outcome = f"{error.code().name}"
-            status = rpc_status.from_call(error)  # type: ignore[arg-type]
-            for item in status.details if status else ():
-                info = error_details_pb2.ErrorInfo()
-                if item.Unpack(info):
-                    outcome += f" {info.reason}"
+        except (grpc.aio.AioRpcError, OrdermeshError) as error:
+            refused = decode(error)
+            outcome = f"{refused.code.name} {refused.reason_name}".rstrip()
         mode = "waited" if request.wait_for_outcome else "background"
         outcome = f"{mode}: {outcome}"
         self.outcomes[outcome] += 1
@@ -183,7 +178,7 @@ class DemoTraffic:
             self._access.channel(self._order_address) as order_channel,
             self._access.channel(self._inventory_address) as inventory_channel,
         ):
-            orders = order_pb2_grpc.OrderServiceStub(order_channel)
+            orders = OrderClient(order_channel)
             inventory = inventory_pb2_grpc.InventoryServiceStub(inventory_channel)
             n = 0
             in_flight: set[asyncio.Task[str]] = set()

@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_platform.errors import PermissionDenied, Unauthenticated
 from ordermesh_platform.signing_keys import (
     JwksUrl,
@@ -97,7 +98,7 @@ def require_owner(customer_id: str, resource: str = "") -> None:
     if not principal.owns(customer_id):
         metadata = {"resource": resource} if resource else {}
         raise PermissionDenied(
-            "NOT_OWNER", "the caller may act only for its own customer id", metadata
+            ErrorReason.NOT_OWNER, "the caller may act only for its own customer id", metadata
         )
 
 
@@ -127,7 +128,7 @@ def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
 class TokenError(Exception):
     """Why a token was refused: ``reason`` is a fixed code, safe to return and log."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: ErrorReason.ValueType, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -214,21 +215,23 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
-            raise TokenError("TOKEN_INVALID", "the token is not a JWT") from error
+            raise TokenError(ErrorReason.TOKEN_INVALID, "the token is not a JWT") from error
         kid = header.get("kid")
         if header.get("alg") not in self._settings.algorithms or not (
             kid is None or isinstance(kid, str)
         ):
-            raise TokenError("TOKEN_INVALID", "the token's algorithm or key id is not accepted")
+            raise TokenError(
+                ErrorReason.TOKEN_INVALID, "the token's algorithm or key id is not accepted"
+            )
         try:
             return await self._keys.key_for(kid)
         except UnknownKey as error:
             raise TokenError(
-                "TOKEN_KEY_UNKNOWN", "the token's signing key is not trusted"
+                ErrorReason.TOKEN_KEY_UNKNOWN, "the token's signing key is not trusted"
             ) from error
         except KeysUnavailable as error:
             raise TokenError(
-                "TOKEN_KEYS_UNAVAILABLE",
+                ErrorReason.TOKEN_KEYS_UNAVAILABLE,
                 "the identity provider's signing keys could not be fetched; retry later",
             ) from error
 
@@ -250,16 +253,16 @@ class TokenVerifier:
                 },
             )
         except jwt.ExpiredSignatureError as error:
-            raise TokenError("TOKEN_EXPIRED", "the token has expired") from error
+            raise TokenError(ErrorReason.TOKEN_EXPIRED, "the token has expired") from error
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as error:
             raise TokenError(
-                "TOKEN_NOT_FOR_US", "the token is for another audience or issuer"
+                ErrorReason.TOKEN_NOT_FOR_US, "the token is for another audience or issuer"
             ) from error
         except jwt.PyJWTError as error:
-            raise TokenError("TOKEN_INVALID", "the token is not valid") from error
+            raise TokenError(ErrorReason.TOKEN_INVALID, "the token is not valid") from error
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
-            raise TokenError("TOKEN_INVALID", "the token names no subject")
+            raise TokenError(ErrorReason.TOKEN_INVALID, "the token names no subject")
         return Principal(subject=subject, scopes=scopes_of(claims))
 
 
@@ -279,16 +282,18 @@ class Authenticator:
             if service:
                 return Principal(service=service)
             raise Unauthenticated(
-                "CREDENTIALS_MISSING",
+                ErrorReason.CREDENTIALS_MISSING,
                 "send a bearer token (authorization: Bearer <jwt>) or call with the "
                 "certificate of an ordermesh service",
             )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("TOKEN_MALFORMED", "authorization must be 'Bearer <jwt>'")
+            raise Unauthenticated(
+                ErrorReason.TOKEN_MALFORMED, "authorization must be 'Bearer <jwt>'"
+            )
         if self._verifier is None:
-            raise Unauthenticated("TOKEN_NOT_ACCEPTED", "this service accepts no tokens")
+            raise Unauthenticated(ErrorReason.TOKEN_NOT_ACCEPTED, "this service accepts no tokens")
         try:
             principal = await self._verifier.verify(token)
         except TokenError as error:

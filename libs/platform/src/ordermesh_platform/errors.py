@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
+
 ERROR_DOMAIN = "ordermesh"
 
 
@@ -32,18 +34,29 @@ class InvalidArgument(ServiceError):
         self.violations = violations
 
 
-class _WithReason(ServiceError):
-    def __init__(self, reason: str, message: str, metadata: Mapping[str, str] | None = None):
+class ReasonedError(ServiceError):
+    """``reason``: the contract's ErrorReason; its name is ErrorInfo.reason on the wire."""
+
+    def __init__(
+        self,
+        reason: ErrorReason.ValueType,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.reason = reason
         self.metadata = dict(metadata or {})
 
+    @property
+    def reason_name(self) -> str:
+        return ErrorReason.Name(self.reason)
 
-class FailedPrecondition(_WithReason):
+
+class FailedPrecondition(ReasonedError):
     """The request is valid but the system's state refuses it: ErrorInfo carries the reason."""
 
 
-class Conflict(_WithReason):
+class Conflict(ReasonedError):
     """A concurrency or idempotency conflict (ABORTED): the caller must not blindly retry."""
 
 
@@ -56,40 +69,39 @@ class NotFound(ServiceError):
         self.resource_name = resource_name
 
 
-class Unavailable(ServiceError):
+class Unavailable(ReasonedError):
     """A dependency is down; the caller may retry later (UNAVAILABLE). A reason, when
     given, travels as google.rpc.ErrorInfo."""
 
     def __init__(
-        self, message: str, reason: str = "", metadata: Mapping[str, str] | None = None
+        self,
+        message: str,
+        reason: ErrorReason.ValueType = ErrorReason.ERROR_REASON_UNSPECIFIED,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.metadata = dict(metadata or {})
+        super().__init__(reason, message, metadata)
 
 
 class DeadlineExceeded(ServiceError):
     """The work did not finish within the caller's deadline."""
 
 
-class Unauthenticated(_WithReason):
+class Unauthenticated(ReasonedError):
     """The caller did not prove who it is (no token, a bad one, no trusted certificate):
     UNAUTHENTICATED + ErrorInfo."""
 
 
-class PermissionDenied(_WithReason):
+class PermissionDenied(ReasonedError):
     """The caller is known but may not do this: PERMISSION_DENIED + ErrorInfo."""
 
 
-class Overloaded(ServiceError):
+class Overloaded(ReasonedError):
     """The service sheds the call before doing any work (RESOURCE_EXHAUSTED + ErrorInfo
     ``OVERLOADED`` + RetryInfo): a retry after ``retry_after_s`` is safe."""
 
     def __init__(self, message: str, retry_after_s: float, metadata: Mapping[str, str]) -> None:
-        super().__init__(message)
-        self.reason = "OVERLOADED"
+        super().__init__(ErrorReason.OVERLOADED, message, metadata)
         self.retry_after_s = retry_after_s
-        self.metadata = dict(metadata)
 
 
 class Validator:

@@ -9,6 +9,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_platform.errors import (
     ERROR_DOMAIN,
     Conflict,
@@ -18,6 +19,7 @@ from ordermesh_platform.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    ReasonedError,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -55,8 +57,11 @@ def _status(
     return status
 
 
-def _info(reason: str, metadata: dict[str, str]) -> error_details_pb2.ErrorInfo:
-    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+def _info(error: ReasonedError) -> error_details_pb2.ErrorInfo:
+    # The reason on the wire is the contract's name of it (ordermesh.common.v1.ErrorReason).
+    return error_details_pb2.ErrorInfo(
+        reason=error.reason_name, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
 
 
 OK_STATUS = status_pb2.Status(code=code_pb2.OK)
@@ -91,9 +96,7 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
         )
         return _status(code_pb2.INVALID_ARGUMENT, error.message, bad_request)
     if isinstance(error, FailedPrecondition | Conflict):
-        info = error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-        )
+        info = _info(error)
         code = code_pb2.FAILED_PRECONDITION
         if isinstance(error, Conflict):
             code = code_pb2.ABORTED
@@ -104,27 +107,22 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
         )
         return _status(code_pb2.NOT_FOUND, error.message, info)
     if isinstance(error, Unavailable):
-        if not error.reason:
+        if error.reason == ErrorReason.ERROR_REASON_UNSPECIFIED:
             return _status(code_pb2.UNAVAILABLE, error.message)
-        info = error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-        )
-        return _status(code_pb2.UNAVAILABLE, error.message, info)
+        return _status(code_pb2.UNAVAILABLE, error.message, _info(error))
     if isinstance(error, DeadlineExceeded):
         return _status(code_pb2.DEADLINE_EXCEEDED, error.message)
     if isinstance(error, Unauthenticated):
-        return _status(code_pb2.UNAUTHENTICATED, error.message, _info(error.reason, error.metadata))
+        return _status(code_pb2.UNAUTHENTICATED, error.message, _info(error))
     if isinstance(error, PermissionDenied):
-        return _status(
-            code_pb2.PERMISSION_DENIED, error.message, _info(error.reason, error.metadata)
-        )
+        return _status(code_pb2.PERMISSION_DENIED, error.message, _info(error))
     if isinstance(error, Overloaded):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(round(error.retry_after_s * 1000))
         return _status(
             code_pb2.RESOURCE_EXHAUSTED,
             error.message,
-            _info(error.reason, error.metadata),
+            _info(error),
             error_details_pb2.RetryInfo(retry_delay=delay),
             trailing=((RETRY_PUSHBACK_KEY, str(round(error.retry_after_s * 1000))),),
         )
@@ -134,30 +132,3 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
 def internal_error() -> grpc.Status:
     """What a caller sees of a bug: no stack, no SQL, no secrets."""
     return _status(code_pb2.INTERNAL, "internal error")
-
-
-_CODES = {member.value[0]: member for member in grpc.StatusCode}
-
-
-class ItemFailed(Exception):
-    """One item of a batch answer that did not succeed, read like the error of the
-    single-item call: ``code()``, ``details()``, and its ``error_info()``."""
-
-    def __init__(self, status: status_pb2.Status) -> None:
-        super().__init__(
-            f"{_CODES.get(status.code, grpc.StatusCode.UNKNOWN).name}: {status.message}"
-        )
-        self.status = status
-
-    def code(self) -> grpc.StatusCode:
-        return _CODES.get(self.status.code, grpc.StatusCode.UNKNOWN)
-
-    def details(self) -> str:
-        return str(self.status.message)
-
-    def error_info(self) -> error_details_pb2.ErrorInfo | None:
-        for detail in self.status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return info
-        return None

@@ -285,7 +285,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method: str, error: Unauthenticated | PermissionDenied, who: Principal, context: Context
     ) -> None:
         event = "unauthenticated call" if isinstance(error, Unauthenticated) else "call refused"
-        log.warning(event, method=method, reason=error.reason, peer=context.peer(),
+        log.warning(event, method=method, reason=error.reason_name, peer=context.peer(),
                     **who.describe())  # fmt: skip
 
     def _unary(self, behavior: Any, method: str) -> Any:

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_platform.auth import ADMIN_SCOPE, Principal
 from ordermesh_platform.errors import PermissionDenied
 
 
 class Rule(Protocol):
-    def check(self, principal: Principal, request: Any) -> str | None:
+    def check(self, principal: Principal, request: Any) -> ErrorReason.ValueType | None:
         """None when allowed; otherwise the ErrorInfo reason of the refusal."""
 
     def describe(self) -> str: ...
@@ -28,7 +29,7 @@ class Rule(Protocol):
 class AnyCaller:
     """Any authenticated caller (a customer, an operator, a service)."""
 
-    def check(self, principal: Principal, request: Any) -> str | None:
+    def check(self, principal: Principal, request: Any) -> ErrorReason.ValueType | None:
         return None
 
     def describe(self) -> str:
@@ -39,8 +40,8 @@ class AnyCaller:
 class Admin:
     """Callers whose token carries the admin scope."""
 
-    def check(self, principal: Principal, request: Any) -> str | None:
-        return None if principal.is_admin else "ADMIN_REQUIRED"
+    def check(self, principal: Principal, request: Any) -> ErrorReason.ValueType | None:
+        return None if principal.is_admin else ErrorReason.ADMIN_REQUIRED
 
     def describe(self) -> str:
         return f"scope {ADMIN_SCOPE}"
@@ -52,10 +53,10 @@ class ServiceOrAdmin:
 
     services: tuple[str, ...]
 
-    def check(self, principal: Principal, request: Any) -> str | None:
+    def check(self, principal: Principal, request: Any) -> ErrorReason.ValueType | None:
         if principal.is_service(*self.services) or principal.is_admin:
             return None
-        return "SERVICE_ONLY"
+        return ErrorReason.SERVICE_ONLY
 
     def describe(self) -> str:
         names = ", ".join(f"{s}-service" for s in self.services)
@@ -69,11 +70,11 @@ class CustomerInRequest:
 
     field: str
 
-    def check(self, principal: Principal, request: Any) -> str | None:
+    def check(self, principal: Principal, request: Any) -> ErrorReason.ValueType | None:
         value: Any = request
         for part in self.field.split("."):
             value = getattr(value, part)
-        return None if principal.owns(str(value)) else "NOT_OWNER"
+        return None if principal.owns(str(value)) else ErrorReason.NOT_OWNER
 
     def describe(self) -> str:
         return f"the customer named by `{self.field}` (token subject), or scope {ADMIN_SCOPE}"
@@ -86,7 +87,7 @@ class OwnerOfResource:
 
     resource: str
 
-    def check(self, principal: Principal, request: Any) -> str | None:
+    def check(self, principal: Principal, request: Any) -> ErrorReason.ValueType | None:
         return None
 
     def describe(self) -> str:
@@ -109,7 +110,9 @@ class Policy:
     def authorize(self, method: str, principal: Principal, request: Any) -> None:
         rule = self.rule_for(method)
         if rule is None:
-            raise PermissionDenied("NO_POLICY", "no rule allows this method", {"method": method})
+            raise PermissionDenied(
+                ErrorReason.NO_POLICY, "no rule allows this method", {"method": method}
+            )
         reason = rule.check(principal, request)
         if reason is not None:
             raise PermissionDenied(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
@@ -39,7 +40,7 @@ class StockLevel:
         """Stock after adding ``delta`` available units; never below zero."""
         if self.available + delta < 0:
             raise FailedPrecondition(
-                "INSUFFICIENT_STOCK",
+                ErrorReason.INSUFFICIENT_STOCK,
                 f"cannot remove {-delta} units of {self.sku}: {self.available} available",
                 {"sku": self.sku, "available": str(self.available)},
             )
@@ -161,13 +162,13 @@ class Reservation:
         """The answer to the same order reserving again: itself, if it asks the same."""
         if self.state is ReservationState.RELEASED:
             raise FailedPrecondition(
-                "RESERVATION_RELEASED",
+                ErrorReason.RESERVATION_RELEASED,
                 f"order {self.order_id} was released and cannot reserve again",
                 {"order_id": self.order_id},
             )
         if not self.same_request(wanted):
             raise Conflict(
-                "RESERVATION_MISMATCH",
+                ErrorReason.RESERVATION_MISMATCH,
                 f"order {self.order_id} already reserved other lines",
                 {"order_id": self.order_id},
             )
@@ -176,7 +177,7 @@ class Reservation:
     def committed(self) -> Reservation:
         if self.state is ReservationState.RELEASED:
             raise FailedPrecondition(
-                "RESERVATION_RELEASED",
+                ErrorReason.RESERVATION_RELEASED,
                 f"the reservation of order {self.order_id} was released",
                 {"order_id": self.order_id},
             )
@@ -193,7 +194,7 @@ class Reservation:
 
 
 def out_of_stock(sku: str, detail: str) -> FailedPrecondition:
-    return FailedPrecondition("OUT_OF_STOCK", f"{sku}: {detail}", {"sku": sku})
+    return FailedPrecondition(ErrorReason.OUT_OF_STOCK, f"{sku}: {detail}", {"sku": sku})
 
 
 def priced_lines(
@@ -207,7 +208,7 @@ def priced_lines(
             raise out_of_stock(line.sku, "unknown SKU")
         if product.currency != currency:
             raise FailedPrecondition(
-                "CURRENCY_MISMATCH",
+                ErrorReason.CURRENCY_MISMATCH,
                 f"{line.sku} is priced in {product.currency}, not {currency}",
                 {"sku": line.sku, "currency": product.currency},
             )

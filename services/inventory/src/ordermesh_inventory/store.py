@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_inventory.domain import (
     Adjustment,
     Product,
@@ -265,7 +266,7 @@ class InventoryStore:
         if existing is not None:
             if existing.sku != adjustment.sku or existing.delta != adjustment.delta:
                 raise Conflict(
-                    "IDEMPOTENCY_KEY_REUSED",
+                    ErrorReason.IDEMPOTENCY_KEY_REUSED,
                     f"adjustment {adjustment.adjustment_id!r} was applied with other content",
                     {"adjustment_id": adjustment.adjustment_id},
                 )

@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import json_format
 
 from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason
@@ -25,15 +26,6 @@ STATE_TO_PB = {
     OrderState.CANCELLED: pb.ORDER_STATE_CANCELLED,
 }
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-REASON_TO_PB = {
-    Reason.OUT_OF_STOCK: pb.ORDER_REASON_OUT_OF_STOCK,
-    Reason.PAYMENT_DECLINED: pb.ORDER_REASON_PAYMENT_DECLINED,
-    Reason.PAYMENT_UNAVAILABLE: pb.ORDER_REASON_PAYMENT_UNAVAILABLE,
-    Reason.SAGA_TIMEOUT: pb.ORDER_REASON_SAGA_TIMEOUT,
-    Reason.CANCELLED_BY_CUSTOMER: pb.ORDER_REASON_CANCELLED_BY_CUSTOMER,
-    Reason.CURRENCY_MISMATCH: pb.ORDER_REASON_CURRENCY_MISMATCH,
-    Reason.RISK_DECLINED: pb.ORDER_REASON_RISK_DECLINED,
-}
 # Who may call what, while ORDERMESH_AUTH_ENABLED is on (docs/security.md). A customer
 # is the token's subject; the order's owner is checked by the use case that loads it.
 POLICY = Policy(
@@ -66,6 +58,14 @@ def signals_json(request: pb.PlaceOrderRequest) -> str:
     return json_format.MessageToJson(request.risk_signals, indent=None)
 
 
+def reason_to_pb(reason: Reason | None) -> pb.OrderReason.ValueType:
+    # An order's reason is named as in ordermesh.common.v1.ErrorReason; OrderReason
+    # carries the same names with its enum prefix.
+    if reason is None:
+        return pb.ORDER_REASON_UNSPECIFIED
+    return pb.OrderReason.Value(f"ORDER_REASON_{reason.value}")
+
+
 def order_to_pb(order: Order) -> pb.Order:
     def money(amount: int | None) -> money_pb2.Money | None:
         return (
@@ -89,7 +89,7 @@ def order_to_pb(order: Order) -> pb.Order:
             for x in order.lines
         ],
         total=money(order.total_minor),
-        reason=REASON_TO_PB[order.reason] if order.reason else pb.ORDER_REASON_UNSPECIFIED,
+        reason=reason_to_pb(order.reason),
         reason_detail=order.reason_detail,
         payment_id=order.payment_id,
         create_time=to_timestamp(order.created_at),
@@ -103,9 +103,10 @@ def raise_for_rejection(order: Order) -> None:
         return
     metadata = {**order.reason_metadata, "order_id": order.order_id}
     message = f"order {order.order_id} rejected: {order.reason.value}: {order.reason_detail}"
+    reason = ErrorReason.Value(order.reason.value)
     if order.reason in UNAVAILABLE_REASONS:
-        raise Unavailable(message, order.reason.value, metadata)
-    raise FailedPrecondition(order.reason.value, message, metadata)
+        raise Unavailable(message, reason, metadata)
+    raise FailedPrecondition(reason, message, metadata)
 
 
 class OrderApi(order_pb2_grpc.OrderServiceServicer):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 
 from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
@@ -160,7 +161,7 @@ class Order:
             return False
         if self.state is not OrderState.CONFIRMED:
             raise FailedPrecondition(
-                "ORDER_NOT_CANCELLABLE",
+                ErrorReason.ORDER_NOT_CANCELLABLE,
                 f"order {self.order_id} is {self.state.value}; only a confirmed order "
                 "can be cancelled",
                 {"order_id": self.order_id, "state": self.state.value},
@@ -196,7 +197,7 @@ class Order:
     def check_same_request(self, request: PlaceOrder) -> None:
         if request.fingerprint() != self.request_hash:
             raise Conflict(
-                "IDEMPOTENCY_KEY_REUSED",
+                ErrorReason.IDEMPOTENCY_KEY_REUSED,
                 "this idempotency key was used for a different order",
                 {"order_id": self.order_id, "idempotency_key": self.idempotency_key},
             )
@@ -206,7 +207,7 @@ class Order:
     def _require(self, state: OrderState, action: str) -> None:
         if self.state is not state:
             raise FailedPrecondition(
-                "ILLEGAL_ORDER_TRANSITION",
+                ErrorReason.ILLEGAL_ORDER_TRANSITION,
                 f"cannot {action} order {self.order_id}: it is {self.state.value}",
                 {"order_id": self.order_id, "state": self.state.value},
             )

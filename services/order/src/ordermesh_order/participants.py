@@ -17,16 +17,22 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh_client.errors import (
+    InvalidRequest,
+    OrdermeshError,
+    PaymentDeclined,
+    RiskDeclined,
+    decode,
+    from_status,
+)
 from ordermesh_order.domain import Order, Reason
 from ordermesh_order.saga import StepFailed
 from ordermesh_platform.batching import LiveBatcher
-from ordermesh_platform.grpc_errors import ItemFailed
 from ordermesh_platform.resilience import Transient
 
 # Codes after which the same call may succeed later.
@@ -41,30 +47,20 @@ TRANSIENT_CODES = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
-STOCK_REASONS = {"OUT_OF_STOCK": Reason.OUT_OF_STOCK, "CURRENCY_MISMATCH": Reason.CURRENCY_MISMATCH}
-
-Failure = grpc.aio.AioRpcError | ItemFailed
 Req = TypeVar("Req", bound=Message)
 Res = TypeVar("Res")
 # A batcher over one batch RPC: items are (request, deadline), answers the item's result.
 Hop = LiveBatcher[tuple[Req, float], Res]
 
 
-def error_info(error: Failure) -> error_details_pb2.ErrorInfo | None:
-    if isinstance(error, ItemFailed):
-        return error.error_info()
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info
-    return None
+def order_reason(error: OrdermeshError, otherwise: Reason) -> Reason:
+    """The order's reason named like the refusal's (both are ordermesh.common.v1.ErrorReason
+    names), or ``otherwise``."""
+    return Reason.__members__.get(error.reason_name, otherwise)
 
 
-def _transient(error: Failure) -> Transient:
-    return Transient(f"{error.code().name}: {error.details()}")
+def _transient(error: OrdermeshError) -> Transient:
+    return Transient(f"{error.code.name}: {error.message}")
 
 
 def _hop(
@@ -77,7 +73,8 @@ def _hop(
 ) -> Hop[Req, Res]:
     """A batcher over one batch RPC (``batch_request(requests=...)``, answered with one
     ``results`` entry per item, whose ``answer`` field is the item's result). An item
-    whose status is not OK is raised to its own caller as :class:`ItemFailed`."""
+    whose status is not OK is raised to its own caller as its typed refusal
+    (:func:`ordermesh_client.errors.from_status`)."""
 
     async def run(items: Sequence[tuple[Req, float]]) -> list[Res | BaseException]:
         timeout = max(deadline for _, deadline in items) - time.monotonic()
@@ -88,7 +85,7 @@ def _hop(
         return [
             getattr(result, answer)
             if result.status.code == code_pb2.OK
-            else ItemFailed(result.status)
+            else from_status(result.status)
             for result in reply.results
         ]
 
@@ -146,14 +143,15 @@ class GrpcParticipants:
         )
         try:
             reservation = await self._reserve.submit((request, _deadline(timeout_s)))
-        except (grpc.aio.AioRpcError, ItemFailed) as error:
-            info = error_info(error)
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None:
-                reason = STOCK_REASONS.get(info.reason, Reason.SAGA_TIMEOUT)
+        except (grpc.aio.AioRpcError, OrdermeshError) as error:
+            refused = decode(error)
+            if refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason_name:
                 raise StepFailed(
-                    reason, error.details() or info.reason, dict(info.metadata)
+                    order_reason(refused, Reason.SAGA_TIMEOUT),
+                    refused.message or refused.reason_name,
+                    refused.metadata,
                 ) from error
-            raise _transient(error) from error
+            raise _transient(refused) from error
         return {x.sku: x.unit_price.amount_minor for x in reservation.lines}
 
     async def release_stock(self, order_id: str, timeout_s: float) -> None:
@@ -175,24 +173,21 @@ class GrpcParticipants:
             json_format.Parse(order.risk_signals, request.risk_signals)
         try:
             payment = await self._authorize.submit((request, _deadline(timeout_s)))
-        except (grpc.aio.AioRpcError, ItemFailed) as error:
-            info = error_info(error)
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION and info is not None:
-                if info.reason == "RISK_DECLINED":
-                    raise StepFailed(
-                        Reason.RISK_DECLINED,
-                        "declined by payment risk scoring",
-                        dict(info.metadata),
-                    ) from error
-                if info.reason == "PAYMENT_DECLINED":
-                    reason = info.metadata.get("decline_reason", "declined")
-                    raise StepFailed(
-                        Reason.PAYMENT_DECLINED, reason, dict(info.metadata)
-                    ) from error
-                raise StepFailed(Reason.PAYMENT_UNAVAILABLE, error.details() or "", {}) from error
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT and isinstance(error, ItemFailed):
-                raise StepFailed(Reason.PAYMENT_DECLINED, error.details() or "", {}) from error
-            raise _transient(error) from error
+        except (grpc.aio.AioRpcError, OrdermeshError) as error:
+            refused = decode(error)
+            if isinstance(refused, RiskDeclined):
+                raise StepFailed(
+                    Reason.RISK_DECLINED, "declined by payment risk scoring", refused.metadata
+                ) from error
+            if isinstance(refused, PaymentDeclined):
+                reason = refused.decline_reason or "declined"
+                raise StepFailed(Reason.PAYMENT_DECLINED, reason, refused.metadata) from error
+            if refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason_name:
+                raise StepFailed(Reason.PAYMENT_UNAVAILABLE, refused.message, {}) from error
+            # This order's request was refused, not the batch call: it will not pass later.
+            if isinstance(error, InvalidRequest):
+                raise StepFailed(Reason.PAYMENT_DECLINED, refused.message, {}) from error
+            raise _transient(refused) from error
         return str(payment.payment_id)
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
@@ -200,11 +195,11 @@ class GrpcParticipants:
         request = payment_pb2.VoidPaymentRequest(order_id=order_id)
         try:
             await self._void.submit((request, _deadline(timeout_s)))
-        except (grpc.aio.AioRpcError, ItemFailed) as error:
-            info = error_info(error)
-            if info is not None and info.metadata.get("state") in ("CAPTURED", "REFUNDED"):
+        except (grpc.aio.AioRpcError, OrdermeshError) as error:
+            refused = decode(error)
+            if refused.metadata.get("state") in ("CAPTURED", "REFUNDED"):
                 return False
-            raise _transient(error) from error
+            raise _transient(refused) from error
         return True
 
     async def capture_payment(self, order_id: str, timeout_s: float) -> None:
@@ -227,9 +222,10 @@ def _deadline(timeout_s: float) -> float:
 async def _settled(call: Awaitable[object]) -> None:
     try:
         await call
-    except (grpc.aio.AioRpcError, ItemFailed) as error:
-        if error.code() in TRANSIENT_CODES:
-            raise _transient(error) from error
+    except (grpc.aio.AioRpcError, OrdermeshError) as error:
+        refused = decode(error)
+        if refused.code in TRANSIENT_CODES:
+            raise _transient(refused) from error
         # A refusal (the reservation was released, the payment voided by a
         # cancellation...): retrying cannot help; the runner re-reads the order.
-        raise StepFailed(Reason.SAGA_TIMEOUT, error.details() or error.code().name) from error
+        raise StepFailed(Reason.SAGA_TIMEOUT, refused.message or refused.code.name) from error

@@ -10,6 +10,7 @@ from datetime import datetime
 from google.protobuf.message import Message
 
 from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
@@ -23,7 +24,7 @@ MAX_TOKEN_LENGTH = 256
 # Items of one batch call: enough to amortize a round trip, small enough for one answer.
 MAX_BATCH_ITEMS = 1000
 # The decline reason of a payment that risk scoring refused before the provider was asked.
-RISK_DECLINED = "RISK_DECLINED"
+RISK_DECLINED = ErrorReason.Name(ErrorReason.RISK_DECLINED)
 
 
 class PaymentState(enum.StrEnum):
@@ -71,7 +72,7 @@ class Payment:
             return self
         if state not in TRANSITIONS[self.state]:
             raise FailedPrecondition(
-                "ILLEGAL_PAYMENT_TRANSITION",
+                ErrorReason.ILLEGAL_PAYMENT_TRANSITION,
                 f"payment of order {self.order_id} is {self.state.value}, cannot become "
                 f"{state.value}",
                 {"order_id": self.order_id, "state": self.state.value, "wanted": state.value},
@@ -81,7 +82,7 @@ class Payment:
     def check_same_request(self, amount_minor: int, currency: str) -> None:
         if (self.amount_minor, self.currency) != (amount_minor, currency):
             raise Conflict(
-                "PAYMENT_MISMATCH",
+                ErrorReason.PAYMENT_MISMATCH,
                 f"order {self.order_id} was authorized for another amount",
                 {"order_id": self.order_id},
             )
@@ -90,7 +91,7 @@ class Payment:
         """A retried authorization of a declined or voided payment fails as it did."""
         if self.state is PaymentState.DECLINED and self.decline_reason == RISK_DECLINED:
             raise FailedPrecondition(
-                RISK_DECLINED,
+                ErrorReason.RISK_DECLINED,
                 f"the payment of order {self.order_id} was declined by risk scoring",
                 {"order_id": self.order_id, "decline_reason": RISK_DECLINED},
             )
@@ -98,7 +99,7 @@ class Payment:
             raise declined(self.order_id, self.decline_reason)
         if self.state is PaymentState.VOIDED:
             raise FailedPrecondition(
-                "PAYMENT_VOIDED",
+                ErrorReason.PAYMENT_VOIDED,
                 f"the payment of order {self.order_id} was voided",
                 {"order_id": self.order_id},
             )
@@ -159,7 +160,7 @@ class AuthorizationRequest:
 
 def declined(order_id: str, reason: str) -> FailedPrecondition:
     return FailedPrecondition(
-        "PAYMENT_DECLINED",
+        ErrorReason.PAYMENT_DECLINED,
         f"the payment provider declined: {reason}",
         {"order_id": order_id, "decline_reason": reason},
     )

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_messaging.unit_of_work import UnitsOfWork
 from ordermesh_payment.domain import (
     RISK_DECLINED,
@@ -495,5 +496,5 @@ class Payments:
         except Transient as error:
             return Unavailable(f"payment provider unavailable: {error}")
         except PspRefused as error:
-            return FailedPrecondition("PSP_REFUSED", str(error))
+            return FailedPrecondition(ErrorReason.PSP_REFUSED, str(error))
         return None

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_payment.risk.models import Artifact, ArtifactError, parse_artifact
 from ordermesh_payment.risk.scoring import RiskScorer
 from ordermesh_platform.db import Transactions, insert_rows
@@ -128,7 +129,9 @@ class ModelRegistry:
         try:
             return parse_artifact(row.artifact, f"registry:{version}")
         except ArtifactError as error:
-            raise FailedPrecondition("MODEL_UNUSABLE", str(error), {"version": version}) from error
+            raise FailedPrecondition(
+                ErrorReason.MODEL_UNUSABLE, str(error), {"version": version}
+            ) from error
 
     async def promote(self, conn: AsyncConnection, version: str) -> str | None:
         """Make ``version`` the champion; returns the champion it replaced. Call in a
@@ -152,7 +155,7 @@ class ModelRegistry:
         t = self.table
         current = await self.champion_version(conn)
         if current is None:
-            raise FailedPrecondition("NO_CHAMPION", "there is no champion to roll back")
+            raise FailedPrecondition(ErrorReason.NO_CHAMPION, "there is no champion to roll back")
         previous = (
             await conn.execute(
                 select(t.c.version)
@@ -162,7 +165,9 @@ class ModelRegistry:
             )
         ).scalar_one_or_none()
         if previous is None:
-            raise FailedPrecondition("NO_PREVIOUS_CHAMPION", f"no champion before {current}")
+            raise FailedPrecondition(
+                ErrorReason.NO_PREVIOUS_CHAMPION, f"no champion before {current}"
+            )
         await self.promote(conn, previous)
         await conn.execute(update(t).where(t.c.version == current).values(promoted_at=None))
         return current, previous

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_payment.risk.models import Artifact, load_artifact
 from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
@@ -166,7 +167,8 @@ def _gate(
     )
     if not report.accepted:
         raise FailedPrecondition(
-            "PROMOTION_REFUSED", f"{challenger.version} refused: " + "; ".join(report.reasons)
+            ErrorReason.PROMOTION_REFUSED,
+            f"{challenger.version} refused: " + "; ".join(report.reasons),
         )
     return {
         "cost_saving_minor": report.cost_saving_minor,
