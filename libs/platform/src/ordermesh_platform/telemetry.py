@@ -95,10 +95,31 @@ def shutdown_tracing() -> None:
         provider.shutdown()  # flushes what the batch processor holds
 
 
+_tracer_of: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
-    # Not cached: the provider is set once at start-up, but tests swap it. The name and
-    # version are cached (reading package metadata scans sys.path).
-    return trace.get_tracer(TRACER_NAME, service_version())
+    """The tracer of the current provider, made once per provider: the SDK builds a new
+    tracer on every ``get_tracer`` (a scope and a deprecation-warning filter each time),
+    and spans are started several times per order. Tests that swap the provider get
+    a new one."""
+    global _tracer_of
+    provider = trace.get_tracer_provider()
+    if _tracer_of is None or _tracer_of[0] is not provider:
+        _tracer_of = (provider, trace.get_tracer(TRACER_NAME, service_version()))
+    return _tracer_of[1]
+
+
+def child_span(name: str, attributes: dict[str, Any]) -> AbstractContextManager[Span]:
+    """A span under the current one. With no endpoint nothing is recorded, and an
+    unrecorded child only costs its ids (a few per order, at every step): the current
+    span stands in for it, so logs, calls and events carry the same trace."""
+    current = trace.get_current_span()
+    if not otlp_endpoint() and current.get_span_context().is_valid:
+        return contextlib.nullcontext(current)
+    return tracer().start_as_current_span(
+        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+    )
 
 
 # Probes and tooling would drown the traces worth reading.

@@ -35,7 +35,13 @@ from ordermesh_platform.faults import kill_at
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
-from ordermesh_platform.telemetry import context_from_traceparent, record_error, tracer, untraced
+from ordermesh_platform.telemetry import (
+    child_span,
+    context_from_traceparent,
+    record_error,
+    tracer,
+    untraced,
+)
 
 log = get_logger(__name__)
 
@@ -157,12 +163,7 @@ class SagaSettings:
 
 def _span(name: str, order: Order) -> AbstractContextManager[Span]:
     """A span per saga step, named for the step, carrying the order id."""
-    return tracer().start_as_current_span(
-        name,
-        attributes={"ordermesh.order_id": order.order_id},
-        record_exception=False,
-        set_status_on_exception=False,
-    )
+    return child_span(name, {"ordermesh.order_id": order.order_id})
 
 
 class SagaRunner:

@@ -1,0 +1,69 @@
+"""Spans that nothing would record are not made; the tracer is made once per provider."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+from ordermesh_platform import telemetry
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+@pytest.fixture
+def no_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sdk_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's tracer behind ``telemetry.tracer()``, as a service has after start-up
+    (the tests' process keeps OpenTelemetry's global no-op provider)."""
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    monkeypatch.setattr(telemetry, "tracer", lambda: provider.get_tracer("test"))
+
+
+def _request_span() -> trace.Span:
+    """A non-recording span with real ids, as a request's span is with no endpoint."""
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    return provider.get_tracer("test").start_span("request")
+
+
+@pytest.mark.usefixtures("no_endpoint")
+def test_with_no_endpoint_a_step_carries_on_in_the_requests_span() -> None:
+    request = _request_span()
+    with trace.use_span(request), telemetry.child_span("saga step", {"k": "v"}) as step:
+        assert step is request
+        assert trace.get_current_span() is request
+    assert request.get_span_context().is_valid
+
+
+@pytest.mark.usefixtures("no_endpoint", "sdk_tracer")
+def test_with_no_span_at_all_a_step_gets_its_own_ids() -> None:
+    with telemetry.child_span("saga step", {}) as step:
+        assert step is trace.get_current_span()
+        assert step.get_span_context().is_valid
+
+
+@pytest.mark.usefixtures("sdk_tracer")
+def test_with_an_endpoint_every_step_gets_its_own_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    request = _request_span()
+    with trace.use_span(request), telemetry.child_span("saga step", {}) as step:
+        assert step is not request
+        ids, parent = step.get_span_context(), request.get_span_context()
+        assert ids.trace_id == parent.trace_id
+        assert ids.span_id != parent.span_id
+
+
+def test_the_tracer_is_made_once_per_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = telemetry.tracer()
+    assert telemetry.tracer() is first
+    other = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: other)
+    swapped = telemetry.tracer()
+    assert swapped is not first
+    assert telemetry.tracer() is swapped
