@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -156,24 +156,32 @@ class LoggedDecision:
     explored: bool
     propensity: float
     amount_minor: int
+    segments: Mapping[str, str] = field(default_factory=dict)  # risk/fairness.py
 
 
-async def logged_decisions(conn: AsyncConnection, table: Table) -> list[LoggedDecision]:
-    """The decisions as off-policy evaluation needs them, oldest first."""
+async def logged_decisions(
+    conn: AsyncConnection, table: Table, feature_names: Sequence[str]
+) -> list[LoggedDecision]:
+    """The decisions as off-policy evaluation needs them, oldest first, with the
+    segments their attempts fall in."""
+    from ordermesh_payment.risk.fairness import segmenter
+
+    segments = segmenter(feature_names)
     t = table
     rows = await conn.execute(
         select(
-            t.c.order_id, t.c.decided_at, t.c.variant, t.c.risk_declined, t.c.explored,
-            t.c.propensity, t.c.attempt,
+            t.c.order_id, t.c.variant, t.c.risk_declined, t.c.explored, t.c.propensity,
+            t.c.attempt, t.c.features,
         ).order_by(t.c.decided_at, t.c.order_id)
     )  # fmt: skip
     found = []
     for r in rows:
-        attempt = json.loads(r.attempt)
+        attempt = _attempt(r.attempt)
         found.append(
             LoggedDecision(
-                r.order_id, attempt["at_ms"], r.variant, bool(r.risk_declined or r.explored),
-                bool(r.explored), float(r.propensity), int(attempt["amount_minor"]),
+                r.order_id, attempt.at_ms, r.variant, bool(r.risk_declined or r.explored),
+                bool(r.explored), float(r.propensity), attempt.amount_minor,
+                segments(attempt, json.loads(r.features)),
             )
         )  # fmt: skip
     return found
