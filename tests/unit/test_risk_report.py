@@ -69,7 +69,7 @@ def test_each_variant_gets_its_own_report() -> None:
 def test_segment_rates_of_the_log_weigh_the_explored_declines() -> None:
     """Genuine orders of new customers are declined 10% of the time, of returning ones
     never; only a fifth of the declines is explored (labelled), each standing for five."""
-    decisions, fraud = [], set()
+    decisions, fraud = [], set[str]()
     for i in range(5000):
         new = i % 2 == 0
         would_decline = new and i % 20 == 0
