@@ -54,6 +54,12 @@ def _genuine(y_true: Any, y_pred: Any) -> int:
     return int((y_true == 0).sum())
 
 
+def _false_decline_rate(y_true: Any, y_pred: Any, sample_weight: Any = None) -> float:
+    from fairlearn.metrics import false_positive_rate
+
+    return float(false_positive_rate(y_true, y_pred, pos_label=1, sample_weight=sample_weight))
+
+
 def _approval_rate(y_true: Any, y_pred: Any, sample_weight: Any = None) -> float:
     from fairlearn.metrics import selection_rate
 
@@ -71,7 +77,7 @@ def segment_rates(
     and approval rate. ``weights`` (e.g. inverse propensities) weigh the rates; the
     counts stay counts of orders."""
     import numpy as np
-    from fairlearn.metrics import MetricFrame, count, false_positive_rate
+    from fairlearn.metrics import MetricFrame, count
 
     if not labels:
         return []
@@ -84,7 +90,7 @@ def segment_rates(
             metrics={
                 "orders": count,
                 "genuine": _genuine,
-                "false_decline_rate": lambda t, p, **w: false_positive_rate(t, p, pos_label=1, **w),
+                "false_decline_rate": _false_decline_rate,
                 "approval_rate": _approval_rate,
             },
             y_true=y_true,
