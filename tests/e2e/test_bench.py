@@ -31,6 +31,7 @@ RATIOS = (
     "relay_vs_raw_producer",
     "p99_sync_vs_echo_chain_at_half_load",
     "hot_sku_vs_zipf",
+    "risk_on_vs_off",
 )
 
 
@@ -41,6 +42,7 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
         levels=(2,),
         level_s=1.0,
         telemetry_pairs=1,
+        risk_pairs=1,
         open_loop_s=1.0,
         raw_sql_s=1.0,
         events=300,
@@ -68,6 +70,14 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     assert [len(telemetry["runs"][side]) for side in ("off", "on")] == [1, 1]
     assert telemetry["cpu_ms_per_order_on"] > 0
     assert telemetry["cpu_ms_per_order_off"] > 0
+    risk = report["risk_cost"]
+    assert [len(risk["runs"][side]) for side in ("off", "on")] == [1, 1]
+    assert risk["champion"].startswith("lightgbm-")
+    # The trained champion scored the batches of the run with risk on, each within a
+    # bucket of payment's scoring histogram.
+    assert risk["batches_by_source"]["model"] > 0
+    assert risk["model_p99_ms_per_batch"] > 0
+    assert risk["model_p50_ms_per_batch"] <= risk["model_p99_ms_per_batch"]
     assert (tmp_path / "latest.png").stat().st_size > 0
 
 

@@ -258,7 +258,7 @@ def test_promote_refuses_a_challenger_biased_against_new_customers(
 
 
 async def test_the_decision_log_replays_to_the_scored_features_except_within_a_batch(
-    pg_database: str,
+    pg_database: str, tmp_path: Path
 ) -> None:
     async with _payment(pg_database) as stub:
         for i in range(3):  # one order at a time: each sees the one before
@@ -284,3 +284,24 @@ async def test_the_decision_log_replays_to_the_scored_features_except_within_a_b
     # Only the second order of the shared batch saw less than the replay does.
     assert report["decisions_with_skew"] == 1
     assert report["features"]["customer_count_10m"] == [1, 1.0]
+
+    # The same log, reported per segment (segments of one order judged, for this size).
+    chargebacks = tmp_path / "chargebacks.txt"
+    chargebacks.write_text("s1\n")
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["risk", "report", "--chargebacks", str(chargebacks), "--maturity-days", "0",
+         "--out", str(tmp_path / "report"), "--database-url", pg_database],
+        env={"ORDERMESH_RISK_MIN_SEGMENT_GENUINE": "1"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [variant] = json.loads(result.output[result.output.index("[") :])
+    assert variant["decisions"] == 5
+    customers = {
+        s["segment"]: (s["orders"], s["genuine"])
+        for s in variant["fairness"]["segments"]
+        if s["segmentation"] == "customer"
+    }
+    assert customers == {"new": (3, 3), "returning": (2, 1)}  # s1 was charged back
+    assert (tmp_path / "report" / "segments.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from ordermesh_cli.main import app
 from ordermesh_payment.risk.dataset import Labelled
-from ordermesh_payment.risk.gate import GateSettings, SegmentRates, check_promotion, worst_ratio
+from ordermesh_payment.risk.fairness import SegmentRates, rates_of_report, worst_ratio
+from ordermesh_payment.risk.gate import GateSettings, check_promotion
 from ordermesh_payment.risk.metrics import (
     Costs,
     cheapest_threshold,
@@ -127,6 +128,19 @@ def test_an_artifact_carries_its_version_window_schema_and_metrics(trained: Path
     assert set(data["reference"]) == {"score", "features"}  # for drift (PSI)
     assert set(data["reference"]["features"]) == set(DEFINITION.names)
     assert "score" in data["metrics"]["psi_holdout"]
+
+
+def test_an_artifact_carries_the_fairness_report_evaluate_reproduces(trained: Path) -> None:
+    """Train records each model's per-segment rates on the holdout; evaluating the same
+    artifact on the same log finds the same rates."""
+    evaluated = _metrics(trained)
+    for kind in ("rules", "logistic", "lightgbm"):
+        fairness = load_artifact(trained / "models" / f"{kind}.json").fairness
+        assert fairness["segments"] == evaluated[kind]["segments"], kind
+        assert fairness["min_segment_genuine"] == 100
+        assert fairness["false_decline_ratio"] == worst_ratio(rates_of_report(fairness))
+        judged = {s["segmentation"] for s in fairness["segments"]}
+        assert judged == {"billing_country", "customer", "payment_token"}
 
 
 def test_an_artifact_of_another_feature_schema_is_refused(trained: Path) -> None:

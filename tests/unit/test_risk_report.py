@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from ordermesh_payment.risk.decision_log import LoggedDecision
 from ordermesh_payment.risk.metrics import Costs
-from ordermesh_payment.risk.report import report
+from ordermesh_payment.risk.report import report, variant_segment_rates
 
 COSTS = Costs(margin_rate=0.25, chargeback_fee_minor=1500)
 SHARE = 0.2  # exploration: large, so that a test-sized log has enough labels
@@ -62,3 +64,26 @@ def test_each_variant_gets_its_own_report() -> None:
     ]  # fmt: skip
     reports = report(half, chargebacks, COSTS, rounds=50)
     assert [(r.variant, r.decisions) for r in reports] == [("challenger", 1000), ("champion", 1000)]
+
+
+def test_segment_rates_of_the_log_weigh_the_explored_declines() -> None:
+    """Genuine orders of new customers are declined 10% of the time, of returning ones
+    never; only a fifth of the declines is explored (labelled), each standing for five."""
+    decisions, fraud = [], set[str]()
+    for i in range(5000):
+        new = i % 2 == 0
+        would_decline = new and i % 20 == 0
+        explored = would_decline and i % 100 == 0
+        propensity = (SHARE if explored else 1 - SHARE) if would_decline else 1.0
+        segments = {"billing_country": "DE", "customer": "new" if new else "returning",
+                    "payment_token": "known"}  # fmt: skip
+        decisions.append(
+            LoggedDecision(f"o{i}", i, "champion", would_decline, explored, propensity, 1000,
+                           segments)
+        )  # fmt: skip
+    rates = variant_segment_rates(decisions, fraud, min_genuine=100)["champion"]
+    by = {(r.segmentation, r.segment): r for r in rates}
+    assert by[("customer", "new")].false_decline_rate == pytest.approx(0.1)
+    assert by[("customer", "returning")].false_decline_rate == 0.0
+    assert by[("customer", "new")].approval_rate == pytest.approx(0.9)
+    assert by[("customer", "new")].orders == 2250 + 50  # labelled: approvals and explored

@@ -24,7 +24,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _samples(port: int) -> list[Any]:
+def samples(port: int) -> list[Any]:
+    """Every sample a service's /metrics exposes now."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
         body = reply.read().decode()
     return [s for family in text_string_to_metric_families(body) for s in family.samples]
@@ -44,7 +45,7 @@ def snapshot(mesh: LocalMesh) -> Snapshot:
     for name in SERVICE_NAMES:
         shot.cpu_s[name] = cpu_seconds(mesh.child(name).proc.pid)
         statements = rpcs = 0.0
-        for s in _samples(mesh.config.metrics_port(name)):
+        for s in samples(mesh.config.metrics_port(name)):
             if s.name == "ordermesh_db_statements_total":
                 statements += s.value
             elif s.name == "ordermesh_rpc_requests_total":

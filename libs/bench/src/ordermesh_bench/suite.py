@@ -7,6 +7,7 @@ these machines are shared and noisy:
 - place_order_async / raw_sql          the database bound (orders fully processed per s)
 - relay / raw_producer                 the relay bound (events per s to the same broker)
 - p99 sync / p99 echo chain            in open loop, both at half of PlaceOrder's maximum
+- risk on / risk off                   PlaceOrder with payment's risk scoring on and off
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ from ordermesh_bench.echo import start_echo_chain
 from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
 from ordermesh_bench.loadgen import Call, closed_loop, open_loop
 from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
+from ordermesh_bench.risk_cost import (
+    scoring_histogram,
+    scoring_summary,
+    train_champion_off_loop,
+)
 from ordermesh_bench.stats import Run
 from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants, owed_work
@@ -62,6 +68,7 @@ class BenchConfig:
     raw_sql_s: float = 8.0
     events: int = 20_000
     telemetry_pairs: int = 3  # off/on runs of the telemetry cost, alternating
+    risk_pairs: int = 3  # off/on runs of payment's risk scoring, alternating
     zipf_s: float = 1.1
     decline_share: float = 0.05
     # PostgreSQL connections per service process; the raw-SQL baseline's pools get
@@ -288,6 +295,7 @@ async def _measure_mesh_and_echo(
         results.data["costs"] = per_order(before, snapshot(mesh), run.count)
         await _measure_hot_sku(config, orders, best_level["place_order_sync"], results, progress)
         await _measure_telemetry_cost(config, mesh, orders, workload, results, progress)
+        await _measure_risk_cost(config, mesh, orders, workload, results, progress)
 
 
 async def _measure_hot_sku(
@@ -365,6 +373,54 @@ async def _measure_telemetry_cost(
         "runs": runs,
         "note": f"{config.telemetry_pairs} runs each side, alternating off/on, {level} "
         "callers; each side's best run (mean_cost_share: the means)",
+    }
+
+
+async def _measure_risk_cost(
+    config: BenchConfig,
+    mesh: LocalMesh,
+    orders: order_pb2_grpc.OrderServiceAsyncStub,
+    workload: Workload,
+    results: Results,
+    progress: Progress,
+) -> None:
+    """PlaceOrder with payment's risk scoring on (a small trained model as champion)
+    against off, alternating as the telemetry cost does: payment restarted each time
+    with the other setting, the rest of the mesh untouched. The model's scoring time
+    per batch is read from payment's own histogram after each run on."""
+    version = await train_champion_off_loop(
+        config.state_dir / "risk", mesh.config.database_url("payment")
+    )
+    level = config.levels[-1]
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    histograms = []
+    for _ in range(config.risk_pairs):
+        for side in ("off", "on"):
+            mesh.stop_service("payment")
+            mesh.start_service(
+                "payment",
+                ORDERMESH_RISK_ENABLED="true" if side == "on" else "false",
+                ORDERMESH_RISK_REGISTRY_POLL_S="0.5",  # the champion, soon after the start
+            )
+            await mesh.wait_serving(120)
+            await _settle(mesh, 120)
+            call = place_call(orders, RequestMaker(workload, seed=40 + len(runs[side])))
+            await closed_loop(Run(f"warm-up, risk {side}"), call, 4, 2.0)
+            run = await closed_loop(Run(f"risk {side}"), call, level, config.level_s, progress)
+            runs[side].append(run.summary())
+            if side == "on":
+                histograms.append(scoring_histogram(mesh.config.metrics_port("payment")))
+    # The best run of each side, as for the telemetry cost (noise only slows a run down).
+    on = max(r["throughput_per_s"] for r in runs["on"])
+    off = max(r["throughput_per_s"] for r in runs["off"])
+    results.data["risk_cost"] = {
+        "champion": version,
+        "throughput_on_per_s": round(on, 2),
+        "throughput_off_per_s": round(off, 2),
+        **scoring_summary(histograms),
+        "runs": runs,
+        "note": f"{config.risk_pairs} runs each side, alternating off/on, {level} callers; "
+        "each side's best run; scoring times are the histogram's bucket bounds",
     }
 
 
@@ -452,6 +508,9 @@ def _report(config: BenchConfig, results: Results) -> dict[str, Any]:
             d["half_load_sync"]["p99_ms"], d["half_load_echo"]["p99_ms"]
         ),
         "hot_sku_vs_zipf": d["hot_sku_vs_zipf"],
+        "risk_on_vs_off": _ratio(
+            d["risk_cost"]["throughput_on_per_s"], d["risk_cost"]["throughput_off_per_s"]
+        ),
     }
     d["goals"] = {
         "sync_vs_echo_chain": ">= 1.0 (not done below 0.5)",
@@ -463,6 +522,8 @@ def _report(config: BenchConfig, results: Results) -> dict[str, Any]:
         "statements_per_order": "<= 3 (not done above 6)",
         "telemetry_cost.cost_share": "< 0.03 (not done above 0.05)",
         "telemetry_cost.cpu_cost_share": "the same, in CPU per order",
+        "risk_on_vs_off": ">= 0.9",
+        "risk_cost.model_p99_ms_per_batch": "within ORDERMESH_RISK_BUDGET_S (20 ms)",
     }
     d["cpu_ms_per_order"] = d["costs"]["cpu_ms_per_order"]
     d["statements_per_order"] = d["costs"]["statements_per_order"]

@@ -38,13 +38,18 @@ class RequestMaker:
         lines = rng.randint(1, w.max_lines)
         skus = set(rng.choices(w.skus, cum_weights=self._cumulative, k=lines))
         declined = rng.random() < w.decline_share
+        customer = f"bench-{rng.randrange(w.customers)}"
+        # Each customer pays with a card of its own (any token but the testing ones is
+        # approved): one token shared by every order would be one hot row of payment's
+        # risk features, a contention no real traffic has.
+        token = "tok_decline" if declined else f"tok_ok_{customer}"
         return order_pb2.PlaceOrderRequest(
-            customer_id=f"bench-{rng.randrange(w.customers)}",
+            customer_id=customer,
             idempotency_key=uuid.uuid4().hex,
             items=[
                 order_pb2.OrderItem(sku=sku, quantity=rng.randint(1, 2)) for sku in sorted(skus)
             ],
-            payment=order_pb2.PaymentMethod(token="tok_decline" if declined else "tok_ok"),
+            payment=order_pb2.PaymentMethod(token=token),
             currency=w.currency,
             wait_for_outcome=w.wait_for_outcome,
         )

@@ -63,7 +63,7 @@ class RiskTools(Protocol):
     def skew(self, database_url: str | None) -> dict[str, object]: ...
 
     def report(
-        self, database_url: str | None, chargebacks: Path, maturity_days: float
+        self, database_url: str | None, chargebacks: Path, maturity_days: float, out: Path
     ) -> list[dict[str, object]]: ...
 
 
@@ -251,9 +251,13 @@ def report(
         Path, typer.Option(help="the provider's chargebacks: order ids, one a line (or JSON)")
     ],
     maturity_days: MaturityOption = 45.0,
+    out: Annotated[Path, typer.Option(help="folder for the plots")] = Path(
+        ".ordermesh/risk/report"
+    ),
     database_url: DatabaseOption = None,
 ) -> None:
     """Each variant's precision, recall and cost with 95% intervals, blocked traffic
-    included (inverse-propensity weighting of the explored declines)."""
+    included (inverse-propensity weighting of the explored declines), and its
+    false-decline and approval rates per segment (drawn in segments.png)."""
     with _refusals():
-        _print(load_risk_tools().report(database_url, chargebacks, maturity_days))
+        _print(load_risk_tools().report(database_url, chargebacks, maturity_days, out))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_messaging.relay import relay_workers
@@ -116,6 +117,18 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
                 run_periodically("risk-drift", _drift_gauges(risk), settings.risk_drift_interval_s),
             )
         )
+    # Swept even with risk off: the rows of a time risk was on still age out.
+    retention = timedelta(days=settings.risk_decision_retention_days)
+    workers.append(
+        (
+            "risk-decision-retention",
+            run_periodically(
+                "risk-decision-retention",
+                lambda: DecisionLog(risk_decisions).sweep(runtime.sessions, retention),
+                settings.risk_decision_sweep_interval_s,
+            ),
+        )
+    )
     async with background(*workers):
         yield
 

@@ -57,3 +57,13 @@ class PaymentSettings(RelaySettings):
         description="Share of would-be model declines approved at random, with the "
         "propensity logged, to measure blocked traffic (e.g. 0.005). 0: none.",
     )
+    risk_decision_retention_days: float = Field(
+        120.0,
+        gt=0,
+        description="Risk decisions older than this are deleted from the decision log. "
+        "Keep it well past the chargeback delay (up to 45 days): a decision's label "
+        "must mature before report or retraining can use it.",
+    )
+    risk_decision_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the decision log's retention sweep runs."
+    )

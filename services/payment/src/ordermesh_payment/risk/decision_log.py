@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -19,10 +19,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     MetaData,
     String,
     Table,
     Text,
+    delete,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ordermesh_payment.risk.dataset import replay
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import FeatureDefinition
-from ordermesh_platform.db import insert_rows
+from ordermesh_platform.db import Transactions, insert_rows
 
 if TYPE_CHECKING:  # scoring writes through this module: no import at run time
     from ordermesh_payment.risk.scoring import RiskDecision
@@ -56,6 +58,7 @@ def risk_decision_table(metadata: MetaData) -> Table:
         Column("declined", Boolean, nullable=False),
         Column("attempt", Text, nullable=False),  # the Attempt as JSON
         Column("features", Text, nullable=False),  # the vector scored, as JSON
+        Index("ix_risk_decisions_decided_at", "decided_at"),  # the retention sweep
     )
 
 
@@ -100,6 +103,23 @@ class DecisionLog:
             if o.attempt.order_id in decisions
         ]
         await insert_rows(conn, self.table, rows, conflict=("order_id",))
+
+    async def sweep(
+        self, transactions: Transactions, retention: timedelta, chunk: int = 5_000
+    ) -> int:
+        """Delete the decisions older than ``retention``, ``chunk`` rows a transaction
+        (short locks, bounded WAL), until none is left; returns how many went."""
+        t = self.table
+        cutoff = datetime.now(UTC) - retention
+        swept = 0
+        while True:
+            async with transactions.begin() as conn:
+                doomed = select(t.c.order_id).where(t.c.decided_at < cutoff).limit(chunk)
+                result = await conn.execute(delete(t).where(t.c.order_id.in_(doomed)))
+            deleted = result.rowcount or 0
+            swept += deleted
+            if deleted < chunk:
+                return swept
 
     async def entries(self, conn: AsyncConnection) -> list[tuple[PaymentOutcome, list[float]]]:
         """Every logged decision in decision order: the outcome and the vector scored."""
@@ -156,24 +176,32 @@ class LoggedDecision:
     explored: bool
     propensity: float
     amount_minor: int
+    segments: Mapping[str, str] = field(default_factory=dict)  # risk/fairness.py
 
 
-async def logged_decisions(conn: AsyncConnection, table: Table) -> list[LoggedDecision]:
-    """The decisions as off-policy evaluation needs them, oldest first."""
+async def logged_decisions(
+    conn: AsyncConnection, table: Table, feature_names: Sequence[str]
+) -> list[LoggedDecision]:
+    """The decisions as off-policy evaluation needs them, oldest first, with the
+    segments their attempts fall in."""
+    from ordermesh_payment.risk.fairness import segmenter
+
+    segments = segmenter(feature_names)
     t = table
     rows = await conn.execute(
         select(
-            t.c.order_id, t.c.decided_at, t.c.variant, t.c.risk_declined, t.c.explored,
-            t.c.propensity, t.c.attempt,
+            t.c.order_id, t.c.variant, t.c.risk_declined, t.c.explored, t.c.propensity,
+            t.c.attempt, t.c.features,
         ).order_by(t.c.decided_at, t.c.order_id)
     )  # fmt: skip
     found = []
     for r in rows:
-        attempt = json.loads(r.attempt)
+        attempt = _attempt(r.attempt)
         found.append(
             LoggedDecision(
-                r.order_id, attempt["at_ms"], r.variant, bool(r.risk_declined or r.explored),
-                bool(r.explored), float(r.propensity), int(attempt["amount_minor"]),
+                r.order_id, attempt.at_ms, r.variant, bool(r.risk_declined or r.explored),
+                bool(r.explored), float(r.propensity), attempt.amount_minor,
+                segments(attempt, json.loads(r.features)),
             )
         )  # fmt: skip
     return found

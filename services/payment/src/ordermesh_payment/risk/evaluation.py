@@ -13,8 +13,8 @@ import numpy as np
 
 from ordermesh_payment.risk.dataset import Labelled
 from ordermesh_payment.risk.drift import PSI_MOVING, PSI_SHIFTED, drift, psi, shares
+from ordermesh_payment.risk.fairness import SegmentRates, scored_rates
 from ordermesh_payment.risk.features import FeatureDefinition
-from ordermesh_payment.risk.gate import SegmentRates, segment_rates
 from ordermesh_payment.risk.metrics import Costs, decision_costs, evaluate_scores
 from ordermesh_payment.risk.models import Artifact, load_artifact
 from ordermesh_payment.risk.training import (
@@ -72,7 +72,7 @@ def evaluate_folder(
     )
     plot_calibration(scored, holdout.labels, out / "calibration.png")
     segments = {
-        s.artifact.kind: segment_rates(
+        s.artifact.kind: scored_rates(
             holdout, s.artifact.feature_names, s.scores, s.artifact.threshold, min_segment_genuine
         )
         for s in scored

@@ -1,96 +1,23 @@
 """The promotion gate: a challenger becomes champion only when, on the same holdout,
 it costs less than the champion with confidence, and no customer segment bears its
-false declines far more than another.
-
-Segments are what a fairness review asks about and the data has: billing country,
-new or returning customer, new or known payment token. None of them is a feature;
-billing country is watched precisely because country can stand in for nationality."""
+false declines far more than another (the segments: ``risk/fairness.py``)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ordermesh_payment.risk.dataset import Labelled, Row
+from ordermesh_payment.risk.dataset import Labelled
+from ordermesh_payment.risk.fairness import RATE_FLOOR, SegmentRates, scored_rates, worst_ratio
 from ordermesh_payment.risk.metrics import Costs
 from ordermesh_payment.risk.models import Artifact
-
-
-def _feature(definition_names: Sequence[str], name: str) -> Callable[[Row], float]:
-    index = definition_names.index(name)
-    return lambda row: row.vector[index]
-
-
-def segments_of(names: Sequence[str]) -> dict[str, Callable[[Row], str]]:
-    """Each segmentation: a name and the segment a row falls in."""
-    customer_seen = _feature(names, "customer_seen_before")
-    token_seen = _feature(names, "token_seen_before")
-    return {
-        "billing_country": lambda row: row.attempt.billing_country or "unknown",
-        "customer": lambda row: "returning" if customer_seen(row) else "new",
-        "payment_token": lambda row: "known" if token_seen(row) else "new",
-    }
-
-
-@dataclass(frozen=True)
-class SegmentRates:
-    segmentation: str
-    segment: str
-    orders: int
-    genuine: int
-    false_decline_rate: float
-    approval_rate: float
-
-
-def segment_rates(
-    data: Labelled,
-    names: Sequence[str],
-    scores: Sequence[float],
-    threshold: float,
-    min_genuine: int,
-) -> list[SegmentRates]:
-    """Per segment (with at least ``min_genuine`` genuine orders): the share of its
-    genuine orders declined, and the share of its orders approved."""
-    rates = []
-    for segmentation, segment_of in segments_of(names).items():
-        groups: dict[str, list[tuple[int, bool]]] = {}
-        for row, label, score in zip(data.rows, data.labels, scores, strict=True):
-            groups.setdefault(segment_of(row), []).append((label, score >= threshold))
-        for segment, members in sorted(groups.items()):
-            genuine = [declined for label, declined in members if not label]
-            if len(genuine) < min_genuine:
-                continue
-            rates.append(
-                SegmentRates(
-                    segmentation,
-                    segment,
-                    len(members),
-                    len(genuine),
-                    sum(genuine) / len(genuine),
-                    sum(not declined for _, declined in members) / len(members),
-                )
-            )
-    return rates
-
-
-def worst_ratio(rates: Sequence[SegmentRates], floor: float) -> float:
-    """Within each segmentation, the worst false-decline rate over the best; the
-    largest of those. Rates below ``floor`` count as ``floor``: a segment with no
-    false decline must not make every ratio infinite, and among rates that small
-    the differences are noise, not unfairness."""
-    worst = 1.0
-    for segmentation in {r.segmentation for r in rates}:
-        within = [r.false_decline_rate for r in rates if r.segmentation == segmentation]
-        if len(within) > 1:
-            worst = max(worst, max(max(within), floor) / max(min(within), floor))
-    return worst
 
 
 @dataclass(frozen=True)
 class GateSettings:
     max_false_decline_ratio: float = 3.0
-    rate_floor: float = 0.005  # see worst_ratio
+    rate_floor: float = RATE_FLOOR
     min_segment_genuine: int = 100
     confidence: float = 0.95
     bootstrap_rounds: int = 400
@@ -153,7 +80,7 @@ def check_promotion(
     """Whether ``challenger`` may replace ``champion``, judged on ``holdout``."""
     vectors = [r.vector for r in holdout.rows]
     challenger_scores = challenger.model.scores(vectors)
-    segments = segment_rates(
+    segments = scored_rates(
         holdout,
         challenger.feature_names,
         challenger_scores,

@@ -2,8 +2,8 @@
 
 An artifact is one JSON file: the model as data (rules, logistic coefficients, or
 LightGBM's own text format), its version, training window, feature-schema hash,
-threshold and metrics. Loading one parses text and never runs code from it (no
-pickle); a model trained on another feature schema is refused."""
+threshold, metrics and per-segment fairness report. Loading one parses text and never
+runs code from it (no pickle); a model trained on another feature schema is refused."""
 
 from __future__ import annotations
 
@@ -231,6 +231,8 @@ class Artifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     # Score and feature distributions on the training rows, for PSI (risk/drift.py).
     reference: dict[str, Any] = field(default_factory=dict)
+    # Per-segment false-decline and approval rates on the holdout (risk/fairness.py).
+    fairness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -255,6 +257,7 @@ class Artifact:
             "training_window": self.training_window,
             "metrics": self.metrics,
             "reference": self.reference,
+            "fairness": self.fairness,
             "model": self.model.payload(),
         }
 
@@ -310,6 +313,7 @@ def parse_artifact(text: str, path: str, expected_schema_hash: str | None = None
             model, names, schema, float(data["threshold"]), dict(data["training_window"]),
             dict(data.get("metrics", {})),
             dict(data.get("reference", {})),
+            dict(data.get("fairness", {})),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, ArtifactError):

@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from ordermesh_payment.risk.decision_log import LoggedDecision
+from ordermesh_payment.risk.fairness import SegmentRates, segment_rates
 from ordermesh_payment.risk.metrics import Costs
 
 
@@ -97,3 +98,24 @@ def report(
             )
         )
     return reports
+
+
+def variant_segment_rates(
+    decisions: Sequence[LoggedDecision], fraud: Collection[str], min_genuine: int
+) -> dict[str, list[SegmentRates]]:
+    """Per variant, each segment's false-decline and approval rates of its would-be
+    declines. Only labelled decisions count (plain approvals, and explored would-be
+    declines standing for 1 / propensity each), as for precision and recall."""
+    rates = {}
+    for variant in sorted({d.variant for d in decisions}):
+        labelled = [
+            d for d in decisions if d.variant == variant and (d.explored or not d.would_decline)
+        ]
+        rates[variant] = segment_rates(
+            [d.segments for d in labelled],
+            [int(d.order_id in fraud) for d in labelled],
+            [d.would_decline for d in labelled],
+            min_genuine,
+            [1.0 / d.propensity for d in labelled],
+        )
+    return rates

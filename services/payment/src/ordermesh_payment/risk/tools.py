@@ -58,7 +58,12 @@ def train(
         out,
         risk.feature_definition(),
         Costs(risk.margin_rate, risk.chargeback_fee_minor),
-        TrainingSettings(since=since, until=until, maturity_days=maturity_days),
+        TrainingSettings(
+            since=since,
+            until=until,
+            maturity_days=maturity_days,
+            min_segment_genuine=risk.min_segment_genuine,
+        ),
     )
 
 
@@ -207,17 +212,21 @@ def skew(database_url: str | None) -> dict[str, object]:
 
 
 def report(
-    database_url: str | None, chargebacks: Path, maturity_days: float
+    database_url: str | None, chargebacks: Path, maturity_days: float, out: Path
 ) -> list[dict[str, object]]:
-    """Each variant's precision, recall and cost, blocked traffic included, from the
-    decision log and a chargeback file (one order id a line, or JSON lines with an
-    "order_id"), over decisions old enough for their chargebacks to have arrived."""
+    """Each variant's precision, recall and cost, blocked traffic included, and its
+    per-segment false-decline and approval rates, from the decision log and a chargeback
+    file (one order id a line, or JSON lines with an "order_id"), over decisions old
+    enough for their chargebacks to have arrived. Draws the segments into ``out``."""
     import json
     import time
 
-    from ordermesh_payment.risk.decision_log import logged_decisions
+    from ordermesh_payment.risk.decision_log import LoggedDecision, logged_decisions
+    from ordermesh_payment.risk.evaluation import plot_segments
+    from ordermesh_payment.risk.fairness import fairness_report
     from ordermesh_payment.risk.metrics import Costs
     from ordermesh_payment.risk.report import report as estimate
+    from ordermesh_payment.risk.report import variant_segment_rates
     from ordermesh_payment.store import risk_decisions
 
     fraud = set()
@@ -228,11 +237,19 @@ def report(
             )
     matured_before = time.time() * 1000 - maturity_days * 86_400_000
     risk = RiskSettings()
+    names = risk.feature_definition().names
 
-    async def use(_: ModelRegistry, conn: AsyncConnection) -> list[dict[str, object]]:
-        logged = await logged_decisions(conn, risk_decisions)
-        matured = [d for d in logged if d.decided_ms <= matured_before]
-        costs = Costs(risk.margin_rate, risk.chargeback_fee_minor)
-        return [asdict(r) for r in estimate(matured, fraud, costs)]
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> list[LoggedDecision]:
+        return await logged_decisions(conn, risk_decisions, names)
 
-    return asyncio.run(_in_registry(database_url, use))
+    matured = [
+        d for d in asyncio.run(_in_registry(database_url, use)) if d.decided_ms <= matured_before
+    ]
+    segments = variant_segment_rates(matured, fraud, risk.min_segment_genuine)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_segments(segments, out / "segments.png")
+    costs = Costs(risk.margin_rate, risk.chargeback_fee_minor)
+    return [
+        {**asdict(r), "fairness": fairness_report(segments[r.variant], risk.min_segment_genuine)}
+        for r in estimate(matured, fraud, costs)
+    ]

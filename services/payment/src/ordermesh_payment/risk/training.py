@@ -18,6 +18,7 @@ import numpy as np
 from ordermesh_payment.risk.dataset import Labelled, Row, labelled, replay
 from ordermesh_payment.risk.drift import drift, reference
 from ordermesh_payment.risk.events import EVENTS_FILE, Event, read_events
+from ordermesh_payment.risk.fairness import fairness_report, scored_rates
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.metrics import Costs, cheapest_threshold, evaluate_scores
 from ordermesh_payment.risk.models import (
@@ -41,6 +42,7 @@ class TrainingSettings:
     holdout_share: float = 0.2
     seed: int = 7
     boosting_rounds: int = 300
+    min_segment_genuine: int = 100  # fairness: smaller segments are not reported
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,16 @@ def train(
         metrics["psi_holdout"] = _psi_summary(
             drift(ref, names, [r.vector for r in split.holdout.rows], holdout_scores)
         )
+        fairness = fairness_report(
+            scored_rates(
+                split.holdout, names, holdout_scores, threshold, settings.min_segment_genuine
+            ),
+            settings.min_segment_genuine,
+        )
         artifacts.append(
-            Artifact(model, names, definition.schema_hash, threshold, window, metrics, ref)
+            Artifact(
+                model, names, definition.schema_hash, threshold, window, metrics, ref, fairness
+            )
         )
     return artifacts
 
