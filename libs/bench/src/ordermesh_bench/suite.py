@@ -19,7 +19,7 @@ import platform
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from rich.progress import Progress
 from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.order.v1 import order_pb2_grpc
-from ordermesh_bench.costs import per_order, snapshot
+from ordermesh_bench.costs import Snapshot, per_order, snapshot
 from ordermesh_bench.echo import start_echo_chain
 from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
 from ordermesh_bench.loadgen import Call, closed_loop, open_loop
@@ -318,6 +318,38 @@ async def _measure_hot_sku(
     )
 
 
+async def _alternating_runs(
+    config: BenchConfig,
+    mesh: LocalMesh,
+    progress: Progress,
+    name: str,
+    pairs: int,
+    call_for: Callable[[int], Call],
+    services: Sequence[str],
+    settings: Mapping[str, Mapping[str, str]],
+    extra: Callable[[str, Snapshot, Run], dict[str, Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    """``pairs`` closed-loop runs of each side at the highest level, off and on
+    alternating, ``services`` restarted the same way before each (with
+    ``settings[side]``) and run on the same data, so neither side gets the fresh
+    database or the quiet minute. Each run's summary, with what ``extra`` adds."""
+    level = config.levels[-1]
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for _ in range(pairs):
+        for side in ("off", "on"):
+            for service in services:
+                mesh.stop_service(service)
+                mesh.start_service(service, **settings[side])
+            await mesh.wait_serving(120)
+            await _settle(mesh, 120)
+            call = call_for(len(runs[side]))
+            await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 2.0)
+            before = snapshot(mesh)
+            run = await closed_loop(Run(f"{name} {side}"), call, level, config.level_s, progress)
+            runs[side].append({**run.summary(), **extra(side, before, run)})
+    return runs
+
+
 async def _measure_telemetry_cost(
     config: BenchConfig,
     mesh: LocalMesh,
@@ -333,21 +365,16 @@ async def _measure_telemetry_cost(
     tables as much as the telemetry. CPU per order is reported beside throughput: on a
     shared machine it moves far less between runs."""
     level = config.levels[-1]
-    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-    for _ in range(config.telemetry_pairs):
-        for side in ("off", "on"):
-            extra = {"OTEL_SDK_DISABLED": "true"} if side == "off" else {}
-            for name in SERVICE_NAMES:
-                mesh.stop_service(name)
-                mesh.start_service(name, **extra)
-            await mesh.wait_serving(120)
-            await _settle(mesh, 120)
-            call = place_call(orders, RequestMaker(workload, seed=4 + len(runs[side])))
-            await closed_loop(Run(f"warm-up, telemetry {side}"), call, 4, 2.0)
-            before = snapshot(mesh)
-            run = await closed_loop(Run(f"telemetry {side}"), call, level, config.level_s, progress)
-            cpu = per_order(before, snapshot(mesh), run.count)["cpu_ms_per_order_total"]
-            runs[side].append({**run.summary(), "cpu_ms_per_order": cpu})
+
+    def cpu(side: str, before: Snapshot, run: Run) -> dict[str, Any]:
+        costs = per_order(before, snapshot(mesh), run.count)
+        return {"cpu_ms_per_order": costs["cpu_ms_per_order_total"]}
+
+    runs = await _alternating_runs(
+        config, mesh, progress, "telemetry", config.telemetry_pairs,
+        lambda i: place_call(orders, RequestMaker(workload, seed=4 + i)),
+        SERVICE_NAMES, {"off": {"OTEL_SDK_DISABLED": "true"}, "on": {}}, cpu,
+    )  # fmt: skip
 
     # Another process on a shared machine only ever slows a run down: each side's best
     # run (highest throughput, lowest CPU per order) is the closest to what its code
@@ -392,24 +419,22 @@ async def _measure_risk_cost(
         config.state_dir / "risk", mesh.config.database_url("payment")
     )
     level = config.levels[-1]
-    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     histograms = []
-    for _ in range(config.risk_pairs):
-        for side in ("off", "on"):
-            mesh.stop_service("payment")
-            mesh.start_service(
-                "payment",
-                ORDERMESH_RISK_ENABLED="true" if side == "on" else "false",
-                ORDERMESH_RISK_REGISTRY_POLL_S="0.5",  # the champion, soon after the start
-            )
-            await mesh.wait_serving(120)
-            await _settle(mesh, 120)
-            call = place_call(orders, RequestMaker(workload, seed=40 + len(runs[side])))
-            await closed_loop(Run(f"warm-up, risk {side}"), call, 4, 2.0)
-            run = await closed_loop(Run(f"risk {side}"), call, level, config.level_s, progress)
-            runs[side].append(run.summary())
-            if side == "on":
-                histograms.append(scoring_histogram(mesh.config.metrics_port("payment")))
+
+    def scoring(side: str, before: Snapshot, run: Run) -> dict[str, Any]:
+        if side == "on":
+            histograms.append(scoring_histogram(mesh.config.metrics_port("payment")))
+        return {}
+
+    poll = {"ORDERMESH_RISK_REGISTRY_POLL_S": "0.5"}  # the champion, soon after the start
+    runs = await _alternating_runs(
+        config, mesh, progress, "risk", config.risk_pairs,
+        lambda i: place_call(orders, RequestMaker(workload, seed=40 + i)),
+        ("payment",),
+        {"off": {"ORDERMESH_RISK_ENABLED": "false", **poll},
+         "on": {"ORDERMESH_RISK_ENABLED": "true", **poll}},
+        scoring,
+    )  # fmt: skip
     # The best run of each side, as for the telemetry cost (noise only slows a run down).
     on = max(r["throughput_per_s"] for r in runs["on"])
     off = max(r["throughput_per_s"] for r in runs["off"])
