@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ordermesh_cli.mesh import MeshConfig
 from ordermesh_cli.state import MeshState
+from tests.support.ports import free_base
 
 ORDERMESH = [sys.executable, "-m", "ordermesh_cli"]
 
@@ -48,7 +50,7 @@ def test_an_unreachable_postgresql_is_one_line_with_its_url_redacted(
     command: list[str], tmp_path: Path
 ) -> None:
     if command[0] == "up":
-        command = [*command, "--state-dir", str(tmp_path / "state")]
+        command = [*command, *_own_ports_and_state(tmp_path)]
     line = _one_error_line(_run(*command))
     assert "PostgreSQL at postgresql://shop:***@127.0.0.1:1" in line
     assert "connection refused" in line
@@ -59,7 +61,7 @@ def test_an_unreachable_postgresql_is_one_line_with_its_url_redacted(
 
 
 def test_up_with_an_unreachable_kafka_is_one_line_naming_it(tmp_path: Path) -> None:
-    line = _one_error_line(_run("up", "--kafka", "127.0.0.1:1", "--state-dir", str(tmp_path)))
+    line = _one_error_line(_run("up", "--kafka", "127.0.0.1:1", *_own_ports_and_state(tmp_path)))
     assert "Kafka at 127.0.0.1:1: no broker answered" in line
 
 
@@ -93,3 +95,9 @@ def test_dlq_ignores_the_state_of_a_mesh_that_is_gone(tmp_path: Path) -> None:
     MeshState(gone.pid, 47051, "127.0.0.1:1").write(tmp_path)
     line = _one_error_line(_run("dlq", "replay", "--state-dir", str(tmp_path)))
     assert f"(pid {gone.pid}) is not running" in line
+
+
+def _own_ports_and_state(tmp_path: Path) -> list[str]:
+    """Free ports: a mesh on the default ones (`make run`) may be running beside."""
+    base = free_base(lambda b: MeshConfig(base_port=b).ports())
+    return ["--base-port", str(base), "--state-dir", str(tmp_path / "state")]
