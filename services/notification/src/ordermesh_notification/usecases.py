@@ -11,7 +11,8 @@ from ordermesh_notification.domain import (
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import Validator
-from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
+from ordermesh_platform.paging import Cursor, decode_token, page_of, page_size
+from ordermesh_platform.validation import check_order_id
 
 
 class Notifications:
@@ -39,8 +40,8 @@ class Notifications:
     ) -> tuple[list[Delivery], str]:
         v = Validator()
         validate_customer_id(v, customer_id, "customer_id")
-        v.check(len(order_id) <= 64, "order_id", "must be at most 64 characters")
-        v.storable(order_id, "order_id")
+        if order_id:  # a filter: empty lists every order's deliveries
+            check_order_id(v, order_id)
         size = page_size(v, requested_size)
         after = decode_token(v, token)
         v.raise_if_invalid()
@@ -48,8 +49,4 @@ class Notifications:
             rows = await NotificationStore(session).list_deliveries(
                 customer_id, order_id, after, size + 1
             )
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            next_token = encode_token(Cursor(rows[-1].created_at, rows[-1].notification_id))
-        return rows, next_token
+        return page_of(rows, size, lambda d: Cursor(d.created_at, d.notification_id))

@@ -1,0 +1,34 @@
+"""The identifiers every service checks the same way: order ids and SKUs."""
+
+from __future__ import annotations
+
+import re
+
+from ordermesh_platform.errors import Validator
+
+# An order id names its events' aggregate in every service's outbox (aggregate_id,
+# 64 characters): a longer one would pass a check and then fail to be recorded.
+ORDER_ID_MAX_LENGTH = 64
+SKU_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def check_order_id(v: Validator, order_id: str, field: str = "order_id") -> None:
+    # Printable: no NUL (PostgreSQL refuses it in text) and no line breaks (an order
+    # id stands in mail subjects and log lines).
+    v.check(
+        0 < len(order_id) <= ORDER_ID_MAX_LENGTH and order_id.isprintable(),
+        field,
+        f"must be 1-{ORDER_ID_MAX_LENGTH} printable characters",
+    )
+
+
+def validate_order_id(order_id: str) -> None:
+    """INVALID_ARGUMENT unless ``order_id`` could name an order."""
+    v = Validator()
+    check_order_id(v, order_id)
+    v.raise_if_invalid()
+
+
+def check_sku(v: Validator, sku: str, field: str) -> None:
+    # fullmatch: with match, "$" also matches before a final newline ("A\n" passed).
+    v.check(bool(SKU_PATTERN.fullmatch(sku)), field, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
