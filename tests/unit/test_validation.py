@@ -6,7 +6,9 @@ import pytest
 
 from ordermesh_platform.errors import InvalidArgument, Validator
 from ordermesh_platform.validation import (
+    CUSTOMER_ID_MAX_LENGTH,
     ORDER_ID_MAX_LENGTH,
+    check_customer_id,
     check_order_id,
     check_sku,
     validate_order_id,
@@ -31,6 +33,17 @@ def test_an_order_id_check_names_the_callers_field() -> None:
     v = Validator()
     check_order_id(v, "", "requests[3].order_id")
     assert [x.field for x in v.violations] == ["requests[3].order_id"]
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "ok"),
+    [("c1", True), ("user@example.com", True), ("x" * CUSTOMER_ID_MAX_LENGTH, True),
+     ("", False), ("x" * (CUSTOMER_ID_MAX_LENGTH + 1), False), ("c\x00", False), ("c\n", False)],
+)  # fmt: skip
+def test_a_customer_id_is_1_to_128_printable_characters(customer_id: str, ok: bool) -> None:
+    v = Validator()
+    check_customer_id(v, customer_id)
+    assert [x.field for x in v.violations] == ([] if ok else ["customer_id"])
 
 
 @pytest.mark.parametrize("sku", ["SKU-1", "a.b_c-D9", "x" * 64])

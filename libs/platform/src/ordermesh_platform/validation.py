@@ -1,4 +1,4 @@
-"""The identifiers every service checks the same way: order ids and SKUs."""
+"""The identifiers every service checks the same way: order ids, customer ids, SKUs."""
 
 from __future__ import annotations
 
@@ -9,17 +9,26 @@ from ordermesh_platform.errors import Validator
 # An order id names its events' aggregate in every service's outbox (aggregate_id,
 # 64 characters): a longer one would pass a check and then fail to be recorded.
 ORDER_ID_MAX_LENGTH = 64
+CUSTOMER_ID_MAX_LENGTH = 128  # the token's subject, as the services' tables hold it
 SKU_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def check_order_id(v: Validator, order_id: str, field: str = "order_id") -> None:
-    # Printable: no NUL (PostgreSQL refuses it in text) and no line breaks (an order
-    # id stands in mail subjects and log lines).
+def check_identifier(v: Validator, value: str, field: str, max_length: int) -> None:
+    # Printable: no NUL (PostgreSQL refuses it in text) and no line breaks (an id
+    # stands in mail subjects and log lines).
     v.check(
-        0 < len(order_id) <= ORDER_ID_MAX_LENGTH and order_id.isprintable(),
+        0 < len(value) <= max_length and value.isprintable(),
         field,
-        f"must be 1-{ORDER_ID_MAX_LENGTH} printable characters",
+        f"must be 1-{max_length} printable characters",
     )
+
+
+def check_order_id(v: Validator, order_id: str, field: str = "order_id") -> None:
+    check_identifier(v, order_id, field, ORDER_ID_MAX_LENGTH)
+
+
+def check_customer_id(v: Validator, customer_id: str, field: str = "customer_id") -> None:
+    check_identifier(v, customer_id, field, CUSTOMER_ID_MAX_LENGTH)
 
 
 def validate_order_id(order_id: str) -> None:

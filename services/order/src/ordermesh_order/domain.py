@@ -17,7 +17,12 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import is_currency
-from ordermesh_platform.validation import check_order_id, check_sku
+from ordermesh_platform.validation import (
+    check_customer_id,
+    check_identifier,
+    check_order_id,
+    check_sku,
+)
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
@@ -269,8 +274,8 @@ class PlaceOrder:
         risk_signals: str = "",
     ) -> PlaceOrder:
         v = Validator()
-        _check_id(v, customer_id, "customer_id")
-        _check_id(v, idempotency_key, "idempotency_key")
+        check_customer_id(v, customer_id)
+        check_identifier(v, idempotency_key, "idempotency_key", MAX_ID_LENGTH)
         v.check(0 < len(items) <= MAX_LINES, "items", f"must hold 1-{MAX_LINES} lines")
         for i, (sku, quantity) in enumerate(items[:MAX_LINES]):
             check_sku(v, sku, f"items[{i}].sku")
@@ -307,14 +312,6 @@ def priced_lines(
 ) -> tuple[OrderLine, ...]:
     """The order's lines with the prices inventory reserved them at."""
     return tuple(replace(x, unit_price_minor=unit_prices[x.sku]) for x in lines)
-
-
-def _check_id(v: Validator, value: str, field_name: str) -> None:
-    v.check(
-        0 < len(value) <= MAX_ID_LENGTH and value.isprintable(),
-        field_name,
-        f"must be 1-{MAX_ID_LENGTH} printable characters",
-    )
 
 
 def validate_cancel(order_id: str, note: str) -> None:

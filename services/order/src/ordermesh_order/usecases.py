@@ -25,7 +25,7 @@ from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import NotFound, Overloaded, Validator
 from ordermesh_platform.paging import Cursor, decode_token, page_of, page_size
 from ordermesh_platform.telemetry import traceparent_of_current
-from ordermesh_platform.validation import validate_order_id
+from ordermesh_platform.validation import check_customer_id, validate_order_id
 
 WATCH_POLL_S = 0.5
 # Kept back from a caller's deadline for the answer's trip home.
@@ -102,8 +102,7 @@ class Orders:
         """``state`` None lists every state; ``unknown_state`` says the caller sent a
         state this version does not know, which is refused rather than read as "all"."""
         v = Validator()
-        v.check(0 < len(customer_id) <= 128, "customer_id", "must be 1-128 characters")
-        v.storable(customer_id, "customer_id")
+        check_customer_id(v, customer_id)
         v.check(not unknown_state, "state", "must be an OrderState, or UNSPECIFIED for all")
         size = page_size(v, requested_size)
         after = decode_token(v, token)

@@ -15,9 +15,8 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
-from ordermesh_platform.validation import check_order_id
+from ordermesh_platform.validation import check_customer_id, check_order_id
 
-MAX_ID_LENGTH = 128
 MAX_TOKEN_LENGTH = 256
 # Items of one batch call: enough to amortize a round trip, small enough for one answer.
 MAX_BATCH_ITEMS = 1000
@@ -174,12 +173,7 @@ def validate_authorization(
 ) -> None:
     v = v or Validator()
     check_order_id(v, order_id)
-    v.check(
-        0 < len(customer_id) <= MAX_ID_LENGTH,
-        "customer_id",
-        f"must be 1-{MAX_ID_LENGTH} characters",
-    )
-    v.storable(customer_id, "customer_id")
+    check_customer_id(v, customer_id)
     v.check(
         0 < amount_minor <= MAX_AMOUNT_MINOR,
         "amount.amount_minor",
