@@ -18,7 +18,6 @@ from datetime import datetime
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
 from ordermesh.events.v1 import events_pb2
@@ -27,6 +26,7 @@ from ordermesh.notification.v1 import notification_pb2_grpc
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh_cli.mesh import scrape_metrics
 from ordermesh_messaging.cloudevents import build_headers, header_map
+from ordermesh_messaging.producer import new_producer
 from ordermesh_platform.db import create_engine
 from tests.e2e.conftest import start_mesh
 from tests.support.broker import read_topic
@@ -290,7 +290,7 @@ async def test_a_poison_message_is_dead_lettered_and_replayed_while_orders_flow_
     mesh: MeshClient,
 ) -> None:
     bootstrap = mesh.mesh.config.kafka_bootstrap
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    producer = new_producer(bootstrap)
     await producer.start()
     poison_id = str(uuid.uuid4())
     try:

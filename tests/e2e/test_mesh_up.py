@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ordermesh_cli.health_client import check_health
-from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_cli.registry import load_service
+from ordermesh_platform.service_names import SERVICE_NAMES
 from tests.support.ports import free_port_block
 from tests.support.postgres import SERVER_URL, drop_databases_like, unique_name
 from tests.support.procs import children_of, is_alive

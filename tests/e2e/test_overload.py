@@ -22,7 +22,8 @@ from google.rpc import error_details_pb2
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh_cli.health_client import check_health
 from ordermesh_cli.mesh import scrape_metrics
-from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_cli.registry import load_service
+from ordermesh_platform.service_names import SERVICE_NAMES
 from tests.e2e.conftest import start_mesh
 from tests.support.mesh_client import MeshClient
 from tests.support.postgres import SERVER_URL, drop_databases_like, unique_name

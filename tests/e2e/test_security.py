@@ -21,8 +21,9 @@ from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_cli.access import Metadata, open_channel
 from ordermesh_cli.health_client import check_health
-from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_cli.registry import load_service
 from ordermesh_platform.devcerts import create_dev_certs, ensure_jwt_keys, mint_token
+from ordermesh_platform.service_names import SERVICE_NAMES
 from ordermesh_platform.tls import TlsFiles
 from tests.e2e.conftest import start_mesh
 from tests.support.mesh_client import MeshClient

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, settings
 
 from ordermesh_cli.registry import load_service
-from ordermesh_platform.money import ISO_4217, MAX_AMOUNT_MINOR
+from ordermesh_platform.money import CURRENCIES, MAX_AMOUNT_MINOR
 from ordermesh_platform.server import RunningService
 from tests.support.postgres import SERVER_URL, database_url, drop_database, unique_name
 from tests.support.services import running_service
@@ -69,7 +69,7 @@ FUZZ = settings(
 
 # Constants the SQL checks name (fixed values, never input: safe to interpolate).
 SQL_CONSTANTS = {
-    "currencies": "ARRAY[" + ",".join(f"'{code}'" for code in sorted(ISO_4217)) + "]",
+    "currencies": "ARRAY[" + ",".join(f"'{code}'" for code in sorted(CURRENCIES)) + "]",
     "max_amount": str(MAX_AMOUNT_MINOR),
     "sku": "'^[A-Za-z0-9._-]{1,64}$'",
 }

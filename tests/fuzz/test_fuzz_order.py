@@ -165,7 +165,7 @@ def _tokens() -> Field[str]:
 
 
 def near_valid_request(rpc: str, seed: Seed) -> st.SearchStrategy[Message]:
-    orders = identifiers(seed.order_ids, max_length=128)
+    orders = identifiers(seed.order_ids, max_length=64)
     if rpc == "PlaceOrder":
         return near_valid(
             pb.PlaceOrderRequest,

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import Column, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +18,7 @@ from ordermesh_messaging.consumer import EventConsumer, Handler
 from ordermesh_messaging.dlq import list_dead_letters, replay_dead_letters
 from ordermesh_messaging.inbound import InboundEvent
 from ordermesh_messaging.inbox import Inbox, inbox_table
+from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_platform.db import Transactions, create_engine
 from tests.support.broker import Broker, read_topic, running_broker
@@ -73,9 +73,7 @@ async def produce(
     traceparents: Sequence[str] = (),
 ) -> list[str]:
     """Send the payloads on one partition (one key); the event ids sent, ``ids`` or new."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False
-    )
+    producer = new_producer(broker.bootstrap)
     await producer.start()
     event_ids = list(ids) or [str(uuid.uuid4()) for _ in payloads]
     parents = list(traceparents) or ["" for _ in payloads]

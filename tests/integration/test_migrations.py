@@ -7,9 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_cli.registry import load_service
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.migrations import upgrade_to_head, version_table
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 pytestmark = pytest.mark.integration
 

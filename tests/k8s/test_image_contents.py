@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ordermesh_cli.registry import SERVICE_NAMES
+from ordermesh_platform.service_names import SERVICE_NAMES
 from tests.support.broker import Broker, running_broker
 from tests.support.ports import free_port_block
 

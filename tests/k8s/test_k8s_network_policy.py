@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from ordermesh_platform.service_names import SERVICE_NAMES
 from tests.k8s.chart import EDGES_VALUES, Manifest, Render
 
-SERVICES = ("order", "inventory", "payment", "notification")
+SERVICES = SERVICE_NAMES  # the chart deploys each service of the mesh
 MIGRATIONS = tuple(f"migrate-{s}" for s in SERVICES)
 GRPC, METRICS, POSTGRES, KAFKA, OTLP, DNS = 50051, 9464, 5432, 9092, 4317, 53
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from ordermesh_platform.service_names import SERVICE_NAMES
 from tests.k8s.chart import NAMESPACE, RELEASE, Manifest, Render, RenderError, component, of_kind
 
-SERVICES = ("order", "inventory", "payment", "notification")
+SERVICES = SERVICE_NAMES  # the chart deploys each service of the mesh
 GRPC_NAMES = {
     "order": "ordermesh.order.v1.OrderService",
     "inventory": "ordermesh.inventory.v1.InventoryService",

@@ -12,7 +12,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from ordermesh_cli.main import app
-from ordermesh_platform.devcerts import CALLER, SERVICES, create_dev_certs
+from ordermesh_platform.devcerts import CALLER, create_dev_certs
+from ordermesh_platform.service_names import SERVICE_NAMES as SERVICES
 from ordermesh_platform.settings import ServiceSettings
 from ordermesh_platform.tls import TlsFiles
 

@@ -14,12 +14,12 @@ from rich.console import Console
 from ordermesh_cli.dashboard import mesh_table
 from ordermesh_cli.mesh import Child, LocalMesh, MeshConfig
 from ordermesh_cli.ports import parse_replicas
-from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_client.channels import service_config
 from ordermesh_order.config import OrderSettings
 from ordermesh_platform.clients import channel_options
 from ordermesh_platform.devcerts import service_dns_names
 from ordermesh_platform.server import server_options
+from ordermesh_platform.service_names import SERVICE_NAMES
 from ordermesh_platform.settings import ServiceSettings
 from ordermesh_platform.targets import grpc_target, target_authority
 

@@ -29,10 +29,10 @@ from ordermesh_bench.suite import SKUS, _drop_databases, _settle, seed, wait_dra
 from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
-from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_client import OrderClient, OrdermeshError, open_channel
 from ordermesh_messaging.cloudevents import header_map
 from ordermesh_messaging.events import TOPICS
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 console = Console(stderr=True)
 SAGA_TIMEOUT_S = 30.0

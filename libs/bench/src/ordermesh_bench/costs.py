@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from ordermesh_cli.mesh import LocalMesh
-from ordermesh_cli.registry import SERVICE_NAMES
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

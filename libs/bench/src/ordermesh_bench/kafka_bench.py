@@ -10,13 +10,13 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import MetaData
 
 from ordermesh.events.v1 import events_pb2
 from ordermesh_bench.rawsql import asyncpg_dsn
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.outbox import bucket_of, outbox_table
+from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.relay import OutboxRelay
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_platform.db import create_engine
@@ -91,10 +91,9 @@ async def relay_throughput(database_url: str, settings: RelaySettings, count: in
 async def producer_throughput(bootstrap: str, count: int, batch: int) -> float:
     """Events per second produced straight to the broker, batch by batch, acks=all."""
     events = sample_events(count)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=2,
-        max_batch_size=1024 * 1024,
-    )  # fmt: skip
+    # The relay's own producer settings: the baseline differs from the relay only by the
+    # outbox around it.
+    producer = new_producer(bootstrap)
     await producer.start()
     try:
         now = datetime.now(UTC)

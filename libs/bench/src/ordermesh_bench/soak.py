@@ -32,8 +32,8 @@ from ordermesh_bench.suite import (
 from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants, fetch_rows, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig, scrape_metrics
-from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_platform.db import autovacuum_is_off, create_engine, vacuum_analyze
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 console = Console(stderr=True)
 PAGE_KB = 4

@@ -47,10 +47,11 @@ from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
 from ordermesh_cli.processes import stop_all
-from ordermesh_cli.registry import SERVICE_NAMES, load_service
+from ordermesh_cli.registry import load_service
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_platform.db import ensure_database
 from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 console = Console(stderr=True)
 SKUS = tuple(f"BENCH-{i:03d}" for i in range(100))

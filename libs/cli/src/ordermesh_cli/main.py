@@ -26,10 +26,11 @@ from ordermesh_cli.ports import (
     taken_message,
 )
 from ordermesh_cli.preflight import check_dependencies
-from ordermesh_cli.registry import SERVICE_NAMES, add_installed_commands, load_service
+from ordermesh_cli.registry import add_installed_commands, load_service
 from ordermesh_cli.risk import risk_app
 from ordermesh_cli.state import MeshState, NoRunningMesh, forget_mesh, running_mesh
 from ordermesh_platform.dependencies import DependencyUnavailable, redacted_url
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 # The mesh, the demo and gRPC are imported by the commands that use them: `up` answers
 # a taken port before loading them, and `--help` stays quick.

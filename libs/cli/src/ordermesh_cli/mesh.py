@@ -29,7 +29,6 @@ from ordermesh_cli.ports import (
     taken_message,
 )
 from ordermesh_cli.processes import dies_with_parent, stop_all
-from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_platform.devcerts import (
     CALLER,
     DEV_AUDIENCE,
@@ -38,6 +37,7 @@ from ordermesh_platform.devcerts import (
     ensure_jwt_keys,
 )
 from ordermesh_platform.health import instance_health_name
+from ordermesh_platform.service_names import SERVICE_NAMES
 from ordermesh_platform.targets import grpc_target
 from ordermesh_platform.tls import TlsFiles
 

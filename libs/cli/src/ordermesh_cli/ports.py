@@ -19,7 +19,7 @@ import errno
 import socket
 from collections.abc import Mapping
 
-from ordermesh_cli.registry import SERVICE_NAMES
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 PORT_OFFSETS = {name: i for i, name in enumerate(SERVICE_NAMES)}
 BROKER_PORT_OFFSET = 40

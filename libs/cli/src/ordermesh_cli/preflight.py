@@ -5,9 +5,9 @@ of four services failing with tracebacks in their log files."""
 from __future__ import annotations
 
 from ordermesh_cli.mesh import MeshConfig
-from ordermesh_cli.registry import SERVICE_NAMES
 from ordermesh_messaging.reachability import check_kafka
 from ordermesh_platform.dependencies import reach_database
+from ordermesh_platform.service_names import SERVICE_NAMES
 
 
 async def check_dependencies(config: MeshConfig) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from ordermesh_platform.service_names import SERVICE_NAMES
+
 if TYPE_CHECKING:
     import typer
 
     from ordermesh_platform.service import ServiceSpec
-
-SERVICE_NAMES = ("order", "inventory", "payment", "notification")
 
 
 def load_service(name: str) -> ServiceSpec:

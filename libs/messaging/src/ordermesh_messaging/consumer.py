@@ -29,6 +29,7 @@ from ordermesh_messaging.inbound import (
     under_its_span,
 )
 from ordermesh_messaging.inbox import Inbox
+from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_messaging.topics import dlq_topic, ensure_topics
@@ -176,12 +177,7 @@ class EventConsumer:
                 s.kafka_replication_factor,
                 s.kafka_request_timeout_s,
             )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=False,
-            request_timeout_ms=int(s.kafka_request_timeout_s * 1000),
-        )
+        producer = new_producer(s.kafka_bootstrap, s.kafka_request_timeout_s)
         await producer.start()
         consumer = AIOKafkaConsumer(
             *self.topics,

@@ -6,11 +6,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ordermesh_messaging.cloudevents import header_map
 from ordermesh_messaging.consumer import DLQ_HEADERS
 from ordermesh_messaging.events import TOPICS
+from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.reachability import kafka_errors
 from ordermesh_messaging.topics import dlq_topic
 
@@ -107,7 +108,7 @@ async def replay_dead_letters(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    producer = new_producer(bootstrap)
     try:
         async with kafka_errors(bootstrap):
             await consumer.start()

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
 from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
+from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
@@ -97,17 +98,9 @@ class Acknowledged:
 
 
 def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
-    # acks=all: a row is marked published only when every in-sync replica has it. The
-    # idempotent producer is off: the local broker refuses it, and consumers dedupe
-    # by event id anyway (at-least-once on the wire).
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=2,
-        request_timeout_ms=int(settings.kafka_request_timeout_s * 1000),
-        max_batch_size=1024 * 1024,
-    )
+    # acks=all (new_producer): a row is marked published only when every in-sync
+    # replica has it.
+    return new_producer(settings.kafka_bootstrap, settings.kafka_request_timeout_s)
 
 
 class OutboxRelay:

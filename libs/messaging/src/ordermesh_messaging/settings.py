@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ordermesh_messaging.producer import DEFAULT_REQUEST_TIMEOUT_S
 from ordermesh_platform.settings import ServiceSettings
 
 
@@ -14,7 +15,9 @@ class KafkaSettings(ServiceSettings):
     kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of created topics.")
     kafka_replication_factor: int = Field(1, ge=1, description="Replicas of created topics.")
     kafka_request_timeout_s: float = Field(
-        5.0, gt=0, description="A produce that the broker has not acknowledged by then fails."
+        DEFAULT_REQUEST_TIMEOUT_S,
+        gt=0,
+        description="A produce that the broker has not acknowledged by then fails.",
     )
 
 

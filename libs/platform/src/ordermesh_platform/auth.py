@@ -19,6 +19,7 @@ import jwt
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_platform.errors import PermissionDenied, Unauthenticated
+from ordermesh_platform.service_names import SERVICE_NAMES
 from ordermesh_platform.signing_keys import (
     JwksUrl,
     KeyFile,
@@ -31,7 +32,6 @@ from ordermesh_platform.signing_keys import (
 )
 
 ADMIN_SCOPE = "ordermesh:admin"
-SERVICE_NAMES = ("order", "inventory", "payment", "notification")
 # A certificate name whose first DNS label is ordermesh-<service>, optionally after a
 # release prefix (<release>-ordermesh-<service>, the chart's Service names).
 _SERVICE_NAME = re.compile(r"^(?:[a-z0-9-]+-)?ordermesh-(" + "|".join(SERVICE_NAMES) + r")$")

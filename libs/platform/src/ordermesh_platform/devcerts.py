@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVICES = ("order", "inventory", "payment", "notification")
+from ordermesh_platform.service_names import SERVICE_NAMES
+
 CALLER = "caller"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -192,7 +193,7 @@ class Authority:
 def create_dev_certs(
     out: Path,
     namespace: str = "ordermesh",
-    services: Iterable[str] = SERVICES,
+    services: Iterable[str] = SERVICE_NAMES,
     force: bool = False,
 ) -> list[Path]:
     """The development CA (reused when ``out`` has one) and a certificate folder per

@@ -30,6 +30,7 @@ from ordermesh_platform.errors import (
     Unavailable,
 )
 from ordermesh_platform.grpc_errors import internal_error, to_grpc_status
+from ordermesh_platform.grpc_handlers import wrap_handler
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import RPC_IN_FLIGHT, RPC_LATENCY, RPC_REQUESTS, RPC_SHED
 from ordermesh_platform.policy import Policy
@@ -47,33 +48,6 @@ OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 def is_open(method: str) -> bool:
     return method.startswith(OPEN_METHOD_PREFIXES)
-
-
-def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    unary: Callable[[Any], Any],
-    stream: Callable[[Any], Any],
-    tolerant: bool = False,
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler with its unary-unary or unary-stream behaviour wrapped; with
-    ``tolerant``, a request that does not decode reaches the behaviour as
-    :class:`Undecodable` instead of failing inside gRPC (which answers UNKNOWN)."""
-    deserializer = handler.request_deserializer
-    if tolerant and deserializer is not None:
-        deserializer = _tolerant(deserializer)
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
 
 
 class Undecodable:
@@ -149,11 +123,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             return None
         method: str = handler_call_details.method
         limit = None if is_open(method) else self.limit
-        return _wrap(
+        # A request that does not decode reaches the behaviour as Undecodable, which it
+        # refuses as INVALID_ARGUMENT, instead of failing inside gRPC (UNKNOWN).
+        deserializer = handler.request_deserializer
+        return wrap_handler(
             handler,
             lambda behavior: self._unary(behavior, method, limit),
             lambda behavior: self._stream(behavior, method, limit),
-            tolerant=True,
+            _tolerant(deserializer) if deserializer is not None else None,
         )
 
     def _unary(self, behavior: Any, method: str, limit: InFlightLimit | None) -> Any:
@@ -264,7 +241,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or is_open(method):
             return handler
-        return _wrap(
+        return wrap_handler(
             handler,
             lambda behavior: self._unary(behavior, method),
             lambda behavior: self._stream(behavior, method),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, or_
 
@@ -15,6 +16,8 @@ from ordermesh_platform.errors import Validator
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,13 @@ def newest_first(
     return query.where(
         or_(created_at < after.created_at, and_(created_at == after.created_at, id_ < after.id))
     )
+
+
+def page_of(rows: Sequence[T], size: int, cursor: Callable[[T], Cursor]) -> tuple[list[T], str]:
+    """One page of ``rows`` read with a limit of ``size + 1``, and the token of the next
+    page: empty when the extra row did not come back, so the last page says so without
+    another round trip."""
+    if len(rows) <= size:
+        return list(rows), ""
+    page = list(rows[:size])
+    return page, encode_token(cursor(page[-1]))

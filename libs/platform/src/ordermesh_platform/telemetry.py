@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ordermesh_platform.grpc_handlers import wrap_handler
+
 TRACER_NAME = "ordermesh"
 _instrumented_engines: set[int] = set()
 
@@ -161,32 +163,22 @@ class _ContextServerInterceptor(grpc.aio.ServerInterceptor):
         def span() -> AbstractContextManager[Any]:
             return tracer().start_as_current_span(method, context=parent, kind=SpanKind.SERVER)
 
-        if handler.unary_unary is not None:
-            behavior = handler.unary_unary
-
-            async def unary(request: Any, context: Any) -> Any:
+        def unary(behavior: Any) -> Any:
+            async def traced(request: Any, context: Any) -> Any:
                 with span():
                     return await behavior(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            streaming = handler.unary_stream
+            return traced
 
-            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        def stream(behavior: Any) -> Any:
+            async def traced(request: Any, context: Any) -> AsyncIterator[Any]:
                 with span():
-                    async for response in streaming(request, context):
+                    async for response in behavior(request, context):
                         yield response
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            return traced
+
+        return wrap_handler(handler, unary, stream)
 
 
 def _with_trace_context(details: Any) -> Any:

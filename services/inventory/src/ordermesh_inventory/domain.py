@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -14,8 +13,8 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
+from ordermesh_platform.validation import check_order_id, check_sku
 
-SKU_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_NAME_LENGTH = 256
 MAX_SKUS_PER_CALL = 1000
 MAX_STOCK_DELTA = 10**9
@@ -55,14 +54,9 @@ class Adjustment:
     note: str
 
 
-def validate_sku(v: Validator, sku: str, field: str) -> None:
-    # fullmatch: with match, "$" also matches before a final newline ("A\n" passed).
-    v.check(bool(SKU_PATTERN.fullmatch(sku)), field, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
-
-
 def validate_product(product: Product) -> None:
     v = Validator()
-    validate_sku(v, product.sku, "product.sku")
+    check_sku(v, product.sku, "product.sku")
     v.check(
         0 < len(product.name) <= MAX_NAME_LENGTH,
         "product.name",
@@ -86,7 +80,7 @@ def validate_adjustment(adjustment: Adjustment) -> None:
     v = Validator()
     v.check(0 < len(adjustment.adjustment_id) <= 128, "adjustment_id", "must be 1-128 characters")
     v.storable(adjustment.adjustment_id, "adjustment_id")
-    validate_sku(v, adjustment.sku, "sku")
+    check_sku(v, adjustment.sku, "sku")
     v.check(
         adjustment.delta != 0 and abs(adjustment.delta) <= MAX_STOCK_DELTA,
         "delta",
@@ -103,13 +97,12 @@ def validate_sku_list(skus: list[str], field: str, required: bool) -> None:
         v.check(len(skus) > 0, field, "must name at least one SKU")
     v.check(len(skus) <= MAX_SKUS_PER_CALL, field, f"must name at most {MAX_SKUS_PER_CALL}")
     for i, sku in enumerate(skus[:MAX_SKUS_PER_CALL]):
-        validate_sku(v, sku, f"{field}[{i}]")
+        check_sku(v, sku, f"{field}[{i}]")
     v.raise_if_invalid()
 
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
-MAX_ORDER_ID_LENGTH = 64
 MAX_TTL_S = 24 * 3600
 MAX_BATCH = 1000
 TOMBSTONE_CURRENCY = "XXX"  # ISO 4217 "no currency": a tombstone holds no lines
@@ -226,25 +219,16 @@ def take_all(available: MutableMapping[str, int], lines: tuple[ReservationLine, 
         available[line.sku] -= line.quantity
 
 
-def validate_order_id(v: Validator, order_id: str) -> None:
-    v.check(
-        0 < len(order_id) <= MAX_ORDER_ID_LENGTH,
-        "order_id",
-        f"must be 1-{MAX_ORDER_ID_LENGTH} characters",
-    )
-    v.storable(order_id, "order_id")
-
-
 def validate_reservation_request(
     order_id: str, lines: Sequence[ReservationLine], currency: str, ttl_s: float
 ) -> tuple[ReservationLine, ...]:
     """The lines sorted by SKU: every reservation takes its rows in that one order,
     so two reservations can never wait on each other."""
     v = Validator()
-    validate_order_id(v, order_id)
+    check_order_id(v, order_id)
     v.check(0 < len(lines) <= MAX_LINES, "lines", f"must hold 1-{MAX_LINES} lines")
     for i, line in enumerate(lines[:MAX_LINES]):
-        validate_sku(v, line.sku, f"lines[{i}].sku")
+        check_sku(v, line.sku, f"lines[{i}].sku")
         v.check(
             0 < line.quantity <= MAX_QUANTITY,
             f"lines[{i}].quantity",

@@ -21,7 +21,6 @@ from ordermesh_inventory.domain import (
     reserved_event,
     take_all,
     validate_adjustment,
-    validate_order_id,
     validate_product,
     validate_reservation_request,
     validate_sku_list,
@@ -36,9 +35,10 @@ from ordermesh_inventory.store import (
 )
 from ordermesh_messaging.unit_of_work import UnitOfWork, UnitsOfWork
 from ordermesh_platform.db import Transactions
-from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError, Validator
+from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError
 from ordermesh_platform.faults import kill_at
 from ordermesh_platform.telemetry import untraced
+from ordermesh_platform.validation import validate_order_id
 
 
 class Inventory:
@@ -324,14 +324,8 @@ def _validated_order_ids(
     valid = []
     for i, order_id in enumerate(order_ids):
         try:
-            _validate_order_id(order_id)
+            validate_order_id(order_id)
             valid.append(i)
         except InvalidArgument as error:
             errors[i] = error
     return errors, valid
-
-
-def _validate_order_id(order_id: str) -> None:
-    v = Validator()
-    validate_order_id(v, order_id)
-    v.raise_if_invalid()

@@ -10,8 +10,7 @@ from urllib.parse import urlparse
 
 from ordermesh_platform.errors import Validator
 from ordermesh_platform.resilience import Backoff
-
-MAX_ID_LENGTH = 128
+from ordermesh_platform.validation import check_customer_id
 
 
 class Channel(enum.StrEnum):
@@ -54,11 +53,6 @@ class Delivery:
     delivered_at: datetime | None = field(default=None)
 
 
-def validate_customer_id(v: Validator, customer_id: str, name: str) -> None:
-    v.check(0 < len(customer_id) <= MAX_ID_LENGTH, name, f"must be 1-{MAX_ID_LENGTH} characters")
-    v.storable(customer_id, name)
-
-
 def _plain(text: str) -> bool:
     """No whitespace and no control characters (NUL included): an address or URL."""
     return all(c.isprintable() and not c.isspace() for c in text)
@@ -66,7 +60,7 @@ def _plain(text: str) -> bool:
 
 def validate_preferences(prefs: Preferences, channel_count: int, unknown_channel: bool) -> None:
     v = Validator()
-    validate_customer_id(v, prefs.customer_id, "preferences.customer_id")
+    check_customer_id(v, prefs.customer_id, "preferences.customer_id")
     v.check(not unknown_channel, "preferences.channels", "holds an unknown channel")
     v.check(channel_count <= len(Channel), "preferences.channels", "names a channel twice")
     # The address is stored whichever channels are chosen: bound it always.

@@ -1,21 +1,10 @@
-"""What a customer is told: one plain-text template per customer-facing event, and
-money written out from integer minor units. Pure functions, no I/O."""
+"""What a customer is told: one plain-text template per customer-facing event. Pure
+functions, no I/O; money is written by ``ordermesh_platform.money``."""
 
 from __future__ import annotations
 
 from ordermesh_notification.domain import Money, Notice, NoticeKind, Rendered
-
-# ISO 4217 minor-unit exponents that are not 2 (every other currency has 2 decimals).
-_EXPONENTS = {
-    **dict.fromkeys(
-        (
-            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW",
-            "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF",
-        ),
-        0,
-    ),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-}  # fmt: skip
+from ordermesh_platform.money import format_minor
 
 # Order reasons (ordermesh.order.v1.OrderReason without prefix) in words.
 _REASONS = {
@@ -29,17 +18,8 @@ _REASONS = {
 }
 
 
-def currency_exponent(currency: str) -> int:
-    return _EXPONENTS.get(currency, 2)
-
-
-def format_money(money: Money) -> str:
-    """``Money(1234, "EUR")`` → ``"12.34 EUR"``; JPY has no decimals, KWD three."""
-    exponent = currency_exponent(money.currency)
-    sign = "-" if money.amount_minor < 0 else ""
-    units, minor = divmod(abs(money.amount_minor), 10**exponent)
-    number = f"{units}.{minor:0{exponent}d}" if exponent else str(units)
-    return f"{sign}{number} {money.currency}"
+def _written(money: Money) -> str:
+    return format_minor(money.amount_minor, money.currency)
 
 
 def _reason(code: str, detail: str) -> str:
@@ -60,10 +40,10 @@ def render(notice: Notice) -> Rendered:
             subject = f"Order {order} confirmed"
             lines = [f"Your order {order} is confirmed.", ""]
             for line in notice.lines:
-                price = f" at {format_money(line.unit_price)}" if line.unit_price else ""
+                price = f" at {_written(line.unit_price)}" if line.unit_price else ""
                 lines.append(f"  {line.quantity} x {line.sku}{price}")
             if notice.amount is not None:
-                lines += ["", f"Total: {format_money(notice.amount)}"]
+                lines += ["", f"Total: {_written(notice.amount)}"]
         case NoticeKind.ORDER_REJECTED:
             subject = f"Order {order} could not be completed"
             lines = [
@@ -78,10 +58,10 @@ def render(notice: Notice) -> Rendered:
                 f"Reason: {_reason(notice.reason, '')}.",
             ]
             if notice.amount is not None:
-                lines.append(f"Amount released or refunded: {format_money(notice.amount)}")
+                lines.append(f"Amount released or refunded: {_written(notice.amount)}")
         case NoticeKind.PAYMENT_REFUNDED:
             subject = f"Refund for order {order}"
-            amount = format_money(notice.amount) if notice.amount is not None else "the payment"
+            amount = _written(notice.amount) if notice.amount is not None else "the payment"
             lines = [f"We have refunded {amount} for your order {order}."]
             if notice.payment_id:
                 lines.append(f"Payment: {notice.payment_id}")

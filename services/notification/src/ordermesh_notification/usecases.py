@@ -5,13 +5,13 @@ from __future__ import annotations
 from ordermesh_notification.domain import (
     Delivery,
     Preferences,
-    validate_customer_id,
     validate_preferences,
 )
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import Validator
-from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
+from ordermesh_platform.paging import Cursor, decode_token, page_of, page_size
+from ordermesh_platform.validation import check_customer_id, check_order_id
 
 
 class Notifications:
@@ -20,7 +20,7 @@ class Notifications:
 
     async def get_preferences(self, customer_id: str) -> Preferences:
         v = Validator()
-        validate_customer_id(v, customer_id, "customer_id")
+        check_customer_id(v, customer_id)
         v.raise_if_invalid()
         async with self._sessions() as session:
             found = await NotificationStore(session).get_preferences(customer_id)
@@ -38,9 +38,9 @@ class Notifications:
         self, customer_id: str, order_id: str, requested_size: int, token: str
     ) -> tuple[list[Delivery], str]:
         v = Validator()
-        validate_customer_id(v, customer_id, "customer_id")
-        v.check(len(order_id) <= 64, "order_id", "must be at most 64 characters")
-        v.storable(order_id, "order_id")
+        check_customer_id(v, customer_id)
+        if order_id:  # a filter: empty lists every order's deliveries
+            check_order_id(v, order_id)
         size = page_size(v, requested_size)
         after = decode_token(v, token)
         v.raise_if_invalid()
@@ -48,8 +48,4 @@ class Notifications:
             rows = await NotificationStore(session).list_deliveries(
                 customer_id, order_id, after, size + 1
             )
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            next_token = encode_token(Cursor(rows[-1].created_at, rows[-1].notification_id))
-        return rows, next_token
+        return page_of(rows, size, lambda d: Cursor(d.created_at, d.notification_id))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -18,6 +17,12 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import is_currency
+from ordermesh_platform.validation import (
+    check_customer_id,
+    check_identifier,
+    check_order_id,
+    check_sku,
+)
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
@@ -25,7 +30,6 @@ MAX_ID_LENGTH = 128
 MAX_TOKEN_LENGTH = 256
 MAX_NOTE_LENGTH = 512
 MAX_RISK_SIGNALS_LENGTH = 1024
-SKU_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class OrderState(enum.StrEnum):
@@ -270,15 +274,11 @@ class PlaceOrder:
         risk_signals: str = "",
     ) -> PlaceOrder:
         v = Validator()
-        _check_id(v, customer_id, "customer_id")
-        _check_id(v, idempotency_key, "idempotency_key")
+        check_customer_id(v, customer_id)
+        check_identifier(v, idempotency_key, "idempotency_key", MAX_ID_LENGTH)
         v.check(0 < len(items) <= MAX_LINES, "items", f"must hold 1-{MAX_LINES} lines")
         for i, (sku, quantity) in enumerate(items[:MAX_LINES]):
-            v.check(
-                bool(SKU_PATTERN.fullmatch(sku)),  # match: "$" passes "A\n"
-                f"items[{i}].sku",
-                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
-            )
+            check_sku(v, sku, f"items[{i}].sku")
             v.check(
                 0 < quantity <= MAX_QUANTITY, f"items[{i}].quantity", f"must be 1-{MAX_QUANTITY}"
             )
@@ -314,23 +314,9 @@ def priced_lines(
     return tuple(replace(x, unit_price_minor=unit_prices[x.sku]) for x in lines)
 
 
-def _check_id(v: Validator, value: str, field_name: str) -> None:
-    v.check(
-        0 < len(value) <= MAX_ID_LENGTH and value.isprintable(),
-        field_name,
-        f"must be 1-{MAX_ID_LENGTH} printable characters",
-    )
-
-
 def validate_cancel(order_id: str, note: str) -> None:
     v = Validator()
-    _check_id(v, order_id, "order_id")
+    check_order_id(v, order_id)
     v.check(len(note) <= MAX_NOTE_LENGTH, "note", f"must be at most {MAX_NOTE_LENGTH} characters")
     v.storable(note, "note")
-    v.raise_if_invalid()
-
-
-def validate_order_id(order_id: str) -> None:
-    v = Validator()
-    _check_id(v, order_id, "order_id")
     v.raise_if_invalid()

@@ -16,7 +16,6 @@ from ordermesh_order.domain import (
     Reason,
     Work,
     validate_cancel,
-    validate_order_id,
 )
 from ordermesh_order.saga import SagaRunner
 from ordermesh_order.store import NewOrder, OrderRepository, StaleOrder
@@ -24,8 +23,9 @@ from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.auth import require_owner
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import NotFound, Overloaded, Validator
-from ordermesh_platform.paging import Cursor, decode_token, encode_token, page_size
+from ordermesh_platform.paging import Cursor, decode_token, page_of, page_size
 from ordermesh_platform.telemetry import traceparent_of_current
+from ordermesh_platform.validation import check_customer_id, validate_order_id
 
 WATCH_POLL_S = 0.5
 # Kept back from a caller's deadline for the answer's trip home.
@@ -102,8 +102,7 @@ class Orders:
         """``state`` None lists every state; ``unknown_state`` says the caller sent a
         state this version does not know, which is refused rather than read as "all"."""
         v = Validator()
-        v.check(0 < len(customer_id) <= 128, "customer_id", "must be 1-128 characters")
-        v.storable(customer_id, "customer_id")
+        check_customer_id(v, customer_id)
         v.check(not unknown_state, "state", "must be an OrderState, or UNSPECIFIED for all")
         size = page_size(v, requested_size)
         after = decode_token(v, token)
@@ -112,11 +111,7 @@ class Orders:
             found = await OrderRepository(session).list_for_customer(
                 customer_id, state, after, size + 1
             )
-        next_token = ""
-        if len(found) > size:
-            found = found[:size]
-            next_token = encode_token(Cursor(found[-1].created_at, found[-1].order_id))
-        return found, next_token
+        return page_of(found, size, lambda o: Cursor(o.created_at, o.order_id))
 
     async def cancel(self, order_id: str, note: str, budget_s: float | None) -> Order:
         validate_cancel(order_id, note)

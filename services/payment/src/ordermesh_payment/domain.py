@@ -15,11 +15,8 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
+from ordermesh_platform.validation import check_customer_id, check_order_id
 
-MAX_ID_LENGTH = 128
-# An order id names the payment's events in the outbox (aggregate_id, 64 characters):
-# a longer one was authorized, then failed to record its outcome (INTERNAL).
-MAX_ORDER_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 256
 # Items of one batch call: enough to amortize a round trip, small enough for one answer.
 MAX_BATCH_ITEMS = 1000
@@ -166,15 +163,6 @@ def declined(order_id: str, reason: str) -> FailedPrecondition:
     )
 
 
-def validate_order_id(v: Validator, order_id: str) -> None:
-    v.check(
-        0 < len(order_id) <= MAX_ORDER_ID_LENGTH,
-        "order_id",
-        f"must be 1-{MAX_ORDER_ID_LENGTH} characters",
-    )
-    v.storable(order_id, "order_id")
-
-
 def validate_authorization(
     order_id: str,
     customer_id: str,
@@ -184,13 +172,8 @@ def validate_authorization(
     v: Validator | None = None,
 ) -> None:
     v = v or Validator()
-    validate_order_id(v, order_id)
-    v.check(
-        0 < len(customer_id) <= MAX_ID_LENGTH,
-        "customer_id",
-        f"must be 1-{MAX_ID_LENGTH} characters",
-    )
-    v.storable(customer_id, "customer_id")
+    check_order_id(v, order_id)
+    check_customer_id(v, customer_id)
     v.check(
         0 < amount_minor <= MAX_AMOUNT_MINOR,
         "amount.amount_minor",
@@ -202,12 +185,6 @@ def validate_authorization(
         "payment_token",
         f"must be 1-{MAX_TOKEN_LENGTH} characters",
     )
-    v.raise_if_invalid()
-
-
-def validate_order_id_only(order_id: str) -> None:
-    v = Validator()
-    validate_order_id(v, order_id)
     v.raise_if_invalid()
 
 

@@ -25,7 +25,6 @@ from ordermesh_payment.domain import (
     PaymentState,
     RiskSignals,
     events_of,
-    validate_order_id_only,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
 from ordermesh_payment.risk.events import Attempt, PaymentOutcome
@@ -42,6 +41,7 @@ from ordermesh_platform.errors import (
 )
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.resilience import Transient
+from ordermesh_platform.validation import validate_order_id
 
 log = get_logger(__name__)
 
@@ -74,7 +74,7 @@ def _validated_order_ids(order_ids: Sequence[str]) -> tuple[dict[int, ServiceErr
     """The invalid items by position, and the valid order ids, each once, in order."""
     invalid: dict[int, ServiceError] = {}
     for i, order_id in enumerate(order_ids):
-        if (error := _invalid(validate_order_id_only, order_id)) is not None:
+        if (error := _invalid(validate_order_id, order_id)) is not None:
             invalid[i] = error
     valid = (order_id for i, order_id in enumerate(order_ids) if i not in invalid)
     return invalid, list(dict.fromkeys(valid))
@@ -202,7 +202,7 @@ class Payments:
         self._provider_slots = asyncio.Semaphore(psp_concurrency)
 
     async def get(self, order_id: str) -> Payment:
-        validate_order_id_only(order_id)
+        validate_order_id(order_id)
         async with self._work.read() as session:
             found = await PaymentStore(session).get(order_id)
         if found is None:

@@ -1,0 +1,40 @@
+"""The one Kafka producer construction (ordermesh_messaging.producer): every publisher
+(outbox relay, dead letters, DLQ replay, bench) gets a producer with these settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ordermesh_messaging import producer as producer_module
+from ordermesh_messaging.producer import DEFAULT_REQUEST_TIMEOUT_S, new_producer
+from ordermesh_messaging.relay import make_producer
+from ordermesh_messaging.settings import KafkaSettings, RelaySettings
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of each producer built, instead of a client."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(producer_module, "AIOKafkaProducer", lambda **kw: calls.append(kw))
+    return calls
+
+
+def test_a_send_waits_for_every_in_sync_replica(built: list[dict[str, Any]]) -> None:
+    new_producer("127.0.0.1:1", request_timeout_s=2.5)
+    [kwargs] = built
+    assert kwargs["bootstrap_servers"] == "127.0.0.1:1"
+    assert kwargs["acks"] == "all"
+    assert kwargs["enable_idempotence"] is False  # the local broker refuses it
+    assert kwargs["request_timeout_ms"] == 2500
+
+
+def test_the_relay_takes_its_producer_from_the_settings(built: list[dict[str, Any]]) -> None:
+    make_producer(RelaySettings(kafka_bootstrap="127.0.0.1:2", kafka_request_timeout_s=1.5))
+    new_producer("127.0.0.1:2", 1.5)
+    assert built[0] == built[1]
+
+
+def test_the_settings_default_is_the_producers() -> None:
+    assert KafkaSettings().kafka_request_timeout_s == DEFAULT_REQUEST_TIMEOUT_S
