@@ -6,6 +6,10 @@
 #
 #   docker build -t ordermesh:0.1.0 .
 #
+# The image the chart's risk retraining CronJob runs (`ordermesh risk train`) is the
+# same with payment's training extra (scikit-learn, LightGBM, ...), docs/deploy.md:
+#   docker build --build-arg PAYMENT_EXTRAS=training -t ordermesh:0.1.0-training .
+#
 # Both stages use the same Python image, so the virtualenv built in the first runs
 # unchanged in the second. Pin it by digest (python:3.11-slim@sha256:...) for
 # byte-for-byte reproducible builds.
@@ -26,7 +30,8 @@ RUN find . -type f ! -name pyproject.toml ! -name uv.lock -delete \
 # --- build the uv workspace into /app/.venv (non-editable: no source tree needed later).
 # The root project's dependencies only: the CLI and the four services. No development
 # group and no extra, so neither the bench (matplotlib), nor the bundled local broker
-# (ordermesh-cli[broker]), nor the risk training tools (ordermesh-payment[training]).
+# (ordermesh-cli[broker]), nor the risk training tools (ordermesh-payment[training])
+# unless PAYMENT_EXTRAS asks for them (below).
 # tests/k8s/test_image_contents.py runs these `uv sync` commands and checks the result.
 FROM base AS builder
 ARG UV_VERSION=0.13.9
@@ -46,6 +51,13 @@ COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
     && /app/.venv/bin/ordermesh --help >/dev/null
+# An extra of ordermesh-payment on top (--inexact keeps the rest), only when asked for:
+# PAYMENT_EXTRAS=training builds the training image. Empty (the default): the image above.
+ARG PAYMENT_EXTRAS=""
+RUN --mount=type=cache,target=/root/.cache/uv \
+    if [ -n "${PAYMENT_EXTRAS}" ]; then \
+      uv sync --frozen --no-dev --no-editable --inexact --package ordermesh-payment --extra "${PAYMENT_EXTRAS}"; \
+    fi
 
 # --- runtime: the interpreter, the virtualenv and an unprivileged user; nothing else
 FROM base AS runtime

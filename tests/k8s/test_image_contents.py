@@ -61,9 +61,17 @@ def dockerfile_uv_syncs() -> list[list[str]]:
     return commands
 
 
-@pytest.fixture(scope="module")
-def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The image's /app/.venv, built here (seconds: uv's cache holds every wheel)."""
+def dockerfile_payment_extras_sync(extra: str) -> list[str]:
+    """The `uv sync` the Dockerfile adds when built with --build-arg PAYMENT_EXTRAS=<extra>."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    found = re.search(r'if \[ -n "\$\{PAYMENT_EXTRAS\}" \]; then\s+(uv sync [^;]+);', text)
+    assert found, "the Dockerfile has no PAYMENT_EXTRAS step"
+    return shlex.split(found.group(1).replace("${PAYMENT_EXTRAS}", extra))[1:]
+
+
+def build_venv(tmp_path_factory: pytest.TempPathFactory, syncs: list[list[str]]) -> Path:
+    """A virtualenv built as the Dockerfile builds /app/.venv, with these `uv sync`s
+    (seconds: uv's cache holds every wheel)."""
     src = tmp_path_factory.mktemp("image-src")
     venv = tmp_path_factory.mktemp("image") / "venv"
     for name in COPIED:
@@ -79,11 +87,24 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         UV_PYTHON=str(Path(sys.base_prefix) / "bin" / "python3"),
         UV_PYTHON_DOWNLOADS="never",
     )
-    syncs = dockerfile_uv_syncs()
-    assert syncs, "the Dockerfile runs no `uv sync`"
     for args in syncs:
         subprocess.run([str(UV), *args], cwd=src, env=env, check=True, timeout=600)
     return venv
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's /app/.venv (no build argument)."""
+    syncs = dockerfile_uv_syncs()
+    assert syncs, "the Dockerfile runs no `uv sync`"
+    return build_venv(tmp_path_factory, syncs)
+
+
+@pytest.fixture(scope="module")
+def training_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The training image's /app/.venv (--build-arg PAYMENT_EXTRAS=training)."""
+    syncs = [*dockerfile_uv_syncs(), dockerfile_payment_extras_sync("training")]
+    return build_venv(tmp_path_factory, syncs)
 
 
 def importable(venv: Path, modules: tuple[str, ...]) -> set[str]:
@@ -114,6 +135,37 @@ def test_the_dockerfile_installs_without_development_groups_or_extras() -> None:
 def test_the_image_holds_the_services_and_no_development_tool(image_venv: Path) -> None:
     assert importable(image_venv, SERVED_MODULES) == set(SERVED_MODULES)
     assert importable(image_venv, DEVELOPMENT_MODULES) == set()
+
+
+def test_the_training_image_adds_the_training_tools_and_nothing_else(
+    training_venv: Path,
+) -> None:
+    training_modules = ("sklearn", "lightgbm")
+    assert importable(training_venv, SERVED_MODULES) == set(SERVED_MODULES)
+    assert importable(training_venv, training_modules) == set(training_modules)
+    others = tuple(m for m in DEVELOPMENT_MODULES if m not in (*training_modules, "matplotlib"))
+    assert importable(training_venv, others) == set()
+
+
+def test_the_training_image_trains(training_venv: Path, tmp_path: Path) -> None:
+    """What the retraining CronJob runs before it registers: `ordermesh risk train`."""
+    ordermesh = str(training_venv / "bin" / "ordermesh")
+    events, models = tmp_path / "events", tmp_path / "models"
+    simulated = subprocess.run(
+        [ordermesh, "risk", "simulate", "--out", str(events), "--orders", "3000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    trained = subprocess.run(
+        [ordermesh, "risk", "train", "--events", str(events), "--out", str(models)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert {"logistic.json", "lightgbm.json"} <= {p.name for p in models.iterdir()}
 
 
 def test_ordermesh_in_the_image_lacks_the_bench_commands(image_venv: Path) -> None:
