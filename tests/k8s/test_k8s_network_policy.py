@@ -40,6 +40,13 @@ EXTERNAL_EGRESS: set[Edge] = {
     ("notification", "smtp", "TCP", 587),
     ("notification", "webhooks", "TCP", 443),
 }
+# The risk retraining CronJob (on in values-edges.yaml): payment's database.
+RETRAINING = "risk-retraining"
+RETRAINING_EGRESS: set[Edge] = {
+    *((RETRAINING, "dns", proto, DNS) for proto in ("UDP", "TCP")),
+    (RETRAINING, "db-payment", "TCP", POSTGRES),
+    (RETRAINING, "otlp", "TCP", OTLP),
+}
 EXPECTED_INGRESS: set[Edge] = {
     ("order-clients", "order", "TCP", GRPC),
     ("order", "inventory", "TCP", GRPC),
@@ -114,6 +121,8 @@ def workloads(objects: list[Manifest]) -> dict[str, dict[str, str]]:
         kind = obj["kind"]
         if kind in ("Deployment", "Job"):
             labels = obj["spec"]["template"]["metadata"]["labels"]
+        elif kind == "CronJob":
+            labels = obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
         elif kind == "Pod":
             labels = obj["metadata"]["labels"]
         else:
@@ -164,7 +173,7 @@ def test_the_edges_are_exactly_those_of_the_mesh(
 ) -> None:
     values = merged_values(chart_values, yaml.safe_load(EDGES_VALUES.read_text()))
     egress, ingress = edges(edges_objects, outside_peers(values))
-    expected_egress = BASE_EGRESS | EXTERNAL_EGRESS
+    expected_egress = BASE_EGRESS | EXTERNAL_EGRESS | RETRAINING_EGRESS
     assert egress - expected_egress == set(), "egress allowed beyond the mesh's edges"
     assert expected_egress - egress == set(), "egress edges of the mesh missing"
     assert ingress - EXPECTED_INGRESS == set(), "ingress allowed beyond the mesh's edges"
@@ -188,7 +197,8 @@ def test_every_pod_is_default_denied_both_ways(
 ) -> None:
     objects: list[Manifest] = request.getfixturevalue(objects_fixture)
     pods = workloads(objects)
-    assert set(pods) == {*SERVICES, *MIGRATIONS, "test"}
+    retraining = {RETRAINING} if objects_fixture == "edges_objects" else set()
+    assert set(pods) == {*SERVICES, *MIGRATIONS, "test", *retraining}
     for direction in ("Ingress", "Egress"):
         covered = {
             name

@@ -88,3 +88,19 @@ spec:
 {{- end }}
 {{- printf "[%s]" (join ", " $quoted) }}
 {{- end }}
+
+{{/*
+The training image's block: riskRetraining.image, whose empty keys default to
+payment's image with "-training" after its tag (the image built with
+--build-arg EXTRAS=training, docs/deploy.md). A digest is the training image's own:
+payment's digest names another image. Usage:
+include "ordermesh.trainingImage" (dict "root" $ "cfg" $paymentCfg) | fromJson
+*/}}
+{{- define "ordermesh.trainingImage" -}}
+{{- $own := .root.Values.riskRetraining.image }}
+{{- $tag := printf "%s-training" (.cfg.image.tag | default .root.Chart.AppVersion) }}
+{{- dict
+  "repository" ($own.repository | default .cfg.image.repository)
+  "tag" ($own.tag | default $tag)
+  "digest" ($own.digest | default "") | toJson }}
+{{- end }}
