@@ -13,6 +13,7 @@ import threading
 
 import asyncpg
 
+APPLICATION_NAME = "ordermesh-tests-connection-watch"
 COUNT = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
 
 
@@ -57,7 +58,7 @@ class ConnectionWatch:
             while not self._stop.is_set():
                 try:
                     await self._sample_until_stopped()
-                except (OSError, asyncpg.PostgresError, TimeoutError):
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     if self.baseline is None:
                         return  # no server to watch
                     await asyncio.sleep(1)  # a test restarted the server: connect again
@@ -65,7 +66,9 @@ class ConnectionWatch:
             self._ready.set()
 
     async def _sample_until_stopped(self) -> None:
-        conn = await asyncpg.connect(self._url, timeout=3)
+        conn = await asyncpg.connect(
+            self._url, timeout=3, server_settings={"application_name": APPLICATION_NAME}
+        )
         try:
             if self.baseline is None:
                 self.limit = int(await conn.fetchval("SHOW max_connections"))
