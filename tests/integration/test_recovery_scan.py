@@ -77,3 +77,38 @@ async def test_the_scan_takes_the_index_of_owing_orders_and_finds_them_oldest_fi
         assert "Seq Scan" not in plan, plan
     finally:
         await engine.dispose()
+
+
+async def test_the_recovered_orders_are_read_at_once_with_their_lines(pg_database: str) -> None:
+    spec = load_service("order")
+    await upgrade_to_head(spec.migrations, pg_database, spec.name)
+    engine = create_engine(pg_database)
+    now = datetime.now(UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(_INSERT),
+                {"prefix": "owing-", "state": "PENDING", "work": "FORWARD", "lease_until": None,
+                 "created_at": now, "n": 3},
+            )  # fmt: skip
+            await conn.execute(
+                text(
+                    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)"
+                    " VALUES ('owing-1', 0, 'SKU-A', 2, 0), ('owing-1', 1, 'SKU-B', 1, 0),"
+                    " ('owing-3', 0, 'SKU-C', 5, 0)"
+                )
+            )
+        statements: list[str] = []
+        event.listen(
+            engine.sync_engine,
+            "before_cursor_execute",
+            lambda _c, _cur, statement, *_: statements.append(statement),
+        )
+        async with engine.connect() as conn:
+            found = await OrderRepository(conn).get_many(["owing-1", "owing-3", "missing"])
+        assert sorted(found) == ["owing-1", "owing-3"]
+        assert [(x.sku, x.quantity) for x in found["owing-1"].lines] == [("SKU-A", 2), ("SKU-B", 1)]
+        assert [(x.sku, x.quantity) for x in found["owing-3"].lines] == [("SKU-C", 5)]
+        assert len(statements) == 2  # the orders, then every line of them
+    finally:
+        await engine.dispose()

@@ -277,12 +277,17 @@ class SagaRunner:
                     now + timedelta(seconds=self.settings.lease_s),
                 )
             taken = [found for found in due if found.order_id in ids]
-        if taken:
-            log.info("recovering orders", count=len(taken))
-        await asyncio.gather(*(self._recover(found) for found in taken))
+            if not taken:
+                return 0
+            # Every taken order read at once, after its lease is ours: its sagas then
+            # share the hops' batches like any others.
+            async with self._work.read() as session:
+                loaded = await OrderRepository(session).get_many([f.order_id for f in taken])
+        log.info("recovering orders", count=len(taken))
+        await asyncio.gather(*(self._recover(f, loaded.get(f.order_id)) for f in taken))
         return len(taken)
 
-    async def _recover(self, found: DueOrder) -> None:
+    async def _recover(self, found: DueOrder, order: Order | None) -> None:
         """Drive a taken-up order under a span in the trace it was placed in, so that
         its trace shows how it ended, crash or not."""
         with tracer().start_as_current_span(
@@ -290,7 +295,7 @@ class SagaRunner:
             context=context_from_traceparent(found.traceparent, found.tracestate),
             attributes={"ordermesh.order_id": found.order_id, "ordermesh.recovered": True},
         ):
-            await self._drive_unattended(found.order_id)
+            await self._drive_unattended(found.order_id, order=order)
 
     async def stop(self) -> None:
         """Let background sagas stop where they are; their leases expire and the

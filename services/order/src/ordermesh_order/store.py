@@ -97,6 +97,7 @@ order_lines = Table(
 # per statement (docs/performance.md). An UPDATE without .values() sets the columns
 # named in the parameters.
 _GET = select(orders).where(orders.c.order_id == bindparam("order_id"))
+_GET_MANY = select(orders).where(orders.c.order_id.in_(bindparam("ids", expanding=True)))
 _TAKE_LEASES = (
     orders.update()
     .where(
@@ -282,6 +283,14 @@ class OrderRepository:
         if row is None:
             return None
         return (await self._hydrate([row]))[0]
+
+    async def get_many(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        """The orders that exist among ``order_ids``, with their lines: two statements
+        however many."""
+        if not order_ids:
+            return {}
+        rows = (await self.session.execute(_GET_MANY, {"ids": list(order_ids)})).all()
+        return {order.order_id: order for order in await self._hydrate(rows)}
 
     async def list_for_customer(
         self, customer_id: str, state: OrderState | None, after: Cursor | None, limit: int
