@@ -1,5 +1,6 @@
 """Risk scoring in the running mesh: PlaceOrder's signals reach payment, whose rules
-decline a customer cycling through cards; the order is rejected RISK_DECLINED."""
+decline a customer cycling through cards; the order is rejected RISK_DECLINED. A
+confirmed order carries payment's risk assessment."""
 
 from __future__ import annotations
 
@@ -43,7 +44,14 @@ async def test_a_customer_cycling_through_cards_is_rejected_risk_declined(
         return reply.order
 
     for card in ("tok-card-1", "tok-card-2", "tok-card-3"):
-        assert (await place(card)).state == pb.ORDER_STATE_CONFIRMED
+        placed = await place(card)
+        assert placed.state == pb.ORDER_STATE_CONFIRMED
+        # The order keeps payment's assessment of its authorization.
+        kept = (await mesh.get(placed.order_id)).risk_assessment
+        assert kept.decision == risk_pb2.RISK_DECISION_APPROVE
+        assert (kept.model_version, kept.variant) == ("rules", "rules")
+        assert kept.score < 0.4
+        assert kept == (await mesh.payment(placed.order_id)).risk_assessment
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await place("tok-card-4")  # a fourth card within a day
     info = detail(raised.value, error_details_pb2.ErrorInfo)

@@ -62,7 +62,8 @@ async def test_concurrent_authorizations_of_one_order_make_one_payment(payments:
 
 
 async def test_capture_then_refund_and_illegal_moves_are_refused(payments: Stub) -> None:
-    await payments.AuthorizePayment(_authorize("o1"))
+    authorized = await payments.AuthorizePayment(_authorize("o1"))
+    assert not authorized.payment.HasField("risk_assessment")  # risk scoring is off
     with pytest.raises(grpc.aio.AioRpcError):
         await payments.RefundPayment(pb.RefundPaymentRequest(order_id="o1"))  # not captured
     for _ in range(2):

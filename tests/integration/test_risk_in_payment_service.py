@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf.message import Message
+from sqlalchemy import select
 from typer.testing import CliRunner
 
-from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1 import money_pb2, risk_pb2
+from ordermesh.events.v1 import events_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
 from ordermesh_client.errors import RiskDeclined, from_status
+from ordermesh_messaging.inbound import decode_payload
 from ordermesh_payment.risk.metrics import Costs
 from ordermesh_payment.risk.models import (
     BASELINE_RULES,
@@ -33,7 +37,7 @@ from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings, Simulator, simulate
 from ordermesh_payment.risk.training import TrainingSettings, train
-from ordermesh_payment.store import risk_models
+from ordermesh_payment.store import outbox, risk_models
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
 from tests.support.services import running_service
@@ -305,3 +309,52 @@ async def test_the_decision_log_replays_to_the_scored_features_except_within_a_b
     }
     assert customers == {"new": (3, 3), "returning": (2, 1)}  # s1 was charged back
     assert (tmp_path / "report" / "segments.png").read_bytes()[:4] == b"\x89PNG"
+
+
+async def _events(database: str, order_id: str) -> list[Message]:
+    """The order's payment events in the outbox, decoded, oldest first."""
+    query = (
+        select(outbox.c.event_type, outbox.c.payload)
+        .where(outbox.c.aggregate_id == order_id)
+        .order_by(outbox.c.seq)
+    )
+    engine = create_engine(database)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+    finally:
+        await engine.dispose()
+    return [decode_payload(event_type, payload) for event_type, payload in rows]
+
+
+async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
+    pg_database: str,
+) -> None:
+    async with _payment(pg_database) as stub:  # no model: the rules decide
+        approved = await stub.AuthorizePayment(_authorize("a1", "tok-card-1"))
+        assessment = approved.payment.risk_assessment
+        assert approved.payment.HasField("risk_assessment")
+        assert assessment.decision == risk_pb2.RISK_DECISION_APPROVE
+        assert (assessment.model_version, assessment.variant) == ("rules", "rules")
+        assert 0 <= assessment.score < 0.4
+        await stub.AuthorizePaymentBatch(
+            pb.AuthorizePaymentBatchRequest(
+                requests=[_authorize(f"a{i}", f"tok-card-{i}") for i in (2, 3)]
+            )
+        )
+        # The fourth card within a day: declined by the rules, the provider unasked.
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.AuthorizePayment(_authorize("a4", "tok-card-4"))
+        declined = (await stub.GetPayment(pb.GetPaymentRequest(order_id="a4"))).payment
+        assert declined.risk_assessment.decision == risk_pb2.RISK_DECISION_DECLINE
+        assert declined.risk_assessment.score >= 0.4
+        # Kept with the payment: a later read answers the same.
+        again = await stub.GetPayment(pb.GetPaymentRequest(order_id="a1"))
+        assert again.payment.risk_assessment == assessment
+    [authorized] = await _events(pg_database, "a1")
+    assert isinstance(authorized, events_pb2.PaymentAuthorized)
+    assert authorized.risk_assessment == assessment
+    [refused] = await _events(pg_database, "a4")
+    assert isinstance(refused, events_pb2.PaymentDeclined)
+    assert refused.decline_reason == "RISK_DECLINED"
+    assert refused.risk_assessment == declined.risk_assessment

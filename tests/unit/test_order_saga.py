@@ -15,8 +15,16 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event
 from structlog.testing import capture_logs
 
+from ordermesh.common.v1 import risk_pb2
+from ordermesh_order.api import order_to_pb
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
-from ordermesh_order.saga import PLACE_ORDER, SagaRunner, SagaSettings, StepFailed
+from ordermesh_order.saga import (
+    PLACE_ORDER,
+    Authorization,
+    SagaRunner,
+    SagaSettings,
+    StepFailed,
+)
 from ordermesh_order.store import OrderRepository
 from ordermesh_order.usecases import Orders
 from ordermesh_order.watch import OrderWatch
@@ -38,6 +46,7 @@ class FakeParticipants:
         self.fail: dict[str, list[Exception]] = {}
         self.captured = False
         self.unit_price = 250
+        self.risk_assessment = ""  # what payment answers of risk scoring ("": risk off)
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -55,10 +64,10 @@ class FakeParticipants:
     async def commit_stock(self, order_id: str, timeout_s: float) -> None:
         self._enter("commit")
 
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
+    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> Authorization:
         self._enter("authorize")
         assert amount == sum(self.unit_price * x.quantity for x in order.lines)
-        return "pay-1"
+        return Authorization("pay-1", self.risk_assessment)
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
         self._enter("void")
@@ -110,6 +119,22 @@ async def test_the_happy_path_confirms_then_captures_and_commits(sessions) -> No
     assert (order.state, order.work) == (OrderState.CONFIRMED, Work.NONE)
     assert order.total_minor == 750
     assert fake.calls == ["reserve", "authorize", "capture", "commit"]
+    assert order.risk_assessment == ""  # risk scoring off: payment sent none
+
+
+async def test_the_confirmed_order_keeps_the_risk_assessment_payment_answered(sessions) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeParticipants()
+    fake.risk_assessment = '{"score": 0.12, "decision": "RISK_DECISION_APPROVE"}'
+    order_id = await _new_order(sessions)
+    await _runner(sessions, fake).drive(order_id)
+    async with sessions.begin() as session:
+        stored = await OrderRepository(session).get(order_id)
+    assert stored is not None
+    assert stored.risk_assessment == fake.risk_assessment
+    assert order_to_pb(stored).risk_assessment == risk_pb2.RiskAssessment(
+        score=0.12, decision=risk_pb2.RISK_DECISION_APPROVE
+    )
+    assert not order_to_pb(replace(stored, risk_assessment="")).HasField("risk_assessment")
 
 
 async def test_a_decline_rejects_and_fires_every_compensation(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -261,7 +286,7 @@ class RacedParticipants(FakeParticipants):
         super().__init__()
         self.sessions = sessions
 
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
+    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> Authorization:
         async with self.sessions.begin() as session:
             other = await OrderRepository(session).get(order.order_id)
             assert other is not None

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import json_format
 
-from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.order.v1 import order_pb2_grpc
@@ -74,6 +74,9 @@ def order_to_pb(order: Order) -> pb.Order:
             else money_pb2.Money(amount_minor=amount, currency=order.currency)
         )
 
+    risk = None
+    if order.risk_assessment:
+        risk = json_format.Parse(order.risk_assessment, risk_pb2.RiskAssessment())
     return pb.Order(
         order_id=order.order_id,
         customer_id=order.customer_id,
@@ -95,6 +98,7 @@ def order_to_pb(order: Order) -> pb.Order:
         create_time=to_timestamp(order.created_at),
         update_time=to_timestamp(order.updated_at),
         currency=order.currency,
+        risk_assessment=risk,
     )
 
 

@@ -93,6 +93,9 @@ class Order:
     reason_detail: str = ""
     reason_metadata: dict[str, str] = field(default_factory=dict)
     payment_id: str = ""
+    # Payment's risk assessment of the authorization as JSON, kept as it answered;
+    # "" when it sent none (risk scoring off, a free order, not authorized yet).
+    risk_assessment: str = ""
     work: Work = Work.FORWARD
     version: int = 1
     events: list[DomainEvent] = field(default_factory=list, compare=False, repr=False)
@@ -127,11 +130,14 @@ class Order:
 
     # -- transitions -----------------------------------------------------------------
 
-    def confirm(self, priced: tuple[OrderLine, ...], payment_id: str) -> None:
+    def confirm(
+        self, priced: tuple[OrderLine, ...], payment_id: str, risk_assessment: str = ""
+    ) -> None:
         self._require(OrderState.PENDING, "confirm")
         self.lines = priced
         self.total_minor = sum(line.total_minor or 0 for line in priced)
         self.payment_id = payment_id
+        self.risk_assessment = risk_assessment
         self._move(OrderState.CONFIRMED, Work.FULFIL)
         self._record(
             events_pb2.OrderConfirmed(

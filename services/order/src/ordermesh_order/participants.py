@@ -31,7 +31,7 @@ from ordermesh_client.errors import (
     from_status,
 )
 from ordermesh_order.domain import Order, Reason
-from ordermesh_order.saga import StepFailed
+from ordermesh_order.saga import Authorization, StepFailed
 from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.resilience import Transient
 
@@ -162,7 +162,7 @@ class GrpcParticipants:
         request = inventory_pb2.CommitReservationRequest(order_id=order_id)
         await _settled(self._commit.submit((request, _deadline(timeout_s))))
 
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str:
+    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> Authorization:
         request = payment_pb2.AuthorizePaymentRequest(
             order_id=order.order_id,
             customer_id=order.customer_id,
@@ -188,7 +188,10 @@ class GrpcParticipants:
             if isinstance(error, InvalidRequest):
                 raise StepFailed(Reason.PAYMENT_DECLINED, refused.message, {}) from error
             raise _transient(refused) from error
-        return str(payment.payment_id)
+        risk = ""
+        if payment.HasField("risk_assessment"):
+            risk = json_format.MessageToJson(payment.risk_assessment, indent=None)
+        return Authorization(str(payment.payment_id), risk)
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
         """False when the payment was captured already (it needs a refund instead)."""

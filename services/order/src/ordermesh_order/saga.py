@@ -68,7 +68,9 @@ class Participants(Protocol):
     async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]: ...
     async def release_stock(self, order_id: str, timeout_s: float) -> None: ...
     async def commit_stock(self, order_id: str, timeout_s: float) -> None: ...
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> str: ...
+    async def authorize_payment(
+        self, order: Order, amount: int, timeout_s: float
+    ) -> Authorization: ...
     async def void_payment(self, order_id: str, timeout_s: float) -> bool: ...
     async def capture_payment(self, order_id: str, timeout_s: float) -> None: ...
     async def refund_payment(self, order_id: str, timeout_s: float) -> None: ...
@@ -81,6 +83,15 @@ class SagaContext:
     order: Order
     unit_prices: dict[str, int] = field(default_factory=dict)
     payment_id: str = ""
+    risk_assessment: str = ""
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """Payment's answer to an order's authorization."""
+
+    payment_id: str
+    risk_assessment: str = ""  # its risk assessment as JSON; "" when it sent none
 
 
 Action = Callable[[Participants, SagaContext, float], Awaitable[None]]
@@ -109,7 +120,9 @@ async def _authorize_payment(p: Participants, ctx: SagaContext, timeout_s: float
     total = sum(x.total_minor or 0 for x in lines)
     if total == 0:
         return  # a free order: nothing to charge, so no payment (docs/order-flow.md)
-    ctx.payment_id = await p.authorize_payment(ctx.order, total, timeout_s)
+    authorization = await p.authorize_payment(ctx.order, total, timeout_s)
+    ctx.payment_id = authorization.payment_id
+    ctx.risk_assessment = authorization.risk_assessment
 
 
 async def _void_payment(p: Participants, order: Order, timeout_s: float) -> None:
@@ -396,7 +409,9 @@ class SagaRunner:
                     return await self._reject(order, step.timeout_reason, detail, {})
             self._fault_point(f"after_{step.name}")
         with _span("saga confirm", order):
-            order.confirm(priced_lines(order.lines, ctx.unit_prices), ctx.payment_id)
+            order.confirm(
+                priced_lines(order.lines, ctx.unit_prices), ctx.payment_id, ctx.risk_assessment
+            )
             saved = await self._save(order, priced=True)
         if saved is order:  # our write decided it, not another runner's: count it once
             SAGA_OUTCOMES.labels("confirmed", "").inc()

@@ -63,6 +63,8 @@ orders = Table(
     Column("tracestate", Text, nullable=False, server_default=""),
     # The caller's risk signals (JSON), forwarded to payment with the authorization.
     Column("risk_signals", Text, nullable=False, server_default=""),
+    # Payment's risk assessment of the authorization (JSON); "" when it sent none.
+    Column("risk_assessment", Text, nullable=False, server_default=""),
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -274,6 +276,7 @@ class OrderRepository:
             "reason_detail": order.reason_detail,
             "reason_metadata": json.dumps(order.reason_metadata),
             "payment_id": order.payment_id,
+            "risk_assessment": order.risk_assessment,
             "work": order.work.value,
             "updated_at": order.updated_at,
         }
@@ -361,6 +364,7 @@ class OrderRepository:
                 reason_detail=r.reason_detail,
                 reason_metadata=json.loads(r.reason_metadata),
                 payment_id=r.payment_id,
+                risk_assessment=r.risk_assessment,
                 work=Work(r.work),
                 version=r.version,
             )

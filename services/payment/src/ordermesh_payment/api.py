@@ -15,6 +15,7 @@ from ordermesh_payment.domain import (
     Payment,
     PaymentState,
     RiskSignals,
+    risk_assessment_to_pb,
 )
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.convert import timestamp_ms, to_timestamp
@@ -65,6 +66,7 @@ def payment_to_pb(p: Payment | None) -> pb.Payment | None:
         psp_reference=p.psp_reference,
         create_time=to_timestamp(p.created_at),
         update_time=to_timestamp(p.updated_at),
+        risk_assessment=risk_assessment_to_pb(p.risk),
     )
 
 

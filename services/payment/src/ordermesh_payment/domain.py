@@ -9,7 +9,7 @@ from datetime import datetime
 
 from google.protobuf.message import Message
 
-from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
@@ -49,6 +49,43 @@ TRANSITIONS = {
 }
 
 
+class RiskVerdict(enum.StrEnum):
+    """What risk scoring did with a payment."""
+
+    APPROVE = "approve"
+    DECLINE = "decline"
+    EXPLORE = "explore"  # a would-be decline approved at random (the exploration share)
+
+
+@dataclass(frozen=True)
+class RiskAssessment:
+    """Risk scoring's outcome for a payment's authorization."""
+
+    score: float
+    verdict: RiskVerdict
+    model_version: str  # "rules" when the rules decided
+    variant: str  # champion, challenger or rules
+
+
+_VERDICT_PB = {
+    RiskVerdict.APPROVE: risk_pb2.RISK_DECISION_APPROVE,
+    RiskVerdict.DECLINE: risk_pb2.RISK_DECISION_DECLINE,
+    RiskVerdict.EXPLORE: risk_pb2.RISK_DECISION_EXPLORE,
+}
+
+
+def risk_assessment_to_pb(a: RiskAssessment | None) -> risk_pb2.RiskAssessment | None:
+    """The assessment on the wire; None (the field absent) when it was not scored."""
+    if a is None:
+        return None
+    return risk_pb2.RiskAssessment(
+        score=a.score,
+        decision=_VERDICT_PB[a.verdict],
+        model_version=a.model_version,
+        variant=a.variant,
+    )
+
+
 @dataclass(frozen=True)
 class Payment:
     payment_id: str
@@ -61,6 +98,7 @@ class Payment:
     psp_reference: str
     created_at: datetime
     updated_at: datetime
+    risk: RiskAssessment | None = None  # None: not scored (risk scoring off)
 
     def moved_to(self, state: PaymentState, **changes: str) -> Payment:
         """The payment in ``state``: the same payment when it is there already (a retry),
@@ -194,11 +232,14 @@ def validate_authorization(
 def _event(p: Payment) -> Message | None:
     money = money_pb2.Money(amount_minor=p.amount_minor, currency=p.currency)
     common = {"payment_id": p.payment_id, "order_id": p.order_id, "customer_id": p.customer_id}
+    risk = risk_assessment_to_pb(p.risk)
     match p.state:
         case PaymentState.AUTHORIZED:
-            return events_pb2.PaymentAuthorized(**common, amount=money)
+            return events_pb2.PaymentAuthorized(**common, amount=money, risk_assessment=risk)
         case PaymentState.DECLINED:
-            return events_pb2.PaymentDeclined(**common, decline_reason=p.decline_reason)
+            return events_pb2.PaymentDeclined(
+                **common, decline_reason=p.decline_reason, risk_assessment=risk
+            )
         case PaymentState.CAPTURED:
             return events_pb2.PaymentCaptured(**common, amount=money)
         case PaymentState.VOIDED:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     MetaData,
     String,
     Table,
@@ -19,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
-from ordermesh_payment.domain import Payment, PaymentState
+from ordermesh_payment.domain import Payment, PaymentState, RiskAssessment, RiskVerdict
 from ordermesh_payment.risk.decision_log import risk_decision_table
 from ordermesh_payment.risk.feature_store import risk_feature_table
 from ordermesh_payment.risk.registry import risk_model_table
@@ -46,7 +47,35 @@ payments = Table(
     Column("psp_reference", String(128), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Risk scoring's outcome; all NULL when the payment was not scored (risk off).
+    Column("risk_score", Float, nullable=True),
+    Column("risk_decision", String(16), nullable=True),
+    Column("risk_model_version", String(128), nullable=True),
+    Column("risk_variant", String(16), nullable=True),
 )
+
+
+def _risk(row: object) -> RiskAssessment | None:
+    r = row
+    if r.risk_decision is None:  # type: ignore[attr-defined]
+        return None
+    return RiskAssessment(
+        r.risk_score,  # type: ignore[attr-defined]
+        RiskVerdict(r.risk_decision),  # type: ignore[attr-defined]
+        r.risk_model_version,  # type: ignore[attr-defined]
+        r.risk_variant,  # type: ignore[attr-defined]
+    )
+
+
+def _risk_columns(risk: RiskAssessment | None) -> dict[str, object]:
+    if risk is None:
+        return dict.fromkeys(("risk_score", "risk_decision", "risk_model_version", "risk_variant"))
+    return {
+        "risk_score": risk.score,
+        "risk_decision": risk.verdict.value,
+        "risk_model_version": risk.model_version,
+        "risk_variant": risk.variant,
+    }
 
 
 def _payment(row: object) -> Payment:
@@ -62,6 +91,7 @@ def _payment(row: object) -> Payment:
         r.psp_reference,  # type: ignore[attr-defined]
         r.created_at,  # type: ignore[attr-defined]
         r.updated_at,  # type: ignore[attr-defined]
+        _risk(r),
     )
 
 
@@ -87,6 +117,7 @@ def _row(payment: Payment) -> dict[str, object]:
         "psp_reference": payment.psp_reference,
         "created_at": payment.created_at,
         "updated_at": payment.updated_at,
+        **_risk_columns(payment.risk),
     }
 
 
@@ -98,6 +129,7 @@ def _move_row(before: Payment, after: Payment) -> dict[str, object]:
         "decline_reason": after.decline_reason,
         "psp_reference": after.psp_reference,
         "updated_at": after.updated_at,
+        **_risk_columns(after.risk),
     }
 
 

@@ -342,7 +342,8 @@ class Payments:
         decisions = await risk.decide(list(attempts.values()))
         keep: list[tuple[AuthorizationRequest, Payment]] = []
         refused: list[Move] = []
-        for (request, intent), decision in zip(to_ask, decisions, strict=True):
+        for (request, unscored), decision in zip(to_ask, decisions, strict=True):
+            intent = replace(unscored, risk=decision.assessment())
             if decision.declined:
                 refused.append(
                     (intent, intent.moved_to(PaymentState.DECLINED, decline_reason=RISK_DECLINED))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ordermesh_payment.domain import RiskAssessment, RiskVerdict
 from ordermesh_payment.risk.decision_log import DecisionLog
 from ordermesh_payment.risk.drift import drift
 from ordermesh_payment.risk.events import Attempt, PaymentOutcome
@@ -63,6 +64,11 @@ class RiskDecision:
     # and the probability the policy had of taking the action it took.
     explored: bool = False
     propensity: float = 1.0
+
+    def assessment(self) -> RiskAssessment:
+        """What the payment, its answer and its events carry of this decision."""
+        verdict = RiskVerdict(_decision(self.declined, self.explored))
+        return RiskAssessment(self.score, verdict, self.model_version, self.variant)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eordermesh/common/v1/risk.proto\x12\x13ordermesh.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x0bRiskSignals\x12\x11\n\tclient_ip\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65mail_domain\x18\x03 \x01(\t\x12\x17\n\x0f\x62illing_country\x18\x04 \x01(\t\x12\x18\n\x10shipping_country\x18\x05 \x01(\t\x12\x36\n\x12\x61\x63\x63ount_created_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eordermesh/common/v1/risk.proto\x12\x13ordermesh.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x0bRiskSignals\x12\x11\n\tclient_ip\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65mail_domain\x18\x03 \x01(\t\x12\x17\n\x0f\x62illing_country\x18\x04 \x01(\t\x12\x18\n\x10shipping_country\x18\x05 \x01(\t\x12\x36\n\x12\x61\x63\x63ount_created_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x0eRiskAssessment\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x33\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32!.ordermesh.common.v1.RiskDecision\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t*~\n\x0cRiskDecision\x12\x1d\n\x19RISK_DECISION_UNSPECIFIED\x10\x00\x12\x19\n\x15RISK_DECISION_APPROVE\x10\x01\x12\x19\n\x15RISK_DECISION_DECLINE\x10\x02\x12\x19\n\x15RISK_DECISION_EXPLORE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.common.v1.risk_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RISKDECISION']._serialized_start=397
+  _globals['_RISKDECISION']._serialized_end=523
   _globals['_RISKSIGNALS']._serialized_start=89
   _globals['_RISKSIGNALS']._serialized_end=269
+  _globals['_RISKASSESSMENT']._serialized_start=271
+  _globals['_RISKASSESSMENT']._serialized_end=395
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -16,6 +17,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RiskDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RiskDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RiskDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RISK_DECISION_UNSPECIFIED: _RiskDecision.ValueType  # 0
+    """Not scored."""
+    RISK_DECISION_APPROVE: _RiskDecision.ValueType  # 1
+    """Scored below the threshold: the provider was asked."""
+    RISK_DECISION_DECLINE: _RiskDecision.ValueType  # 2
+    """Scored at or above the threshold: declined before the provider was asked."""
+    RISK_DECISION_EXPLORE: _RiskDecision.ValueType  # 3
+    """Scored at or above the threshold but approved at random, to measure what
+    declines cost (the exploration share in docs/risk.md).
+    """
+
+class RiskDecision(_RiskDecision, metaclass=_RiskDecisionEnumTypeWrapper):
+    """What risk scoring decided about a payment."""
+
+RISK_DECISION_UNSPECIFIED: RiskDecision.ValueType  # 0
+"""Not scored."""
+RISK_DECISION_APPROVE: RiskDecision.ValueType  # 1
+"""Scored below the threshold: the provider was asked."""
+RISK_DECISION_DECLINE: RiskDecision.ValueType  # 2
+"""Scored at or above the threshold: declined before the provider was asked."""
+RISK_DECISION_EXPLORE: RiskDecision.ValueType  # 3
+"""Scored at or above the threshold but approved at random, to measure what
+declines cost (the exploration share in docs/risk.md).
+"""
+Global___RiskDecision: _TypeAlias = RiskDecision  # noqa: Y015
 
 @_typing.final
 class RiskSignals(_message.Message):
@@ -64,3 +97,37 @@ class RiskSignals(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RiskSignals: _TypeAlias = RiskSignals  # noqa: Y015
+
+@_typing.final
+class RiskAssessment(_message.Message):
+    """The outcome of scoring a payment's authorization for fraud risk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    """The estimated probability of fraud, from 0 to 1."""
+    decision: Global___RiskDecision.ValueType
+    """What was done with the payment because of the score."""
+    model_version: _builtins.str
+    """The version of the model that decided; "rules" when the baseline rules did."""
+    variant: _builtins.str
+    """The A/B variant that decided: "champion", "challenger" or "rules"."""
+    def __init__(
+        self,
+        *,
+        score: _builtins.float = ...,
+        decision: Global___RiskDecision.ValueType = ...,
+        model_version: _builtins.str = ...,
+        variant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "model_version", b"model_version", "score", b"score", "variant", b"variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskAssessment: _TypeAlias = RiskAssessment  # noqa: Y015

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from ordermesh.common.v1 import money_pb2 as _money_pb2
+from ordermesh.common.v1 import risk_pb2 as _risk_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -309,6 +310,7 @@ class PaymentAuthorized(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    RISK_ASSESSMENT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The payment."""
     order_id: _builtins.str
@@ -319,6 +321,10 @@ class PaymentAuthorized(_message.Message):
     def amount(self) -> _money_pb2.Money:
         """The held amount."""
 
+    @_builtins.property
+    def risk_assessment(self) -> _risk_pb2.RiskAssessment:
+        """Risk scoring's outcome; absent when risk scoring is off."""
+
     def __init__(
         self,
         *,
@@ -326,10 +332,11 @@ class PaymentAuthorized(_message.Message):
         order_id: _builtins.str = ...,
         customer_id: _builtins.str = ...,
         amount: _money_pb2.Money | None = ...,
+        risk_assessment: _risk_pb2.RiskAssessment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "risk_assessment", b"risk_assessment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_id", b"payment_id", "risk_assessment", b"risk_assessment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +352,7 @@ class PaymentDeclined(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
+    RISK_ASSESSMENT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The payment record."""
     order_id: _builtins.str
@@ -353,6 +361,12 @@ class PaymentDeclined(_message.Message):
     """The customer."""
     decline_reason: _builtins.str
     """The provider's reason, for example "card_declined"."""
+    @_builtins.property
+    def risk_assessment(self) -> _risk_pb2.RiskAssessment:
+        """Risk scoring's outcome (decision RISK_DECISION_DECLINE when risk declined
+        it, decline_reason RISK_DECLINED); absent when risk scoring is off.
+        """
+
     def __init__(
         self,
         *,
@@ -360,10 +374,11 @@ class PaymentDeclined(_message.Message):
         order_id: _builtins.str = ...,
         customer_id: _builtins.str = ...,
         decline_reason: _builtins.str = ...,
+        risk_assessment: _risk_pb2.RiskAssessment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["risk_assessment", b"risk_assessment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id", "risk_assessment", b"risk_assessment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

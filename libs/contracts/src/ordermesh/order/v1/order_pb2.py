@@ -27,17 +27,17 @@ from ordermesh.common.v1 import money_pb2 as ordermesh_dot_common_dot_v1_dot_mon
 from ordermesh.common.v1 import risk_pb2 as ordermesh_dot_common_dot_v1_dot_risk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eordermesh/order/v1/order.proto\x12\x12ordermesh.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fordermesh/common/v1/money.proto\x1a\x1eordermesh/common/v1/risk.proto\"*\n\tOrderItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\x1e\n\rPaymentMethod\x12\r\n\x05token\x18\x01 \x01(\t\"\x8a\x01\n\tOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12.\n\nline_total\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\x9f\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.ordermesh.order.v1.OrderState\x12,\n\x05lines\x18\x05 \x03(\x0b\x32\x1d.ordermesh.order.v1.OrderLine\x12)\n\x05total\x18\x06 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12/\n\x06reason\x18\x07 \x01(\x0e\x32\x1f.ordermesh.order.v1.OrderReason\x12\x15\n\rreason_detail\x18\x08 \x01(\t\x12\x12\n\npayment_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\x0c \x01(\t\"\x87\x02\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12,\n\x05items\x18\x03 \x03(\x0b\x32\x1d.ordermesh.order.v1.OrderItem\x12\x32\n\x07payment\x18\x04 \x01(\x0b\x32!.ordermesh.order.v1.PaymentMethod\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x18\n\x10wait_for_outcome\x18\x06 \x01(\x08\x12\x36\n\x0crisk_signals\x18\x07 \x01(\x0b\x32 .ordermesh.common.v1.RiskSignals\"P\n\x12PlaceOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x10GetOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order\"~\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.ordermesh.order.v1.OrderState\"X\n\x12ListOrdersResponse\x12)\n\x06orders\x18\x01 \x03(\x0b\x32\x19.ordermesh.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"?\n\x13\x43\x61ncelOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\">\n\x12WatchOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order*\x92\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04*\x9e\x02\n\x0bOrderReason\x12\x1c\n\x18ORDER_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19ORDER_REASON_OUT_OF_STOCK\x10\x01\x12!\n\x1dORDER_REASON_PAYMENT_DECLINED\x10\x02\x12$\n ORDER_REASON_PAYMENT_UNAVAILABLE\x10\x03\x12\x1d\n\x19ORDER_REASON_SAGA_TIMEOUT\x10\x04\x12&\n\"ORDER_REASON_CANCELLED_BY_CUSTOMER\x10\x05\x12\"\n\x1eORDER_REASON_CURRENCY_MISMATCH\x10\x06\x12\x1e\n\x1aORDER_REASON_RISK_DECLINED\x10\x07\x32\xde\x03\n\x0cOrderService\x12[\n\nPlaceOrder\x12%.ordermesh.order.v1.PlaceOrderRequest\x1a&.ordermesh.order.v1.PlaceOrderResponse\x12U\n\x08GetOrder\x12#.ordermesh.order.v1.GetOrderRequest\x1a$.ordermesh.order.v1.GetOrderResponse\x12[\n\nListOrders\x12%.ordermesh.order.v1.ListOrdersRequest\x1a&.ordermesh.order.v1.ListOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.ordermesh.order.v1.CancelOrderRequest\x1a\'.ordermesh.order.v1.CancelOrderResponse\x12]\n\nWatchOrder\x12%.ordermesh.order.v1.WatchOrderRequest\x1a&.ordermesh.order.v1.WatchOrderResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eordermesh/order/v1/order.proto\x12\x12ordermesh.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fordermesh/common/v1/money.proto\x1a\x1eordermesh/common/v1/risk.proto\"*\n\tOrderItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\x1e\n\rPaymentMethod\x12\r\n\x05token\x18\x01 \x01(\t\"\x8a\x01\n\tOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12.\n\nline_total\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\xdd\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.ordermesh.order.v1.OrderState\x12,\n\x05lines\x18\x05 \x03(\x0b\x32\x1d.ordermesh.order.v1.OrderLine\x12)\n\x05total\x18\x06 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12/\n\x06reason\x18\x07 \x01(\x0e\x32\x1f.ordermesh.order.v1.OrderReason\x12\x15\n\rreason_detail\x18\x08 \x01(\t\x12\x12\n\npayment_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\x0c \x01(\t\x12<\n\x0frisk_assessment\x18\r \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"\x87\x02\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12,\n\x05items\x18\x03 \x03(\x0b\x32\x1d.ordermesh.order.v1.OrderItem\x12\x32\n\x07payment\x18\x04 \x01(\x0b\x32!.ordermesh.order.v1.PaymentMethod\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x18\n\x10wait_for_outcome\x18\x06 \x01(\x08\x12\x36\n\x0crisk_signals\x18\x07 \x01(\x0b\x32 .ordermesh.common.v1.RiskSignals\"P\n\x12PlaceOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x10GetOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order\"~\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.ordermesh.order.v1.OrderState\"X\n\x12ListOrdersResponse\x12)\n\x06orders\x18\x01 \x03(\x0b\x32\x19.ordermesh.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"?\n\x13\x43\x61ncelOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\">\n\x12WatchOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.ordermesh.order.v1.Order*\x92\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04*\x9e\x02\n\x0bOrderReason\x12\x1c\n\x18ORDER_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19ORDER_REASON_OUT_OF_STOCK\x10\x01\x12!\n\x1dORDER_REASON_PAYMENT_DECLINED\x10\x02\x12$\n ORDER_REASON_PAYMENT_UNAVAILABLE\x10\x03\x12\x1d\n\x19ORDER_REASON_SAGA_TIMEOUT\x10\x04\x12&\n\"ORDER_REASON_CANCELLED_BY_CUSTOMER\x10\x05\x12\"\n\x1eORDER_REASON_CURRENCY_MISMATCH\x10\x06\x12\x1e\n\x1aORDER_REASON_RISK_DECLINED\x10\x07\x32\xde\x03\n\x0cOrderService\x12[\n\nPlaceOrder\x12%.ordermesh.order.v1.PlaceOrderRequest\x1a&.ordermesh.order.v1.PlaceOrderResponse\x12U\n\x08GetOrder\x12#.ordermesh.order.v1.GetOrderRequest\x1a$.ordermesh.order.v1.GetOrderResponse\x12[\n\nListOrders\x12%.ordermesh.order.v1.ListOrdersRequest\x1a&.ordermesh.order.v1.ListOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.ordermesh.order.v1.CancelOrderRequest\x1a\'.ordermesh.order.v1.CancelOrderResponse\x12]\n\nWatchOrder\x12%.ordermesh.order.v1.WatchOrderRequest\x1a&.ordermesh.order.v1.WatchOrderResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.order.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATE']._serialized_start=1675
-  _globals['_ORDERSTATE']._serialized_end=1821
-  _globals['_ORDERREASON']._serialized_start=1824
-  _globals['_ORDERREASON']._serialized_end=2110
+  _globals['_ORDERSTATE']._serialized_start=1737
+  _globals['_ORDERSTATE']._serialized_end=1883
+  _globals['_ORDERREASON']._serialized_start=1886
+  _globals['_ORDERREASON']._serialized_end=2172
   _globals['_ORDERITEM']._serialized_start=152
   _globals['_ORDERITEM']._serialized_end=194
   _globals['_PAYMENTMETHOD']._serialized_start=196
@@ -45,27 +45,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERLINE']._serialized_start=229
   _globals['_ORDERLINE']._serialized_end=367
   _globals['_ORDER']._serialized_start=370
-  _globals['_ORDER']._serialized_end=785
-  _globals['_PLACEORDERREQUEST']._serialized_start=788
-  _globals['_PLACEORDERREQUEST']._serialized_end=1051
-  _globals['_PLACEORDERRESPONSE']._serialized_start=1053
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1133
-  _globals['_GETORDERREQUEST']._serialized_start=1135
-  _globals['_GETORDERREQUEST']._serialized_end=1170
-  _globals['_GETORDERRESPONSE']._serialized_start=1172
-  _globals['_GETORDERRESPONSE']._serialized_end=1232
-  _globals['_LISTORDERSREQUEST']._serialized_start=1234
-  _globals['_LISTORDERSREQUEST']._serialized_end=1360
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1362
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1450
-  _globals['_CANCELORDERREQUEST']._serialized_start=1452
-  _globals['_CANCELORDERREQUEST']._serialized_end=1504
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1506
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1569
-  _globals['_WATCHORDERREQUEST']._serialized_start=1571
-  _globals['_WATCHORDERREQUEST']._serialized_end=1608
-  _globals['_WATCHORDERRESPONSE']._serialized_start=1610
-  _globals['_WATCHORDERRESPONSE']._serialized_end=1672
-  _globals['_ORDERSERVICE']._serialized_start=2113
-  _globals['_ORDERSERVICE']._serialized_end=2591
+  _globals['_ORDER']._serialized_end=847
+  _globals['_PLACEORDERREQUEST']._serialized_start=850
+  _globals['_PLACEORDERREQUEST']._serialized_end=1113
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1115
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1195
+  _globals['_GETORDERREQUEST']._serialized_start=1197
+  _globals['_GETORDERREQUEST']._serialized_end=1232
+  _globals['_GETORDERRESPONSE']._serialized_start=1234
+  _globals['_GETORDERRESPONSE']._serialized_end=1294
+  _globals['_LISTORDERSREQUEST']._serialized_start=1296
+  _globals['_LISTORDERSREQUEST']._serialized_end=1422
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1424
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1512
+  _globals['_CANCELORDERREQUEST']._serialized_start=1514
+  _globals['_CANCELORDERREQUEST']._serialized_end=1566
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1568
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1631
+  _globals['_WATCHORDERREQUEST']._serialized_start=1633
+  _globals['_WATCHORDERREQUEST']._serialized_end=1670
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1672
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1734
+  _globals['_ORDERSERVICE']._serialized_start=2175
+  _globals['_ORDERSERVICE']._serialized_end=2653
 # @@protoc_insertion_point(module_scope)

@@ -207,6 +207,7 @@ class Order(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    RISK_ASSESSMENT_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Server-assigned order id (a UUID)."""
     customer_id: _builtins.str
@@ -241,6 +242,13 @@ class Order(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the order last changed."""
 
+    @_builtins.property
+    def risk_assessment(self) -> _risk_pb2.RiskAssessment:
+        """Risk scoring's outcome for the order's payment, as payment-service answered
+        the authorization; absent when risk scoring is off, before the payment is
+        authorized, and for a free order.
+        """
+
     def __init__(
         self,
         *,
@@ -256,10 +264,11 @@ class Order(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         currency: _builtins.str = ...,
+        risk_assessment: _risk_pb2.RiskAssessment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "risk_assessment", b"risk_assessment", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "reason", b"reason", "reason_detail", b"reason_detail", "state", b"state", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "reason", b"reason", "reason_detail", b"reason_detail", "risk_assessment", b"risk_assessment", "state", b"state", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -76,6 +76,7 @@ class Payment(_message.Message):
     PSP_REFERENCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    RISK_ASSESSMENT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """Server-assigned payment id (a UUID)."""
     order_id: _builtins.str
@@ -100,6 +101,12 @@ class Payment(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the payment last changed."""
 
+    @_builtins.property
+    def risk_assessment(self) -> _risk_pb2.RiskAssessment:
+        """Risk scoring's outcome for the authorization; absent when risk scoring is
+        off or the payment was not scored.
+        """
+
     def __init__(
         self,
         *,
@@ -112,10 +119,11 @@ class Payment(_message.Message):
         psp_reference: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        risk_assessment: _risk_pb2.RiskAssessment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "risk_assessment", b"risk_assessment", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "customer_id", b"customer_id", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id", "psp_reference", b"psp_reference", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "customer_id", b"customer_id", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id", "psp_reference", b"psp_reference", "risk_assessment", b"risk_assessment", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
