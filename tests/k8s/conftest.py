@@ -8,7 +8,7 @@ not a chart that passed.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,17 @@ def helm_template_error(helm: Path, helm_tmp: Path) -> RenderError:
         return result.stderr
 
     return _render_error
+
+
+@pytest.fixture
+def schema_error(helm_template_error: RenderError, tmp_path: Path) -> Callable[[str], str]:
+    """Render these values (YAML text), which the schema must refuse; helm's error."""
+
+    def _schema_error(content: str) -> str:
+        values = tmp_path / "bad-values.yaml"
+        values.write_text(content)
+        err = helm_template_error([], values=[values])
+        assert "values don't meet the specifications of the schema" in err
+        return err
+
+    return _schema_error
