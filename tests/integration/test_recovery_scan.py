@@ -5,12 +5,14 @@ A long run found it reading the whole orders table once a second (0.2 s a pass a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh_cli.registry import load_service
 from ordermesh_order.store import OrderRepository
@@ -35,80 +37,80 @@ FROM generate_series(1, CAST(:n AS integer)) AS i
 """
 
 
+@pytest.fixture
+async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh order-service database at its latest schema."""
+    spec = load_service("order")
+    await upgrade_to_head(spec.migrations, pg_database, spec.name)
+    engine = create_engine(pg_database)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 async def test_the_scan_takes_the_index_of_owing_orders_and_finds_them_oldest_first(
-    pg_database: str,
+    engine: AsyncEngine,
 ) -> None:
-    spec = load_service("order")
-    await upgrade_to_head(spec.migrations, pg_database, spec.name)
-    engine = create_engine(pg_database)
     now = datetime.now(UTC)
-    try:
-        async with engine.begin() as conn:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(_INSERT),
+            {"prefix": "done-", "state": "CONFIRMED", "work": "", "lease_until": None,
+             "created_at": now - timedelta(days=1), "n": SETTLED},
+        )  # fmt: skip
+        for order_id, lease_s in OWING.items():
             await conn.execute(
                 text(_INSERT),
-                {"prefix": "done-", "state": "CONFIRMED", "work": "", "lease_until": None,
-                 "created_at": now - timedelta(days=1), "n": SETTLED},
+                {"prefix": order_id, "state": "PENDING", "work": "FORWARD",
+                 "lease_until": now + timedelta(seconds=lease_s),
+                 "created_at": now + timedelta(seconds=lease_s), "n": 1},
             )  # fmt: skip
-            for order_id, lease_s in OWING.items():
-                await conn.execute(
-                    text(_INSERT),
-                    {"prefix": order_id, "state": "PENDING", "work": "FORWARD",
-                     "lease_until": now + timedelta(seconds=lease_s),
-                     "created_at": now + timedelta(seconds=lease_s), "n": 1},
-                )  # fmt: skip
-            await conn.execute(text("ANALYZE orders"))
+        await conn.execute(text("ANALYZE orders"))
 
-        sent: list[tuple[str, Any]] = []
+    sent: list[tuple[str, Any]] = []
 
-        def record(_c: Connection, _cur: object, statement: str, params: Any, *_: object) -> None:
-            if "lease_until" in statement and statement.lstrip().startswith("SELECT"):
-                sent.append((statement, params))
+    def record(_c: Connection, _cur: object, statement: str, params: Any, *_: object) -> None:
+        if "lease_until" in statement and statement.lstrip().startswith("SELECT"):
+            sent.append((statement, params))
 
-        event.listen(engine.sync_engine, "before_cursor_execute", record)
-        async with engine.connect() as conn:
-            due = await OrderRepository(conn).with_work_due(now, limit=50)
-            assert [d.order_id for d in due] == ["owing-old1", "owing-new1"]
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    async with engine.connect() as conn:
+        due = await OrderRepository(conn).with_work_due(now, limit=50)
+        assert [d.order_id for d in due] == ["owing-old1", "owing-new1"]
 
-            statement, params = sent[-1]
-            plan = "\n".join(
-                row[0] for row in (await conn.exec_driver_sql(f"EXPLAIN {statement}", params)).all()
-            )
-        assert "ix_orders_owing_work" in plan, plan
-        assert "Seq Scan" not in plan, plan
-    finally:
-        await engine.dispose()
-
-
-async def test_the_recovered_orders_are_read_at_once_with_their_lines(pg_database: str) -> None:
-    spec = load_service("order")
-    await upgrade_to_head(spec.migrations, pg_database, spec.name)
-    engine = create_engine(pg_database)
-    now = datetime.now(UTC)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(_INSERT),
-                {"prefix": "owing-", "state": "PENDING", "work": "FORWARD", "lease_until": None,
-                 "created_at": now, "n": 3},
-            )  # fmt: skip
-            await conn.execute(
-                text(
-                    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)"
-                    " VALUES ('owing-1', 0, 'SKU-A', 2, 0), ('owing-1', 1, 'SKU-B', 1, 0),"
-                    " ('owing-3', 0, 'SKU-C', 5, 0)"
-                )
-            )
-        statements: list[str] = []
-        event.listen(
-            engine.sync_engine,
-            "before_cursor_execute",
-            lambda _c, _cur, statement, *_: statements.append(statement),
+        statement, params = sent[-1]
+        plan = "\n".join(
+            row[0] for row in (await conn.exec_driver_sql(f"EXPLAIN {statement}", params)).all()
         )
-        async with engine.connect() as conn:
-            found = await OrderRepository(conn).get_many(["owing-1", "owing-3", "missing"])
-        assert sorted(found) == ["owing-1", "owing-3"]
-        assert [(x.sku, x.quantity) for x in found["owing-1"].lines] == [("SKU-A", 2), ("SKU-B", 1)]
-        assert [(x.sku, x.quantity) for x in found["owing-3"].lines] == [("SKU-C", 5)]
-        assert len(statements) == 2  # the orders, then every line of them
-    finally:
-        await engine.dispose()
+    assert "ix_orders_owing_work" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_the_recovered_orders_are_read_at_once_with_their_lines(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(_INSERT),
+            {"prefix": "owing-", "state": "PENDING", "work": "FORWARD", "lease_until": None,
+             "created_at": now, "n": 3},
+        )  # fmt: skip
+        await conn.execute(
+            text(
+                "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)"
+                " VALUES ('owing-1', 0, 'SKU-A', 2, 0), ('owing-1', 1, 'SKU-B', 1, 0),"
+                " ('owing-3', 0, 'SKU-C', 5, 0)"
+            )
+        )
+    statements: list[str] = []
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: statements.append(statement),
+    )
+    async with engine.connect() as conn:
+        found = await OrderRepository(conn).get_many(["owing-1", "owing-3", "missing"])
+    assert sorted(found) == ["owing-1", "owing-3"]
+    assert [(x.sku, x.quantity) for x in found["owing-1"].lines] == [("SKU-A", 2), ("SKU-B", 1)]
+    assert [(x.sku, x.quantity) for x in found["owing-3"].lines] == [("SKU-C", 5)]
+    assert len(statements) == 2  # the orders, then every line of them
