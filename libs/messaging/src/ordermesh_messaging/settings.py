@@ -25,7 +25,9 @@ class RelaySettings(KafkaSettings):
     relay_enabled: bool = Field(
         True, description="Run the outbox relay inside the service process."
     )
-    outbox_batch_size: int = Field(500, ge=1, description="Rows claimed and published at once.")
+    outbox_batch_size: int = Field(
+        2000, ge=1, description="Rows claimed and published at once, at most."
+    )
     outbox_poll_s: float = Field(
         0.5, gt=0, description="Polling fallback when no NOTIFY wakes the relay."
     )
