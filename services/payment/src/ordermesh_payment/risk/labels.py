@@ -8,7 +8,7 @@ have arrived (the maturity)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,10 +34,15 @@ def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ms(at: datetime) -> int:
+    """Whole milliseconds since the epoch, in integers (a float would round some
+    times one millisecond down)."""
     if at.tzinfo is None:  # SQLite hands back naive UTC
         at = at.replace(tzinfo=UTC)
-    return int(at.timestamp() * 1000)
+    return (at - EPOCH) // timedelta(milliseconds=1)
 
 
 class ChargebackLabels:
