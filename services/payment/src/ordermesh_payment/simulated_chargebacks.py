@@ -113,13 +113,13 @@ class SimulatedChargebacks:
         in the outbox, marked reported in the same transaction; how many."""
         t = self.table
         now = datetime.now(UTC)
+        due_now = t.c.reported_at.is_(None) & (t.c.due_at <= now)
+        # A read first: most polls find nothing, and take no write lock for it.
+        async with self._sessions() as conn:
+            if await conn.scalar(select(t.c.order_id).where(due_now).limit(1)) is None:
+                return 0
         async with self._sessions.begin() as conn:
-            query = (
-                select(t)
-                .where(t.c.reported_at.is_(None), t.c.due_at <= now)
-                .order_by(t.c.due_at, t.c.order_id)
-                .limit(limit)
-            )
+            query = select(t).where(due_now).order_by(t.c.due_at, t.c.order_id).limit(limit)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)  # several pods, no double
             due = (await conn.execute(query)).all()
