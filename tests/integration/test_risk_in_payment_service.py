@@ -223,6 +223,39 @@ def test_the_registry_commands_register_promote_list_and_roll_back(tmp_path: Pat
     assert "no champion before" in refused.output
 
 
+def test_retire_takes_a_challenger_out_and_registering_keeps_the_newest_challengers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDERMESH_RISK_MAX_CHALLENGERS", "2")
+    url = f"sqlite+aiosqlite:///{tmp_path}/payment.db"
+    champion, *challengers = [_constant(logit) for logit in (-3.0, -2.0, -1.0, 1.0)]
+    runner = CliRunner()
+
+    def risk(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, ["risk", *args, "--database-url", url])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    def roles() -> dict[str, str]:
+        listed = json.loads(risk("models"))
+        return {m["version"]: m["role"] for m in listed}
+
+    risk("register", str(champion.save(tmp_path / "champion.json")), "--champion")
+    outputs = [
+        risk("register", str(c.save(tmp_path / f"{i}.json"))) for i, c in enumerate(challengers)
+    ]
+    oldest, middle, newest = (c.version for c in challengers)
+    # The third challenger is one too many: the oldest leaves shadowing.
+    assert json.loads(outputs[-1])["retired"] == [oldest]
+    assert roles() == {champion.version: "champion", oldest: "retired", middle: "challenger",
+                       newest: "challenger"}  # fmt: skip
+    assert json.loads(risk("retire", middle)) == {"retired": middle, "was": "challenger"}
+    assert roles()[middle] == "retired"
+    assert "is the champion" in risk("retire", champion.version, code=1)
+    assert roles()[champion.version] == "champion"
+    assert "not found" in risk("retire", "logistic-000000000000", code=1)
+
+
 def test_promote_refuses_a_challenger_biased_against_new_customers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

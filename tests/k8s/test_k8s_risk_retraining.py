@@ -1,6 +1,6 @@
 """The risk retraining CronJob (riskRetraining): off by default; on, a valid CronJob
-that trains on a window of the event log in the training image and registers the
-chosen model with payment's database."""
+that trains on a window of payment's records (or of an event log on a volume) in the
+training image and registers the chosen model with payment's database."""
 
 from __future__ import annotations
 
@@ -28,10 +28,8 @@ from tests.k8s.chart import (
 from tests.k8s.test_k8s_crd_schemas import VALIDATOR, tools_python
 from tests.k8s.test_k8s_workloads import assert_hardened, env_of
 
-ON = [
-    "riskRetraining.enabled=true",
-    "riskRetraining.events.volume.persistentVolumeClaim.claimName=risk-events",
-]
+ON = ["riskRetraining.enabled=true"]
+FROM_EVENTS = [*ON, "riskRetraining.events.volume.persistentVolumeClaim.claimName=risk-events"]
 EVENTS_DIR = "/var/lib/ordermesh/risk/events"
 BIG_NODES = {"matchExpressions": [{"key": "cpu", "operator": "In", "values": ["big"]}]}
 PREFER_BIG_NODES = {
@@ -117,8 +115,22 @@ def test_the_training_image_follows_payment_or_its_own_values(render: Render) ->
     assert image(f"riskRetraining.image.digest={digest}") == f"ordermesh@{digest}"
 
 
-def test_the_pod_has_payments_database_and_the_events_read_only(render: Render) -> None:
-    job = cronjob(render(PRODUCTION_VALUES, sets=ON))
+def test_by_default_the_pod_has_payments_database_and_no_events_volume(render: Render) -> None:
+    (container,) = pod_of(cronjob(render(PRODUCTION_VALUES, sets=ON)))["spec"]["containers"]
+    env = env_of(container)
+    assert env["ORDERMESH_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "ordermesh-payment-db-app", "key": "uri"}
+    }
+    assert env["ORDERMESH_RISK_MAX_CHALLENGERS"] == "3"
+    assert EVENTS_DIR not in {m["mountPath"] for m in container["volumeMounts"]}
+    (container,) = pod_of(cronjob(render(sets=[*ON, "riskRetraining.maxChallengers=1"])))["spec"][
+        "containers"
+    ]
+    assert env_of(container)["ORDERMESH_RISK_MAX_CHALLENGERS"] == "1"
+
+
+def test_with_an_events_volume_the_pod_has_the_events_read_only(render: Render) -> None:
+    job = cronjob(render(PRODUCTION_VALUES, sets=FROM_EVENTS))
     pod = pod_of(job)["spec"]
     (container,) = pod["containers"]
     assert env_of(container)["ORDERMESH_DATABASE_URL"] == {
@@ -186,12 +198,18 @@ def test_pod_settings_come_from_riskretraining_or_else_payment(
     assert job["spec"]["timeZone"] == "Europe/Paris"
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [(ON, ("--database-url", "postgresql://payment-db/payment")),
+     (FROM_EVENTS, ("--events", EVENTS_DIR))],
+)  # fmt: skip
 def test_the_script_trains_on_the_window_then_registers_the_model(
-    render: Render, tmp_path: Path
+    render: Render, tmp_path: Path, source: list[str], expected: tuple[str, str]
 ) -> None:
     """The rendered script, run by sh with a stand-in `ordermesh` that records its
-    arguments: train on [now - windowDays, now], then register that run's model."""
-    sets = [*ON, "riskRetraining.windowDays=90", "riskRetraining.maturityDays=30"]
+    arguments: train on [now - windowDays, now] from payment's database (or the events
+    volume), then register that run's model."""
+    sets = [*source, "riskRetraining.windowDays=90", "riskRetraining.maturityDays=30"]
     sets += ["riskRetraining.model=lightgbm"]
     script = script_of(cronjob(render(sets=sets)))
     calls = tmp_path / "calls"
@@ -199,7 +217,11 @@ def test_the_script_trains_on_the_window_then_registers_the_model(
     stand_in.parent.mkdir()
     stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     stand_in.chmod(stand_in.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{stand_in.parent}:{os.environ['PATH']}",
+        "ORDERMESH_DATABASE_URL": "postgresql://payment-db/payment",
+    }
     ran = subprocess.run(
         ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30
     )
@@ -207,7 +229,9 @@ def test_the_script_trains_on_the_window_then_registers_the_model(
     train, register = (line.split() for line in calls.read_text().splitlines())
     assert train[:2] == ["risk", "train"]
     option = dict(zip(train[2::2], train[3::2], strict=True))
-    assert option["--events"] == EVENTS_DIR
+    flag, value = expected
+    assert option[flag] == value
+    assert {"--events", "--database-url"} & set(option) == {flag}
     assert option["--maturity-days"] == "30"
     since = datetime.fromisoformat(option["--since"])
     until = datetime.fromisoformat(option["--until"])
@@ -222,7 +246,11 @@ def test_a_failed_training_registers_nothing(render: Render, tmp_path: Path) -> 
     stand_in.parent.mkdir()
     stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
     stand_in.chmod(stand_in.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{stand_in.parent}:{os.environ['PATH']}",
+        "ORDERMESH_DATABASE_URL": "postgresql://payment-db/payment",
+    }
     ran = subprocess.run(
         ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30
     )
@@ -233,7 +261,6 @@ def test_a_failed_training_registers_nothing(render: Render, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["riskRetraining.enabled=true"], "needs riskRetraining.events.volume"),
         ([*ON, "riskRetraining.windowDays=45"], "riskRetraining.windowDays (45) must be above"),
     ],
 )  # fmt: skip
@@ -249,6 +276,7 @@ def test_unusable_settings_are_refused(
         ("riskRetraining:\n  enabled: 'yes'\n", "riskRetraining.enabled"),
         ("riskRetraining:\n  concurrencyPolicy: Sometimes\n", "riskRetraining.concurrencyPolicy"),
         ("riskRetraining:\n  windowDays: 0\n", "riskRetraining.windowDays"),
+        ("riskRetraining:\n  maxChallengers: 0\n", "riskRetraining.maxChallengers"),
         ("riskRetraining:\n  model: xgboost\n", "riskRetraining.model"),
         ("riskRetraining:\n  schedule: daily\n", "riskRetraining.schedule"),
         ("riskRetraining:\n  successfulJobsHistoryLimit: -1\n", "successfulJobsHistoryLimit"),

@@ -270,6 +270,7 @@ def test_topology_spread_over_nodes_and_zones(
 def test_strimzi_topics(production_objects: list[Manifest]) -> None:
     topics = {t["spec"]["topicName"]: t for t in of_kind(production_objects, "KafkaTopic")}
     base = ["ordermesh.orders.v1", "ordermesh.reservations.v1", "ordermesh.payments.v1"]
+    base += ["ordermesh.psp.chargebacks.v1"]
     assert sorted(topics) == sorted([*base, *(f"{t}.dlq" for t in base)])
     for topic in topics.values():
         assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
@@ -285,7 +286,7 @@ def test_topics_partitions_and_replicas_are_configurable(render: Render) -> None
         sets=["kafka.topics.mode=strimzi", "kafka.topics.partitions=3", "kafka.topics.replicas=1"]
     )
     topics = of_kind(objects, "KafkaTopic")
-    assert len(topics) == 6
+    assert len(topics) == 8
     assert {(t["spec"]["partitions"], t["spec"]["replicas"]) for t in topics} == {(3, 1)}
 
 

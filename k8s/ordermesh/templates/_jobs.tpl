@@ -8,7 +8,8 @@ tolerations), scheduling values falling back to the service's.
 Usage: include "ordermesh.jobPod" (dict "root" $ "name" "payment" "cfg" $cfg "job" $values
   "component" "migrate-payment" "kind" "job" "workload" $jobName "serviceAccountName" $account
   "container" "migrate" "image" $image "pullPolicy" "IfNotPresent" "args" (list ...)
-  "db" $db ["command" (list ...)] ["volumes" (list ...)] ["volumeMounts" (list ...)])
+  "db" $db ["command" (list ...)] ["volumes" (list ...)] ["volumeMounts" (list ...)]
+  ["env" (dict "NAME" "value" ...)])
 */}}
 {{- define "ordermesh.jobPod" -}}
 {{- $ := .root }}
@@ -16,6 +17,7 @@ Usage: include "ordermesh.jobPod" (dict "root" $ "name" "payment" "cfg" $cfg "jo
 {{- $cfg := .cfg }}
 {{- $env := dict "ORDERMESH_LOG_LEVEL" $cfg.logLevel }}
 {{- $env = mustMergeOverwrite $env (include "ordermesh.otelEnv" (dict "root" $ "name" .name "kind" .kind "workload" .workload) | fromJson) }}
+{{- $env = mustMergeOverwrite $env (.env | default dict) }}
 metadata:
   labels:
     {{- include "ordermesh.objectLabels" (dict "root" $ "component" .component "extra" $j.podLabels) | nindent 4 }}

@@ -31,11 +31,12 @@ class RiskTools(Protocol):
 
     def train(
         self,
-        events: Path,
+        events: Path | None,
         out: Path,
         since: datetime | None,
         until: datetime | None,
         maturity_days: float,
+        database_url: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def evaluate(
@@ -58,12 +59,14 @@ class RiskTools(Protocol):
 
     def rollback(self, database_url: str | None) -> dict[str, object]: ...
 
+    def retire(self, database_url: str | None, version: str) -> dict[str, object]: ...
+
     def models(self, database_url: str | None) -> list[dict[str, object]]: ...
 
     def skew(self, database_url: str | None) -> dict[str, object]: ...
 
     def report(
-        self, database_url: str | None, chargebacks: Path, maturity_days: float, out: Path
+        self, database_url: str | None, chargebacks: Path | None, maturity_days: float, out: Path
     ) -> list[dict[str, object]]: ...
 
 
@@ -151,9 +154,22 @@ def _table(lines: list[dict[str, Any]]) -> None:
         )
 
 
+DEFAULT_EVENTS = Path(".ordermesh/risk/sim")
+
+
 @risk_app.command()
 def train(
-    events: EventsOption = Path(".ordermesh/risk/sim"),
+    events: Annotated[
+        Path | None,
+        typer.Option(help=f"folder holding events.jsonl; default: {DEFAULT_EVENTS}"),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="train from payment's own records in this database instead: its decision "
+            "log and the chargebacks it received"
+        ),
+    ] = None,
     out: ModelsOption = Path(".ordermesh/risk/models"),
     since: SinceOption = None,
     until: UntilOption = None,
@@ -162,8 +178,14 @@ def train(
     """Train the rules baseline, logistic regression and LightGBM on the matured labels,
     pick each one's cheapest threshold, measure them on a time-based holdout and write
     their artifacts (<kind>.json) and comparison.json."""
+    if events is not None and database_url is not None:
+        raise typer.BadParameter("give --events or --database-url, not both")
+    if database_url is None:
+        events = events or DEFAULT_EVENTS
     with _refusals():
-        lines = load_risk_tools().train(events, out, _utc(since), _utc(until), maturity_days)
+        lines = load_risk_tools().train(
+            events, out, _utc(since), _utc(until), maturity_days, database_url
+        )
     _table(lines)
 
 
@@ -230,6 +252,18 @@ def rollback(database_url: DatabaseOption = None) -> None:
         _print(load_risk_tools().rollback(database_url))
 
 
+@risk_app.command()
+def retire(
+    version: Annotated[str, typer.Argument(help="a registered challenger (ordermesh risk models)")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Take a challenger out of shadowing (and out of its A/B share). The champion cannot
+    be retired: promote another model first. Registering beyond
+    ORDERMESH_RISK_MAX_CHALLENGERS retires the oldest challengers by itself."""
+    with _refusals():
+        _print(load_risk_tools().retire(database_url, version))
+
+
 @risk_app.command("models")
 def list_models(database_url: DatabaseOption = None) -> None:
     """The registered models and their roles."""
@@ -248,8 +282,12 @@ def skew(database_url: DatabaseOption = None) -> None:
 @risk_app.command()
 def report(
     chargebacks: Annotated[
-        Path, typer.Option(help="the provider's chargebacks: order ids, one a line (or JSON)")
-    ],
+        Path | None,
+        typer.Option(
+            help="a file of chargebacks (order ids, one a line, or JSON lines such as the "
+            "simulator's events.jsonl); default: the chargebacks payment received"
+        ),
+    ] = None,
     maturity_days: MaturityOption = 45.0,
     out: Annotated[Path, typer.Option(help="folder for the plots")] = Path(
         ".ordermesh/risk/report"

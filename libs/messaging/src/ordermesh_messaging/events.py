@@ -16,6 +16,8 @@ TOPICS = {
     "order": "ordermesh.orders.v1",
     "reservation": "ordermesh.reservations.v1",
     "payment": "ordermesh.payments.v1",
+    # The payment provider's reports (the simulated provider publishes through payment).
+    "chargeback": "ordermesh.psp.chargebacks.v1",
 }
 
 

@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh_messaging.consumer import EventConsumer
+from ordermesh_messaging.inbox import Inbox
 from ordermesh_messaging.relay import relay_workers
 from ordermesh_payment.api import POLICY, PaymentApi
+from ordermesh_payment.chargebacks import ChargebackHandler
 from ordermesh_payment.config import PaymentSettings
 from ordermesh_payment.psp import ResilientProvider
 from ordermesh_payment.risk.decision_log import DecisionLog
@@ -16,8 +19,16 @@ from ordermesh_payment.risk.feature_store import FeatureStore
 from ordermesh_payment.risk.registry import ModelRegistry, RegistryWatch
 from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
 from ordermesh_payment.risk.settings import RiskSettings
+from ordermesh_payment.simulated_chargebacks import ChargebackRule, SimulatedChargebacks
 from ordermesh_payment.simulated_psp import SimulatedProvider
-from ordermesh_payment.store import outbox, risk_decisions, risk_features, risk_models
+from ordermesh_payment.store import (
+    inbox,
+    outbox,
+    risk_decisions,
+    risk_features,
+    risk_models,
+    simulated_psp_chargebacks,
+)
 from ordermesh_payment.usecases import Payments
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.metrics import (
@@ -35,8 +46,17 @@ from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.workers import background, run_periodically
 
+INBOX_SWEEP_S = 3600.0
 
-def build_provider(settings: PaymentSettings) -> ResilientProvider:
+
+def build_chargebacks(settings: PaymentSettings, sessions: Transactions) -> SimulatedChargebacks:
+    rule = ChargebackRule(settings.psp_chargeback_token_prefix, settings.psp_chargeback_delay_s)
+    return SimulatedChargebacks(simulated_psp_chargebacks, outbox, sessions, rule)
+
+
+def build_provider(
+    settings: PaymentSettings, chargebacks: SimulatedChargebacks | None = None
+) -> ResilientProvider:
     breaker = CircuitBreaker(settings.psp_breaker_threshold, settings.psp_breaker_open_s)
 
     def observe(operation: str, seconds: float, outcome: str) -> None:
@@ -44,7 +64,9 @@ def build_provider(settings: PaymentSettings) -> ResilientProvider:
         PSP_BREAKER_OPEN.set(0 if breaker.state is BreakerState.CLOSED else 1)
 
     return ResilientProvider(
-        SimulatedProvider(settings.psp_latency_s, settings.psp_failure_rate),
+        SimulatedProvider(
+            settings.psp_latency_s, settings.psp_failure_rate, chargebacks=chargebacks
+        ),
         breaker,
         timeout_s=settings.psp_timeout_s,
         attempts=settings.psp_attempts,
@@ -97,9 +119,41 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, PaymentSettings)
     risk = build_risk(settings, runtime.sessions)
-    payments = Payments(runtime.sessions, build_provider(settings), settings.psp_concurrency, risk)
+    chargebacks = (
+        build_chargebacks(settings, runtime.sessions)
+        if settings.psp_chargeback_token_prefix
+        else None
+    )
+    provider = build_provider(settings, chargebacks)
+    payments = Payments(runtime.sessions, provider, settings.psp_concurrency, risk)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     workers = list(relay_workers(runtime, outbox, "payment"))
+    # The provider's chargebacks become payment's labels, with risk on or off.
+    handler = ChargebackHandler()
+    consumer = EventConsumer(
+        "payment", handler.topics, handler.handle, runtime.sessions, Inbox(inbox, "payment"),
+        settings,
+    )  # fmt: skip
+    workers.append(("chargeback-consumer", consumer.run()))
+    workers.append(
+        (
+            "inbox-retention",
+            run_periodically(
+                "inbox-retention", lambda: consumer.forget_handled(runtime.engine), INBOX_SWEEP_S
+            ),
+        )
+    )
+    if chargebacks is not None:
+        workers.append(
+            (
+                "simulated-psp-chargebacks",
+                run_periodically(
+                    "simulated-psp-chargebacks",
+                    chargebacks.report_due,
+                    settings.psp_chargeback_poll_s,
+                ),
+            )
+        )
     if risk is not None:
         # The registry's champion, once there is one, replaces the model file;
         # its challengers score in shadow or for their share of customers.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ordermesh_messaging.settings import RelaySettings
+from ordermesh_messaging.settings import ConsumerSettings, RelaySettings
 
 
-class PaymentSettings(RelaySettings):
+class PaymentSettings(RelaySettings, ConsumerSettings):
     grpc_port: int = 50053
     database_url: str = "sqlite+aiosqlite:///.ordermesh/payment.db"
     psp_latency_s: float = Field(0.0, ge=0, description="Simulated provider: added latency.")
@@ -22,6 +22,17 @@ class PaymentSettings(RelaySettings):
         10, ge=1, description="Consecutive transient failures that open the circuit."
     )
     psp_breaker_open_s: float = Field(5.0, gt=0, description="How long the circuit stays open.")
+    psp_chargeback_token_prefix: str = Field(
+        "tok_fraud",
+        description="Simulated provider: authorizations of tokens starting with this are "
+        "charged back (docs/risk.md); empty: none.",
+    )
+    psp_chargeback_delay_s: float = Field(
+        60.0, ge=0, description="Simulated provider: how long after the authorization."
+    )
+    psp_chargeback_poll_s: float = Field(
+        1.0, gt=0, description="Simulated provider: how often due chargebacks are reported."
+    )
     psp_concurrency: int = Field(
         64, ge=1, description="Provider calls in flight at once, batches and single calls alike."
     )

@@ -9,6 +9,10 @@
 ``latency_s`` is added to every call; ``failure_rate`` is the share of calls that fail
 transiently. Declines and approvals are decided by the token alone, so the provider
 needs no memory to stay consistent across a payment-service restart.
+
+With ``chargebacks``, an approved token that starts with the rule's prefix (for example
+``tok_fraud_1``) is charged back after the rule's delay, unless the payment is voided or
+refunded first (``simulated_chargebacks.py``): the labels risk scoring learns from.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import random
 import uuid
 
 from ordermesh_payment.psp import Authorization, PspDeclined
+from ordermesh_payment.simulated_chargebacks import SimulatedChargebacks
 from ordermesh_platform.resilience import Transient
 
 DECLINES = {"tok_decline": "card_declined", "tok_insufficient_funds": "insufficient_funds"}
@@ -25,9 +30,14 @@ DECLINES = {"tok_decline": "card_declined", "tok_insufficient_funds": "insuffici
 
 class SimulatedProvider:
     def __init__(
-        self, latency_s: float = 0.0, failure_rate: float = 0.0, rng: random.Random | None = None
+        self,
+        latency_s: float = 0.0,
+        failure_rate: float = 0.0,
+        rng: random.Random | None = None,
+        chargebacks: SimulatedChargebacks | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.chargebacks = chargebacks
         self.failure_rate = failure_rate
         self._rng = rng or random.Random()
         self._flaky_seen: set[str] = set()  # only keys with tok_flaky, a testing token
@@ -50,13 +60,20 @@ class SimulatedProvider:
         if token in DECLINES:
             raise PspDeclined(DECLINES[token])
         # Deterministic per key: a repeated authorization is the same authorization.
-        return Authorization(reference=f"sim_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:16]}")
+        reference = f"sim_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:16]}"
+        if self.chargebacks is not None and self.chargebacks.rule.charges_back(token):
+            await self.chargebacks.schedule(key, reference, amount_minor, currency)
+        return Authorization(reference=reference)
 
     async def capture(self, key: str, reference: str, amount_minor: int) -> None:
         await self._respond("capture", key)
 
     async def void(self, key: str, reference: str) -> None:
         await self._respond("void", key)
+        if self.chargebacks is not None:
+            await self.chargebacks.cancel(key)
 
     async def refund(self, key: str, reference: str, amount_minor: int) -> None:
         await self._respond("refund", key)
+        if self.chargebacks is not None:
+            await self.chargebacks.cancel(key)

@@ -19,11 +19,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ordermesh_messaging.inbox import inbox_table
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_payment.domain import Payment, PaymentState, RiskAssessment, RiskVerdict
 from ordermesh_payment.risk.decision_log import risk_decision_table
 from ordermesh_payment.risk.feature_store import risk_feature_table
+from ordermesh_payment.risk.labels import risk_chargeback_table
 from ordermesh_payment.risk.registry import risk_model_table
+from ordermesh_payment.simulated_chargebacks import simulated_chargeback_table
 from ordermesh_platform.db import insert_rows, update_rows
 
 metadata = MetaData()
@@ -31,6 +34,10 @@ outbox = outbox_table(metadata)
 risk_features = risk_feature_table(metadata)
 risk_models = risk_model_table(metadata)
 risk_decisions = risk_decision_table(metadata)
+risk_chargebacks = risk_chargeback_table(metadata)
+inbox = inbox_table(metadata)  # the events payment consumed (the provider's chargebacks)
+# The simulated provider's own ledger: it runs in payment's process (simulated_psp.py).
+simulated_psp_chargebacks = simulated_chargeback_table(metadata)
 
 
 payments = Table(

@@ -90,6 +90,41 @@ class ModelRegistry:
         )
         return bool(written)
 
+    async def retire_oldest_challengers(self, conn: AsyncConnection, keep: int) -> list[str]:
+        """Retire the challengers beyond the ``keep`` most recently registered; returns
+        the versions retired. Challengers registered on a schedule do not pile up."""
+        t = self.table
+        challengers = (
+            await conn.execute(
+                select(t.c.version)
+                .where(t.c.role == CHALLENGER)
+                .order_by(t.c.registered_at.desc(), t.c.version.desc())
+            )
+        ).scalars()
+        doomed = list(challengers)[keep:]
+        if doomed:
+            await conn.execute(update(t).where(t.c.version.in_(doomed)).values(role=RETIRED))
+        return doomed
+
+    async def retire(self, conn: AsyncConnection, version: str) -> str:
+        """Take a challenger out of shadowing (and out of its A/B share); returns the
+        role it had. The champion cannot be retired: promote another model instead."""
+        t = self.table
+        role = (
+            await conn.execute(select(t.c.role).where(t.c.version == version))
+        ).scalar_one_or_none()
+        if role is None:
+            raise NotFound("risk model", version)
+        if role == CHAMPION:
+            raise FailedPrecondition(
+                ErrorReason.CHAMPION_NOT_RETIRABLE,
+                f"{version} is the champion: promote another model (or roll back) first",
+                {"version": version},
+            )
+        if role == CHALLENGER:
+            await conn.execute(update(t).where(t.c.version == version).values(role=RETIRED))
+        return str(role)
+
     async def models(self, conn: AsyncConnection) -> list[RegisteredModel]:
         t = self.table
         rows = await conn.execute(

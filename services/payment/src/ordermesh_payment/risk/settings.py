@@ -37,5 +37,12 @@ class RiskSettings(BaseSettings):
         100, ge=1, description="Promotion gate: segments with fewer genuine orders are not judged."
     )
 
+    max_challengers: int = Field(
+        3,
+        ge=1,
+        description="Registry: registering a challenger beyond this many retires the "
+        "oldest ones (each challenger shadows every batch).",
+    )
+
     def feature_definition(self) -> FeatureDefinition:
         return FeatureDefinition(frozenset(self.resale_prone_skus), self.prior_amount_minor)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
+from ordermesh_payment.risk.events import Event
 from ordermesh_payment.risk.models import Artifact, load_artifact
 from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
@@ -43,18 +44,27 @@ def simulate(
 
 
 def train(
-    events: Path,
+    events: Path | None,
     out: Path,
     since: datetime | None,
     until: datetime | None,
     maturity_days: float,
+    database_url: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Train from a log folder's events.jsonl, or, with ``database_url``, from payment's
+    own records (its decision log and the chargebacks it received)."""
     from ordermesh_payment.risk.metrics import Costs
-    from ordermesh_payment.risk.training import TrainingSettings, train_to_folder
+    from ordermesh_payment.risk.training import TrainingSettings, load_log, train_to_folder
 
+    if database_url is not None:
+        logged = recorded(database_url)
+    elif events is not None:
+        logged = load_log(events)
+    else:
+        raise ValueError("train needs --events or --database-url")
     risk = RiskSettings()
     return train_to_folder(
-        events,
+        logged,
         out,
         risk.feature_definition(),
         Costs(risk.margin_rate, risk.chargeback_fee_minor),
@@ -65,6 +75,17 @@ def train(
             min_segment_genuine=risk.min_segment_genuine,
         ),
     )
+
+
+def recorded(database_url: str | None) -> list[Event]:
+    """Payment's records as the event log (risk/recorded.py)."""
+    from ordermesh_payment.risk.recorded import recorded_events
+    from ordermesh_payment.store import risk_chargebacks, risk_decisions
+
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> list[Event]:
+        return await recorded_events(conn, risk_decisions, risk_chargebacks)
+
+    return asyncio.run(_in_registry(database_url, use))
 
 
 def evaluate(
@@ -112,14 +133,17 @@ async def _in_registry(
 
 
 def register(database_url: str | None, model: Path, champion: bool) -> dict[str, object]:
-    """Add an artifact to the registry as a challenger (and make it champion)."""
-    artifact = load_artifact(model, RiskSettings().feature_definition().schema_hash)
+    """Add an artifact to the registry as a challenger (and make it champion); the
+    oldest challengers beyond ``ORDERMESH_RISK_MAX_CHALLENGERS`` are retired."""
+    risk = RiskSettings()
+    artifact = load_artifact(model, risk.feature_definition().schema_hash)
 
     async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
         added = await registry.register(conn, artifact)
         replaced = await registry.promote(conn, artifact.version) if champion else None
+        retired = await registry.retire_oldest_challengers(conn, risk.max_challengers)
         return {"version": artifact.version, "added": added, "champion": champion,
-                "replaced": replaced}  # fmt: skip
+                "replaced": replaced, "retired": retired}  # fmt: skip
 
     return asyncio.run(_in_registry(database_url, use))
 
@@ -190,6 +214,16 @@ def rollback(database_url: str | None) -> dict[str, object]:
     return asyncio.run(_in_registry(database_url, use))
 
 
+def retire(database_url: str | None, version: str) -> dict[str, object]:
+    """Take a challenger out of shadowing; the champion cannot be retired."""
+
+    async def use(registry: ModelRegistry, conn: AsyncConnection) -> dict[str, object]:
+        was = await registry.retire(conn, version)
+        return {"retired": version, "was": was}
+
+    return asyncio.run(_in_registry(database_url, use))
+
+
 def models(database_url: str | None) -> list[dict[str, object]]:
     async def use(registry: ModelRegistry, conn: AsyncConnection) -> list[dict[str, object]]:
         return [asdict(m) for m in await registry.models(conn)]
@@ -211,40 +245,56 @@ def skew(database_url: str | None) -> dict[str, object]:
     return asyncio.run(_in_registry(database_url, use))
 
 
+def _chargeback_file(chargebacks: Path) -> set[str]:
+    """A file of order ids, one a line, or JSON lines with an "order_id" (the
+    simulator's events.jsonl among them: only its chargebacks carry no "declined")."""
+    import json
+
+    fraud = set()
+    for line in chargebacks.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        if not line.lstrip().startswith("{"):
+            fraud.add(line.strip())
+            continue
+        fields = json.loads(line)
+        if fields.get("type", "chargeback") == "chargeback":
+            fraud.add(fields["order_id"])
+    return fraud
+
+
 def report(
-    database_url: str | None, chargebacks: Path, maturity_days: float, out: Path
+    database_url: str | None, chargebacks: Path | None, maturity_days: float, out: Path
 ) -> list[dict[str, object]]:
     """Each variant's precision, recall and cost, blocked traffic included, and its
-    per-segment false-decline and approval rates, from the decision log and a chargeback
-    file (one order id a line, or JSON lines with an "order_id"), over decisions old
-    enough for their chargebacks to have arrived. Draws the segments into ``out``."""
-    import json
+    per-segment false-decline and approval rates, from the decision log and the
+    chargebacks (payment's own labels, or a file: see ``_chargeback_file``), over
+    decisions old enough for their chargebacks to have arrived. Draws the segments
+    into ``out``."""
     import time
 
     from ordermesh_payment.risk.decision_log import LoggedDecision, logged_decisions
     from ordermesh_payment.risk.evaluation import plot_segments
     from ordermesh_payment.risk.fairness import fairness_report
+    from ordermesh_payment.risk.labels import ChargebackLabels
     from ordermesh_payment.risk.metrics import Costs
     from ordermesh_payment.risk.report import report as estimate
     from ordermesh_payment.risk.report import variant_segment_rates
-    from ordermesh_payment.store import risk_decisions
+    from ordermesh_payment.store import risk_chargebacks, risk_decisions
 
-    fraud = set()
-    for line in chargebacks.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            fraud.add(
-                json.loads(line)["order_id"] if line.lstrip().startswith("{") else line.strip()
-            )
     matured_before = time.time() * 1000 - maturity_days * 86_400_000
     risk = RiskSettings()
     names = risk.feature_definition().names
 
-    async def use(_: ModelRegistry, conn: AsyncConnection) -> list[LoggedDecision]:
-        return await logged_decisions(conn, risk_decisions, names)
+    async def use(_: ModelRegistry, conn: AsyncConnection) -> tuple[list[LoggedDecision], set[str]]:
+        decisions = await logged_decisions(conn, risk_decisions, names)
+        if chargebacks is not None:
+            return decisions, _chargeback_file(chargebacks)
+        labels = await ChargebackLabels(risk_chargebacks).chargebacks(conn)
+        return decisions, {c.order_id for c in labels}
 
-    matured = [
-        d for d in asyncio.run(_in_registry(database_url, use)) if d.decided_ms <= matured_before
-    ]
+    decisions, fraud = asyncio.run(_in_registry(database_url, use))
+    matured = [d for d in decisions if d.decided_ms <= matured_before]
     segments = variant_segment_rates(matured, fraud, risk.min_segment_genuine)
     out.mkdir(parents=True, exist_ok=True)
     plot_segments(segments, out / "segments.png")

@@ -225,15 +225,18 @@ def comparison(artifacts: Sequence[Artifact]) -> list[dict[str, Any]]:
 
 
 def train_to_folder(
-    events_folder: Path,
+    events: Sequence[Event],
     out: Path,
     definition: FeatureDefinition,
     costs: Costs,
     settings: TrainingSettings,
 ) -> list[dict[str, Any]]:
-    """Train from ``events_folder``/events.jsonl; write ``<kind>.json`` artifacts and
-    ``comparison.json`` into ``out``; returns the comparison."""
-    artifacts = train(load_log(events_folder), definition, costs, settings)
+    """Train on ``events`` (a log folder's events.jsonl, or payment's records); write
+    ``<kind>.json`` artifacts and ``comparison.json`` into ``out``; returns the
+    comparison."""
+    if not events:
+        raise ValueError("no payment recorded to train on")
+    artifacts = train(events, definition, costs, settings)
     out.mkdir(parents=True, exist_ok=True)
     for artifact in artifacts:
         artifact.save(out / f"{artifact.kind}.json")

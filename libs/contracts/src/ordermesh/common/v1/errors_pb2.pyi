@@ -106,6 +106,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The caller may act only for its own customer id. Metadata: "method" (the
     policy refused the call) or "resource" (the order is another customer's).
     """
+    CHAMPION_NOT_RETIRABLE: _ErrorReason.ValueType  # 35
+    """The champion risk model cannot be retired: promote another first.
+    Metadata: "version".
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call was refused: the `reason` of the google.rpc.ErrorInfo that every
@@ -198,5 +202,9 @@ Metadata: "method".
 NOT_OWNER: ErrorReason.ValueType  # 34
 """The caller may act only for its own customer id. Metadata: "method" (the
 policy refused the call) or "resource" (the order is another customer's).
+"""
+CHAMPION_NOT_RETIRABLE: ErrorReason.ValueType  # 35
+"""The champion risk model cannot be retired: promote another first.
+Metadata: "version".
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -22,41 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ordermesh.common.v1 import money_pb2 as ordermesh_dot_common_dot_v1_dot_money__pb2
 from ordermesh.common.v1 import risk_pb2 as ordermesh_dot_common_dot_v1_dot_risk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/events/v1/events.proto\x12\x13ordermesh.events.v1\x1a\x1fordermesh/common/v1/money.proto\x1a\x1eordermesh/common/v1/risk.proto\"Z\n\tEventLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"v\n\x0cOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"\xa5\x01\n\x0eOrderConfirmed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x12\n\npayment_id\x18\x05 \x01(\t\"]\n\rOrderRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rreason_detail\x18\x04 \x01(\t\"s\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"P\n\rStockReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\"Q\n\x0eStockCommitted\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\"`\n\rStockReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb8\x01\n\x11PaymentAuthorized\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12<\n\x0frisk_assessment\x18\x05 \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"\xa2\x01\n\x0fPaymentDeclined\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x04 \x01(\t\x12<\n\x0frisk_assessment\x18\x05 \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"x\n\x0fPaymentCaptured\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"v\n\rPaymentVoided\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"x\n\x0fPaymentRefunded\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Moneyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/events/v1/events.proto\x12\x13ordermesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fordermesh/common/v1/money.proto\x1a\x1eordermesh/common/v1/risk.proto\"Z\n\tEventLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"v\n\x0cOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"\xa5\x01\n\x0eOrderConfirmed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x12\n\npayment_id\x18\x05 \x01(\t\"]\n\rOrderRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rreason_detail\x18\x04 \x01(\t\"s\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"P\n\rStockReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\"Q\n\x0eStockCommitted\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\"`\n\rStockReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.ordermesh.events.v1.EventLine\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xb8\x01\n\x11PaymentAuthorized\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12<\n\x0frisk_assessment\x18\x05 \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"\xa2\x01\n\x0fPaymentDeclined\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x04 \x01(\t\x12<\n\x0frisk_assessment\x18\x05 \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"x\n\x0fPaymentCaptured\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"v\n\rPaymentVoided\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"x\n\x0fPaymentRefunded\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\xc0\x01\n\x12PaymentChargedBack\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x33\n\x0f\x63harged_back_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x01\n\x12\x43hargebackReported\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rpsp_reference\x18\x02 \x01(\t\x12*\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x33\n\x0f\x63harged_back_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTLINE']._serialized_start=122
-  _globals['_EVENTLINE']._serialized_end=212
-  _globals['_ORDERCREATED']._serialized_start=214
-  _globals['_ORDERCREATED']._serialized_end=332
-  _globals['_ORDERCONFIRMED']._serialized_start=335
-  _globals['_ORDERCONFIRMED']._serialized_end=500
-  _globals['_ORDERREJECTED']._serialized_start=502
-  _globals['_ORDERREJECTED']._serialized_end=595
-  _globals['_ORDERCANCELLED']._serialized_start=597
-  _globals['_ORDERCANCELLED']._serialized_end=712
-  _globals['_STOCKRESERVED']._serialized_start=714
-  _globals['_STOCKRESERVED']._serialized_end=794
-  _globals['_STOCKCOMMITTED']._serialized_start=796
-  _globals['_STOCKCOMMITTED']._serialized_end=877
-  _globals['_STOCKRELEASED']._serialized_start=879
-  _globals['_STOCKRELEASED']._serialized_end=975
-  _globals['_PAYMENTAUTHORIZED']._serialized_start=978
-  _globals['_PAYMENTAUTHORIZED']._serialized_end=1162
-  _globals['_PAYMENTDECLINED']._serialized_start=1165
-  _globals['_PAYMENTDECLINED']._serialized_end=1327
-  _globals['_PAYMENTCAPTURED']._serialized_start=1329
-  _globals['_PAYMENTCAPTURED']._serialized_end=1449
-  _globals['_PAYMENTVOIDED']._serialized_start=1451
-  _globals['_PAYMENTVOIDED']._serialized_end=1569
-  _globals['_PAYMENTREFUNDED']._serialized_start=1571
-  _globals['_PAYMENTREFUNDED']._serialized_end=1691
+  _globals['_EVENTLINE']._serialized_start=155
+  _globals['_EVENTLINE']._serialized_end=245
+  _globals['_ORDERCREATED']._serialized_start=247
+  _globals['_ORDERCREATED']._serialized_end=365
+  _globals['_ORDERCONFIRMED']._serialized_start=368
+  _globals['_ORDERCONFIRMED']._serialized_end=533
+  _globals['_ORDERREJECTED']._serialized_start=535
+  _globals['_ORDERREJECTED']._serialized_end=628
+  _globals['_ORDERCANCELLED']._serialized_start=630
+  _globals['_ORDERCANCELLED']._serialized_end=745
+  _globals['_STOCKRESERVED']._serialized_start=747
+  _globals['_STOCKRESERVED']._serialized_end=827
+  _globals['_STOCKCOMMITTED']._serialized_start=829
+  _globals['_STOCKCOMMITTED']._serialized_end=910
+  _globals['_STOCKRELEASED']._serialized_start=912
+  _globals['_STOCKRELEASED']._serialized_end=1008
+  _globals['_PAYMENTAUTHORIZED']._serialized_start=1011
+  _globals['_PAYMENTAUTHORIZED']._serialized_end=1195
+  _globals['_PAYMENTDECLINED']._serialized_start=1198
+  _globals['_PAYMENTDECLINED']._serialized_end=1360
+  _globals['_PAYMENTCAPTURED']._serialized_start=1362
+  _globals['_PAYMENTCAPTURED']._serialized_end=1482
+  _globals['_PAYMENTVOIDED']._serialized_start=1484
+  _globals['_PAYMENTVOIDED']._serialized_end=1602
+  _globals['_PAYMENTREFUNDED']._serialized_start=1604
+  _globals['_PAYMENTREFUNDED']._serialized_end=1724
+  _globals['_PAYMENTCHARGEDBACK']._serialized_start=1727
+  _globals['_PAYMENTCHARGEDBACK']._serialized_end=1919
+  _globals['_CHARGEBACKREPORTED']._serialized_start=1922
+  _globals['_CHARGEBACKREPORTED']._serialized_end=2096
 # @@protoc_insertion_point(module_scope)

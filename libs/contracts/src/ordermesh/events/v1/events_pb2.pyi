@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from ordermesh.common.v1 import money_pb2 as _money_pb2
 from ordermesh.common.v1 import risk_pb2 as _risk_pb2
@@ -491,3 +492,98 @@ class PaymentRefunded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentRefunded: _TypeAlias = PaymentRefunded  # noqa: Y015
+
+@_typing.final
+class PaymentChargedBack(_message.Message):
+    """A payment was charged back: the issuer took the money back, weeks after the
+    payment, usually because it was fraud. Payment keeps it as the risk label of
+    its order. Topic ordermesh.payments.v1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHARGED_BACK_AT_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """The payment."""
+    order_id: _builtins.str
+    """The order."""
+    customer_id: _builtins.str
+    """The customer."""
+    reason: _builtins.str
+    """The provider's reason, for example "fraudulent"."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount taken back."""
+
+    @_builtins.property
+    def charged_back_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider says the chargeback happened."""
+
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        charged_back_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "charged_back_at", b"charged_back_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "charged_back_at", b"charged_back_at", "customer_id", b"customer_id", "order_id", b"order_id", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentChargedBack: _TypeAlias = PaymentChargedBack  # noqa: Y015
+
+@_typing.final
+class ChargebackReported(_message.Message):
+    """The payment provider reports a chargeback of an authorization it made.
+    Topic ordermesh.psp.chargebacks.v1, key the order id (the provider's
+    idempotency key). Published by the simulated provider (docs/risk.md); an
+    adapter of a real provider's dispute notifications would publish the same.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    PSP_REFERENCE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHARGED_BACK_AT_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order whose payment was charged back."""
+    psp_reference: _builtins.str
+    """The provider's reference of the authorization."""
+    reason: _builtins.str
+    """The provider's reason, for example "fraudulent"."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount taken back."""
+
+    @_builtins.property
+    def charged_back_at(self) -> _timestamp_pb2.Timestamp:
+        """When the chargeback happened."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        psp_reference: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        charged_back_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "charged_back_at", b"charged_back_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "charged_back_at", b"charged_back_at", "order_id", b"order_id", "psp_reference", b"psp_reference", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChargebackReported: _TypeAlias = ChargebackReported  # noqa: Y015
