@@ -26,6 +26,7 @@ from ordermesh_payment.simulated_chargebacks import SimulatedChargebacks
 from ordermesh_platform.resilience import Transient
 
 DECLINES = {"tok_decline": "card_declined", "tok_insufficient_funds": "insufficient_funds"}
+CHARGEBACK_REFERENCE_PREFIX = "sim_cb_"
 
 
 class SimulatedProvider:
@@ -60,20 +61,26 @@ class SimulatedProvider:
         if token in DECLINES:
             raise PspDeclined(DECLINES[token])
         # Deterministic per key: a repeated authorization is the same authorization.
-        reference = f"sim_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:16]}"
+        digest = uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:16]
         if self.chargebacks is not None and self.chargebacks.rule.charges_back(token):
+            # The reference says a chargeback is scheduled, so a void or refund of any
+            # other payment costs no statement (voids come in batches; this is one more).
+            reference = f"{CHARGEBACK_REFERENCE_PREFIX}{digest}"
             await self.chargebacks.schedule(key, reference, amount_minor, currency)
-        return Authorization(reference=reference)
+            return Authorization(reference=reference)
+        return Authorization(reference=f"sim_{digest}")
 
     async def capture(self, key: str, reference: str, amount_minor: int) -> None:
         await self._respond("capture", key)
 
     async def void(self, key: str, reference: str) -> None:
         await self._respond("void", key)
-        if self.chargebacks is not None:
-            await self.chargebacks.cancel(key)
+        await self._cancel_chargeback(key, reference)
 
     async def refund(self, key: str, reference: str, amount_minor: int) -> None:
         await self._respond("refund", key)
-        if self.chargebacks is not None:
+        await self._cancel_chargeback(key, reference)
+
+    async def _cancel_chargeback(self, key: str, reference: str) -> None:
+        if self.chargebacks is not None and reference.startswith(CHARGEBACK_REFERENCE_PREFIX):
             await self.chargebacks.cancel(key)
