@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ordermesh_messaging.clients import start_or_stop
 from ordermesh_messaging.cloudevents import header_map, parse_time
 from ordermesh_messaging.inbound import (
     InboundEvent,
@@ -178,7 +179,8 @@ class EventConsumer:
                 s.kafka_request_timeout_s,
             )
         producer = new_producer(s.kafka_bootstrap, s.kafka_request_timeout_s)
-        await producer.start()
+        await start_or_stop(producer)
+        self._producer = producer  # stopped by _stop() whatever happens next
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=s.kafka_bootstrap,
@@ -192,8 +194,8 @@ class EventConsumer:
             # A larger record still comes through: brokers return a first batch whole.
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         )
-        await consumer.start()
-        self._producer, self._consumer = producer, consumer
+        await start_or_stop(consumer)
+        self._consumer = consumer
         log.info("consuming", topics=self.topics, group=self.group_id)
 
     async def _stop(self) -> None:

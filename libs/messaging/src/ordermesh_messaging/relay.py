@@ -38,6 +38,7 @@ from sqlalchemy import Table, any_, bindparam, delete, func, select, text, updat
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ordermesh_messaging.clients import start_or_stop
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
 from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
@@ -406,7 +407,7 @@ class OutboxRelay:
     async def _ready_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = self._producer_factory(self._settings)
-            await producer.start()
+            await start_or_stop(producer)
             self._producer = producer
         if not self._topics_ready:
             s = self._settings
