@@ -19,6 +19,8 @@ TEST_SETTINGS = {
     "ORDERMESH_RECOVERY_INTERVAL_S": "0.5",
     "ORDERMESH_PSP_TIMEOUT_S": "1",
     "ORDERMESH_HEALTH_INTERVAL_S": "0.5",
+    # The local broker holds a consumer's join for half its session timeout: 1 s, not 5.
+    "ORDERMESH_CONSUMER_SESSION_TIMEOUT_S": "2",
 }
 
 

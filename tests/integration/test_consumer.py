@@ -100,6 +100,7 @@ def consumer_for(
             "consumer_group": group,
             "consumer_max_attempts": 3,
             "consumer_backoff_s": 0.01,
+            "consumer_session_timeout_s": 2,  # the local broker holds a join for half of it
         }
     )
     chosen_inbox = consumer_inbox or Inbox(inbox, "test")

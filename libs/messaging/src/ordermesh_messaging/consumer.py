@@ -188,6 +188,8 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=MAX_POLL_RECORDS,
+            session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.consumer_session_timeout_s * 1000 / 3),
             # The client holds one fetched batch per partition until it is consumed: its
             # memory grows with lag up to partitions x this. 256 KiB still holds more than
             # a poll's worth of our events (well under 1 KiB each); the default is 1 MiB.

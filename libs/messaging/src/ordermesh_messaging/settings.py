@@ -42,6 +42,12 @@ class ConsumerSettings(KafkaSettings):
         5, ge=1, description="Handler attempts before a message goes to <topic>.dlq."
     )
     consumer_backoff_s: float = Field(0.2, ge=0, description="First retry backoff (doubles).")
+    consumer_session_timeout_s: float = Field(
+        10.0,
+        ge=1,
+        description="A member silent this long leaves the group (heartbeats every third "
+        "of it). The local broker also holds each join for half of it.",
+    )
     inbox_retention_s: float = Field(
         7 * 24 * 3600.0,
         ge=0,
