@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -151,12 +151,11 @@ async def test_records_carry_key_cloudevents_headers_and_a_decodable_payload(
 
 
 async def test_without_an_exporter_records_carry_the_writers_trace_context(
-    engine: AsyncEngine, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, broker: Broker, otlp_endpoint: Callable[[str], None]
 ) -> None:
     # No endpoint: no PRODUCER span is made, and the record continues the trace of
     # the request that wrote the row, so the consumer still joins that trace.
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    otlp_endpoint("")
     writer = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
     token = otel_context.attach(context_from_traceparent(writer))
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -9,13 +11,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from ordermesh_platform import telemetry
 
-ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-
 
 @pytest.fixture
-def no_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENDPOINT_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+def no_endpoint(otlp_endpoint: Callable[[str], None]) -> None:
+    otlp_endpoint("")
 
 
 @pytest.fixture
@@ -49,8 +48,10 @@ def test_with_no_span_at_all_a_step_gets_its_own_ids() -> None:
 
 
 @pytest.mark.usefixtures("sdk_tracer")
-def test_with_an_endpoint_every_step_gets_its_own_span(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+def test_with_an_endpoint_every_step_gets_its_own_span(
+    otlp_endpoint: Callable[[str], None],
+) -> None:
+    otlp_endpoint("http://127.0.0.1:4317")
     request = _request_span()
     with trace.use_span(request), telemetry.child_span("saga step", {}) as step:
         assert step is not request

@@ -40,7 +40,11 @@ TRACER_NAME = "ordermesh"
 _instrumented_engines: set[int] = set()
 
 
+@functools.cache
 def otlp_endpoint() -> str:
+    """Where spans go; empty: nowhere. Read once: a process's exporter is chosen at its
+    start, and every saga step and relay pass asks (``otlp_endpoint.cache_clear()`` after
+    changing the variables in-process)."""
     return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT", ""
     )
