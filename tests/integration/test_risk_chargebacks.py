@@ -67,6 +67,7 @@ async def _payment(database: str, bootstrap: str) -> AsyncIterator[Stub]:
             load_service("payment"),
             database,
             kafka_bootstrap=bootstrap,
+            consumer_session_timeout_s=2.0,  # the group is joined within a second
             risk_enabled=True,  # the rules decide: the decision log is kept
             psp_chargeback_delay_s=DELAY_S,
             psp_chargeback_poll_s=0.1,

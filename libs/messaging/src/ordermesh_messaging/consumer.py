@@ -191,6 +191,8 @@ class EventConsumer:
             # a poll's worth of our events (well under 1 KiB each); the default is 1 MiB.
             # A larger record still comes through: brokers return a first batch whole.
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+            session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.consumer_session_timeout_s * 1000 / 4),
         )
         await consumer.start()
         self._producer, self._consumer = producer, consumer

@@ -40,6 +40,13 @@ class ConsumerSettings(KafkaSettings):
         5, ge=1, description="Handler attempts before a message goes to <topic>.dlq."
     )
     consumer_backoff_s: float = Field(0.2, ge=0, description="First retry backoff (doubles).")
+    consumer_session_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A consumer not heard from this long leaves its group; joining waits "
+        "up to half of it for the group's members (the broker bounds it: Kafka's "
+        "group.min.session.timeout.ms is 6 s).",
+    )
     inbox_retention_s: float = Field(
         7 * 24 * 3600.0,
         ge=0,
