@@ -15,6 +15,7 @@ from ordermesh.order.v1 import order_pb2 as pb
 from tests.e2e.conftest import start_mesh
 from tests.support.mesh_client import MeshClient
 from tests.support.rich_status import detail
+from tests.support.risk_features import until_features_hold
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +44,10 @@ async def test_a_customer_cycling_through_cards_is_rejected_risk_declined(
         )
         return reply.order
 
+    placed_ids = []
     for card in ("tok-card-1", "tok-card-2", "tok-card-3"):
         placed = await place(card)
+        placed_ids.append(placed.order_id)
         assert placed.state == pb.ORDER_STATE_CONFIRMED
         # The order keeps payment's assessment of its authorization.
         kept = (await mesh.get(placed.order_id)).risk_assessment
@@ -52,6 +55,8 @@ async def test_a_customer_cycling_through_cards_is_rejected_risk_declined(
         assert (kept.model_version, kept.variant) == ("rules", "rules")
         assert kept.score < 0.4
         assert kept == (await mesh.payment(placed.order_id)).risk_assessment
+    # The features follow the payment events (payment's consumer): the three in them.
+    await until_features_hold(mesh.mesh.config.database_url("payment"), "cardtester", placed_ids)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await place("tok-card-4")  # a fourth card within a day
     info = detail(raised.value, error_details_pb2.ErrorInfo)

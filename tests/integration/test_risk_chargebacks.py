@@ -67,6 +67,7 @@ async def _payment(database: str, bootstrap: str) -> AsyncIterator[Stub]:
             load_service("payment"),
             database,
             kafka_bootstrap=bootstrap,
+            consumer_session_timeout_s=2.0,  # the group is joined within a second
             risk_enabled=True,  # the rules decide: the decision log is kept
             psp_chargeback_delay_s=DELAY_S,
             psp_chargeback_poll_s=0.1,
@@ -133,8 +134,13 @@ async def test_the_fraud_tokens_payment_is_charged_back_across_a_restart_and_lab
                 await conn.execute(update(ledger).values(reported_at=None))
 
             async def both_consumed() -> bool:
+                reports = select(outbox.c.event_id).where(
+                    outbox.c.event_type == "ordermesh.events.v1.ChargebackReported"
+                )
                 async with engine.connect() as conn:
-                    handled = await conn.scalar(select(func.count()).select_from(inbox))
+                    handled = await conn.scalar(
+                        select(func.count()).select_from(inbox).where(inbox.c.event_id.in_(reports))
+                    )
                 return handled == 2
 
             await _until(both_consumed)

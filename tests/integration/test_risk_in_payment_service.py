@@ -1,12 +1,13 @@
 """Risk scoring inside payment-service on PostgreSQL: the batch scored before the
 provider is asked, RISK_DECLINED for what it refuses, the rules when the model is
-unusable, and the features fed by the outcomes."""
+unusable, and the features fed by payment's consumer of its own events (on a real
+broker)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,8 @@ from ordermesh_payment.risk.training import TrainingSettings, train
 from ordermesh_payment.store import outbox, risk_models
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
+from tests.support.broker import Broker, running_broker
+from tests.support.risk_features import until_features_hold
 from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
@@ -48,8 +51,18 @@ if TYPE_CHECKING:
     Stub = payment_pb2_grpc.PaymentServiceAsyncStub
 
 
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """One per test: its payment events reach no other test's features."""
+    with running_broker() as b:
+        yield b
+
+
 @asynccontextmanager
-async def _payment(database: str, model_path: Path | None = None) -> AsyncIterator[Stub]:
+async def _payment(
+    database: str, model_path: Path | None = None, broker: Broker | None = None
+) -> AsyncIterator[Stub]:
+    """Without a broker, the features stay as they are: only tests of history need one."""
     async with (
         running_service(
             load_service("payment"),
@@ -57,6 +70,8 @@ async def _payment(database: str, model_path: Path | None = None) -> AsyncIterat
             risk_enabled=True,
             risk_model_path=str(model_path or ""),
             risk_registry_poll_s=0.05,
+            kafka_bootstrap=broker.bootstrap if broker is not None else "127.0.0.1:1",
+            consumer_session_timeout_s=2.0,  # the group is joined within a second
         ) as service,
         grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
     ):
@@ -77,12 +92,12 @@ def _count(metric: object, *labels: str) -> float:
 
 
 async def test_a_customer_cycling_through_cards_is_declined_by_the_rules_when_the_model_is_corrupt(
-    pg_database: str, tmp_path: Path
+    pg_database: str, tmp_path: Path, broker: Broker
 ) -> None:
     corrupt = tmp_path / "model.json"
     corrupt.write_text('{"format": "ordermesh-risk-model/1", "kind": "lightg')
     fallbacks = _count(RISK_FALLBACKS, "no_model")
-    async with _payment(pg_database, corrupt) as stub:
+    async with _payment(pg_database, corrupt, broker) as stub:
         # One batch of three cards: scored together, from the history before the batch.
         first = await stub.AuthorizePaymentBatch(
             pb.AuthorizePaymentBatchRequest(
@@ -90,6 +105,7 @@ async def test_a_customer_cycling_through_cards_is_declined_by_the_rules_when_th
             )
         )
         assert [r.payment.state for r in first.results] == [pb.PAYMENT_STATE_AUTHORIZED] * 3
+        await until_features_hold(pg_database, "c-risk", ["o1", "o2", "o3"])
         # The fourth card within a day: the features saw the three, the rules decline.
         fourth = await stub.AuthorizePaymentBatch(
             pb.AuthorizePaymentBatchRequest(
@@ -295,13 +311,14 @@ def test_promote_refuses_a_challenger_biased_against_new_customers(
 
 
 async def test_the_decision_log_replays_to_the_scored_features_except_within_a_batch(
-    pg_database: str, tmp_path: Path
+    pg_database: str, tmp_path: Path, broker: Broker
 ) -> None:
-    async with _payment(pg_database) as stub:
+    async with _payment(pg_database, broker=broker) as stub:
         for i in range(3):  # one order at a time: each sees the one before
             await stub.AuthorizePaymentBatch(
                 pb.AuthorizePaymentBatchRequest(requests=[_authorize(f"s{i}", f"tok-s{i}")])
             )
+            await until_features_hold(pg_database, "c-risk", [f"s{i}"])
         # Two orders of one customer in one batch: both scored from the state before it.
         await stub.AuthorizePaymentBatch(
             pb.AuthorizePaymentBatchRequest(
@@ -361,9 +378,9 @@ async def _events(database: str, order_id: str) -> list[Message]:
 
 
 async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
-    pg_database: str,
+    pg_database: str, broker: Broker
 ) -> None:
-    async with _payment(pg_database) as stub:  # no model: the rules decide
+    async with _payment(pg_database, broker=broker) as stub:  # no model: the rules decide
         approved = await stub.AuthorizePayment(_authorize("a1", "tok-card-1"))
         assessment = approved.payment.risk_assessment
         assert approved.payment.HasField("risk_assessment")
@@ -375,6 +392,7 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
                 requests=[_authorize(f"a{i}", f"tok-card-{i}") for i in (2, 3)]
             )
         )
+        await until_features_hold(pg_database, "c-risk", ["a1", "a2", "a3"])
         # The fourth card within a day: declined by the rules, the provider unasked.
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.AuthorizePayment(_authorize("a4", "tok-card-4"))
@@ -387,7 +405,14 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
     [authorized] = await _events(pg_database, "a1")
     assert isinstance(authorized, events_pb2.PaymentAuthorized)
     assert authorized.risk_assessment == assessment
+    # With what was scored, for the features consumer.
+    assert (authorized.customer_id, authorized.risk_attempt.payment_token) == (
+        "c-risk",
+        "tok-card-1",
+    )
+    assert authorized.risk_attempt.amount == money_pb2.Money(amount_minor=900, currency="EUR")
     [refused] = await _events(pg_database, "a4")
     assert isinstance(refused, events_pb2.PaymentDeclined)
     assert refused.decline_reason == "RISK_DECLINED"
     assert refused.risk_assessment == declined.risk_assessment
+    assert refused.risk_attempt.payment_token == "tok-card-4"

@@ -7,7 +7,13 @@ from dataclasses import replace
 from ordermesh_payment.risk.dataset import labelled, replay
 from ordermesh_payment.risk.decision_log import skew
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
-from ordermesh_payment.risk.features import EntityKey, EntityState, entity_keys
+from ordermesh_payment.risk.features import (
+    HORIZON_MS,
+    EntityKey,
+    EntityState,
+    entity_keys,
+    keys_of,
+)
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import (
     DAY_MS,
@@ -74,6 +80,35 @@ def test_a_payment_redelivered_after_the_horizon_counts_once() -> None:
     later = PaymentOutcome(_attempt("o2", 3 * DAY_MS), False)  # o1 has left the window
     now = _attempt("o3", 3 * DAY_MS + 1)
     assert _features(now, [first, later, first]) == _features(now, [first, later])
+
+
+def test_payments_applied_out_of_time_order_within_the_horizon_leave_the_same_states() -> None:
+    # Online, one batch's attempts share their time: times cut to the 10 minutes.
+    payments = [
+        replace(e, attempt=replace(e.attempt, at_ms=e.at_ms - e.at_ms % 600_000))
+        for e in EVENTS
+        if isinstance(e, PaymentOutcome)
+    ]
+    # As from several partitions: each run of payments within the horizon arrives
+    # newest first, and then again (redelivered).
+    runs: list[list[PaymentOutcome]] = []
+    for outcome in payments:
+        if runs and outcome.at_ms - runs[-1][0].at_ms < HORIZON_MS:
+            runs[-1].append(outcome)
+        else:
+            runs.append([outcome])
+    assert max(map(len, runs)) > 20
+    in_order: dict[EntityKey, EntityState] = {}
+    shuffled: dict[EntityKey, EntityState] = {}
+    for run in runs:
+        for outcome in run:
+            DEFINITION.apply(in_order, outcome)
+        for outcome in [*reversed(run), *run]:
+            DEFINITION.apply(shuffled, outcome)
+        touched = keys_of(o.attempt for o in run)
+        assert {k: shuffled[k].to_json() for k in touched} == {
+            k: in_order[k].to_json() for k in touched
+        }
 
 
 def test_replayed_features_never_see_the_attempt_itself_or_anything_after_it() -> None:

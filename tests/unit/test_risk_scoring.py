@@ -19,7 +19,7 @@ from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh_payment.api import authorization_of
 from ordermesh_payment.domain import AuthorizationRequest, RiskSignals
 from ordermesh_payment.risk.drift import reference
-from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
+from ordermesh_payment.risk.events import Attempt, Item
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.models import Artifact, LogisticModel
 from ordermesh_payment.risk.scoring import (
@@ -52,9 +52,6 @@ class FakeFeatures:
         for v in vectors:
             v[MANY_TOKENS] = float(self.tokens)
         return vectors
-
-    async def apply(self, conn: object, outcomes: Sequence[PaymentOutcome]) -> None:
-        self.applied = list(outcomes)
 
 
 class Sessions:
@@ -248,18 +245,6 @@ async def test_challengers_score_every_batch_in_shadow_without_acting() -> None:
             break
         await asyncio.sleep(0.01)
     assert shadowed == [(challenger.version, True)] * 5
-
-
-async def test_recorded_outcomes_feed_the_features_and_report_their_freshness() -> None:
-    lags: list[float] = []
-    features = FakeFeatures(DEFINITION)
-    scorer = RiskScorer(Sessions(), features, None, 1.0, RiskObserver(freshness=lags.append))  # type: ignore[arg-type]
-    decided_at = int(time.time() * 1000) - 2000  # decided two seconds ago
-    outcomes = [PaymentOutcome(replace(a, at_ms=decided_at), False) for a in _attempts(3)]
-    await scorer.record(outcomes)
-    assert features.applied == outcomes
-    assert len(lags) == 3
-    assert all(lag >= 2.0 for lag in lags)
 
 
 async def test_drift_is_measured_for_the_champion_on_its_recent_batches() -> None:

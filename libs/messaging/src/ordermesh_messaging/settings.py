@@ -44,9 +44,10 @@ class ConsumerSettings(KafkaSettings):
     consumer_backoff_s: float = Field(0.2, ge=0, description="First retry backoff (doubles).")
     consumer_session_timeout_s: float = Field(
         10.0,
-        ge=1,
-        description="A member silent this long leaves the group (heartbeats every third "
-        "of it). The local broker also holds each join for half of it.",
+        gt=0,
+        description="A consumer not heard from this long leaves its group; joining waits "
+        "up to half of it for the group's members (the broker bounds it: Kafka's "
+        "group.min.session.timeout.ms is 6 s).",
     )
     inbox_retention_s: float = Field(
         7 * 24 * 3600.0,

@@ -76,7 +76,7 @@ RISK_DECISIONS = Counter(
 )  # fmt: skip
 RISK_FEATURE_FRESHNESS = Histogram(
     "ordermesh_risk_feature_freshness_seconds",
-    "From a payment's risk decision to its outcome being visible in the features.",
+    "From a payment event's time to its attempt being applied to the risk features.",
     buckets=LATENCY_BUCKETS,
 )
 RISK_SCORE_PSI = Gauge(

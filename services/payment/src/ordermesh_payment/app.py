@@ -13,8 +13,10 @@ from ordermesh_messaging.relay import relay_workers
 from ordermesh_payment.api import POLICY, PaymentApi
 from ordermesh_payment.chargebacks import ChargebackHandler
 from ordermesh_payment.config import PaymentSettings
+from ordermesh_payment.inbound import Inbound, TopicHandler
 from ordermesh_payment.psp import ResilientProvider
 from ordermesh_payment.risk.decision_log import DecisionLog
+from ordermesh_payment.risk.feature_feed import FeatureFeed
 from ordermesh_payment.risk.feature_store import FeatureStore
 from ordermesh_payment.risk.registry import ModelRegistry, RegistryWatch
 from ordermesh_payment.risk.scoring import RiskObserver, RiskScorer, load_model
@@ -86,7 +88,6 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
         shadowed=lambda version, declined: RISK_SHADOW_DECISIONS.labels(
             version, "decline" if declined else "approve"
         ).inc(),
-        freshness=RISK_FEATURE_FRESHNESS.observe,
     )
     return RiskScorer(
         sessions,
@@ -128,13 +129,17 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     payments = Payments(runtime.sessions, provider, settings.psp_concurrency, risk)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     workers = list(relay_workers(runtime, outbox, "payment"))
-    # The provider's chargebacks become payment's labels, with risk on or off.
-    handler = ChargebackHandler()
+    # The provider's chargebacks become payment's labels, with risk on or off; with
+    # risk on, payment's own events move the risk features.
+    handlers: list[TopicHandler] = [ChargebackHandler()]
+    if risk is not None:
+        handlers.append(FeatureFeed(risk.features, RISK_FEATURE_FRESHNESS.observe))
+    handler = Inbound(handlers)
     consumer = EventConsumer(
         "payment", handler.topics, handler.handle, runtime.sessions, Inbox(inbox, "payment"),
         settings,
     )  # fmt: skip
-    workers.append(("chargeback-consumer", consumer.run()))
+    workers.append(("event-consumer", consumer.run()))
     workers.append(
         (
             "inbox-retention",

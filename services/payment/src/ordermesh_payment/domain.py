@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -13,6 +13,8 @@ from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
+from ordermesh_payment.risk.events import Attempt
+from ordermesh_payment.risk.wire import attempt_to_pb
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
 from ordermesh_platform.validation import check_customer_id, check_order_id
@@ -229,16 +231,22 @@ def validate_authorization(
 # -- the events that report a payment reaching a state ------------------------------------
 
 
-def _event(p: Payment) -> Message | None:
+def _event(p: Payment, attempt: Attempt | None) -> Message | None:
     money = money_pb2.Money(amount_minor=p.amount_minor, currency=p.currency)
     common = {"payment_id": p.payment_id, "order_id": p.order_id, "customer_id": p.customer_id}
     risk = risk_assessment_to_pb(p.risk)
+    scored = attempt_to_pb(attempt) if attempt is not None else None
     match p.state:
         case PaymentState.AUTHORIZED:
-            return events_pb2.PaymentAuthorized(**common, amount=money, risk_assessment=risk)
+            return events_pb2.PaymentAuthorized(
+                **common, amount=money, risk_assessment=risk, risk_attempt=scored
+            )
         case PaymentState.DECLINED:
             return events_pb2.PaymentDeclined(
-                **common, decline_reason=p.decline_reason, risk_assessment=risk
+                **common,
+                decline_reason=p.decline_reason,
+                risk_assessment=risk,
+                risk_attempt=scored,
             )
         case PaymentState.CAPTURED:
             return events_pb2.PaymentCaptured(**common, amount=money)
@@ -249,8 +257,15 @@ def _event(p: Payment) -> Message | None:
     return None  # AUTHORIZING is internal: nobody outside waits for it
 
 
-def events_of(moved: Iterable[Payment]) -> list[DomainEvent]:
-    """The events reporting that these payments reached their state."""
+def events_of(
+    moved: Iterable[Payment], scored: Mapping[str, Attempt] | None = None
+) -> list[DomainEvent]:
+    """The events reporting that these payments reached their state; an authorization
+    ended carries its attempt as risk scoring saw it (``scored``, by order id), for
+    the risk features."""
+    scored = scored or {}
     return [
-        DomainEvent("payment", p.order_id, event) for p in moved if (event := _event(p)) is not None
+        DomainEvent("payment", p.order_id, event)
+        for p in moved
+        if (event := _event(p, scored.get(p.order_id))) is not None
     ]

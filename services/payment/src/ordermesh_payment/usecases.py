@@ -319,7 +319,7 @@ class Payments:
                 outcomes[intent.order_id] = answer
             else:
                 moves.append((intent, answer))
-        recorded = await self._record(moves)
+        recorded = await self._record(moves, attempts)
         if self._risk is not None and attempts:
             await self._record_risk(self._risk, attempts, decisions, moves)
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
@@ -359,8 +359,8 @@ class Payments:
         decisions: Mapping[str, RiskDecision],
         moves: Sequence[Move],
     ) -> None:
-        """Feed the outcomes to the features and log the decisions. Best effort: a
-        payment is never failed because its history could not be written."""
+        """Log the decisions with their outcomes (the features move from the events).
+        Best effort: a payment is never failed because its log could not be written."""
         outcomes = [
             PaymentOutcome(attempts[after.order_id], after.state is PaymentState.DECLINED)
             for _, after in moves
@@ -369,7 +369,7 @@ class Payments:
         try:
             await risk.record(outcomes, decisions)
         except Exception:
-            log.exception("risk features not updated", payments=len(outcomes))
+            log.exception("risk decisions not logged", payments=len(outcomes))
 
     async def _record_intents(
         self, requests: Sequence[AuthorizationRequest]
@@ -446,9 +446,12 @@ class Payments:
             outcomes[after.order_id] = _settled(recorded[after.order_id], after)
         return outcomes
 
-    async def _record(self, moves: Sequence[Move]) -> dict[str, Payment]:
-        """Commit the moves with their events in one transaction; returns each payment
-        as it now is (as another call left it, when that call moved it first)."""
+    async def _record(
+        self, moves: Sequence[Move], scored: Mapping[str, Attempt] | None = None
+    ) -> dict[str, Payment]:
+        """Commit the moves with their events (carrying the attempts risk scored, by
+        order id) in one transaction; returns each payment as it now is (as another
+        call left it, when that call moved it first)."""
         if not moves:
             return {}
         now = datetime.now(UTC)
@@ -459,7 +462,7 @@ class Payments:
             others = await store.get_many(
                 [before.order_id for before, _ in stamped if before.order_id not in moved]
             )
-            work.record(events_of(a for _, a in stamped if a.order_id in moved))
+            work.record(events_of((a for _, a in stamped if a.order_id in moved), scored))
         return {
             after.order_id: after if after.order_id in moved else others[after.order_id]
             for _, after in stamped

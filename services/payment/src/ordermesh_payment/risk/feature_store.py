@@ -109,7 +109,8 @@ class FeatureStore:
         rows = {
             key: {
                 "state": states[key].to_json(),
-                "event_at": _at(newest[key]),
+                # The newest payment the state holds: a late one applied now leaves it.
+                "event_at": _at(max([newest[key], *(int(e[0]) for e in states[key].recent)])),
                 "updated_at": now,
             }
             for key in sorted(newest)

@@ -159,7 +159,12 @@ class FeatureDefinition:
         payment twice changes nothing (a redelivered event): within the horizon it is
         found among the entity's recent attempts; older than the horizon behind the
         entity's newest attempt, it can no longer be told from a redelivery and is
-        ignored (in time order, as the replay applies them, that never happens)."""
+        ignored (in time order, as the replay applies them, that never happens).
+
+        The order of application does not matter within the horizon: payments of one
+        entity applied out of time order (events of several partitions) leave the state
+        they leave in time order, unless one arrives after a payment of the same entity
+        more than the horizon newer (then it is ignored, as above)."""
         attempt = event.attempt
         entry: list[int | str] = [
             attempt.at_ms,
@@ -183,7 +188,8 @@ class FeatureDefinition:
             state.recent = [e for e in state.recent if int(e[0]) > attempt.at_ms - HORIZON_MS] + [
                 entry
             ]
-            state.recent.sort(key=lambda e: int(e[0]))
+            # By order id within a millisecond too: the same state whatever the arrival order.
+            state.recent.sort(key=lambda e: (int(e[0]), str(e[3])))
 
 
 def keys_of(attempts: Iterable[Attempt]) -> set[EntityKey]:

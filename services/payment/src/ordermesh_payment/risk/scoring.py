@@ -80,8 +80,6 @@ class RiskObserver:
     # variant (champion, challenger, rules) and decision (approve, decline, explore)
     decided: Callable[[str, str], None] = lambda variant, decision: None
     shadowed: Callable[[str, bool], None] = lambda version, declined: None
-    # Seconds from a payment's decision to its outcome being visible in the features.
-    freshness: Callable[[float], None] = lambda seconds: None
 
 
 def load_model(path: str, schema_hash: str) -> Artifact | None:
@@ -304,13 +302,9 @@ class RiskScorer:
         outcomes: Sequence[PaymentOutcome],
         decisions: Mapping[str, RiskDecision] | None = None,
     ) -> None:
-        """Move the feature states with the batch's outcomes and log its decisions (by
-        order id), in one transaction."""
-        if outcomes:
+        """Log the batch's decisions (by order id) with their outcomes. The features
+        are not moved here: payment's consumer moves them from the payment events
+        (``feature_feed``)."""
+        if outcomes and self._decision_log is not None and decisions:
             async with self._sessions.begin() as conn:
-                await self.features.apply(conn, outcomes)
-                if self._decision_log is not None and decisions:
-                    await self._decision_log.add(conn, outcomes, decisions)
-            visible_ms = time.time() * 1000
-            for outcome in outcomes:
-                self._observe.freshness(max(0.0, visible_ms - outcome.at_ms) / 1000)
+                await self._decision_log.add(conn, outcomes, decisions)

@@ -312,6 +312,7 @@ class PaymentAuthorized(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     RISK_ASSESSMENT_FIELD_NUMBER: _builtins.int
+    RISK_ATTEMPT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The payment."""
     order_id: _builtins.str
@@ -326,6 +327,10 @@ class PaymentAuthorized(_message.Message):
     def risk_assessment(self) -> _risk_pb2.RiskAssessment:
         """Risk scoring's outcome; absent when risk scoring is off."""
 
+    @_builtins.property
+    def risk_attempt(self) -> Global___RiskAttempt:
+        """What risk scoring scored; absent when risk scoring is off."""
+
     def __init__(
         self,
         *,
@@ -334,10 +339,11 @@ class PaymentAuthorized(_message.Message):
         customer_id: _builtins.str = ...,
         amount: _money_pb2.Money | None = ...,
         risk_assessment: _risk_pb2.RiskAssessment | None = ...,
+        risk_attempt: Global___RiskAttempt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "risk_assessment", b"risk_assessment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "risk_assessment", b"risk_assessment", "risk_attempt", b"risk_attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_id", b"payment_id", "risk_assessment", b"risk_assessment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_id", b"payment_id", "risk_assessment", b"risk_assessment", "risk_attempt", b"risk_attempt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -354,6 +360,7 @@ class PaymentDeclined(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
     RISK_ASSESSMENT_FIELD_NUMBER: _builtins.int
+    RISK_ATTEMPT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The payment record."""
     order_id: _builtins.str
@@ -368,6 +375,10 @@ class PaymentDeclined(_message.Message):
         it, decline_reason RISK_DECLINED); absent when risk scoring is off.
         """
 
+    @_builtins.property
+    def risk_attempt(self) -> Global___RiskAttempt:
+        """What risk scoring scored; absent when risk scoring is off."""
+
     def __init__(
         self,
         *,
@@ -376,14 +387,66 @@ class PaymentDeclined(_message.Message):
         customer_id: _builtins.str = ...,
         decline_reason: _builtins.str = ...,
         risk_assessment: _risk_pb2.RiskAssessment | None = ...,
+        risk_attempt: Global___RiskAttempt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["risk_assessment", b"risk_assessment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["risk_assessment", b"risk_assessment", "risk_attempt", b"risk_attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id", "risk_assessment", b"risk_assessment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decline_reason", b"decline_reason", "order_id", b"order_id", "payment_id", b"payment_id", "risk_assessment", b"risk_assessment", "risk_attempt", b"risk_attempt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentDeclined: _TypeAlias = PaymentDeclined  # noqa: Y015
+
+@_typing.final
+class RiskAttempt(_message.Message):
+    """The authorization attempt as risk scoring saw it, on the events that end it:
+    payment's features consumer moves the risk features with it (docs/risk.md).
+    The order and the customer are the event's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    payment_token: _builtins.str
+    """The payment token the provider was, or would have been, asked to charge."""
+    @_builtins.property
+    def attempted_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was scored."""
+
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount asked for."""
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventLine]:
+        """The order's lines, when payment was told them."""
+
+    @_builtins.property
+    def signals(self) -> _risk_pb2.RiskSignals:
+        """The signals scored; account_created_at is always set (the attempt's time
+        when it was not sent).
+        """
+
+    def __init__(
+        self,
+        *,
+        attempted_at: _timestamp_pb2.Timestamp | None = ...,
+        payment_token: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        items: _abc.Iterable[Global___EventLine] | None = ...,
+        signals: _risk_pb2.RiskSignals | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempted_at", b"attempted_at", "signals", b"signals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempted_at", b"attempted_at", "items", b"items", "payment_token", b"payment_token", "signals", b"signals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskAttempt: _TypeAlias = RiskAttempt  # noqa: Y015
 
 @_typing.final
 class PaymentCaptured(_message.Message):

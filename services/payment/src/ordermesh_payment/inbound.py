@@ -1,0 +1,33 @@
+"""Payment's one consumer (group ordermesh-payment, one inbox) and what it hands each
+handler: the provider's chargebacks to the labels, payment's own events to the risk
+features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ordermesh_messaging.inbound import InboundEvent
+
+
+class TopicHandler(Protocol):
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None: ...
+
+
+class Inbound:
+    """Each handler gets the events of its topics, in one transaction for all."""
+
+    def __init__(self, handlers: Sequence[TopicHandler]) -> None:
+        self._handlers = tuple(handlers)
+        self.topics = tuple(dict.fromkeys(t for h in self._handlers for t in h.topics))
+
+    async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None:
+        for handler in self._handlers:
+            mine = [e for e in events if e.topic in handler.topics]
+            if mine:
+                await handler.handle(conn, mine)
