@@ -38,6 +38,18 @@ async def train_champion_off_loop(folder: Path, payment_database_url: str) -> st
     return await asyncio.to_thread(train_champion, folder, payment_database_url)
 
 
+def champion_decided(metrics_port: int) -> bool:
+    """Whether payment's champion model has decided a payment since the process started
+    (``ordermesh_risk_decisions_total{variant="champion"}``): the registry was read and
+    the model loaded, so a run measures the model, not the rules standing in for it."""
+    return any(
+        s.name == "ordermesh_risk_decisions_total"
+        and s.labels.get("variant") == "champion"
+        and s.value > 0
+        for s in samples(metrics_port)
+    )
+
+
 def scoring_histogram(metrics_port: int) -> dict[str, dict[float, float]]:
     """Per source (model, rules): cumulative batch counts by upper bound (seconds)."""
     buckets: dict[str, dict[float, float]] = {}

@@ -38,6 +38,7 @@ from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
 from ordermesh_bench.loadgen import Call, closed_loop, open_loop
 from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
 from ordermesh_bench.risk_cost import (
+    champion_decided,
     scoring_histogram,
     scoring_summary,
     train_champion_off_loop,
@@ -57,6 +58,9 @@ console = Console(stderr=True)
 SKUS = tuple(f"BENCH-{i:03d}" for i in range(100))
 STOCK_PER_SKU = 10_000_000
 SAGA_TIMEOUT_S = 60.0
+# How long a restarted side may warm up before its run (e.g. until the champion model
+# is loaded); past it the run goes ahead and its report shows what decided.
+READY_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -329,11 +333,13 @@ async def _alternating_runs(
     services: Sequence[str],
     settings: Mapping[str, Mapping[str, str]],
     extra: Callable[[str, Snapshot, Run], dict[str, Any]],
+    ready: Callable[[str], bool] = lambda side: True,
 ) -> dict[str, list[dict[str, Any]]]:
     """``pairs`` closed-loop runs of each side at the highest level, off and on
     alternating, ``services`` restarted the same way before each (with
     ``settings[side]``) and run on the same data, so neither side gets the fresh
-    database or the quiet minute. Each run's summary, with what ``extra`` adds."""
+    database or the quiet minute. The warm-up goes on until ``ready(side)`` (at most
+    READY_WAIT_S). Each run's summary, with what ``extra`` adds."""
     level = config.levels[-1]
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(pairs):
@@ -345,6 +351,9 @@ async def _alternating_runs(
             await _settle(mesh, 120)
             call = call_for(len(runs[side]))
             await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 2.0)
+            waited_until = time.monotonic() + READY_WAIT_S
+            while not ready(side) and time.monotonic() < waited_until:
+                await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 0.5)
             before = snapshot(mesh)
             run = await closed_loop(Run(f"{name} {side}"), call, level, config.level_s, progress)
             runs[side].append({**run.summary(), **extra(side, before, run)})
@@ -435,6 +444,7 @@ async def _measure_risk_cost(
         {"off": {"ORDERMESH_RISK_ENABLED": "false", **poll},
          "on": {"ORDERMESH_RISK_ENABLED": "true", **poll}},
         scoring,
+        lambda side: side == "off" or champion_decided(mesh.config.metrics_port("payment")),
     )  # fmt: skip
     # The best run of each side, as for the telemetry cost (noise only slows a run down).
     on = max(r["throughput_per_s"] for r in runs["on"])
