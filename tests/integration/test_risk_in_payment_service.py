@@ -355,6 +355,9 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
         with_items.items.add(sku="TEA-SENCHA", quantity=2, unit_price=price)
         with_items.items.add(sku="GIFT-CARD-50", quantity=1, unit_price=price)
         approved = await stub.AuthorizePayment(with_items)
+        # The items are not the authorization's identity: a retry without them is the same.
+        retried = await stub.AuthorizePayment(_authorize("a1", "tok-card-1"))
+        assert retried.payment == approved.payment
         assessment = approved.payment.risk_assessment
         assert approved.payment.HasField("risk_assessment")
         assert assessment.decision == risk_pb2.RISK_DECISION_APPROVE
