@@ -137,5 +137,8 @@ def test_up_on_sqlite_seeds_the_catalogue_and_shows_demo_orders(sqlite_mesh: Mes
     while "CONFIRMED" not in sqlite_mesh.log.read_text():  # the demo's orders flow
         assert time.monotonic() < deadline, sqlite_mesh.log.read_text()
         time.sleep(0.2)
+    # They are the risk simulator's, on a catalogue that holds its products too.
+    assert "demo orders drawn from `ordermesh risk simulate`" in sqlite_mesh.log.read_text()
+    assert (sqlite_mesh.log.parent / "state" / "demo-orders" / "events.jsonl").exists()
     assert os.path.exists(sqlite_mesh.log.parent / "state" / "inventory.db")
     _assert_sigterm_stops_everything(sqlite_mesh)

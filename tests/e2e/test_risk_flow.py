@@ -1,23 +1,41 @@
-"""Risk scoring in the running mesh: PlaceOrder's signals reach payment, whose rules
-decline a customer cycling through cards; the order is rejected RISK_DECLINED. A
-confirmed order carries payment's risk assessment."""
+"""Risk scoring in the running mesh: PlaceOrder's signals and the order's lines reach
+payment, whose rules decline a customer cycling through cards; the order is rejected
+RISK_DECLINED and keeps the assessment that declined it. A confirmed order carries
+payment's risk assessment."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from sqlalchemy import text
 
 from ordermesh.common.v1 import risk_pb2
 from ordermesh.order.v1 import order_pb2 as pb
+from ordermesh_payment.risk.settings import RiskSettings
+from ordermesh_platform.db import create_engine
 from tests.e2e.conftest import start_mesh
 from tests.support.mesh_client import MeshClient
 from tests.support.rich_status import detail
 from tests.support.risk_features import until_features_hold
 
 pytestmark = pytest.mark.e2e
+
+
+async def _scored_features(mesh: MeshClient, order_id: str) -> dict[str, float]:
+    """The features payment scored the order's authorization with (its decision log)."""
+    engine = create_engine(mesh.mesh.config.database_url("payment"))
+    try:
+        async with engine.connect() as conn:
+            logged = await conn.scalar(
+                text("SELECT features FROM risk_decisions WHERE order_id = :o"), {"o": order_id}
+            )
+    finally:
+        await engine.dispose()
+    return dict(zip(RiskSettings().feature_definition().names, json.loads(logged), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +73,9 @@ async def test_a_customer_cycling_through_cards_is_rejected_risk_declined(
         assert (kept.model_version, kept.variant) == ("rules", "rules")
         assert kept.score < 0.4
         assert kept == (await mesh.payment(placed.order_id)).risk_assessment
+    # The order's lines reached payment with the authorization: its order features.
+    features = await _scored_features(mesh, placed.order_id)
+    assert (features["item_count"], features["distinct_skus"]) == (1.0, 1.0)
     # The features follow the payment events (payment's consumer): the three in them.
     await until_features_hold(mesh.mesh.config.database_url("payment"), "cardtester", placed_ids)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -66,6 +87,17 @@ async def test_a_customer_cycling_through_cards_is_rejected_risk_declined(
     assert (order.state, order.reason) == (pb.ORDER_STATE_REJECTED, pb.ORDER_REASON_RISK_DECLINED)
     payment = await mesh.payment(order.order_id)
     assert payment.decline_reason == "RISK_DECLINED"
+    # The rejected order keeps the assessment that declined it, and the waiting
+    # PlaceOrder's refusal carries it beside the ErrorInfo.
+    assert payment.risk_assessment.decision == risk_pb2.RISK_DECISION_DECLINE
+    assert order.risk_assessment == payment.risk_assessment
+    assert detail(raised.value, risk_pb2.RiskAssessment) == payment.risk_assessment
+    listed = await mesh.orders.ListOrders(
+        pb.ListOrdersRequest(customer_id="cardtester", page_size=1),
+        timeout=5,
+        metadata=mesh.access.as_customer("cardtester"),
+    )
+    assert listed.orders[0].risk_assessment == payment.risk_assessment
     # Another customer is not held back by the card tester's history.
     assert (await mesh.place({sku: 1}, customer="regular")).state == pb.ORDER_STATE_CONFIRMED
     await mesh.settle()

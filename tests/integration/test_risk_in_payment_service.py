@@ -24,7 +24,7 @@ from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
-from ordermesh_client.errors import RiskDeclined, from_status
+from ordermesh_client.errors import RiskDeclined, decode, from_status
 from ordermesh_messaging.inbound import decode_payload
 from ordermesh_payment.risk.metrics import Costs
 from ordermesh_payment.risk.models import (
@@ -38,7 +38,7 @@ from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings, Simulator, simulate
 from ordermesh_payment.risk.training import TrainingSettings, train
-from ordermesh_payment.store import outbox, risk_models
+from ordermesh_payment.store import outbox, risk_decisions, risk_models
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
 from tests.support.broker import Broker, running_broker
@@ -117,6 +117,9 @@ async def test_a_customer_cycling_through_cards_is_declined_by_the_rules_when_th
         assert isinstance(failure, RiskDeclined)
         assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
         assert failure.decline_reason == "RISK_DECLINED"
+        # The batch item's status carries the assessment that declined it.
+        assert failure.risk_assessment is not None
+        assert failure.risk_assessment.decision == risk_pb2.RISK_DECISION_DECLINE
         assert other.payment.state == pb.PAYMENT_STATE_AUTHORIZED
         # Recorded as a declined payment: a retry answers the same, the provider unasked.
         got = await stub.GetPayment(pb.GetPaymentRequest(order_id="o4"))
@@ -377,11 +380,34 @@ async def _events(database: str, order_id: str) -> list[Message]:
     return [decode_payload(event_type, payload) for event_type, payload in rows]
 
 
+async def _scored_features(database: str, order_id: str) -> dict[str, float]:
+    """The feature vector the service scored for the order, from its decision log."""
+    engine = create_engine(database)
+    try:
+        async with engine.connect() as conn:
+            logged = await conn.scalar(
+                select(risk_decisions.c.features).where(risk_decisions.c.order_id == order_id)
+            )
+    finally:
+        await engine.dispose()
+    assert logged is not None, f"no decision logged for {order_id}"
+    names = RiskSettings().feature_definition().names
+    return dict(zip(names, json.loads(logged), strict=True))
+
+
 async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
     pg_database: str, broker: Broker
 ) -> None:
     async with _payment(pg_database, broker=broker) as stub:  # no model: the rules decide
-        approved = await stub.AuthorizePayment(_authorize("a1", "tok-card-1"))
+        # The order's lines come with the authorization: the order features see them.
+        price = money_pb2.Money(amount_minor=300, currency="EUR")
+        with_items = _authorize("a1", "tok-card-1")
+        with_items.items.add(sku="TEA-SENCHA", quantity=2, unit_price=price)
+        with_items.items.add(sku="GIFT-CARD-50", quantity=1, unit_price=price)
+        approved = await stub.AuthorizePayment(with_items)
+        # The items are not the authorization's identity: a retry without them is the same.
+        retried = await stub.AuthorizePayment(_authorize("a1", "tok-card-1"))
+        assert retried.payment == approved.payment
         assessment = approved.payment.risk_assessment
         assert approved.payment.HasField("risk_assessment")
         assert assessment.decision == risk_pb2.RISK_DECISION_APPROVE
@@ -394,14 +420,21 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
         )
         await until_features_hold(pg_database, "c-risk", ["a1", "a2", "a3"])
         # The fourth card within a day: declined by the rules, the provider unasked.
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(grpc.aio.AioRpcError) as refusal:
             await stub.AuthorizePayment(_authorize("a4", "tok-card-4"))
         declined = (await stub.GetPayment(pb.GetPaymentRequest(order_id="a4"))).payment
         assert declined.risk_assessment.decision == risk_pb2.RISK_DECISION_DECLINE
         assert declined.risk_assessment.score >= 0.4
+        # The refusal carries it too, beside its ErrorInfo.
+        refused_with = decode(refusal.value)
+        assert isinstance(refused_with, RiskDeclined)
+        assert refused_with.risk_assessment == declined.risk_assessment
         # Kept with the payment: a later read answers the same.
         again = await stub.GetPayment(pb.GetPaymentRequest(order_id="a1"))
         assert again.payment.risk_assessment == assessment
+    features = await _scored_features(pg_database, "a1")
+    assert (features["item_count"], features["distinct_skus"]) == (3.0, 2.0)
+    assert features["resale_share"] == 300 / 900  # the gift card
     [authorized] = await _events(pg_database, "a1")
     assert isinstance(authorized, events_pb2.PaymentAuthorized)
     assert authorized.risk_assessment == assessment

@@ -7,6 +7,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from ordermesh.common.v1 import risk_pb2
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 from ordermesh_client.errors import (
@@ -61,6 +62,22 @@ def test_risk_decline_is_a_payment_decline_of_its_own_kind() -> None:
     assert isinstance(error, RiskDeclined)
     assert isinstance(error, PaymentDeclined)
     assert error.reason_name == "RISK_DECLINED"
+    assert error.risk_assessment is None  # none sent
+
+
+def test_a_risk_decline_carries_its_assessment_beside_the_error_info() -> None:
+    assessment = risk_pb2.RiskAssessment(
+        score=0.93, decision=risk_pb2.RISK_DECISION_DECLINE, model_version="rules", variant="rules"
+    )
+    error = _decoded(
+        errors.FailedPrecondition(
+            ErrorReason.RISK_DECLINED, "declined", {"decline_reason": RISK_DECLINED},
+            details=(assessment,),
+        )
+    )  # fmt: skip
+    assert isinstance(error, RiskDeclined)
+    assert (error.reason_name, error.decline_reason) == ("RISK_DECLINED", "RISK_DECLINED")
+    assert error.risk_assessment == assessment
 
 
 def test_a_reused_idempotency_key_is_a_conflict_never_retried() -> None:

@@ -17,6 +17,7 @@ from ordermesh_cli.dashboard import outcome_lines
 from ordermesh_cli.demo import DemoTraffic
 from ordermesh_cli.mesh import Child, LocalMesh, MeshConfig, MeshFailed
 from ordermesh_cli.ports import first_taken, in_use
+from ordermesh_cli.simulated_orders import SimulatedOrders
 
 
 class FakeProcess:
@@ -159,7 +160,7 @@ def test_stop_drains_order_service_then_the_others_then_the_broker(
 
 
 def test_piped_outcomes_are_plain_lines_that_say_how_each_outcome_was_learnt() -> None:
-    demo = DemoTraffic("127.0.0.1:1", "127.0.0.1:2")
+    demo = DemoTraffic("127.0.0.1:1", "127.0.0.1:2", SimulatedOrders(()))
     demo.outcomes = Counter(
         {
             "waited: FAILED_PRECONDITION PAYMENT_DECLINED": 3,

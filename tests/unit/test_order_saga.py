@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from ordermesh.common.v1 import risk_pb2
 from ordermesh_order.api import order_to_pb
-from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason, Work
+from ordermesh_order.domain import Order, OrderLine, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import (
     PLACE_ORDER,
     Authorization,
@@ -64,9 +64,11 @@ class FakeParticipants:
     async def commit_stock(self, order_id: str, timeout_s: float) -> None:
         self._enter("commit")
 
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> Authorization:
+    async def authorize_payment(
+        self, order: Order, priced: tuple[OrderLine, ...], timeout_s: float
+    ) -> Authorization:
         self._enter("authorize")
-        assert amount == sum(self.unit_price * x.quantity for x in order.lines)
+        assert priced == tuple(replace(x, unit_price_minor=self.unit_price) for x in order.lines)
         return Authorization("pay-1", self.risk_assessment)
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
@@ -286,13 +288,15 @@ class RacedParticipants(FakeParticipants):
         super().__init__()
         self.sessions = sessions
 
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> Authorization:
+    async def authorize_payment(
+        self, order: Order, priced: tuple[OrderLine, ...], timeout_s: float
+    ) -> Authorization:
         async with self.sessions.begin() as session:
             other = await OrderRepository(session).get(order.order_id)
             assert other is not None
             other.confirm(tuple(replace(x, unit_price_minor=250) for x in other.lines), "pay-1")
             await OrderRepository(session).save(other, priced=True)
-        return await super().authorize_payment(order, amount, timeout_s)
+        return await super().authorize_payment(order, priced, timeout_s)
 
 
 def _outcomes(outcome: str, reason: str = "") -> float:

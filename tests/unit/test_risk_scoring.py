@@ -166,26 +166,35 @@ async def test_an_empty_batch_is_not_scored(count: int) -> None:
     assert fallbacks == []
 
 
-def test_risk_signals_travel_from_the_request_into_the_attempt_scored() -> None:
+def _item(sku: str, quantity: int, unit_minor: int, currency: str = "EUR") -> pb.PaymentItem:
+    price = money_pb2.Money(amount_minor=unit_minor, currency=currency)
+    return pb.PaymentItem(sku=sku, quantity=quantity, unit_price=price)
+
+
+def test_risk_signals_and_items_travel_from_the_request_into_the_attempt_scored() -> None:
     created = Timestamp(seconds=1_700_000_000)
     request = pb.AuthorizePaymentRequest(
         order_id="o1",
         customer_id="c1",
-        amount=money_pb2.Money(amount_minor=1200, currency="EUR"),
+        amount=money_pb2.Money(amount_minor=11_200, currency="EUR"),
         payment_token="tok_ok",
         risk_signals=risk_pb2.RiskSignals(
             client_ip="192.0.2.7", device_id="d1", billing_country="DE",
             shipping_country="FR", account_created_at=created,
         ),
+        items=[_item("TEA-SENCHA", 2, 600), _item("GIFT-CARD-100", 1, 10_000)],
     )  # fmt: skip
     attempt = _attempt(authorization_of(request), at_ms=1_800_000_000_000)
     assert (attempt.ip, attempt.device_id) == ("192.0.2.7", "d1")
     assert (attempt.billing_country, attempt.shipping_country) == ("DE", "FR")
     assert attempt.account_created_ms == 1_700_000_000_000
+    assert attempt.items == (Item("TEA-SENCHA", 2, 600), Item("GIFT-CARD-100", 1, 10_000))
     features = dict(zip(DEFINITION.names, DEFINITION.vector({}, attempt), strict=True))
     assert features["country_mismatch"] == 1.0
+    assert (features["item_count"], features["distinct_skus"]) == (3.0, 2.0)
+    assert features["resale_share"] == 10_000 / 11_200  # the gift card is resale-prone
     bare = _attempt(authorization_of(pb.AuthorizePaymentRequest(order_id="o2")), at_ms=5)
-    assert (bare.ip, bare.device_id, bare.account_created_ms) == ("", "", 5)
+    assert (bare.ip, bare.device_id, bare.account_created_ms, bare.items) == ("", "", 5, ())
 
 
 def test_oversized_risk_signals_are_invalid_arguments_naming_the_field() -> None:
@@ -196,6 +205,26 @@ def test_oversized_risk_signals_are_invalid_arguments_naming_the_field() -> None
         request.validate()
     fields = {v.field for v in raised.value.violations}
     assert fields == {"risk_signals.client_ip", "risk_signals.billing_country"}
+
+
+def test_malformed_or_too_many_items_are_invalid_arguments_naming_the_field() -> None:
+    def violations(*items: pb.PaymentItem) -> set[str]:
+        request = pb.AuthorizePaymentRequest(
+            order_id="o1", customer_id="c1", payment_token="tok_ok",
+            amount=money_pb2.Money(amount_minor=100, currency="EUR"), items=items,
+        )  # fmt: skip
+        with pytest.raises(InvalidArgument) as raised:
+            authorization_of(request).validate()
+        return {v.field for v in raised.value.violations}
+
+    assert violations(
+        _item("ok", 1, 100), _item("no spaces", 1, 100), _item("A", 0, 100),
+        _item("B", 1, -1), _item("C", 1, 100, "USD"),
+    ) == {
+        "items[1].sku", "items[2].quantity", "items[3].unit_price.amount_minor",
+        "items[4].unit_price.currency",
+    }  # fmt: skip
+    assert violations(*(_item(f"S{i}", 1, 1) for i in range(51))) == {"items"}
 
 
 def _logistic(logit: float, threshold: float = 0.5) -> Artifact:

@@ -1,5 +1,6 @@
 """What payment risk scoring costs PlaceOrder: a small model trained on simulated data
-and registered as payment's champion, then the same closed loop with risk on and off.
+and registered as payment's champion, then the same closed loop with risk on and off,
+placing the simulated log's orders.
 
 The model comes from the ``ordermesh risk`` tooling (found through payment's entry
 point, as the CLI finds it), so the bench imports no service."""
@@ -13,6 +14,7 @@ from typing import Any
 
 from ordermesh_bench.costs import samples
 from ordermesh_cli.risk import load_risk_tools
+from ordermesh_cli.simulated_orders import SimulatedOrders
 
 SCORING_HISTOGRAM = "ordermesh_risk_scoring_duration_seconds"
 # Small and quick to train, yet with enough matured chargebacks for the trees to learn
@@ -21,6 +23,12 @@ SIMULATED_ORDERS = 3000
 SIMULATED_DAYS = 30
 FRAUD_SHARE = 0.05
 CHARGEBACK_DAYS = (3.0, 10.0)
+
+
+def simulated_orders(folder: Path) -> SimulatedOrders:
+    """The orders of the log the champion was trained on (``train_champion``'s
+    folder): what the risk runs place."""
+    return SimulatedOrders.read(folder / "sim")
 
 
 def train_champion(folder: Path, payment_database_url: str) -> str:

@@ -39,12 +39,14 @@ from ordermesh_bench.loadgen import Call, closed_loop, open_loop
 from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
 from ordermesh_bench.risk_cost import (
     champion_decided,
+    SIMULATED_ORDERS,
     scoring_histogram,
     scoring_summary,
+    simulated_orders,
     train_champion_off_loop,
 )
 from ordermesh_bench.stats import Run
-from ordermesh_bench.workload import RequestMaker, Workload
+from ordermesh_bench.workload import RequestMaker, Requests, SimulatedRequests, Workload
 from ordermesh_cli.invariants import check_invariants, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
 from ordermesh_cli.processes import stop_all
@@ -56,6 +58,7 @@ from ordermesh_platform.service_names import SERVICE_NAMES
 
 console = Console(stderr=True)
 SKUS = tuple(f"BENCH-{i:03d}" for i in range(100))
+BENCH_PRICES = dict.fromkeys(SKUS, 100)  # EUR minor units
 STOCK_PER_SKU = 10_000_000
 SAGA_TIMEOUT_S = 60.0
 # How long a restarted side may warm up before its run (e.g. until the champion model
@@ -97,7 +100,7 @@ SHED_RETRIES = 100
 SHED_BACKOFF_S = 0.5
 
 
-def place_call(stub: order_pb2_grpc.OrderServiceAsyncStub, maker: RequestMaker) -> Call:
+def place_call(stub: order_pb2_grpc.OrderServiceAsyncStub, maker: Requests) -> Call:
     """One order, placed as a well-behaved caller does: a call shed with
     RESOURCE_EXHAUSTED (nothing was written) is sent again, same key, after a pause."""
 
@@ -116,7 +119,7 @@ def place_call(stub: order_pb2_grpc.OrderServiceAsyncStub, maker: RequestMaker) 
     return call
 
 
-def echo_call(channel: grpc.aio.Channel, maker: RequestMaker) -> Call:
+def echo_call(channel: grpc.aio.Channel, maker: Requests) -> Call:
     method: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
         "/ordermesh.order.v1.OrderService/PlaceOrder",
         request_serializer=lambda m: m.SerializeToString(),
@@ -133,11 +136,12 @@ def echo_call(channel: grpc.aio.Channel, maker: RequestMaker) -> Call:
     return call
 
 
-async def seed(address: str) -> None:
+async def seed(address: str, prices: Mapping[str, int] = BENCH_PRICES) -> None:
+    """The products (SKU: unit price in EUR minor units), each with STOCK_PER_SKU."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
-        for sku in SKUS:
-            price = money_pb2.Money(amount_minor=100, currency="EUR")
+        for sku, unit_minor in prices.items():
+            price = money_pb2.Money(amount_minor=unit_minor, currency="EUR")
             await stub.UpsertProduct(
                 inventory_pb2.UpsertProductRequest(
                     product=inventory_pb2.Product(sku=sku, name=sku, unit_price=price)
@@ -300,7 +304,7 @@ async def _measure_mesh_and_echo(
         results.data["costs"] = per_order(before, snapshot(mesh), run.count)
         await _measure_hot_sku(config, orders, best_level["place_order_sync"], results, progress)
         await _measure_telemetry_cost(config, mesh, orders, workload, results, progress)
-        await _measure_risk_cost(config, mesh, orders, workload, results, progress)
+        await _measure_risk_cost(config, mesh, orders, results, progress)
 
 
 async def _measure_hot_sku(
@@ -417,18 +421,23 @@ async def _measure_risk_cost(
     config: BenchConfig,
     mesh: LocalMesh,
     orders: order_pb2_grpc.OrderServiceAsyncStub,
-    workload: Workload,
     results: Results,
     progress: Progress,
 ) -> None:
     """PlaceOrder with payment's risk scoring on (a small trained model as champion)
     against off, alternating as the telemetry cost does: payment restarted each time
-    with the other setting, the rest of the mesh untouched. The model's scoring time
-    per batch is read from payment's own histogram after each run on."""
-    version = await train_champion_off_loop(
-        config.state_dir / "risk", mesh.config.database_url("payment")
-    )
+    with the other setting, the rest of the mesh untouched. Both sides place the orders
+    the model was trained on the like of: drawn from the simulator's log (customers,
+    cards, risk signals, items), so the scored attempts carry signals and order lines.
+    The model's scoring time per batch is read from payment's own histogram after each
+    run on."""
+    folder = config.state_dir / "risk"
+    version = await train_champion_off_loop(folder, mesh.config.database_url("payment"))
+    simulated = simulated_orders(folder)
+    await seed(mesh.config.address("inventory"), simulated.products())
     level = config.levels[-1]
+    # Each pair of runs starts further along the log; off and on of a pair alike.
+    stride = SIMULATED_ORDERS // max(1, config.risk_pairs)
     histograms = []
 
     def scoring(side: str, before: Snapshot, run: Run) -> dict[str, Any]:
@@ -439,7 +448,7 @@ async def _measure_risk_cost(
     poll = {"ORDERMESH_RISK_REGISTRY_POLL_S": "0.5"}  # the champion, soon after the start
     runs = await _alternating_runs(
         config, mesh, progress, "risk", config.risk_pairs,
-        lambda i: place_call(orders, RequestMaker(workload, seed=40 + i)),
+        lambda i: place_call(orders, SimulatedRequests(simulated, start=i * stride)),
         ("payment",),
         {"off": {"ORDERMESH_RISK_ENABLED": "false", **poll},
          "on": {"ORDERMESH_RISK_ENABLED": "true", **poll}},
@@ -456,7 +465,8 @@ async def _measure_risk_cost(
         **scoring_summary(histograms),
         "runs": runs,
         "note": f"{config.risk_pairs} runs each side, alternating off/on, {level} callers; "
-        "each side's best run; scoring times are the histogram's bucket bounds",
+        "orders drawn from the simulator's log; each side's best run; scoring times are "
+        "the histogram's bucket bounds",
     }
 
 

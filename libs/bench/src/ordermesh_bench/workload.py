@@ -1,5 +1,7 @@
 """What the orders look like: SKU popularity (uniform or Zipf), lines per order, the
-share of declined payments, and whether callers wait for the outcome."""
+share of declined payments, and whether callers wait for the outcome; or, as an
+option, orders drawn from payment's risk simulator (customers, tokens, risk signals,
+items, fraud patterns)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import itertools
 import random
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from ordermesh.order.v1 import order_pb2
+from ordermesh_cli.simulated_orders import SimulatedOrders
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,12 @@ class Workload:
         if self.zipf_s <= 0:
             return [1.0] * len(self.skus)
         return [1.0 / (rank**self.zipf_s) for rank in range(1, len(self.skus) + 1)]
+
+
+class Requests(Protocol):
+    """Where a load's PlaceOrder requests come from."""
+
+    def place_order(self) -> order_pb2.PlaceOrderRequest: ...
 
 
 class RequestMaker:
@@ -53,3 +63,19 @@ class RequestMaker:
             currency=w.currency,
             wait_for_outcome=w.wait_for_outcome,
         )
+
+
+class SimulatedRequests:
+    """The simulator's orders, in the log's order from ``start``: its customers pay with
+    their own cards and send their risk signals; a payment the simulated provider
+    declined pays with the declined token. The SKUs are the simulator's: the inventory
+    must hold them (``SimulatedOrders.products``)."""
+
+    def __init__(
+        self, orders: SimulatedOrders, start: int = 0, wait_for_outcome: bool = True
+    ) -> None:
+        self._orders = orders.from_position(start)
+        self._wait = wait_for_outcome
+
+    def place_order(self) -> order_pb2.PlaceOrderRequest:
+        return self._orders.draw().place_request(self._wait)

@@ -1,4 +1,6 @@
-"""The demo catalogue `ordermesh up` seeds, and the demo orders it places."""
+"""The demo catalogue `ordermesh up` seeds, and the demo orders it places: drawn from
+payment's risk simulator (its customers, tokens, signals, items and fraud patterns),
+with the demo's own failure paths mixed in."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import contextlib
 import random
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -15,6 +19,7 @@ from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.order.v1 import order_pb2
 from ordermesh_cli.access import Access
+from ordermesh_cli.simulated_orders import SimulatedOrders, simulate_orders
 from ordermesh_client import OrderClient, OrdermeshError, decode
 
 
@@ -37,13 +42,45 @@ DEMO_CATALOGUE = (
 )
 
 
-async def seed_catalogue(inventory_address: str, access: Access | None = None) -> int:
-    """Upsert the demo products and top their stock up once (idempotent across restarts)."""
+# The simulated orders the demo draws from: a month of them, a twentieth fraud, so that
+# risk scoring (ORDERMESH_RISK_ENABLED=true) has something to decline now and then.
+SIMULATED_ORDERS = 2000
+SIMULATED_DAYS = 30
+SIMULATED_FRAUD_SHARE = 0.05
+SIMULATED_SEED = 7
+
+
+def demo_orders(state_dir: Path) -> SimulatedOrders:
+    """The simulator's orders for the demo, written under the mesh's state directory."""
+    return simulate_orders(
+        state_dir / "demo-orders", SIMULATED_ORDERS, SIMULATED_SEED, SIMULATED_DAYS,
+        SIMULATED_FRAUD_SHARE,
+    )  # fmt: skip
+
+
+def demo_catalogue(orders: SimulatedOrders) -> tuple[DemoProduct, ...]:
+    """The demo's products and those the simulated orders name (at the simulator's
+    prices, with plenty of stock); a SKU of both keeps the demo's product."""
+    ours = {p.sku for p in DEMO_CATALOGUE}
+    simulated = tuple(
+        DemoProduct(sku, sku.replace("-", " ").capitalize(), price, SIMULATED_STOCK)
+        for sku, price in sorted(orders.products().items())
+        if sku not in ours
+    )
+    return DEMO_CATALOGUE + simulated
+
+
+async def seed_catalogue(
+    inventory_address: str,
+    access: Access | None = None,
+    catalogue: Sequence[DemoProduct] = DEMO_CATALOGUE,
+) -> int:
+    """Upsert the products and top their stock up once (idempotent across restarts)."""
     access = access or Access()
     admin = access.as_admin()
     async with access.channel(inventory_address) as channel:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
-        for item in DEMO_CATALOGUE:
+        for item in catalogue:
             await stub.UpsertProduct(
                 inventory_pb2.UpsertProductRequest(
                     product=inventory_pb2.Product(
@@ -67,63 +104,67 @@ async def seed_catalogue(inventory_address: str, access: Access | None = None) -
                 timeout=5,
                 metadata=admin,
             )
-    return len(DEMO_CATALOGUE)
+    return len(catalogue)
 
 
-# Token mix of the demo: mostly good cards, and every failure path now and then.
-DEMO_TOKENS: dict[str, float] = {
-    "tok_ok": 70,
-    "tok_decline": 10,
-    "tok_insufficient_funds": 5,
-    "tok_flaky": 10,
-    "tok_timeout": 5,
+# The provider's testing tokens the demo pays with now and then instead of the simulated
+# customer's card, so that every failure path shows (declines come from the simulator).
+DEMO_FAILURE_TOKENS: dict[str, float] = {
+    "tok_insufficient_funds": 0.03,
+    "tok_flaky": 0.10,
+    "tok_timeout": 0.05,
 }
 RESTOCK_BELOW = 20
 RESTOCK_UNITS = 200
+SIMULATED_STOCK = 500
 
 
 class DemoTraffic:
-    """Places a mix of orders through the mesh, so that a user sees every path:
-    confirmed, declined, out of stock (the scarce teapot), flaky and slow payments."""
+    """Places the simulator's orders through the mesh, in the log's order, so that a
+    user sees every path: confirmed, declined by the provider or by risk scoring, out
+    of stock (the scarce teapot, added now and then), flaky and slow payments."""
 
     def __init__(
         self,
         order_address: str,
         inventory_address: str,
+        orders: SimulatedOrders,
         seed: int | None = None,
         access: Access | None = None,
+        catalogue: Sequence[DemoProduct] = DEMO_CATALOGUE,
     ):
         self._order_address = order_address
         self._inventory_address = inventory_address
+        self._orders = orders
         self._access = access or Access()
         self._rng = random.Random(seed)
+        self._restocked = [p.sku for p in catalogue if p.stock >= RESTOCK_UNITS]
         self.outcomes: Counter[str] = Counter()
         self.last: list[str] = []
 
-    def _request(self, n: int) -> order_pb2.PlaceOrderRequest:
-        plenty = [p for p in DEMO_CATALOGUE if p.stock >= RESTOCK_UNITS]
-        products = self._rng.sample(plenty, k=self._rng.randint(1, 3))
-        if self._rng.random() < 0.1:  # now and then, the scarce teapot
-            products.append(DEMO_CATALOGUE[-1])
-        return order_pb2.PlaceOrderRequest(
-            customer_id=f"demo-customer-{self._rng.randint(1, 5)}",
-            idempotency_key=f"demo-{uuid.uuid4().hex}",
-            items=[
-                order_pb2.OrderItem(sku=p.sku, quantity=self._rng.randint(1, 2)) for p in products
-            ],
-            payment=order_pb2.PaymentMethod(
-                token=self._rng.choices(list(DEMO_TOKENS), list(DEMO_TOKENS.values()))[0]
-            ),
-            currency=DEMO_CURRENCY,
-            wait_for_outcome=n % 2 == 0,
-        )
+    def _request(self, n: int) -> tuple[order_pb2.PlaceOrderRequest, str]:
+        """The next simulated order as PlaceOrder takes it, and its fraud pattern."""
+        drawn = self._orders.draw()
+        token = None
+        roll = self._rng.random()
+        for testing, share in DEMO_FAILURE_TOKENS.items():
+            if roll < share:
+                token = testing
+                break
+            roll -= share
+        request = drawn.place_request(wait_for_outcome=n % 2 == 0, token=token)
+        request.idempotency_key = f"demo-{request.idempotency_key}"
+        scarce = DEMO_CATALOGUE[-1].sku
+        if self._rng.random() < 0.1 and scarce not in {i.sku for i in request.items}:
+            request.items.add(sku=scarce, quantity=1)  # now and then, the scarce teapot
+        return request, drawn.pattern
 
     async def place_one(self, orders: OrderClient, n: int) -> str:
         """Place one order and count its outcome, named with how it was learnt:
         ``waited: ...`` when PlaceOrder answered with it (a rejection then comes as an
         error status and its ErrorInfo reason), ``background: ...`` when PlaceOrder
         answered PENDING and WatchOrder told the end (the order's state and reason)."""
-        request = self._request(n)
+        request, pattern = self._request(n)
         as_customer = self._access.as_customer(request.customer_id)
         try:
             reply = await orders.place_order(request, timeout_s=5, metadata=as_customer)
@@ -148,17 +189,17 @@ class DemoTraffic:
         outcome = f"{mode}: {outcome}"
         self.outcomes[outcome] += 1
         token = request.payment.token
+        fraud = f" [{pattern}]" if pattern else ""
         self.last = [
-            f"{request.customer_id} {len(request.items)} line(s) {token}: {outcome}",
+            f"{request.customer_id} {len(request.items)} line(s) {token}{fraud}: {outcome}",
             *self.last,
         ][:5]
         return outcome
 
     async def restock(self, inventory: inventory_pb2_grpc.InventoryServiceAsyncStub) -> None:
-        skus = [p.sku for p in DEMO_CATALOGUE if p.stock >= RESTOCK_UNITS]
         admin = self._access.as_admin()
         reply = await inventory.GetStock(
-            inventory_pb2.GetStockRequest(skus=skus), timeout=5, metadata=admin
+            inventory_pb2.GetStockRequest(skus=self._restocked), timeout=5, metadata=admin
         )
         for level in reply.stock:
             if level.available < RESTOCK_BELOW:

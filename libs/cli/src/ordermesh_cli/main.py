@@ -403,7 +403,7 @@ def up(
 
 async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: bool = True) -> int:
     from ordermesh_cli import dashboard
-    from ordermesh_cli.demo import DemoTraffic, seed_catalogue
+    from ordermesh_cli.demo import DemoTraffic, demo_catalogue, demo_orders, seed_catalogue
     from ordermesh_cli.mesh import LocalMesh, MeshFailed
 
     mesh = LocalMesh(config, restart=restart)
@@ -436,14 +436,22 @@ async def _up(config: MeshConfig, demo: bool, ready_timeout: float, restart: boo
         if config.auth:
             console.print("authentication on: `ordermesh token <customer-id>` prints a token")
         access = config.access()
-        count = await seed_catalogue(config.address("inventory"), access)
+        # The simulator's log is written in a worker thread: the mesh's watch runs here.
+        orders = await asyncio.to_thread(demo_orders, config.state_dir)
+        catalogue = demo_catalogue(orders)
+        count = await seed_catalogue(config.address("inventory"), access, catalogue)
         console.print(f"seeded {count} demo products")
         console.print("mesh ready")
         traffic = None
         if demo:
-            traffic = DemoTraffic(
-                config.address("order"), config.address("inventory"), access=access
+            console.print(
+                f"demo orders drawn from `ordermesh risk simulate` "
+                f"({len(orders.orders)} simulated orders in {config.state_dir / 'demo-orders'}/)"
             )
+            traffic = DemoTraffic(
+                config.address("order"), config.address("inventory"), orders,
+                access=access, catalogue=catalogue,
+            )  # fmt: skip
             demo_task = asyncio.create_task(traffic.run(stop))
         await _watch(mesh, stop, traffic)
         if traffic is not None:

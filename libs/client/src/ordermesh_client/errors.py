@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ordermesh.common.v1 import risk_pb2
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 
 M = TypeVar("M", bound=Message)
@@ -54,6 +55,7 @@ class OrdermeshError(Exception):
         metadata: dict[str, str] | None = None,
         retry_after: float | None = None,
         violations: tuple[tuple[str, str], ...] = (),
+        status: status_pb2.Status | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}" + (f" ({reason_name})" if reason_name else ""))
         self.code = code
@@ -63,6 +65,8 @@ class OrdermeshError(Exception):
         self.metadata = dict(metadata or {})
         self.retry_after = retry_after
         self.violations = violations
+        # The google.rpc.Status as it came (None: the server sent none): its other details.
+        self.status = status
 
     @property
     def retryable(self) -> bool:
@@ -87,7 +91,14 @@ class PaymentDeclined(OrdermeshError):
 
 
 class RiskDeclined(PaymentDeclined):
-    """The payment was declined by payment risk scoring."""
+    """The payment was declined by payment risk scoring; ``risk_assessment`` is the
+    score, decision, model version and variant that declined it (None: none was sent)."""
+
+    @property
+    def risk_assessment(self) -> risk_pb2.RiskAssessment | None:
+        if self.status is None:
+            return None
+        return first_detail(self.status, risk_pb2.RiskAssessment)
 
 
 class IdempotencyConflict(OrdermeshError):
@@ -162,4 +173,5 @@ def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None
         dict(info.metadata) if info is not None else {},
         retry.retry_delay.ToMilliseconds() / 1000 if retry is not None else None,
         tuple((v.field, v.description) for v in bad.field_violations) if bad else (),
+        status,
     )

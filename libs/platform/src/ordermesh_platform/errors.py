@@ -3,8 +3,10 @@ gRPC status with google.rpc details in one place: ``ordermesh_platform.grpc_erro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from google.protobuf.message import Message
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 
@@ -35,17 +37,21 @@ class InvalidArgument(ServiceError):
 
 
 class ReasonedError(ServiceError):
-    """``reason``: the contract's ErrorReason; its name is ErrorInfo.reason on the wire."""
+    """``reason``: the contract's ErrorReason; its name is ErrorInfo.reason on the wire.
+    ``details``: messages of the contract that travel beside the ErrorInfo, as more
+    google.rpc.Status details (a risk decline's RiskAssessment, say)."""
 
     def __init__(
         self,
         reason: ErrorReason.ValueType,
         message: str,
         metadata: Mapping[str, str] | None = None,
+        details: Sequence[Message] = (),
     ):
         super().__init__(message)
         self.reason = reason
         self.metadata = dict(metadata or {})
+        self.details = tuple(details)
 
     @property
     def reason_name(self) -> str:

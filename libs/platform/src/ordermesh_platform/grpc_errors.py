@@ -100,7 +100,7 @@ def to_grpc_status(error: ServiceError) -> grpc.Status:
         code = code_pb2.FAILED_PRECONDITION
         if isinstance(error, Conflict):
             code = code_pb2.ABORTED
-        return _status(code, error.message, info)
+        return _status(code, error.message, info, *error.details)
     if isinstance(error, NotFound):
         info = error_details_pb2.ResourceInfo(
             resource_type=error.resource_type, resource_name=error.resource_name

@@ -74,9 +74,6 @@ def order_to_pb(order: Order) -> pb.Order:
             else money_pb2.Money(amount_minor=amount, currency=order.currency)
         )
 
-    risk = None
-    if order.risk_assessment:
-        risk = json_format.Parse(order.risk_assessment, risk_pb2.RiskAssessment())
     return pb.Order(
         order_id=order.order_id,
         customer_id=order.customer_id,
@@ -98,8 +95,14 @@ def order_to_pb(order: Order) -> pb.Order:
         create_time=to_timestamp(order.created_at),
         update_time=to_timestamp(order.updated_at),
         currency=order.currency,
-        risk_assessment=risk,
+        risk_assessment=risk_assessment_of(order),
     )
+
+
+def risk_assessment_of(order: Order) -> risk_pb2.RiskAssessment | None:
+    if not order.risk_assessment:
+        return None
+    return json_format.Parse(order.risk_assessment, risk_pb2.RiskAssessment())
 
 
 def raise_for_rejection(order: Order) -> None:
@@ -110,7 +113,9 @@ def raise_for_rejection(order: Order) -> None:
     reason = ErrorReason.Value(order.reason.value)
     if order.reason in UNAVAILABLE_REASONS:
         raise Unavailable(message, reason, metadata)
-    raise FailedPrecondition(reason, message, metadata)
+    # A risk decline carries payment's assessment beside the ErrorInfo, as payment's own does.
+    risk = risk_assessment_of(order)
+    raise FailedPrecondition(reason, message, metadata, () if risk is None else (risk,))
 
 
 class OrderApi(order_pb2_grpc.OrderServiceServicer):

@@ -93,8 +93,9 @@ class Order:
     reason_detail: str = ""
     reason_metadata: dict[str, str] = field(default_factory=dict)
     payment_id: str = ""
-    # Payment's risk assessment of the authorization as JSON, kept as it answered;
-    # "" when it sent none (risk scoring off, a free order, not authorized yet).
+    # Payment's risk assessment of the authorization as JSON, kept as it answered (an
+    # approval's or a risk decline's); "" when it sent none (risk scoring off, a free
+    # order, not authorized yet).
     risk_assessment: str = ""
     work: Work = Work.FORWARD
     version: int = 1
@@ -149,12 +150,20 @@ class Order:
             )
         )
 
-    def reject(self, reason: Reason, detail: str, metadata: dict[str, str] | None = None) -> None:
+    def reject(
+        self,
+        reason: Reason,
+        detail: str,
+        metadata: dict[str, str] | None = None,
+        risk_assessment: str = "",
+    ) -> None:
         """Decide the rejection. The compensations are owed from here on (Work.COMPENSATE),
-        so the decision is never lost, and never taken back."""
+        so the decision is never lost, and never taken back. ``risk_assessment``: payment's
+        assessment of a risk decline, kept as for a confirmed order."""
         self._require(OrderState.PENDING, "reject")
         self.reason, self.reason_detail = reason, detail
         self.reason_metadata = dict(metadata or {})
+        self.risk_assessment = risk_assessment
         self._move(OrderState.REJECTED, Work.COMPENSATE)
         self._record(
             events_pb2.OrderRejected(

@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
-from ordermesh.common.v1 import money_pb2
+from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_client.errors import (
@@ -30,7 +30,7 @@ from ordermesh_client.errors import (
     decode,
     from_status,
 )
-from ordermesh_order.domain import Order, Reason
+from ordermesh_order.domain import Order, OrderLine, Reason
 from ordermesh_order.saga import Authorization, StepFailed
 from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.resilience import Transient
@@ -162,12 +162,26 @@ class GrpcParticipants:
         request = inventory_pb2.CommitReservationRequest(order_id=order_id)
         await _settled(self._commit.submit((request, _deadline(timeout_s))))
 
-    async def authorize_payment(self, order: Order, amount: int, timeout_s: float) -> Authorization:
+    async def authorize_payment(
+        self, order: Order, priced: tuple[OrderLine, ...], timeout_s: float
+    ) -> Authorization:
+        amount = sum(x.total_minor or 0 for x in priced)
         request = payment_pb2.AuthorizePaymentRequest(
             order_id=order.order_id,
             customer_id=order.customer_id,
             amount=money_pb2.Money(amount_minor=amount, currency=order.currency),
             payment_token=order.payment_token,
+            # The lines feed risk scoring's order features (item count, SKUs, resale share).
+            items=[
+                payment_pb2.PaymentItem(
+                    sku=x.sku,
+                    quantity=x.quantity,
+                    unit_price=money_pb2.Money(
+                        amount_minor=x.unit_price_minor or 0, currency=order.currency
+                    ),
+                )
+                for x in priced
+            ],
         )
         if order.risk_signals:
             json_format.Parse(order.risk_signals, request.risk_signals)
@@ -177,7 +191,10 @@ class GrpcParticipants:
             refused = decode(error)
             if isinstance(refused, RiskDeclined):
                 raise StepFailed(
-                    Reason.RISK_DECLINED, "declined by payment risk scoring", refused.metadata
+                    Reason.RISK_DECLINED,
+                    "declined by payment risk scoring",
+                    refused.metadata,
+                    _as_json(refused.risk_assessment),
                 ) from error
             if isinstance(refused, PaymentDeclined):
                 reason = refused.decline_reason or "declined"
@@ -188,10 +205,8 @@ class GrpcParticipants:
             if isinstance(error, InvalidRequest):
                 raise StepFailed(Reason.PAYMENT_DECLINED, refused.message, {}) from error
             raise _transient(refused) from error
-        risk = ""
-        if payment.HasField("risk_assessment"):
-            risk = json_format.MessageToJson(payment.risk_assessment, indent=None)
-        return Authorization(str(payment.payment_id), risk)
+        risk = payment.risk_assessment if payment.HasField("risk_assessment") else None
+        return Authorization(str(payment.payment_id), _as_json(risk))
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
         """False when the payment was captured already (it needs a refund instead)."""
@@ -216,6 +231,11 @@ class GrpcParticipants:
                 payment_pb2.RefundPaymentRequest(order_id=order_id), timeout=timeout_s
             )
         )
+
+
+def _as_json(assessment: risk_pb2.RiskAssessment | None) -> str:
+    """A risk assessment as the order keeps it: JSON, "" when payment sent none."""
+    return "" if assessment is None else json_format.MessageToJson(assessment, indent=None)
 
 
 def _deadline(timeout_s: float) -> float:

@@ -25,7 +25,7 @@ from opentelemetry.trace import Span
 from structlog.contextvars import bound_contextvars
 
 from ordermesh_messaging.unit_of_work import UnitsOfWork
-from ordermesh_order.domain import Order, Reason, Work, priced_lines
+from ordermesh_order.domain import Order, OrderLine, Reason, Work, priced_lines
 from ordermesh_order.store import DueOrder, NewOrder, OrderRepository, outbox
 from ordermesh_order.watch import OrderWatch
 from ordermesh_platform.batching import LiveBatcher
@@ -54,11 +54,19 @@ MAX_ANSWER_RESERVE_S = 0.3
 class StepFailed(Exception):
     """A participant said no for good (out of stock, declined): reject, never retry."""
 
-    def __init__(self, reason: Reason, detail: str, metadata: dict[str, str] | None = None):
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str,
+        metadata: dict[str, str] | None = None,
+        risk_assessment: str = "",
+    ):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.metadata = metadata or {}
+        # Payment's risk assessment of a risk decline, as JSON; "" for any other refusal.
+        self.risk_assessment = risk_assessment
 
 
 class Participants(Protocol):
@@ -69,7 +77,7 @@ class Participants(Protocol):
     async def release_stock(self, order_id: str, timeout_s: float) -> None: ...
     async def commit_stock(self, order_id: str, timeout_s: float) -> None: ...
     async def authorize_payment(
-        self, order: Order, amount: int, timeout_s: float
+        self, order: Order, priced: tuple[OrderLine, ...], timeout_s: float
     ) -> Authorization: ...
     async def void_payment(self, order_id: str, timeout_s: float) -> bool: ...
     async def capture_payment(self, order_id: str, timeout_s: float) -> None: ...
@@ -120,7 +128,7 @@ async def _authorize_payment(p: Participants, ctx: SagaContext, timeout_s: float
     total = sum(x.total_minor or 0 for x in lines)
     if total == 0:
         return  # a free order: nothing to charge, so no payment (docs/order-flow.md)
-    authorization = await p.authorize_payment(ctx.order, total, timeout_s)
+    authorization = await p.authorize_payment(ctx.order, lines, timeout_s)
     ctx.payment_id = authorization.payment_id
     ctx.risk_assessment = authorization.risk_assessment
 
@@ -401,8 +409,9 @@ class SagaRunner:
                 except StepFailed as failure:
                     record_error(span, failure)
                     return await self._reject(
-                        order, failure.reason, failure.detail, failure.metadata
-                    )
+                        order, failure.reason, failure.detail, failure.metadata,
+                        failure.risk_assessment,
+                    )  # fmt: skip
                 except Transient as error:
                     record_error(span, error)
                     detail = f"{step.name} did not succeed before the deadline"
@@ -418,10 +427,15 @@ class SagaRunner:
         return saved
 
     async def _reject(
-        self, order: Order, reason: Reason, detail: str, metadata: dict[str, str]
+        self,
+        order: Order,
+        reason: Reason,
+        detail: str,
+        metadata: dict[str, str],
+        risk_assessment: str = "",
     ) -> Order | None:
         log.info("rejecting order", reason=reason.value, detail=detail)
-        order.reject(reason, detail, metadata)
+        order.reject(reason, detail, metadata, risk_assessment)
         saved = await self._save(order)
         if saved is order:
             SAGA_OUTCOMES.labels("rejected", reason.value).inc()

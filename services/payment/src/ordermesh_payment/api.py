@@ -13,6 +13,7 @@ from ordermesh_payment.domain import (
     MAX_BATCH_ITEMS,
     AuthorizationRequest,
     Payment,
+    PaymentItem,
     PaymentState,
     RiskSignals,
     risk_assessment_to_pb,
@@ -88,6 +89,13 @@ def signals_of(request: pb.AuthorizePaymentRequest) -> RiskSignals | None:
     )  # fmt: skip
 
 
+def items_of(request: pb.AuthorizePaymentRequest) -> tuple[PaymentItem, ...]:
+    return tuple(
+        PaymentItem(i.sku, i.quantity, i.unit_price.amount_minor, i.unit_price.currency)
+        for i in request.items
+    )
+
+
 def authorization_of(request: pb.AuthorizePaymentRequest) -> AuthorizationRequest:
     return AuthorizationRequest(
         request.order_id,
@@ -96,6 +104,7 @@ def authorization_of(request: pb.AuthorizePaymentRequest) -> AuthorizationReques
         request.amount.currency,
         request.payment_token,
         signals_of(request),
+        items_of(request),
     )
 
 

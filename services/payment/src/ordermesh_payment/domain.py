@@ -17,11 +17,14 @@ from ordermesh_payment.risk.events import Attempt
 from ordermesh_payment.risk.wire import attempt_to_pb
 from ordermesh_platform.errors import Conflict, FailedPrecondition, Validator
 from ordermesh_platform.money import MAX_AMOUNT_MINOR, is_currency
-from ordermesh_platform.validation import check_customer_id, check_order_id
+from ordermesh_platform.validation import check_customer_id, check_order_id, check_sku
 
 MAX_TOKEN_LENGTH = 256
 # Items of one batch call: enough to amortize a round trip, small enough for one answer.
 MAX_BATCH_ITEMS = 1000
+# The order's lines an authorization may carry for risk scoring (PlaceOrder's own bound).
+MAX_ITEMS = 50
+MAX_ITEM_QUANTITY = 1000
 # The decline reason of a payment that risk scoring refused before the provider was asked.
 RISK_DECLINED = ErrorReason.Name(ErrorReason.RISK_DECLINED)
 
@@ -127,10 +130,12 @@ class Payment:
     def refuse_if_finished_without_money(self) -> None:
         """A retried authorization of a declined or voided payment fails as it did."""
         if self.state is PaymentState.DECLINED and self.decline_reason == RISK_DECLINED:
+            assessment = risk_assessment_to_pb(self.risk)
             raise FailedPrecondition(
                 ErrorReason.RISK_DECLINED,
                 f"the payment of order {self.order_id} was declined by risk scoring",
                 {"order_id": self.order_id, "decline_reason": RISK_DECLINED},
+                details=() if assessment is None else (assessment,),
             )
         if self.state is PaymentState.DECLINED:
             raise declined(self.order_id, self.decline_reason)
@@ -176,6 +181,34 @@ SIGNAL_LIMITS = {
 
 
 @dataclass(frozen=True)
+class PaymentItem:
+    """One line of the order paid for, as risk scoring reads it."""
+
+    sku: str
+    quantity: int
+    unit_price_minor: int
+    currency: str  # of the unit price: the authorization's
+
+    def validate(self, v: Validator, field: str, currency: str) -> None:
+        check_sku(v, self.sku, f"{field}.sku")
+        v.check(
+            0 < self.quantity <= MAX_ITEM_QUANTITY,
+            f"{field}.quantity",
+            f"must be 1-{MAX_ITEM_QUANTITY}",
+        )
+        v.check(
+            0 <= self.unit_price_minor <= MAX_AMOUNT_MINOR,
+            f"{field}.unit_price.amount_minor",
+            f"must be 0-{MAX_AMOUNT_MINOR}",
+        )
+        v.check(
+            self.currency == currency,
+            f"{field}.unit_price.currency",
+            "must be the amount's currency",
+        )
+
+
+@dataclass(frozen=True)
 class AuthorizationRequest:
     """One authorization asked for: the order id is its idempotency key."""
 
@@ -184,12 +217,17 @@ class AuthorizationRequest:
     amount_minor: int
     currency: str
     token: str
-    signals: RiskSignals | None = None  # not part of the request's identity
+    # Neither is part of the request's identity: a retry with others is the same payment.
+    signals: RiskSignals | None = None
+    items: tuple[PaymentItem, ...] = ()  # the order's lines, for risk scoring
 
     def validate(self) -> None:
         v = Validator()
         if self.signals is not None:
             self.signals.validate(v)
+        v.check(len(self.items) <= MAX_ITEMS, "items", f"must hold at most {MAX_ITEMS} lines")
+        for i, item in enumerate(self.items[:MAX_ITEMS]):
+            item.validate(v, f"items[{i}]", self.currency)
         validate_authorization(
             self.order_id, self.customer_id, self.amount_minor, self.currency, self.token, v
         )

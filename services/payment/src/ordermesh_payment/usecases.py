@@ -27,7 +27,7 @@ from ordermesh_payment.domain import (
     events_of,
 )
 from ordermesh_payment.psp import PspDeclined, PspRefused, ResilientProvider
-from ordermesh_payment.risk.events import Attempt, PaymentOutcome
+from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.scoring import RiskDecision, RiskScorer
 from ordermesh_payment.store import PaymentStore, outbox
 from ordermesh_platform.db import Transactions
@@ -95,12 +95,13 @@ def _intent(request: AuthorizationRequest, now: datetime) -> Payment:
 
 def _attempt(request: AuthorizationRequest, at_ms: int) -> Attempt:
     """What risk scoring knows of an authorization: a signal not sent scores as never
-    seen. The order's items do not reach payment: the order features see none."""
+    seen, and no items as an empty order."""
     s = request.signals or RiskSignals()
     created = s.account_created_ms if s.account_created_ms is not None else at_ms
+    items = tuple(Item(i.sku, i.quantity, i.unit_price_minor) for i in request.items)
     return Attempt(
         request.order_id, at_ms, request.customer_id, request.token, s.device_id,
-        s.client_ip, request.amount_minor, request.currency, (), s.billing_country,
+        s.client_ip, request.amount_minor, request.currency, items, s.billing_country,
         s.shipping_country, s.email_domain, created,
     )  # fmt: skip
 

@@ -28,51 +28,53 @@ from ordermesh.common.v1 import money_pb2 as ordermesh_dot_common_dot_v1_dot_mon
 from ordermesh.common.v1 import risk_pb2 as ordermesh_dot_common_dot_v1_dot_risk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/payment/v1/payment.proto\x12\x14ordermesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fordermesh/common/v1/money.proto\x1a\x1eordermesh/common/v1/risk.proto\"\xf2\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".ordermesh.payment.v1.PaymentState\x12*\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x06 \x01(\t\x12\x15\n\rpsp_reference\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0frisk_assessment\x18\n \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"\xbb\x01\n\x17\x41uthorizePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12*\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x36\n\x0crisk_signals\x18\x05 \x01(\x0b\x32 .ordermesh.common.v1.RiskSignals\"J\n\x18\x41uthorizePaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\")\n\x15\x43\x61pturePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"H\n\x16\x43\x61pturePaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"&\n\x12VoidPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"E\n\x13VoidPaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"6\n\x14RefundPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"G\n\x15RefundPaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"%\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"D\n\x12GetPaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"c\n\rPaymentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12.\n\x07payment\x18\x02 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"_\n\x1c\x41uthorizePaymentBatchRequest\x12?\n\x08requests\x18\x01 \x03(\x0b\x32-.ordermesh.payment.v1.AuthorizePaymentRequest\"U\n\x1d\x41uthorizePaymentBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.ordermesh.payment.v1.PaymentResult\"[\n\x1a\x43\x61pturePaymentBatchRequest\x12=\n\x08requests\x18\x01 \x03(\x0b\x32+.ordermesh.payment.v1.CapturePaymentRequest\"S\n\x1b\x43\x61pturePaymentBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.ordermesh.payment.v1.PaymentResult\"U\n\x17VoidPaymentBatchRequest\x12:\n\x08requests\x18\x01 \x03(\x0b\x32(.ordermesh.payment.v1.VoidPaymentRequest\"P\n\x18VoidPaymentBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.ordermesh.payment.v1.PaymentResult*\xb9\x01\n\x0cPaymentState\x12\x1d\n\x19PAYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PAYMENT_STATE_AUTHORIZED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_CAPTURED\x10\x02\x12\x18\n\x14PAYMENT_STATE_VOIDED\x10\x03\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x04\x12\x1a\n\x16PAYMENT_STATE_DECLINED\x10\x05\x32\x91\x07\n\x0ePaymentService\x12q\n\x10\x41uthorizePayment\x12-.ordermesh.payment.v1.AuthorizePaymentRequest\x1a..ordermesh.payment.v1.AuthorizePaymentResponse\x12k\n\x0e\x43\x61pturePayment\x12+.ordermesh.payment.v1.CapturePaymentRequest\x1a,.ordermesh.payment.v1.CapturePaymentResponse\x12\x62\n\x0bVoidPayment\x12(.ordermesh.payment.v1.VoidPaymentRequest\x1a).ordermesh.payment.v1.VoidPaymentResponse\x12h\n\rRefundPayment\x12*.ordermesh.payment.v1.RefundPaymentRequest\x1a+.ordermesh.payment.v1.RefundPaymentResponse\x12_\n\nGetPayment\x12\'.ordermesh.payment.v1.GetPaymentRequest\x1a(.ordermesh.payment.v1.GetPaymentResponse\x12\x80\x01\n\x15\x41uthorizePaymentBatch\x12\x32.ordermesh.payment.v1.AuthorizePaymentBatchRequest\x1a\x33.ordermesh.payment.v1.AuthorizePaymentBatchResponse\x12z\n\x13\x43\x61pturePaymentBatch\x12\x30.ordermesh.payment.v1.CapturePaymentBatchRequest\x1a\x31.ordermesh.payment.v1.CapturePaymentBatchResponse\x12q\n\x10VoidPaymentBatch\x12-.ordermesh.payment.v1.VoidPaymentBatchRequest\x1a..ordermesh.payment.v1.VoidPaymentBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/payment/v1/payment.proto\x12\x14ordermesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fordermesh/common/v1/money.proto\x1a\x1eordermesh/common/v1/risk.proto\"\xf2\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".ordermesh.payment.v1.PaymentState\x12*\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x06 \x01(\t\x12\x15\n\rpsp_reference\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0frisk_assessment\x18\n \x01(\x0b\x32#.ordermesh.common.v1.RiskAssessment\"\xed\x01\n\x17\x41uthorizePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12*\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x36\n\x0crisk_signals\x18\x05 \x01(\x0b\x32 .ordermesh.common.v1.RiskSignals\x12\x30\n\x05items\x18\x06 \x03(\x0b\x32!.ordermesh.payment.v1.PaymentItem\"\\\n\x0bPaymentItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"J\n\x18\x41uthorizePaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\")\n\x15\x43\x61pturePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"H\n\x16\x43\x61pturePaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"&\n\x12VoidPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"E\n\x13VoidPaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"6\n\x14RefundPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"G\n\x15RefundPaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"%\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"D\n\x12GetPaymentResponse\x12.\n\x07payment\x18\x01 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"c\n\rPaymentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12.\n\x07payment\x18\x02 \x01(\x0b\x32\x1d.ordermesh.payment.v1.Payment\"_\n\x1c\x41uthorizePaymentBatchRequest\x12?\n\x08requests\x18\x01 \x03(\x0b\x32-.ordermesh.payment.v1.AuthorizePaymentRequest\"U\n\x1d\x41uthorizePaymentBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.ordermesh.payment.v1.PaymentResult\"[\n\x1a\x43\x61pturePaymentBatchRequest\x12=\n\x08requests\x18\x01 \x03(\x0b\x32+.ordermesh.payment.v1.CapturePaymentRequest\"S\n\x1b\x43\x61pturePaymentBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.ordermesh.payment.v1.PaymentResult\"U\n\x17VoidPaymentBatchRequest\x12:\n\x08requests\x18\x01 \x03(\x0b\x32(.ordermesh.payment.v1.VoidPaymentRequest\"P\n\x18VoidPaymentBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.ordermesh.payment.v1.PaymentResult*\xb9\x01\n\x0cPaymentState\x12\x1d\n\x19PAYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PAYMENT_STATE_AUTHORIZED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_CAPTURED\x10\x02\x12\x18\n\x14PAYMENT_STATE_VOIDED\x10\x03\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x04\x12\x1a\n\x16PAYMENT_STATE_DECLINED\x10\x05\x32\x91\x07\n\x0ePaymentService\x12q\n\x10\x41uthorizePayment\x12-.ordermesh.payment.v1.AuthorizePaymentRequest\x1a..ordermesh.payment.v1.AuthorizePaymentResponse\x12k\n\x0e\x43\x61pturePayment\x12+.ordermesh.payment.v1.CapturePaymentRequest\x1a,.ordermesh.payment.v1.CapturePaymentResponse\x12\x62\n\x0bVoidPayment\x12(.ordermesh.payment.v1.VoidPaymentRequest\x1a).ordermesh.payment.v1.VoidPaymentResponse\x12h\n\rRefundPayment\x12*.ordermesh.payment.v1.RefundPaymentRequest\x1a+.ordermesh.payment.v1.RefundPaymentResponse\x12_\n\nGetPayment\x12\'.ordermesh.payment.v1.GetPaymentRequest\x1a(.ordermesh.payment.v1.GetPaymentResponse\x12\x80\x01\n\x15\x41uthorizePaymentBatch\x12\x32.ordermesh.payment.v1.AuthorizePaymentBatchRequest\x1a\x33.ordermesh.payment.v1.AuthorizePaymentBatchResponse\x12z\n\x13\x43\x61pturePaymentBatch\x12\x30.ordermesh.payment.v1.CapturePaymentBatchRequest\x1a\x31.ordermesh.payment.v1.CapturePaymentBatchResponse\x12q\n\x10VoidPaymentBatch\x12-.ordermesh.payment.v1.VoidPaymentBatchRequest\x1a..ordermesh.payment.v1.VoidPaymentBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.payment.v1.payment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATE']._serialized_start=1921
-  _globals['_PAYMENTSTATE']._serialized_end=2106
+  _globals['_PAYMENTSTATE']._serialized_start=2065
+  _globals['_PAYMENTSTATE']._serialized_end=2250
   _globals['_PAYMENT']._serialized_start=184
   _globals['_PAYMENT']._serialized_end=554
   _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_start=557
-  _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_end=744
-  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_start=746
-  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_end=820
-  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=822
-  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=863
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=865
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=937
-  _globals['_VOIDPAYMENTREQUEST']._serialized_start=939
-  _globals['_VOIDPAYMENTREQUEST']._serialized_end=977
-  _globals['_VOIDPAYMENTRESPONSE']._serialized_start=979
-  _globals['_VOIDPAYMENTRESPONSE']._serialized_end=1048
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=1050
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1104
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=1106
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1177
-  _globals['_GETPAYMENTREQUEST']._serialized_start=1179
-  _globals['_GETPAYMENTREQUEST']._serialized_end=1216
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1218
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1286
-  _globals['_PAYMENTRESULT']._serialized_start=1288
-  _globals['_PAYMENTRESULT']._serialized_end=1387
-  _globals['_AUTHORIZEPAYMENTBATCHREQUEST']._serialized_start=1389
-  _globals['_AUTHORIZEPAYMENTBATCHREQUEST']._serialized_end=1484
-  _globals['_AUTHORIZEPAYMENTBATCHRESPONSE']._serialized_start=1486
-  _globals['_AUTHORIZEPAYMENTBATCHRESPONSE']._serialized_end=1571
-  _globals['_CAPTUREPAYMENTBATCHREQUEST']._serialized_start=1573
-  _globals['_CAPTUREPAYMENTBATCHREQUEST']._serialized_end=1664
-  _globals['_CAPTUREPAYMENTBATCHRESPONSE']._serialized_start=1666
-  _globals['_CAPTUREPAYMENTBATCHRESPONSE']._serialized_end=1749
-  _globals['_VOIDPAYMENTBATCHREQUEST']._serialized_start=1751
-  _globals['_VOIDPAYMENTBATCHREQUEST']._serialized_end=1836
-  _globals['_VOIDPAYMENTBATCHRESPONSE']._serialized_start=1838
-  _globals['_VOIDPAYMENTBATCHRESPONSE']._serialized_end=1918
-  _globals['_PAYMENTSERVICE']._serialized_start=2109
-  _globals['_PAYMENTSERVICE']._serialized_end=3022
+  _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_end=794
+  _globals['_PAYMENTITEM']._serialized_start=796
+  _globals['_PAYMENTITEM']._serialized_end=888
+  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_start=890
+  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_end=964
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=966
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=1007
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=1009
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=1081
+  _globals['_VOIDPAYMENTREQUEST']._serialized_start=1083
+  _globals['_VOIDPAYMENTREQUEST']._serialized_end=1121
+  _globals['_VOIDPAYMENTRESPONSE']._serialized_start=1123
+  _globals['_VOIDPAYMENTRESPONSE']._serialized_end=1192
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=1194
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1248
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=1250
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1321
+  _globals['_GETPAYMENTREQUEST']._serialized_start=1323
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1360
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1362
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1430
+  _globals['_PAYMENTRESULT']._serialized_start=1432
+  _globals['_PAYMENTRESULT']._serialized_end=1531
+  _globals['_AUTHORIZEPAYMENTBATCHREQUEST']._serialized_start=1533
+  _globals['_AUTHORIZEPAYMENTBATCHREQUEST']._serialized_end=1628
+  _globals['_AUTHORIZEPAYMENTBATCHRESPONSE']._serialized_start=1630
+  _globals['_AUTHORIZEPAYMENTBATCHRESPONSE']._serialized_end=1715
+  _globals['_CAPTUREPAYMENTBATCHREQUEST']._serialized_start=1717
+  _globals['_CAPTUREPAYMENTBATCHREQUEST']._serialized_end=1808
+  _globals['_CAPTUREPAYMENTBATCHRESPONSE']._serialized_start=1810
+  _globals['_CAPTUREPAYMENTBATCHRESPONSE']._serialized_end=1893
+  _globals['_VOIDPAYMENTBATCHREQUEST']._serialized_start=1895
+  _globals['_VOIDPAYMENTBATCHREQUEST']._serialized_end=1980
+  _globals['_VOIDPAYMENTBATCHRESPONSE']._serialized_start=1982
+  _globals['_VOIDPAYMENTBATCHRESPONSE']._serialized_end=2062
+  _globals['_PAYMENTSERVICE']._serialized_start=2253
+  _globals['_PAYMENTSERVICE']._serialized_end=3166
 # @@protoc_insertion_point(module_scope)

@@ -140,6 +140,7 @@ class AuthorizePaymentRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     RISK_SIGNALS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order to pay for; the idempotency key."""
     customer_id: _builtins.str
@@ -154,7 +155,14 @@ class AuthorizePaymentRequest(_message.Message):
     def risk_signals(self) -> _risk_pb2.RiskSignals:
         """Optional signals for risk scoring (docs/risk.md). A payment refused by risk
         scoring fails with FAILED_PRECONDITION, reason RISK_DECLINED, before the
-        provider is asked.
+        provider is asked; its status details carry the RiskAssessment too.
+        """
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentItem]:
+        """The order's lines, for risk scoring's order features (docs/risk.md): at most
+        50, each priced in the amount's currency. Like risk_signals, not part of the
+        request's identity: a retry with other items is the same authorization.
         """
 
     def __init__(
@@ -165,14 +173,47 @@ class AuthorizePaymentRequest(_message.Message):
         amount: _money_pb2.Money | None = ...,
         payment_token: _builtins.str = ...,
         risk_signals: _risk_pb2.RiskSignals | None = ...,
+        items: _abc.Iterable[Global___PaymentItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "risk_signals", b"risk_signals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "order_id", b"order_id", "payment_token", b"payment_token", "risk_signals", b"risk_signals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "customer_id", b"customer_id", "items", b"items", "order_id", b"order_id", "payment_token", b"payment_token", "risk_signals", b"risk_signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthorizePaymentRequest: _TypeAlias = AuthorizePaymentRequest  # noqa: Y015
+
+@_typing.final
+class PaymentItem(_message.Message):
+    """One line of the order paid for, as risk scoring reads it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """The product's stock keeping unit, at most 64 characters."""
+    quantity: _builtins.int
+    """Units ordered: 1 to 1000."""
+    @_builtins.property
+    def unit_price(self) -> _money_pb2.Money:
+        """The price of one unit, in the authorization's currency; 0 or more."""
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        unit_price: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "sku", b"sku", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentItem: _TypeAlias = PaymentItem  # noqa: Y015
 
 @_typing.final
 class AuthorizePaymentResponse(_message.Message):

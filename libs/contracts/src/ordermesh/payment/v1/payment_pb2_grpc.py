@@ -32,7 +32,8 @@ class PaymentServiceStub:
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
     FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
-    scoring refused it); a provider that does not answer gives UNAVAILABLE.
+    scoring refused it, with the ordermesh.common.v1.RiskAssessment among the
+    status details); a provider that does not answer gives UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -90,7 +91,8 @@ class PaymentServiceServicer:
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
     FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
-    scoring refused it); a provider that does not answer gives UNAVAILABLE.
+    scoring refused it, with the ordermesh.common.v1.RiskAssessment among the
+    status details); a provider that does not answer gives UNAVAILABLE.
     """
 
     def AuthorizePayment(self, request, context):
@@ -212,7 +214,8 @@ class PaymentService:
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
     FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
-    scoring refused it); a provider that does not answer gives UNAVAILABLE.
+    scoring refused it, with the ordermesh.common.v1.RiskAssessment among the
+    status details); a provider that does not answer gives UNAVAILABLE.
     """
 
     @staticmethod

@@ -33,7 +33,8 @@ class PaymentServiceStub:
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
     FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
-    scoring refused it); a provider that does not answer gives UNAVAILABLE.
+    scoring refused it, with the ordermesh.common.v1.RiskAssessment among the
+    status details); a provider that does not answer gives UNAVAILABLE.
     """
 
     @_typing.overload
@@ -73,7 +74,8 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
     FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
-    scoring refused it); a provider that does not answer gives UNAVAILABLE.
+    scoring refused it, with the ordermesh.common.v1.RiskAssessment among the
+    status details); a provider that does not answer gives UNAVAILABLE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -109,7 +111,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     The payment state machine refuses illegal moves with FAILED_PRECONDITION
     (reason ILLEGAL_PAYMENT_TRANSITION). A declined authorization fails with
     FAILED_PRECONDITION, reason PAYMENT_DECLINED (RISK_DECLINED when risk
-    scoring refused it); a provider that does not answer gives UNAVAILABLE.
+    scoring refused it, with the ordermesh.common.v1.RiskAssessment among the
+    status details); a provider that does not answer gives UNAVAILABLE.
     """
 
     @_abc_1.abstractmethod
