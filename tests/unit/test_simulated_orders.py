@@ -10,7 +10,13 @@ import pytest
 
 from ordermesh.order.v1 import order_pb2
 from ordermesh_cli.demo import DEMO_CATALOGUE, DemoTraffic, demo_catalogue
-from ordermesh_cli.simulated_orders import DECLINED_TOKEN, SimulatedOrders, simulate_orders
+from ordermesh_cli.simulated_orders import (
+    CHARGEBACK_TOKEN_PREFIX,
+    DECLINED_TOKEN,
+    OWN_CARD_PATTERNS,
+    SimulatedOrders,
+    simulate_orders,
+)
 from ordermesh_payment.risk.events import PaymentOutcome, read_events
 
 NOW_MS = 1_900_000_000_000
@@ -83,3 +89,16 @@ def test_the_demo_places_simulated_orders_with_its_failure_paths_mixed_in(
     assert {r.wait_for_outcome for r in requests} == {True, False}
     assert all(r.HasField("risk_signals") for r in requests)
     assert all(isinstance(r, order_pb2.PlaceOrderRequest) for r in requests)
+
+
+def test_fraud_on_the_fraudsters_own_card_pays_with_a_token_the_provider_charges_back(
+    simulated: tuple[Path, SimulatedOrders],
+) -> None:
+    _, orders = simulated
+    own = [o for o in orders.orders if o.pattern in OWN_CARD_PATTERNS]
+    others = [o for o in orders.orders if o.pattern not in OWN_CARD_PATTERNS]
+    assert own
+    assert others
+    assert all(o.charged_back_token == f"{CHARGEBACK_TOKEN_PREFIX}{o.token}" for o in own)
+    # Genuine orders and account takeovers (the victim's card) keep their token.
+    assert all(o.charged_back_token == o.token for o in others)

@@ -38,8 +38,8 @@ from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
 from ordermesh_bench.loadgen import Call, closed_loop, open_loop
 from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
 from ordermesh_bench.risk_cost import (
-    champion_decided,
     SIMULATED_ORDERS,
+    champion_decided,
     scoring_histogram,
     scoring_summary,
     simulated_orders,

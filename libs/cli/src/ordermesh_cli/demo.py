@@ -145,7 +145,8 @@ class DemoTraffic:
     def _request(self, n: int) -> tuple[order_pb2.PlaceOrderRequest, str]:
         """The next simulated order as PlaceOrder takes it, and its fraud pattern."""
         drawn = self._orders.draw()
-        token = None
+        # Fraud on the fraudster's own card is charged back later (a label for training).
+        token = None if drawn.declined else drawn.charged_back_token
         roll = self._rng.random()
         for testing, share in DEMO_FAILURE_TOKENS.items():
             if roll < share:

@@ -25,6 +25,12 @@ from ordermesh_cli.risk import load_risk_tools
 # provider decline is placed with.
 DECLINED_TOKEN = "tok_decline"
 CURRENCY = "EUR"  # the simulator's
+# Payment's simulated provider charges back the payments of tokens with this prefix
+# (ORDERMESH_PSP_CHARGEBACK_TOKEN_PREFIX's default). The fraud patterns in which the
+# fraudster pays with cards of their own: account takeover pays with the victim's saved
+# card, which no token rule can single out, so it is never charged back here.
+CHARGEBACK_TOKEN_PREFIX = "tok_fraud_"
+OWN_CARD_PATTERNS = frozenset({"card_testing", "velocity_abuse", "resale"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,14 @@ class SimulatedOrder:
     account_age_ms: int  # how old the account was when the order was placed
     declined: bool  # the simulated provider's answer
     pattern: str  # the fraud pattern; "" for a genuine order
+
+    @property
+    def charged_back_token(self) -> str:
+        """The token to pay with for the simulated provider to charge the payment back
+        when it is fraud on the fraudster's own card; otherwise the order's own token."""
+        if self.pattern in OWN_CARD_PATTERNS:
+            return f"{CHARGEBACK_TOKEN_PREFIX}{self.token}"
+        return self.token
 
     def place_request(
         self, wait_for_outcome: bool, token: str | None = None, now_ms: int | None = None
