@@ -49,12 +49,17 @@ async def train_champion_off_loop(folder: Path, payment_database_url: str) -> st
 def champion_decided(metrics_port: int) -> bool:
     """Whether payment's champion model has decided a payment since the process started
     (``ordermesh_risk_decisions_total{variant="champion"}``): the registry was read and
-    the model loaded, so a run measures the model, not the rules standing in for it."""
+    the model loaded, so a run measures the model, not the rules standing in for it.
+    False while payment's metrics do not answer yet."""
+    try:
+        found = samples(metrics_port)
+    except OSError:
+        return False
     return any(
         s.name == "ordermesh_risk_decisions_total"
         and s.labels.get("variant") == "champion"
         and s.value > 0
-        for s in samples(metrics_port)
+        for s in found
     )
 
 
