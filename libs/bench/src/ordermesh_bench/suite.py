@@ -61,9 +61,6 @@ SKUS = tuple(f"BENCH-{i:03d}" for i in range(100))
 BENCH_PRICES = dict.fromkeys(SKUS, 100)  # EUR minor units
 STOCK_PER_SKU = 10_000_000
 SAGA_TIMEOUT_S = 60.0
-# How long a restarted side may warm up before its run (e.g. until the champion model
-# is loaded); past it the run goes ahead and its report shows what decided.
-READY_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +79,9 @@ class BenchConfig:
     # PostgreSQL connections per service process; the raw-SQL baseline's pools get
     # twice as many each. The defaults peak near 85 of a default server's 100.
     pool_size: int = 8
+    # How long a restarted side may warm up before its run (e.g. until payment's champion
+    # model has decided); past it the run goes ahead and its report shows what decided.
+    ready_wait_s: float = 60.0
     out: Path = Path("bench/results")
     state_dir: Path = Path(".ordermesh/bench")
 
@@ -343,7 +343,7 @@ async def _alternating_runs(
     alternating, ``services`` restarted the same way before each (with
     ``settings[side]``) and run on the same data, so neither side gets the fresh
     database or the quiet minute. The warm-up goes on until ``ready(side)`` (at most
-    READY_WAIT_S). Each run's summary, with what ``extra`` adds."""
+    ``config.ready_wait_s``). Each run's summary, with what ``extra`` adds."""
     level = config.levels[-1]
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(pairs):
@@ -355,7 +355,7 @@ async def _alternating_runs(
             await _settle(mesh, 120)
             call = call_for(len(runs[side]))
             await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 2.0)
-            waited_until = time.monotonic() + READY_WAIT_S
+            waited_until = time.monotonic() + config.ready_wait_s
             while not ready(side) and time.monotonic() < waited_until:
                 await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 0.5)
             before = snapshot(mesh)
