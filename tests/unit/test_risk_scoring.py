@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,6 +23,7 @@ from ordermesh_payment.risk.drift import reference
 from ordermesh_payment.risk.events import Attempt, Item
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_payment.risk.models import Artifact, LogisticModel
+from ordermesh_payment.risk.registry import RegistryWatch
 from ordermesh_payment.risk.scoring import (
     RULES_THRESHOLD,
     RiskObserver,
@@ -312,3 +314,33 @@ async def test_exploration_approves_would_be_declines_with_their_propensity_logg
     assert {(d.explored, d.propensity) for d in await scorer.decide(_customers(50))} == {
         (False, 1.0)
     }
+
+
+class RegistryCutOffOnce:
+    """A registry with one champion whose first read is cut off by its budget."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.reads = 0
+
+    async def live(self, conn: object) -> tuple[tuple[str, str], ...]:
+        return (("v1", "champion"),)
+
+    async def artifact_text(self, conn: object, version: str) -> str:
+        self.reads += 1
+        if self.reads == 1:
+            raise TimeoutError
+        return self.text
+
+
+async def test_a_registry_check_that_was_cut_off_is_tried_again_and_loads_the_champion() -> None:
+    artifact = _artifact(LogisticModel([0.0] * 48, [1.0] * 48, [0.0] * 48, 0.0))
+    registry = RegistryCutOffOnce(json.dumps(artifact.to_json()))
+    scorer, _ = _scorer(FakeFeatures(DEFINITION), None)
+    watch = RegistryWatch(registry, Sessions(), scorer)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        await watch.check()
+    assert scorer.model is None
+    await watch.check()  # the same versions: read again, not skipped as seen
+    assert scorer.model is not None
+    assert scorer.model.version == artifact.version

@@ -6,6 +6,7 @@ promotion or a rollback is picked up without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -225,22 +226,24 @@ class RegistryWatch:
             live = await self._registry.live(conn)
             if not live or live == self._seen:
                 return
-            self._seen = live
-            schema = self._scorer.features.definition.schema_hash
-            loaded: dict[str, Artifact] = {}
-            for version, _ in live:
-                try:
-                    loaded[version] = parse_artifact(
-                        await self._registry.artifact_text(conn, version),
-                        f"registry:{version}",
-                        schema,
-                    )
-                except ArtifactError as error:
-                    log.error("risk model unusable here, left out", error=str(error))
+            texts = {v: await self._registry.artifact_text(conn, v) for v, _ in live}
+        # Parsed with the connection given back, off the event loop: loading a model is
+        # CPU work, and a unit of work that outlives its budget is cut off.
+        schema = self._scorer.features.definition.schema_hash
+        loaded: dict[str, Artifact] = {}
+        for version, text in texts.items():
+            try:
+                loaded[version] = await asyncio.to_thread(
+                    parse_artifact, text, f"registry:{version}", schema
+                )
+            except ArtifactError as error:
+                log.error("risk model unusable here, left out", error=str(error))
         champions = [v for v, role in live if role == CHAMPION and v in loaded]
         challengers = [loaded[v] for v, role in live if role == CHALLENGER and v in loaded]
         champion = loaded[champions[0]] if champions else self._scorer.model
         self._scorer.use_models(champion, challengers)
+        # Only now: a check that failed before this point is tried again next time.
+        self._seen = live
         log.info(
             "risk models in use",
             champion=champion.version if champion else None,
