@@ -198,6 +198,27 @@ def test_pod_settings_come_from_riskretraining_or_else_payment(
     assert job["spec"]["timeZone"] == "Europe/Paris"
 
 
+def _run_with_stand_in(
+    script: str, tmp_path: Path, then: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run the job's script with a stand-in `ordermesh` on PATH that records each call's
+    arguments (then runs ``then``); the result and the recorded calls."""
+    calls = tmp_path / "calls"
+    stand_in = tmp_path / "bin" / "ordermesh"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n{then}')
+    stand_in.chmod(stand_in.stat().st_mode | stat.S_IEXEC)
+    env = {
+        **os.environ,
+        "PATH": f"{stand_in.parent}:{os.environ['PATH']}",
+        "ORDERMESH_DATABASE_URL": "postgresql://payment-db/payment",
+    }
+    ran = subprocess.run(
+        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30
+    )
+    return ran, calls.read_text().splitlines() if calls.exists() else []
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [(ON, ("--database-url", "postgresql://payment-db/payment")),
@@ -211,22 +232,9 @@ def test_the_script_trains_on_the_window_then_registers_the_model(
     volume), then register that run's model."""
     sets = [*source, "riskRetraining.windowDays=90", "riskRetraining.maturityDays=30"]
     sets += ["riskRetraining.model=lightgbm"]
-    script = script_of(cronjob(render(sets=sets)))
-    calls = tmp_path / "calls"
-    stand_in = tmp_path / "bin" / "ordermesh"
-    stand_in.parent.mkdir()
-    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    stand_in.chmod(stand_in.stat().st_mode | stat.S_IEXEC)
-    env = {
-        **os.environ,
-        "PATH": f"{stand_in.parent}:{os.environ['PATH']}",
-        "ORDERMESH_DATABASE_URL": "postgresql://payment-db/payment",
-    }
-    ran = subprocess.run(
-        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30
-    )
+    ran, calls = _run_with_stand_in(script_of(cronjob(render(sets=sets))), tmp_path, "")
     assert ran.returncode == 0, ran.stderr
-    train, register = (line.split() for line in calls.read_text().splitlines())
+    train, register = (line.split() for line in calls)
     assert train[:2] == ["risk", "train"]
     option = dict(zip(train[2::2], train[3::2], strict=True))
     flag, value = expected
@@ -240,22 +248,9 @@ def test_the_script_trains_on_the_window_then_registers_the_model(
 
 
 def test_a_failed_training_registers_nothing(render: Render, tmp_path: Path) -> None:
-    script = script_of(cronjob(render(sets=ON)))
-    calls = tmp_path / "calls"
-    stand_in = tmp_path / "bin" / "ordermesh"
-    stand_in.parent.mkdir()
-    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
-    stand_in.chmod(stand_in.stat().st_mode | stat.S_IEXEC)
-    env = {
-        **os.environ,
-        "PATH": f"{stand_in.parent}:{os.environ['PATH']}",
-        "ORDERMESH_DATABASE_URL": "postgresql://payment-db/payment",
-    }
-    ran = subprocess.run(
-        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30
-    )
+    ran, calls = _run_with_stand_in(script_of(cronjob(render(sets=ON))), tmp_path, "exit 1\n")
     assert ran.returncode != 0
-    assert [line.split()[1] for line in calls.read_text().splitlines()] == ["train"]
+    assert [line.split()[1] for line in calls] == ["train"]
 
 
 @pytest.mark.parametrize(
