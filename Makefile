@@ -36,8 +36,13 @@ install: $(VENV)/.synced ## create .venv with every package of the workspace
 run: install ## the whole mesh on its embedded defaults (SQLite + a local broker), orders flowing
 	$(VENV)/bin/ordermesh up
 
+# Two workers, a test file each at a time: most tests wait on servers, so two share the
+# 2 cores well. The tests marked serial (they restart the shared PostgreSQL) run alone.
+PYTEST_PARALLEL = -n 2 --dist loadfile
+
 test: install k8s-tools ## unit, integration, end-to-end and chart tests, then the linters
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not serial"
+	$(PY) -m pytest -q -m serial
 	$(MAKE) --no-print-directory lint
 
 test-unit: install

@@ -11,7 +11,8 @@ from ordermesh_bench.chaos import ChaosConfig, run_chaos
 from tests.support.ports import free_port_block
 from tests.support.postgres import SERVER_URL
 
-pytestmark = pytest.mark.e2e
+# It restarts the shared PostgreSQL: no other test may run meanwhile (`make test`).
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 
 async def test_a_short_chaos_run_ends_with_no_violations(tmp_path: Path) -> None:

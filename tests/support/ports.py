@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections.abc import Callable, Iterable
+
+LOW, HIGH = 20000, 32000  # below the kernel's ephemeral range (32768-60999)
+
+
+def _slice(low: int | None, high: int | None) -> tuple[int, int]:
+    """The range this test process draws from. Under pytest-xdist each worker has its
+    own slice, so two workers never take the same free port between check and bind."""
+    if low is not None and high is not None:
+        return low, high
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    width = (HIGH - LOW) // max(1, count)
+    return LOW + worker * width, LOW + (worker + 1) * width
 
 
 def is_free(port: int) -> bool:
@@ -16,11 +30,14 @@ def is_free(port: int) -> bool:
     return True
 
 
-def free_port_block(size: int, low: int = 20000, high: int = 32000, tries: int = 200) -> int:
+def free_port_block(
+    size: int, low: int | None = None, high: int | None = None, tries: int = 200
+) -> int:
     """First port of ``size`` consecutive free ports, with the metrics ports (+10...)
     and the broker's (+40) that `ordermesh up` puts beside them. Below the kernel's
     ephemeral range (32768-60999), so no client socket takes one between the check
     and the bind."""
+    low, high = _slice(low, high)
     for _ in range(tries):
         base = random.randrange(low, high - 64)
         wanted = [base + i for i in range(size)] + [base + 10 + i for i in range(size)]
@@ -30,13 +47,17 @@ def free_port_block(size: int, low: int = 20000, high: int = 32000, tries: int =
 
 
 def free_base(
-    ports_of: Callable[[int], Iterable[int]], low: int = 20000, high: int = 32000, tries: int = 200
+    ports_of: Callable[[int], Iterable[int]],
+    low: int | None = None,
+    high: int | None = None,
+    tries: int = 200,
 ) -> int:
     """A base port for which every port ``ports_of(base)`` names is free and below
     ``high`` (e.g. ``lambda b: replace(config, base_port=b).ports()`` for a mesh with
     replicas, whose ports reach base + 240)."""
+    low, high = _slice(low, high)
     for _ in range(tries):
-        base = random.randrange(low, high)
+        base = random.randrange(low, high - 256)
         wanted = list(ports_of(base))
         if max(wanted) < high and all(is_free(p) for p in wanted):
             return base

@@ -19,6 +19,7 @@ from ordermesh.common.v1 import money_pb2, risk_pb2
 from ordermesh.payment.v1 import payment_pb2 as pb
 from ordermesh_payment.api import authorization_of
 from ordermesh_payment.domain import AuthorizationRequest, RiskSignals
+from ordermesh_payment.risk import scoring
 from ordermesh_payment.risk.drift import reference
 from ordermesh_payment.risk.events import Attempt, Item
 from ordermesh_payment.risk.features import FeatureDefinition
@@ -142,16 +143,24 @@ async def test_a_failing_model_leaves_the_rules_deciding() -> None:
     assert fallbacks == ["failed"]
 
 
-async def test_a_model_over_budget_gives_way_to_the_rules_and_keeps_the_next_batch_out() -> None:
-    scorer, fallbacks = _scorer(
-        FakeFeatures(DEFINITION), _artifact(SlowModel(seconds=0.5)), budget_s=0.01
+async def test_a_model_over_budget_sends_the_next_batches_to_the_rules_for_a_rest() -> None:
+    clock = [1000.0]
+    fallbacks: list[str] = []
+    scorer = RiskScorer(
+        Sessions(),  # type: ignore[arg-type]
+        FakeFeatures(DEFINITION),  # type: ignore[arg-type]
+        _artifact(SlowModel(seconds=0.05)),
+        budget_s=0.01,
+        observer=RiskObserver(fallback=fallbacks.append),
+        clock=lambda: clock[0],
     )
-    first = await scorer.decide(_attempts(2))
-    second = await scorer.decide(_attempts(2))  # the slow call still runs in its thread
-    assert {d.model_version for d in first + second} == {"rules"}
-    assert fallbacks == ["over_budget", "busy"]
-    await asyncio.sleep(0.6)
-    assert {d.fallback for d in await scorer.decide(_attempts(1))} == {"over_budget"}
+    first = await scorer.decide(_attempts(2))  # already scored: it keeps the model's scores
+    assert {d.variant for d in first} == {"champion"}
+    second = await scorer.decide(_attempts(2))
+    assert {(d.model_version, d.fallback) for d in second} == {("rules", "over_budget")}
+    assert fallbacks == ["over_budget"]
+    clock[0] += scoring.OVER_BUDGET_REST_S + 0.1
+    assert {d.variant for d in await scorer.decide(_attempts(1))} == {"champion"}
 
 
 async def test_unreadable_features_are_scored_by_the_rules_without_history() -> None:

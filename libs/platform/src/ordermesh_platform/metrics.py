@@ -65,7 +65,7 @@ RISK_SCORING = Histogram(
 RISK_FALLBACKS = Counter(
     "ordermesh_risk_fallbacks_total",
     "Batches the rules decided instead of the model, by reason (no_model, over_budget, "
-    "busy, failed, no_features).",
+    "failed, no_features).",
     ["reason"],
 )  # fmt: skip
 RISK_DECISIONS = Counter(

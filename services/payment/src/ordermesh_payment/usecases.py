@@ -320,9 +320,7 @@ class Payments:
                 outcomes[intent.order_id] = answer
             else:
                 moves.append((intent, answer))
-        recorded = await self._record(moves, attempts)
-        if self._risk is not None and attempts:
-            await self._record_risk(self._risk, attempts, decisions, moves)
+        recorded = await self._record(moves, attempts, decisions)
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
         for _, after in moves:
             outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
@@ -352,25 +350,6 @@ class Payments:
             else:
                 keep.append((request, intent))
         return keep, refused, attempts, dict(zip(attempts, decisions, strict=True))
-
-    @staticmethod
-    async def _record_risk(
-        risk: RiskScorer,
-        attempts: Mapping[str, Attempt],
-        decisions: Mapping[str, RiskDecision],
-        moves: Sequence[Move],
-    ) -> None:
-        """Log the decisions with their outcomes (the features move from the events).
-        Best effort: a payment is never failed because its log could not be written."""
-        outcomes = [
-            PaymentOutcome(attempts[after.order_id], after.state is PaymentState.DECLINED)
-            for _, after in moves
-            if after.order_id in attempts
-        ]
-        try:
-            await risk.record(outcomes, decisions)
-        except Exception:
-            log.exception("risk decisions not logged", payments=len(outcomes))
 
     async def _record_intents(
         self, requests: Sequence[AuthorizationRequest]
@@ -448,11 +427,15 @@ class Payments:
         return outcomes
 
     async def _record(
-        self, moves: Sequence[Move], scored: Mapping[str, Attempt] | None = None
+        self,
+        moves: Sequence[Move],
+        scored: Mapping[str, Attempt] | None = None,
+        decisions: Mapping[str, RiskDecision] | None = None,
     ) -> dict[str, Payment]:
         """Commit the moves with their events (carrying the attempts risk scored, by
-        order id) in one transaction; returns each payment as it now is (as another
-        call left it, when that call moved it first)."""
+        order id) and the risk decisions that led to them, in one transaction; returns
+        each payment as it now is (as another call left it, when that call moved it
+        first)."""
         if not moves:
             return {}
         now = datetime.now(UTC)
@@ -463,7 +446,15 @@ class Payments:
             others = await store.get_many(
                 [before.order_id for before, _ in stamped if before.order_id not in moved]
             )
-            work.record(events_of((a for _, a in stamped if a.order_id in moved), scored))
+            applied = [after for _, after in stamped if after.order_id in moved]
+            work.record(events_of(applied, scored))
+            if self._risk is not None and scored and decisions:
+                outcomes = [
+                    PaymentOutcome(scored[p.order_id], p.state is PaymentState.DECLINED)
+                    for p in applied
+                    if p.order_id in scored
+                ]
+                await self._risk.log_decisions(work.connection, outcomes, decisions)
         return {
             after.order_id: after if after.order_id in moved else others[after.order_id]
             for _, after in stamped
