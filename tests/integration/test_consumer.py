@@ -93,6 +93,7 @@ def consumer_for(
     sessions: Transactions,
     group: str,
     consumer_inbox: Inbox | None = None,
+    wanted: Callable[[InboundEvent], bool] = lambda event: True,
 ) -> EventConsumer:
     settings = ConsumerSettings.model_validate(
         {
@@ -104,7 +105,7 @@ def consumer_for(
         }
     )
     chosen_inbox = consumer_inbox or Inbox(inbox, "test")
-    return EventConsumer("test", [topic], handler, sessions, chosen_inbox, settings)
+    return EventConsumer("test", [topic], handler, sessions, chosen_inbox, settings, wanted)
 
 
 async def effects_of(sessions: Transactions) -> list[str]:

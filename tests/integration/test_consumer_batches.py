@@ -37,6 +37,7 @@ from tests.integration.test_consumer import (
     Recorder,
     consumer_for,
     effects_of,
+    inbox,
     metadata,
     produce,
     run_until,
@@ -158,6 +159,29 @@ async def test_a_polled_batch_costs_the_same_statements_for_5_or_200_events(
     async with notification_sessions() as session:
         rows = (await session.execute(select(notification_store.deliveries))).all()
     assert len(rows) == 41  # one OrderConfirmed per order, the log channel
+
+
+async def test_events_the_handler_does_not_want_cost_no_inbox_row_and_no_statement(
+    broker: Broker, sessions: Transactions
+) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    confirmed = events_pb2.OrderConfirmed.DESCRIPTOR.full_name
+    ids = await produce(broker, topic, _order_events(0) + _order_events(1))
+    records = await _records(broker, topic, len(ids))
+    recorder = Recorder()
+    consumer = consumer_for(
+        broker, topic, recorder.handle, sessions, "g", wanted=lambda e: e.event_type == confirmed
+    )
+    await consumer.process(records)
+    assert recorder.batches == [[ids[3], ids[8]]]  # the two OrderConfirmed only
+    async with sessions() as session:
+        claimed = (await session.execute(select(inbox.c.event_id))).scalars().all()
+    assert sorted(claimed) == sorted([ids[3], ids[8]])
+    passed_over = [r for n, r in enumerate(records) if n not in (3, 8)]
+    with _Counted(sessions.engine) as counted:
+        await consumer.process(passed_over)  # a poll of events no one wants
+    assert counted.count == 0
+    assert consumer.stats.handled == 2
 
 
 async def test_duplicates_inside_a_batch_and_across_batches_take_effect_once(

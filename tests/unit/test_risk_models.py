@@ -256,3 +256,20 @@ def test_the_worst_ratio_floors_tiny_rates_and_compares_within_a_segmentation() 
     ]
     assert worst_ratio(rates[:2], floor=0.005) == 1.0
     assert worst_ratio(rates, floor=0.005) == pytest.approx(5.0)
+
+
+def test_an_artifact_with_another_threshold_is_another_version_that_never_declines_above_1(
+    tmp_path: Path,
+) -> None:
+    from ordermesh_payment.risk.tools import with_threshold
+
+    n = len(DEFINITION.names)
+    model = LogisticModel([0.0] * n, [1.0] * n, [0.0] * n, 5.0)  # scores 0.993 for any row
+    original = Artifact(model, DEFINITION.names, DEFINITION.schema_hash, 0.5, {}, {})
+    original.save(tmp_path / "model.json")
+    made = with_threshold(tmp_path / "model.json", 2.0, tmp_path / "scoring-only.json")
+    scoring_only = load_artifact(tmp_path / "scoring-only.json", DEFINITION.schema_hash)
+    assert made["version"] == scoring_only.version != original.version
+    [score] = scoring_only.model.scores([[0.0] * n])
+    assert score >= original.threshold  # the original declines it
+    assert score < scoring_only.threshold  # this one does not

@@ -40,9 +40,13 @@ from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
 from ordermesh_bench.risk_cost import (
     SIMULATED_ORDERS,
     champion_decided,
+    decisions,
+    declined_share,
+    features_caught_up,
     scoring_histogram,
     scoring_summary,
     simulated_orders,
+    since,
     train_champion_off_loop,
 )
 from ordermesh_bench.stats import Run
@@ -81,7 +85,7 @@ class BenchConfig:
     pool_size: int = 8
     # How long a restarted side may warm up before its run (e.g. until payment's champion
     # model has decided); past it the run goes ahead and its report shows what decided.
-    ready_wait_s: float = 60.0
+    ready_wait_s: float = 120.0
     out: Path = Path("bench/results")
     state_dir: Path = Path(".ordermesh/bench")
 
@@ -162,6 +166,19 @@ async def _settle(mesh: LocalMesh, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the mesh did not settle")
         await asyncio.sleep(0.25)
+
+
+async def analyse(mesh: LocalMesh) -> None:
+    """``ANALYZE`` every service's database, as autovacuum does on a server that has it
+    on. Without statistics the planner scans a table whole for every batch, so on a
+    server with autovacuum off a run is slower the more rows the runs before it left:
+    a drift that alternating runs must not read as the cost of a setting."""
+    for service in SERVICE_NAMES:
+        conn = await asyncpg.connect(asyncpg_dsn(mesh.config.database_url(service)))
+        try:
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
 
 
 async def outbox_backlog(mesh: LocalMesh) -> int:
@@ -338,16 +355,20 @@ async def _alternating_runs(
     settings: Mapping[str, Mapping[str, str]],
     extra: Callable[[str, Snapshot, Run], dict[str, Any]],
     ready: Callable[[str], bool] = lambda side: True,
+    starting: Callable[[str], None] = lambda side: None,
 ) -> dict[str, list[dict[str, Any]]]:
     """``pairs`` closed-loop runs of each side at the highest level, off and on
     alternating, ``services`` restarted the same way before each (with
-    ``settings[side]``) and run on the same data, so neither side gets the fresh
-    database or the quiet minute. The warm-up goes on until ``ready(side)`` (at most
-    ``config.ready_wait_s``). Each run's summary, with what ``extra`` adds."""
+    ``settings[side]``) and run on the same data, analysed before each, so neither side
+    gets the fresh database, the better plans or the quiet minute. The warm-up goes on
+    until ``ready(side)`` (at most ``config.ready_wait_s``); ``starting(side)`` is
+    called as the measured run begins.
+    Each run's summary, with what ``extra`` adds."""
     level = config.levels[-1]
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(pairs):
         for side in ("off", "on"):
+            await analyse(mesh)
             for service in services:
                 mesh.stop_service(service)
                 mesh.start_service(service, **settings[side])
@@ -359,6 +380,7 @@ async def _alternating_runs(
             while not ready(side) and time.monotonic() < waited_until:
                 await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 0.5)
             before = snapshot(mesh)
+            starting(side)
             run = await closed_loop(Run(f"{name} {side}"), call, level, config.level_s, progress)
             runs[side].append({**run.summary(), **extra(side, before, run)})
     return runs
@@ -417,6 +439,12 @@ async def _measure_telemetry_cost(
     }
 
 
+def ready_to_score(payment_metrics_port: int) -> bool:
+    """Risk on, in its steady state: the champion has decided, and payment's consumer
+    has caught up with the payment events published while risk was off."""
+    return champion_decided(payment_metrics_port) and features_caught_up(payment_metrics_port)
+
+
 async def _measure_risk_cost(
     config: BenchConfig,
     mesh: LocalMesh,
@@ -439,11 +467,25 @@ async def _measure_risk_cost(
     # Each pair of runs starts further along the log; off and on of a pair alike.
     stride = SIMULATED_ORDERS // max(1, config.risk_pairs)
     histograms = []
+    # The histogram as the run begins: the warm-up's batches (some by the rules, before
+    # the champion was loaded) are not the run's.
+    at_start: dict[str, dict[str, dict[float, float]]] = {}
+    decided_at_start: dict[str, float] = {}
+    port = mesh.config.metrics_port("payment")
+
+    def start(side: str) -> None:
+        if side == "on":
+            at_start["on"] = scoring_histogram(port)
+            decided_at_start.clear()
+            decided_at_start.update(decisions(port))
 
     def scoring(side: str, before: Snapshot, run: Run) -> dict[str, Any]:
-        if side == "on":
-            histograms.append(scoring_histogram(mesh.config.metrics_port("payment")))
-        return {}
+        if side == "off":
+            return {}
+        histograms.append(since(at_start.pop("on", {}), scoring_histogram(port)))
+        # Each declined order also costs its compensations (stock released, payment
+        # voided, a rejection event): the share says how much of the run that was.
+        return {"risk_declined_share": declined_share(decided_at_start, decisions(port))}
 
     poll = {"ORDERMESH_RISK_REGISTRY_POLL_S": "0.5"}  # the champion, soon after the start
     runs = await _alternating_runs(
@@ -453,7 +495,8 @@ async def _measure_risk_cost(
         {"off": {"ORDERMESH_RISK_ENABLED": "false", **poll},
          "on": {"ORDERMESH_RISK_ENABLED": "true", **poll}},
         scoring,
-        lambda side: side == "off" or champion_decided(mesh.config.metrics_port("payment")),
+        lambda side: side == "off" or ready_to_score(mesh.config.metrics_port("payment")),
+        start,
     )  # fmt: skip
     # The best run of each side, as for the telemetry cost (noise only slows a run down).
     on = max(r["throughput_per_s"] for r in runs["on"])
@@ -463,6 +506,7 @@ async def _measure_risk_cost(
         "throughput_on_per_s": round(on, 2),
         "throughput_off_per_s": round(off, 2),
         **scoring_summary(histograms),
+        "risk_declined_share_by_run": [r.get("risk_declined_share") for r in runs["on"]],
         "runs": runs,
         "note": f"{config.risk_pairs} runs each side, alternating off/on, {level} callers; "
         "orders drawn from the simulator's log; each side's best run; scoring times are "

@@ -122,10 +122,14 @@ class EventConsumer:
         sessions: Transactions,
         inbox: Inbox,
         settings: ConsumerSettings,
+        wanted: Callable[[InboundEvent], bool] = lambda event: True,
     ) -> None:
         self.name = name
         self.topics = tuple(topics)
         self._handler = handler
+        # Events the handler acts on. The others are passed over: no inbox row, no
+        # transaction, their offsets committed with the rest (counted as "ignored").
+        self._wanted = wanted
         self._sessions = sessions
         self._inbox = inbox
         self._settings = settings
@@ -238,7 +242,13 @@ class EventConsumer:
         spans = [self._consume_span(record) for record in records]
         try:
             decoded = await self._decoded(records, spans)
-            await self._handle_batch(decoded)
+            wanted: list[tuple[ConsumerRecord, InboundEvent]] = []
+            ignored: list[tuple[ConsumerRecord, InboundEvent]] = []
+            for record, event in decoded:
+                (wanted if self._wanted(event) else ignored).append((record, event))
+            self._count([event for _, event in ignored], "ignored")
+            if wanted:
+                await self._handle_batch(wanted)
         finally:
             for span in spans:
                 span.end()

@@ -40,7 +40,8 @@ CONSUMER_LAG = Gauge(
 )  # fmt: skip
 CONSUMER_MESSAGES = Counter(
     "ordermesh_consumer_messages_total",
-    "Records consumed, by result: handled, duplicate, failed (an attempt), dead_lettered.",
+    "Records consumed, by result: handled, duplicate, ignored (of no use to the handler), "
+    "failed (an attempt), dead_lettered.",
     ["consumer", "topic", "result"],
 )
 

@@ -38,6 +38,9 @@ class ChargebackHandler:
         self._labels = ChargebackLabels(risk_chargebacks)
         self._outbox = Outbox(outbox)
 
+    def wants(self, event: InboundEvent) -> bool:
+        return True  # every event of the chargeback topic is a label
+
     async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None:
         reported = [
             (e, e.payload)

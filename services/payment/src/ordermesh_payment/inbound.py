@@ -16,6 +16,10 @@ class TopicHandler(Protocol):
     @property
     def topics(self) -> tuple[str, ...]: ...
 
+    def wants(self, event: InboundEvent) -> bool:
+        """Whether the handler acts on this event of its topics."""
+        ...
+
     async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None: ...
 
 
@@ -25,6 +29,12 @@ class Inbound:
     def __init__(self, handlers: Sequence[TopicHandler]) -> None:
         self._handlers = tuple(handlers)
         self.topics = tuple(dict.fromkeys(t for h in self._handlers for t in h.topics))
+
+    def wants(self, event: InboundEvent) -> bool:
+        """Whether some handler acts on the event: the consumer passes over the others
+        (with risk on, payment's topic carries captures, voids and refunds too, which
+        no feature needs), with no inbox row and no transaction."""
+        return any(event.topic in h.topics and h.wants(event) for h in self._handlers)
 
     async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None:
         for handler in self._handlers:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ordermesh_messaging.events import TOPICS
 from ordermesh_messaging.inbound import InboundEvent
 from ordermesh_payment.risk.feature_store import FeatureStore
-from ordermesh_payment.risk.wire import outcome_of
+from ordermesh_payment.risk.wire import outcome_of, reports_attempt
 
 PAYMENT_TOPIC = TOPICS["payment"]
 
@@ -31,6 +31,9 @@ class FeatureFeed:
         self._store = store
         # Seconds from an event's time to its attempt being in the features.
         self._freshness = freshness
+
+    def wants(self, event: InboundEvent) -> bool:
+        return reports_attempt(event.payload)
 
     async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None:
         fed = [(e, o) for e in events if (o := outcome_of(e.payload)) is not None]

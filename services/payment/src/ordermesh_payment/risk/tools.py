@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,6 +130,15 @@ async def _in_registry(
             return await use(ModelRegistry(risk_models), conn)
     finally:
         await engine.dispose()
+
+
+def with_threshold(model: Path, threshold: float, out: Path) -> dict[str, object]:
+    """The artifact at ``model`` with another decline threshold, saved at ``out``: a new
+    version (the threshold is part of what decides). Above 1 it never declines: it
+    scores and logs every payment, as the bench uses it to measure scoring alone."""
+    artifact = replace(load_artifact(model), threshold=threshold)
+    artifact.save(out)
+    return {"version": artifact.version, "threshold": threshold, "path": str(out)}
 
 
 def register(database_url: str | None, model: Path, champion: bool) -> dict[str, object]:

@@ -43,6 +43,13 @@ def attempt_to_pb(attempt: Attempt) -> events_pb2.RiskAttempt:
     )
 
 
+def reports_attempt(event: Message) -> bool:
+    """Whether the event ends an authorization risk scored (and carries its attempt)."""
+    return isinstance(
+        event, events_pb2.PaymentAuthorized | events_pb2.PaymentDeclined
+    ) and event.HasField("risk_attempt")
+
+
 def outcome_of(event: Message) -> PaymentOutcome | None:
     """The scored attempt and its outcome an event reports; None for any other event
     (another kind, or one of a payment risk scoring did not see)."""
