@@ -37,7 +37,8 @@ run: install ## the whole mesh on its embedded defaults (SQLite + a local broker
 	$(VENV)/bin/ordermesh up
 
 # Two workers, a test file each at a time: most tests wait on servers, so two share the
-# 2 cores well. The tests marked serial (they restart the shared PostgreSQL) run alone.
+# 2 cores well. The tests marked serial (they restart the shared PostgreSQL, or count its
+# connections) run alone.
 PYTEST_PARALLEL = -n 2 --dist loadfile
 
 test: install k8s-tools ## unit, integration, end-to-end and chart tests, then the linters
