@@ -16,6 +16,7 @@ from typing import Any
 from ordermesh_bench.costs import samples
 from ordermesh_cli.risk import load_risk_tools
 from ordermesh_cli.simulated_orders import SimulatedOrders
+from ordermesh_messaging.events import TOPICS
 
 SCORING_HISTOGRAM = "ordermesh_risk_scoring_duration_seconds"
 # Small and quick to train, yet with enough matured chargebacks for the trees to learn
@@ -77,7 +78,7 @@ def champion_decided(metrics_port: int) -> bool:
 
 
 # The payment events payment's own consumer reads for the features (risk on only).
-PAYMENT_EVENTS_TOPIC = "ordermesh.payments.v1"
+PAYMENT_EVENTS_TOPIC = TOPICS["payment"]
 # Caught up: within this many events of the newest (a warm-up keeps a few in flight).
 CAUGHT_UP_EVENTS = 100
 
