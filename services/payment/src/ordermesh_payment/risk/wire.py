@@ -3,6 +3,8 @@ payment's features consumer applies to the feature states (``FeatureStore.apply`
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -43,7 +45,9 @@ def attempt_to_pb(attempt: Attempt) -> events_pb2.RiskAttempt:
     )
 
 
-def reports_attempt(event: Message) -> bool:
+def reports_attempt(
+    event: Message,
+) -> TypeGuard[events_pb2.PaymentAuthorized | events_pb2.PaymentDeclined]:
     """Whether the event ends an authorization risk scored (and carries its attempt)."""
     return isinstance(
         event, events_pb2.PaymentAuthorized | events_pb2.PaymentDeclined
@@ -53,9 +57,7 @@ def reports_attempt(event: Message) -> bool:
 def outcome_of(event: Message) -> PaymentOutcome | None:
     """The scored attempt and its outcome an event reports; None for any other event
     (another kind, or one of a payment risk scoring did not see)."""
-    if not isinstance(event, events_pb2.PaymentAuthorized | events_pb2.PaymentDeclined):
-        return None
-    if not event.HasField("risk_attempt"):
+    if not reports_attempt(event):
         return None
     a = event.risk_attempt
     s = a.signals
