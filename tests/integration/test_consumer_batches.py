@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -323,8 +323,12 @@ def _traceparent_of(span: ReadableSpan) -> str:
 
 
 async def test_each_event_of_a_batch_gets_a_consumer_span_its_deliveries_continue(
-    broker: Broker, notification_sessions: Transactions, monkeypatch: pytest.MonkeyPatch
+    broker: Broker,
+    notification_sessions: Transactions,
+    monkeypatch: pytest.MonkeyPatch,
+    otlp_endpoint: Callable[[str], None],
 ) -> None:
+    otlp_endpoint("http://127.0.0.1:4317")  # spans are exported: each event gets its own
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -354,3 +358,34 @@ async def test_each_event_of_a_batch_gets_a_consumer_span_its_deliveries_continu
     assert {r.event_id: r.traceparent for r in rows} == {
         event_id: _traceparent_of(_span_of(spans, event_id)) for event_id in ids
     }
+
+
+async def test_with_no_endpoint_deliveries_continue_the_producers_trace_without_a_span(
+    broker: Broker,
+    notification_sessions: Transactions,
+    monkeypatch: pytest.MonkeyPatch,
+    otlp_endpoint: Callable[[str], None],
+) -> None:
+    otlp_endpoint("")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(consumer_module, "tracer", lambda: provider.get_tracer("test"))
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    traceparents = [f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01" for _ in range(2)]
+    confirmed = [
+        events_pb2.OrderConfirmed(order_id=f"ord-{i}", customer_id=f"c{i}", total=EUR)
+        for i in range(2)
+    ]
+    ids = await produce(
+        broker,
+        topic,
+        [(p.DESCRIPTOR.full_name, p.SerializeToString()) for p in confirmed],
+        traceparents=traceparents,
+    )
+    consumer = _notification_consumer(broker, topic, notification_sessions)
+    await consumer.process(await _records(broker, topic, 2))
+    assert exporter.get_finished_spans() == ()
+    async with notification_sessions() as session:
+        rows = (await session.execute(select(notification_store.deliveries))).all()
+    assert {r.event_id: r.traceparent for r in rows} == dict(zip(ids, traceparents, strict=True))

@@ -3,21 +3,26 @@ same history: one definition, two ways of running it."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
+from alembic import command
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh_cli.registry import load_service
 from ordermesh_payment.risk.dataset import replay
 from ordermesh_payment.risk.events import PaymentOutcome
 from ordermesh_payment.risk.feature_store import FeatureStore
-from ordermesh_payment.risk.features import EntityKey, EntityState, keys_of
+from ordermesh_payment.risk.features import MAX_RECENT, EntityKey, EntityState, digest, keys_of
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings, Simulator
 from ordermesh_payment.store import risk_features
 from ordermesh_platform.db import create_engine
-from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.migrations import alembic_config, upgrade_to_head
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +72,39 @@ async def test_batches_applied_at_once_leave_the_states_one_by_one_would(
     for payment in PAYMENTS:
         DEFINITION.apply(expected, payment)
     assert stored == expected
+
+
+async def test_the_migration_carries_version_1_states_over_as_bounded_columns(
+    any_database: str,
+) -> None:
+    spec = load_service("payment")
+    config = alembic_config(spec.migrations, any_database, spec.name)
+    await upgrade_to_head(spec.migrations, any_database, spec.name)  # creates the database
+    await asyncio.to_thread(command.downgrade, config, "0007")
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    at_ms = int(at.timestamp() * 1000)
+    recent = [[at_ms + i, 100 + i, i % 2, f"o{i}", f"tok-{i % 3}"] for i in range(MAX_RECENT + 6)]
+    engine = create_engine(any_database)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO risk_feature_state VALUES (:e, :s, :t, :t)"),
+                {"e": "customer:c1", "s": json.dumps([at_ms - 5, 7, 700, recent]), "t": at},
+            )
+        await upgrade_to_head(spec.migrations, any_database, spec.name)
+        async with engine.connect() as conn:
+            [(key, state)] = (await FeatureStore(risk_features, DEFINITION).states(
+                conn, [("customer", "c1")]
+            )).items()  # fmt: skip
+    finally:
+        await engine.dispose()
+    kept = recent[-MAX_RECENT:]
+    assert (key, state.first_seen_ms, state.approved, state.approved_minor) == (
+        ("customer", "c1"), at_ms - 5, 7, 700,
+    )  # fmt: skip
+    assert list(state.at_ms) == [e[0] for e in kept]
+    assert list(state.amount_minor) == [e[1] for e in kept]
+    assert list(state.declined) == [e[2] for e in kept]
+    assert not state.holds("o5")
+    assert all(state.holds(str(e[3])) for e in kept)
+    assert set(state.token) == {digest(f"tok-{i}") for i in range(3)}

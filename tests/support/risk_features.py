@@ -28,10 +28,10 @@ async def until_features_hold(
         while True:
             async with engine.connect() as conn:
                 state = (await STORE.states(conn, [key])).get(key)
-            held = {str(e[3]) for e in state.recent} if state is not None else set()
-            if wanted <= held:
+            missing = sorted(o for o in wanted if state is None or not state.holds(o))
+            if not missing:
                 return time.monotonic() - started
-            assert time.monotonic() - started < timeout_s, f"features hold {sorted(held)}"
+            assert time.monotonic() - started < timeout_s, f"features lack {missing}"
             await asyncio.sleep(0.05)
     finally:
         await engine.dispose()

@@ -1,14 +1,18 @@
-"""The feature definition: point in time correct, and unchanged by a trip through JSON."""
+"""The feature definition: point in time correct, bounded, and unchanged by a trip through
+its stored bytes."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+
+import pytest
 
 from ordermesh_payment.risk.dataset import labelled, replay
 from ordermesh_payment.risk.decision_log import skew
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import (
     HORIZON_MS,
+    MAX_RECENT,
     EntityKey,
     EntityState,
     entity_keys,
@@ -82,6 +86,37 @@ def test_a_payment_redelivered_after_the_horizon_counts_once() -> None:
     assert _features(now, [first, later, first]) == _features(now, [first, later])
 
 
+def test_a_busy_entity_keeps_its_newest_attempts_and_counts_stop_at_the_bound() -> None:
+    t = 10 * DAY_MS
+    history = [
+        PaymentOutcome(_attempt(f"o{i}", t - 3_600_000 + i * 1000, amount=100 + i), False)
+        for i in range(MAX_RECENT + 10)
+    ]
+    states: dict[EntityKey, EntityState] = {}
+    for outcome in history:
+        DEFINITION.apply(states, outcome)
+    customer = states[("customer", "c1")]
+    assert len(customer) == MAX_RECENT
+    assert not customer.holds("o9")
+    assert customer.holds("o10")
+    assert (customer.approved, customer.first_seen_ms) == (MAX_RECENT + 10, t - 3_600_000)
+    f = _features(_attempt("now", t), history)
+    assert f["customer_count_24h"] == MAX_RECENT
+    assert f["customer_amount_24h"] == sum(100 + i for i in range(10, MAX_RECENT + 10))
+    # One older than all a full state keeps, arriving late, is ignored: it would leave
+    # at once, and it can no longer be told from a redelivery of one that left.
+    before = EntityState.from_bytes(customer.to_bytes())
+    DEFINITION.apply(states, PaymentOutcome(_attempt("late", t - 2 * 3_600_000), False))
+    assert states[("customer", "c1")] == before
+
+
+def test_a_stored_state_of_another_format_is_refused_not_misread() -> None:
+    stored = bytearray(EntityState(1, 2, 3).to_bytes())
+    stored[0] = 1
+    with pytest.raises(ValueError, match="format 1"):
+        EntityState.from_bytes(bytes(stored))
+
+
 def test_payments_applied_out_of_time_order_within_the_horizon_leave_the_same_states() -> None:
     # Online, one batch's attempts share their time: times cut to the 10 minutes.
     payments = [
@@ -106,9 +141,7 @@ def test_payments_applied_out_of_time_order_within_the_horizon_leave_the_same_st
         for outcome in [*reversed(run), *run]:
             DEFINITION.apply(shuffled, outcome)
         touched = keys_of(o.attempt for o in run)
-        assert {k: shuffled[k].to_json() for k in touched} == {
-            k: in_order[k].to_json() for k in touched
-        }
+        assert {k: shuffled[k] for k in touched} == {k: in_order[k] for k in touched}
 
 
 def test_replayed_features_never_see_the_attempt_itself_or_anything_after_it() -> None:
@@ -119,18 +152,18 @@ def test_replayed_features_never_see_the_attempt_itself_or_anything_after_it() -
     assert [r.vector for r in prefix] == [r.vector for r in full[: cut + 1]]
 
 
-def test_states_kept_as_json_between_events_give_the_offline_values() -> None:
+def test_states_kept_as_bytes_between_events_give_the_offline_values() -> None:
     offline = replay(EVENTS, DEFINITION)
-    stored: dict[EntityKey, str] = {}  # what the online table keeps: JSON text
+    stored: dict[EntityKey, bytes] = {}  # what the online table keeps
     online = []
     for event in EVENTS:
         if not isinstance(event, PaymentOutcome):
             continue
         keys = entity_keys(event.attempt)
-        states = {k: EntityState.from_json(stored[k]) for k in keys if k in stored}
+        states = {k: EntityState.from_bytes(stored[k]) for k in keys if k in stored}
         online.append(DEFINITION.vector(states, event.attempt))
         DEFINITION.apply(states, event)
-        stored.update({k: states[k].to_json() for k in keys})
+        stored.update({k: states[k].to_bytes() for k in keys})
     assert online == [r.vector for r in offline]
 
 

@@ -36,10 +36,11 @@ from ordermesh_messaging.settings import ConsumerSettings
 from ordermesh_messaging.topics import dlq_topic, ensure_topics
 from ordermesh_platform.db import Transactions, is_connection_error
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import CONSUMER_LAG, CONSUMER_MESSAGES
+from ordermesh_platform.metrics import BATCH_SIZE, CONSUMER_LAG, CONSUMER_MESSAGES
 from ordermesh_platform.resilience import Backoff
 from ordermesh_platform.telemetry import (
     context_from_traceparent,
+    otlp_endpoint,
     record_error,
     tracer,
     untraced,
@@ -136,6 +137,7 @@ class EventConsumer:
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._poll_size = BATCH_SIZE.labels(f"consume_{name}")  # records per poll
 
     async def forget_handled(self, engine: AsyncEngine) -> None:
         """Drop inbox rows older than the retention (keep it above the topics')."""
@@ -218,6 +220,7 @@ class EventConsumer:
             polled = await self._consumer.getmany(timeout_ms=500)
             if not polled:
                 continue
+            self._poll_size.observe(sum(map(len, polled.values())))
             # A poll is one batch across its partitions: one transaction and one offset
             # commit, where a batch per partition would pay both for every partition.
             await self.process([record for records in polled.values() for record in records])
@@ -259,6 +262,10 @@ class EventConsumer:
             headers.get("traceparent", b"").decode(errors="replace"),
             headers.get("tracestate", b"").decode(errors="replace"),
         )
+        if not otlp_endpoint():
+            # No span is exported: the producer's context stands in for a CONSUMER span
+            # nobody would receive (logs and what the handler writes keep its trace).
+            return trace.get_current_span(parent)
         return tracer().start_span(
             f"process {record.topic}",
             context=parent,

@@ -20,6 +20,7 @@ from ordermesh_platform.db import (
     create_engine,
 )
 from ordermesh_platform.dependencies import DependencyUnavailable, redacted_url
+from ordermesh_platform.gc_tuning import tune_for_serving
 from ordermesh_platform.health import DatabaseHealth, instance_health_name
 from ordermesh_platform.interceptors import AuthInterceptor, InFlightLimit, RpcInterceptor
 from ordermesh_platform.logs import configure_logging, get_logger
@@ -207,10 +208,20 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, running.request_stop)
+    ready = asyncio.Event()
+    # A process of its own: its garbage collector is set once it serves (in-process
+    # servers, as in tests, leave their host's alone).
+    tuned = asyncio.create_task(_tune_gc_when(ready))
     try:
-        await running.run()
+        await running.run(ready)
     finally:
+        tuned.cancel()
         shutdown_tracing()
+
+
+async def _tune_gc_when(ready: asyncio.Event) -> None:
+    await ready.wait()
+    tune_for_serving()
 
 
 def run(spec: ServiceSpec) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,7 @@ def _row(outcome: PaymentOutcome, decision: RiskDecision) -> dict[str, Any]:
         "explored": decision.explored,
         "propensity": decision.propensity,
         "declined": outcome.declined,
-        "attempt": json.dumps(asdict(attempt), separators=(",", ":")),
+        "attempt": json.dumps(attempt.as_dict(), separators=(",", ":")),
         "features": json.dumps(decision.features, separators=(",", ":")),
     }
 

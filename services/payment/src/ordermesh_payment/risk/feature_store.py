@@ -10,10 +10,10 @@ from sqlalchemy import (
     ARRAY,
     Column,
     DateTime,
+    LargeBinary,
     MetaData,
     String,
     Table,
-    Text,
     any_,
     bindparam,
     select,
@@ -35,11 +35,11 @@ ENTITY_LENGTH = 300  # "token:" and a token of up to 256 characters
 
 def risk_feature_table(metadata: MetaData) -> Table:
     return Table(
-        "risk_feature_state",
+        "risk_entity_state",
         metadata,
         # "<kind>:<key>", e.g. "customer:c1": one row per customer, token, device, address.
         Column("entity", String(ENTITY_LENGTH), primary_key=True),
-        Column("state", Text, nullable=False),  # EntityState as JSON
+        Column("state", LargeBinary, nullable=False),  # EntityState.to_bytes
         # The newest event applied, and when: their difference is the features' lag.
         Column("event_at", DateTime(timezone=True), nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -83,7 +83,7 @@ class FeatureStore:
             query = query.with_for_update()
         # Sorted: two writers of the same entities lock them in the same order.
         rows = await conn.execute(query, {"entities": sorted(map(_entity, keys))})
-        return {_key(r.entity): EntityState.from_json(r.state) for r in rows}
+        return {_key(r.entity): EntityState.from_bytes(r.state) for r in rows}
 
     async def vectors(
         self, conn: AsyncConnection, attempts: Sequence[Attempt]
@@ -108,9 +108,9 @@ class FeatureStore:
         now = datetime.now(UTC)
         rows = {
             key: {
-                "state": states[key].to_json(),
+                "state": states[key].to_bytes(),
                 # The newest payment the state holds: a late one applied now leaves it.
-                "event_at": _at(max([newest[key], *(int(e[0]) for e in states[key].recent)])),
+                "event_at": _at(max(newest[key], *states[key].at_ms[-1:])),
                 "updated_at": now,
             }
             for key in sorted(newest)
