@@ -44,10 +44,10 @@ SERVICES_WITH_OUTBOX = ("order", "inventory", "payment")
 def smtp() -> Iterator[tuple[MailBox, int]]:
     from aiosmtpd.controller import Controller
 
-    from tests.support.ports import is_free
+    from tests.support.ports import free_port
 
     box = MailBox()
-    port = next(p for p in range(19000, 20000, 3) if is_free(p))
+    port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ordermesh_cli.broker import start_tansu, wait_for_port
-from tests.support.ports import is_free
+from tests.support.ports import free_port
 
 
 class Broker:
@@ -37,7 +37,7 @@ class Broker:
 
 @contextmanager
 def running_broker() -> Iterator[Broker]:
-    port = next(p for p in range(18000, 19000, 7) if is_free(p))
+    port = free_port()
     proc = start_tansu(port)
     try:
         wait_for_port(port, timeout_s=15)

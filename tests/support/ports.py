@@ -30,6 +30,17 @@ def is_free(port: int) -> bool:
     return True
 
 
+def free_port(tries: int = 200) -> int:
+    """One free port of this process's slice (a broker, a mail server): never the one
+    another worker is about to bind, as "the first free port from N" could be."""
+    low, high = _slice(None, None)
+    for _ in range(tries):
+        port = random.randrange(low, high)
+        if is_free(port):
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
 def free_port_block(
     size: int, low: int | None = None, high: int | None = None, tries: int = 200
 ) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import trace
@@ -240,24 +240,32 @@ class EventConsumer:
             )
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
-        """Handle records, each under a CONSUMER span that continues its producer's
-        trace: all in one transaction, or one by one when that fails."""
-        spans = [self._consume_span(record) for record in records]
+        """Handle records: the events the handler wants each under a CONSUMER span that
+        continues its producer's trace, all in one transaction, or one by one when that
+        fails. The others are passed over before any span is made for them."""
+        wanted: list[tuple[ConsumerRecord, InboundEvent]] = []
+        ignored: list[InboundEvent] = []
+        for record, event in await self._decoded(records):
+            if self._wanted(event):
+                wanted.append((record, event))
+            else:
+                ignored.append(event)
+        self._count(ignored, "ignored")
+        if not wanted:
+            return
+        spans = [self._consume_span(record, event.headers) for record, event in wanted]
         try:
-            decoded = await self._decoded(records, spans)
-            wanted: list[tuple[ConsumerRecord, InboundEvent]] = []
-            ignored: list[tuple[ConsumerRecord, InboundEvent]] = []
-            for record, event in decoded:
-                (wanted if self._wanted(event) else ignored).append((record, event))
-            self._count([event for _, event in ignored], "ignored")
-            if wanted:
-                await self._handle_batch(wanted)
+            await self._handle_batch(
+                [
+                    (record, replace(event, trace_context=trace.set_span_in_context(span)))
+                    for (record, event), span in zip(wanted, spans, strict=True)
+                ]
+            )
         finally:
             for span in spans:
                 span.end()
 
-    def _consume_span(self, record: ConsumerRecord) -> Span:
-        headers = header_map(record.headers)
+    def _consume_span(self, record: ConsumerRecord, headers: Mapping[str, bytes]) -> Span:
         parent = context_from_traceparent(
             headers.get("traceparent", b"").decode(errors="replace"),
             headers.get("tracestate", b"").decode(errors="replace"),
@@ -283,17 +291,22 @@ class EventConsumer:
         )
 
     async def _decoded(
-        self, records: Sequence[ConsumerRecord], spans: Sequence[Span]
+        self, records: Sequence[ConsumerRecord]
     ) -> list[tuple[ConsumerRecord, InboundEvent]]:
-        """The records that decode, with their events; the others are dead-lettered."""
+        """The records that decode, with their events; the others are dead-lettered,
+        each under its span."""
         decoded = []
-        for record, span in zip(records, spans, strict=True):
+        for record in records:
             try:
-                decoded.append((record, inbound_event(record, trace.set_span_in_context(span))))
+                decoded.append((record, inbound_event(record)))
             except UndecodableEvent as error:
-                with _in_span(span):
-                    record_error(span, error)
-                    await self._dead_letter(record, "undecodable", str(error), attempts=0)
+                span = self._consume_span(record, header_map(record.headers))
+                try:
+                    with _in_span(span):
+                        record_error(span, error)
+                        await self._dead_letter(record, "undecodable", str(error), attempts=0)
+                finally:
+                    span.end()
         return decoded
 
     async def _handle_batch(self, decoded: Sequence[tuple[ConsumerRecord, InboundEvent]]) -> None:

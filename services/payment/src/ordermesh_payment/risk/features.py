@@ -59,6 +59,8 @@ def digest(text: str) -> int:
 # then each column's values, little-endian.
 _HEADER = struct.Struct("<BBqqqH")
 _STATE_FORMAT = 2
+_TYPECODES = ("q", "q", "b", "q", "q")  # at_ms, amount_minor, declined, order, token
+_ITEMSIZE = {code: array(code).itemsize for code in set(_TYPECODES)}
 
 
 def _ints() -> array[int]:
@@ -130,15 +132,15 @@ class EntityState:
         form, known, first_seen, approved, approved_minor, n = _HEADER.unpack_from(data)
         if form != _STATE_FORMAT:
             raise ValueError(f"entity state format {form}, this code reads {_STATE_FORMAT}")
-        state = cls(first_seen if known else None, approved, approved_minor)
+        columns = []
         at = _HEADER.size
-        for column in state._columns():
-            end = at + n * column.itemsize
-            column.frombytes(data[at:end])
+        for typecode in _TYPECODES:
+            column = array(typecode, data[at : at + n * _ITEMSIZE[typecode]])  # frombytes
             if sys.byteorder == "big":
                 column.byteswap()
-            at = end
-        return state
+            columns.append(column)
+            at += n * _ITEMSIZE[typecode]
+        return cls(first_seen if known else None, approved, approved_minor, *columns)
 
 
 @dataclass(frozen=True)
