@@ -70,12 +70,18 @@ class Sessions:
 class SlowModel:
     kind = "logistic"
 
-    def __init__(self, seconds: float = 0.0, fail: bool = False) -> None:
+    def __init__(self, seconds: float = 0.0, fail: bool = False, waits: bool = False) -> None:
         self.seconds = seconds
         self.fail = fail
+        self.waits = waits  # off the CPU (as when the OS runs another process), or on it
 
     def scores(self, vectors: Sequence[Sequence[float]]) -> list[float]:
-        time.sleep(self.seconds)
+        if self.waits:
+            time.sleep(self.seconds)
+        else:
+            until = time.thread_time() + self.seconds
+            while time.thread_time() < until:
+                pass
         if self.fail:
             raise RuntimeError("model broke")
         return [0.9 for _ in vectors]
@@ -161,6 +167,16 @@ async def test_a_model_over_budget_sends_the_next_batches_to_the_rules_for_a_res
     assert fallbacks == ["over_budget"]
     clock[0] += scoring.OVER_BUDGET_REST_S + 0.1
     assert {d.variant for d in await scorer.decide(_attempts(1))} == {"champion"}
+
+
+async def test_a_model_call_that_waits_off_the_cpu_is_not_over_its_budget() -> None:
+    # Wall time past the budget, CPU time within it: the machine was busy, not the model.
+    scorer, fallbacks = _scorer(
+        FakeFeatures(DEFINITION), _artifact(SlowModel(seconds=0.05, waits=True)), budget_s=0.01
+    )
+    for _ in range(2):
+        assert {d.variant for d in await scorer.decide(_attempts(2))} == {"champion"}
+    assert fallbacks == []
 
 
 async def test_unreadable_features_are_scored_by_the_rules_without_history() -> None:

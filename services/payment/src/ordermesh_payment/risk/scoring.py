@@ -125,6 +125,7 @@ class RiskScorer:
         exploration_share: float = 0.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self._explore = exploration_share
         self._rng = rng or random.Random()
@@ -140,6 +141,10 @@ class RiskScorer:
         # Until when the rules decide after a model call overran its budget (monotonic).
         self._resting_until = 0.0
         self._clock = clock
+        # What a model call cost is its thread's CPU time: on a busy machine the wall
+        # time also counts the slices the OS gave other processes, which the rules
+        # would not give back.
+        self._cpu_clock = cpu_clock
         # Shadow scoring is off the path, in a thread: one at a time, skipped while busy.
         self._shadow: asyncio.Future[list[list[float]]] | None = None
         # The champion's latest inputs and scores, for drift (``drift_now``).
@@ -219,7 +224,7 @@ class RiskScorer:
         decide instead."""
         if self._clock() < self._resting_until:
             return None, "over_budget"  # a recent call overran: the rules, at once
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), self._cpu_clock()
         models = list({id(m): m for m in acting}.values())
         try:
             scores = [0.0] * len(vectors)
@@ -233,13 +238,13 @@ class RiskScorer:
             log.exception("risk model failed, the rules decide")
             return None, "failed"
         finally:
-            elapsed = time.perf_counter() - started
-            self._observe.scored("model", elapsed)
-        if elapsed > self._budget_s:
+            self._observe.scored("model", time.perf_counter() - started)
+        cost = self._cpu_clock() - started_cpu
+        if cost > self._budget_s:
             # Already computed, so this batch keeps its scores; the next ones rest.
             self._resting_until = self._clock() + OVER_BUDGET_REST_S
             log.warning("risk model over its budget, the rules decide for a while",
-                        seconds=round(elapsed, 4), rest_s=OVER_BUDGET_REST_S)  # fmt: skip
+                        cpu_seconds=round(cost, 4), rest_s=OVER_BUDGET_REST_S)  # fmt: skip
         return scores, ""
 
     async def drift_now(self) -> tuple[str, dict[str, Any]] | None:
