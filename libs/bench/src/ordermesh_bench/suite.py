@@ -480,12 +480,18 @@ async def _measure_risk_cost(
             decided_at_start.update(decisions(port))
 
     def scoring(side: str, before: Snapshot, run: Run) -> dict[str, Any]:
+        # CPU per order moves far less than throughput between runs on a shared machine.
+        costs = per_order(before, snapshot(mesh), run.count)
+        cpu = {
+            "cpu_ms_per_order": costs["cpu_ms_per_order_total"],
+            "payment_cpu_ms_per_order": costs["cpu_ms_per_order"]["payment"],
+        }
         if side == "off":
-            return {}
+            return cpu
         histograms.append(since(at_start.pop("on", {}), scoring_histogram(port)))
         # Each declined order also costs its compensations (stock released, payment
         # voided, a rejection event): the share says how much of the run that was.
-        return {"risk_declined_share": declined_share(decided_at_start, decisions(port))}
+        return {**cpu, "risk_declined_share": declined_share(decided_at_start, decisions(port))}
 
     poll = {"ORDERMESH_RISK_REGISTRY_POLL_S": "0.5"}  # the champion, soon after the start
     runs = await _alternating_runs(
@@ -505,6 +511,13 @@ async def _measure_risk_cost(
         "champion": version,
         "throughput_on_per_s": round(on, 2),
         "throughput_off_per_s": round(off, 2),
+        "mean_ratio": round(
+            statistics.fmean(r["throughput_per_s"] for r in runs["on"])
+            / statistics.fmean(r["throughput_per_s"] for r in runs["off"]),
+            3,
+        ),
+        "cpu_ms_per_order_on": min(r["cpu_ms_per_order"] for r in runs["on"]),
+        "cpu_ms_per_order_off": min(r["cpu_ms_per_order"] for r in runs["off"]),
         **scoring_summary(histograms),
         "risk_declined_share_by_run": [r.get("risk_declined_share") for r in runs["on"]],
         "runs": runs,
