@@ -322,70 +322,67 @@ def _traceparent_of(span: ReadableSpan) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
-async def test_each_event_of_a_batch_gets_a_consumer_span_its_deliveries_continue(
-    broker: Broker,
-    notification_sessions: Transactions,
-    monkeypatch: pytest.MonkeyPatch,
-    otlp_endpoint: Callable[[str], None],
-) -> None:
-    otlp_endpoint("http://127.0.0.1:4317")  # spans are exported: each event gets its own
+@pytest.fixture
+def recorded_spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """What the consumer's tracer records."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(consumer_module, "tracer", lambda: provider.get_tracer("test"))
+    return exporter
+
+
+async def _consume_confirmed_orders(
+    broker: Broker, sessions: Transactions, traceparents: Sequence[str]
+) -> tuple[str, list[str], dict[str, str]]:
+    """One OrderConfirmed per traceparent, produced with it and consumed in one batch by
+    notification's consumer: (topic, event ids, each delivery's traceparent by event)."""
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    producers = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(3)]
     confirmed = [
         events_pb2.OrderConfirmed(order_id=f"ord-{i}", customer_id=f"c{i}", total=EUR)
-        for i in range(3)
+        for i in range(len(traceparents))
     ]
     ids = await produce(
         broker,
         topic,
         [(p.DESCRIPTOR.full_name, p.SerializeToString()) for p in confirmed],
-        traceparents=[f"00-{trace_id}-{span_id}-01" for trace_id, span_id in producers],
+        traceparents=list(traceparents),
     )
-    consumer = _notification_consumer(broker, topic, notification_sessions)
-    await consumer.process(await _records(broker, topic, 3))
-    spans = exporter.get_finished_spans()
+    consumer = _notification_consumer(broker, topic, sessions)
+    await consumer.process(await _records(broker, topic, len(traceparents)))
+    async with sessions() as session:
+        rows = (await session.execute(select(notification_store.deliveries))).all()
+    return topic, ids, {r.event_id: r.traceparent for r in rows}
+
+
+async def test_each_event_of_a_batch_gets_a_consumer_span_its_deliveries_continue(
+    broker: Broker,
+    notification_sessions: Transactions,
+    recorded_spans: InMemorySpanExporter,
+    otlp_endpoint: Callable[[str], None],
+) -> None:
+    otlp_endpoint("http://127.0.0.1:4317")  # spans are exported: each event gets its own
+    producers = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(3)]
+    topic, ids, delivered = await _consume_confirmed_orders(
+        broker, notification_sessions, [f"00-{t}-{s}-01" for t, s in producers]
+    )
+    spans = recorded_spans.get_finished_spans()
     assert [(s.name, s.kind.name) for s in spans] == [(f"process {topic}", "CONSUMER")] * 3
     for event_id, (trace_id, span_id) in zip(ids, producers, strict=True):
         parent = _span_of(spans, event_id).parent  # the producer's span, from the record
         assert parent is not None
         assert (f"{parent.trace_id:032x}", f"{parent.span_id:016x}") == (trace_id, span_id)
-    async with notification_sessions() as session:
-        rows = (await session.execute(select(notification_store.deliveries))).all()
-    assert {r.event_id: r.traceparent for r in rows} == {
-        event_id: _traceparent_of(_span_of(spans, event_id)) for event_id in ids
-    }
+    assert delivered == {event_id: _traceparent_of(_span_of(spans, event_id)) for event_id in ids}
 
 
 async def test_with_no_endpoint_deliveries_continue_the_producers_trace_without_a_span(
     broker: Broker,
     notification_sessions: Transactions,
-    monkeypatch: pytest.MonkeyPatch,
+    recorded_spans: InMemorySpanExporter,
     otlp_endpoint: Callable[[str], None],
 ) -> None:
     otlp_endpoint("")
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(consumer_module, "tracer", lambda: provider.get_tracer("test"))
-    topic = f"t-{uuid.uuid4().hex[:8]}"
     traceparents = [f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01" for _ in range(2)]
-    confirmed = [
-        events_pb2.OrderConfirmed(order_id=f"ord-{i}", customer_id=f"c{i}", total=EUR)
-        for i in range(2)
-    ]
-    ids = await produce(
-        broker,
-        topic,
-        [(p.DESCRIPTOR.full_name, p.SerializeToString()) for p in confirmed],
-        traceparents=traceparents,
-    )
-    consumer = _notification_consumer(broker, topic, notification_sessions)
-    await consumer.process(await _records(broker, topic, 2))
-    assert exporter.get_finished_spans() == ()
-    async with notification_sessions() as session:
-        rows = (await session.execute(select(notification_store.deliveries))).all()
-    assert {r.event_id: r.traceparent for r in rows} == dict(zip(ids, traceparents, strict=True))
+    _, ids, delivered = await _consume_confirmed_orders(broker, notification_sessions, traceparents)
+    assert recorded_spans.get_finished_spans() == ()
+    assert delivered == dict(zip(ids, traceparents, strict=True))
