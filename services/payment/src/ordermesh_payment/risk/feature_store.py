@@ -83,7 +83,7 @@ class FeatureStore:
             query = query.with_for_update()
         # Sorted: two writers of the same entities lock them in the same order.
         rows = await conn.execute(query, {"entities": sorted(map(_entity, keys))})
-        return {_key(r.entity): EntityState.from_bytes(r.state) for r in rows}
+        return {_key(entity): EntityState.from_bytes(state) for entity, state in rows}
 
     async def vectors(
         self, conn: AsyncConnection, attempts: Sequence[Attempt]

@@ -59,8 +59,6 @@ def digest(text: str) -> int:
 # then each column's values, little-endian.
 _HEADER = struct.Struct("<BBqqqH")
 _STATE_FORMAT = 2
-_TYPECODES = ("q", "q", "b", "q", "q")  # at_ms, amount_minor, declined, order, token
-_ITEMSIZE = {code: array(code).itemsize for code in set(_TYPECODES)}
 
 
 def _ints() -> array[int]:
@@ -132,14 +130,18 @@ class EntityState:
         form, known, first_seen, approved, approved_minor, n = _HEADER.unpack_from(data)
         if form != _STATE_FORMAT:
             raise ValueError(f"entity state format {form}, this code reads {_STATE_FORMAT}")
-        columns = []
+        ints, flags = 8 * n, n  # bytes of a column of int64s, of int8s
         at = _HEADER.size
-        for typecode in _TYPECODES:
-            column = array(typecode, data[at : at + n * _ITEMSIZE[typecode]])  # frombytes
-            if sys.byteorder == "big":
+        columns = (
+            array("q", data[at : at + ints]),  # from bytes: a copy, no parsing
+            array("q", data[at + ints : at + 2 * ints]),
+            array("b", data[at + 2 * ints : at + 2 * ints + flags]),
+            array("q", data[at + 2 * ints + flags : at + 3 * ints + flags]),
+            array("q", data[at + 3 * ints + flags : at + 4 * ints + flags]),
+        )
+        if sys.byteorder == "big":
+            for column in columns:
                 column.byteswap()
-            columns.append(column)
-            at += n * _ITEMSIZE[typecode]
         return cls(first_seen if known else None, approved, approved_minor, *columns)
 
 
@@ -195,13 +197,13 @@ class FeatureDefinition:
             if state is None:
                 values += [0.0] * (2 * len(WINDOWS) + 4)
                 continue
-            for _, span in WINDOWS:
-                window = state.span(now, span)
+            windows = [state.span(now, span) for _, span in WINDOWS]
+            for window in windows:
                 values += [
                     float(window.stop - window.start),
                     float(sum(state.amount_minor[window])),
                 ]
-            hour, day = state.span(now, WINDOWS[1][1]), state.span(now, HORIZON_MS)
+            hour, day = windows[1], windows[2]  # 1 h and 24 h (the horizon)
             seen = state.first_seen_ms is not None
             values += [
                 float(sum(state.declined[hour])),
