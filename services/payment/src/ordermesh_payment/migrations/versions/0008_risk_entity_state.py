@@ -12,6 +12,7 @@ Create Date: 2026-12-06 09:00:00.000000
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -34,22 +35,20 @@ def _carried_over(text: str) -> bytes:
     return state.to_bytes()
 
 
-def upgrade() -> None:
-    new = op.create_table(
-        "risk_entity_state",
+def _state_columns(state: sa.types.TypeEngine[Any]) -> list[sa.schema.SchemaItem]:
+    """Both tables' shape: the old one held the state as JSON text, the new as bytes."""
+    return [
         sa.Column("entity", sa.String(length=300), nullable=False),
-        sa.Column("state", sa.LargeBinary(), nullable=False),
+        sa.Column("state", state, nullable=False),
         sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("entity"),
-    )
-    old = sa.table(
-        "risk_feature_state",
-        sa.column("entity", sa.String()),
-        sa.column("state", sa.Text()),
-        sa.column("event_at", sa.DateTime(timezone=True)),
-        sa.column("updated_at", sa.DateTime(timezone=True)),
-    )
+    ]
+
+
+def upgrade() -> None:
+    new = op.create_table("risk_entity_state", *_state_columns(sa.LargeBinary()))
+    old = sa.Table("risk_feature_state", sa.MetaData(), *_state_columns(sa.Text()))
     bind = op.get_bind()
     after = ""
     while True:  # in chunks by key: memory stays bounded on a big table
@@ -75,12 +74,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.create_table(
-        "risk_feature_state",
-        sa.Column("entity", sa.String(length=300), nullable=False),
-        sa.Column("state", sa.Text(), nullable=False),
-        sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("entity"),
-    )
+    op.create_table("risk_feature_state", *_state_columns(sa.Text()))
     op.drop_table("risk_entity_state")
