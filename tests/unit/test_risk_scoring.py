@@ -102,6 +102,11 @@ def _attempts(n: int) -> list[Attempt]:
     ]  # fmt: skip
 
 
+async def _decide(scorer: RiskScorer, attempts: Sequence[Attempt]) -> list[scoring.RiskDecision]:
+    """As payment does: the features read, then the decisions on them."""
+    return await scorer.decide(attempts, await scorer.vectors_for(attempts))
+
+
 def _scorer(
     features: FakeFeatures, model: Artifact | None, budget_s: float = 1.0
 ) -> tuple[RiskScorer, list[str]]:
@@ -112,20 +117,20 @@ def _scorer(
 
 async def test_without_a_model_the_rules_decide_and_the_fallback_is_counted() -> None:
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, tokens=5), None)
-    decisions = await scorer.decide(_attempts(3))
+    decisions = await _decide(scorer, _attempts(3))
     assert [d.declined for d in decisions] == [True, True, True]  # many tokens
     assert {d.model_version for d in decisions} == {"rules"}
     assert {d.threshold for d in decisions} == {RULES_THRESHOLD}
     assert fallbacks == ["no_model"]
     quiet, _ = _scorer(FakeFeatures(DEFINITION, tokens=1), None)
-    assert not any(d.declined for d in await quiet.decide(_attempts(3)))
+    assert not any(d.declined for d in await _decide(quiet, _attempts(3)))
 
 
 async def test_the_model_decides_the_whole_batch_at_its_threshold() -> None:
     model = LogisticModel([0.0] * 48, [1.0] * 48, [0.0] * 48, 0.0)  # scores 0.5
     artifact = _artifact(model, threshold=0.6)
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, tokens=5), artifact)
-    decisions = await scorer.decide(_attempts(4))
+    decisions = await _decide(scorer, _attempts(4))
     assert [(d.score, d.declined, d.model_version) for d in decisions] == [
         (0.5, False, artifact.version)
     ] * 4
@@ -138,13 +143,13 @@ async def test_a_corrupt_model_file_leaves_the_rules_deciding(tmp_path: Path) ->
     assert load_model(str(path), DEFINITION.schema_hash) is None
     assert load_model("", DEFINITION.schema_hash) is None
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, tokens=5), load_model(str(path), ""))
-    assert all(d.declined for d in await scorer.decide(_attempts(2)))
+    assert all(d.declined for d in await _decide(scorer, _attempts(2)))
     assert fallbacks == ["no_model"]
 
 
 async def test_a_failing_model_leaves_the_rules_deciding() -> None:
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION), _artifact(SlowModel(fail=True)))
-    decisions = await scorer.decide(_attempts(2))
+    decisions = await _decide(scorer, _attempts(2))
     assert {d.model_version for d in decisions} == {"rules"}
     assert fallbacks == ["failed"]
 
@@ -160,13 +165,13 @@ async def test_a_model_over_budget_sends_the_next_batches_to_the_rules_for_a_res
         observer=RiskObserver(fallback=fallbacks.append),
         clock=lambda: clock[0],
     )
-    first = await scorer.decide(_attempts(2))  # already scored: it keeps the model's scores
+    first = await _decide(scorer, _attempts(2))  # already scored: it keeps the model's scores
     assert {d.variant for d in first} == {"champion"}
-    second = await scorer.decide(_attempts(2))
+    second = await _decide(scorer, _attempts(2))
     assert {(d.model_version, d.fallback) for d in second} == {("rules", "over_budget")}
     assert fallbacks == ["over_budget"]
     clock[0] += scoring.OVER_BUDGET_REST_S + 0.1
-    assert {d.variant for d in await scorer.decide(_attempts(1))} == {"champion"}
+    assert {d.variant for d in await _decide(scorer, _attempts(1))} == {"champion"}
 
 
 async def test_a_model_call_that_waits_off_the_cpu_is_not_over_its_budget() -> None:
@@ -175,13 +180,13 @@ async def test_a_model_call_that_waits_off_the_cpu_is_not_over_its_budget() -> N
         FakeFeatures(DEFINITION), _artifact(SlowModel(seconds=0.05, waits=True)), budget_s=0.01
     )
     for _ in range(2):
-        assert {d.variant for d in await scorer.decide(_attempts(2))} == {"champion"}
+        assert {d.variant for d in await _decide(scorer, _attempts(2))} == {"champion"}
     assert fallbacks == []
 
 
 async def test_unreadable_features_are_scored_by_the_rules_without_history() -> None:
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION, fail=True), _artifact(SlowModel()))
-    decisions = await scorer.decide(_attempts(2))
+    decisions = await _decide(scorer, _attempts(2))
     assert [d.declined for d in decisions] == [False, False]
     assert fallbacks == ["no_features"]
 
@@ -189,7 +194,7 @@ async def test_unreadable_features_are_scored_by_the_rules_without_history() -> 
 @pytest.mark.parametrize("count", [0])
 async def test_an_empty_batch_is_not_scored(count: int) -> None:
     scorer, fallbacks = _scorer(FakeFeatures(DEFINITION), None)
-    assert await scorer.decide(_attempts(count)) == []
+    assert await _decide(scorer, _attempts(count)) == []
     assert fallbacks == []
 
 
@@ -278,7 +283,7 @@ async def test_the_newest_challenger_decides_for_its_share_of_customers() -> Non
     scorer = RiskScorer(Sessions(), FakeFeatures(DEFINITION), champion, 1.0, observer, 0.5)  # type: ignore[arg-type]
     scorer.use_models(champion, [older, newest])
     attempts = _customers(60)
-    decisions = await scorer.decide(attempts)
+    decisions = await _decide(scorer, attempts)
     for attempt, decision in zip(attempts, decisions, strict=True):
         treated = variant_bucket(attempt.customer_id) < 0.5
         assert decision.variant == ("challenger" if treated else "champion")
@@ -294,7 +299,7 @@ async def test_challengers_score_every_batch_in_shadow_without_acting() -> None:
     champion, challenger = _logistic(-8.0), _logistic(8.0)
     scorer = RiskScorer(Sessions(), FakeFeatures(DEFINITION), champion, 1.0, observer)  # type: ignore[arg-type]
     scorer.use_models(champion, [challenger])
-    decisions = await scorer.decide(_customers(5))
+    decisions = await _decide(scorer, _customers(5))
     assert {(d.variant, d.declined) for d in decisions} == {("champion", False)}
     for _ in range(100):  # the shadow runs off the path, in a thread
         if len(shadowed) == 5:
@@ -310,7 +315,7 @@ async def test_drift_is_measured_for_the_champion_on_its_recent_batches() -> Non
     champion.reference = reference(DEFINITION.names, vectors, champion.model.scores(vectors))
     scorer, _ = _scorer(FakeFeatures(DEFINITION, tokens=9), champion)
     assert await scorer.drift_now() is None  # nothing scored yet
-    await scorer.decide(_attempts(20))
+    await _decide(scorer, _attempts(20))
     measured = await scorer.drift_now()
     assert measured is not None
     version, psi = measured
@@ -328,7 +333,7 @@ async def test_exploration_approves_would_be_declines_with_their_propensity_logg
         Sessions(), FakeFeatures(DEFINITION), strict, 1.0, observer,  # type: ignore[arg-type]
         exploration_share=0.25, rng=random.Random(3),
     )  # fmt: skip
-    decisions = await scorer.decide(_customers(400))
+    decisions = await _decide(scorer, _customers(400))
     explored = [d for d in decisions if d.explored]
     assert 60 < len(explored) < 140  # about a quarter
     assert all(not d.declined and d.propensity == 0.25 for d in explored)
@@ -336,7 +341,7 @@ async def test_exploration_approves_would_be_declines_with_their_propensity_logg
     assert seen.count("explore") == len(explored)
     lenient = _logistic(-8.0)  # approvals are never explored
     scorer.use_model(lenient)
-    assert {(d.explored, d.propensity) for d in await scorer.decide(_customers(50))} == {
+    assert {(d.explored, d.propensity) for d in await _decide(scorer, _customers(50))} == {
         (False, 1.0)
     }
 

@@ -73,8 +73,12 @@ class ConsumerStats:
     dead_lettered: int = 0
 
 
-def inbound_event(record: ConsumerRecord, trace_context: Context | None = None) -> InboundEvent:
-    headers = header_map(record.headers)
+def inbound_event(
+    record: ConsumerRecord,
+    trace_context: Context | None = None,
+    headers: dict[str, bytes] | None = None,
+) -> InboundEvent:
+    headers = header_map(record.headers) if headers is None else headers
     event_id = headers.get("ce_id", b"").decode(errors="replace")
     event_type = headers.get("ce_type", b"").decode(errors="replace")
     if not event_id:
@@ -124,6 +128,8 @@ class EventConsumer:
         inbox: Inbox,
         settings: ConsumerSettings,
         wanted: Callable[[InboundEvent], bool] = lambda event: True,
+        wanted_type: Callable[[str, str], bool] = lambda topic, event_type: True,
+        deduplicated: Callable[[InboundEvent], bool] = lambda event: True,
     ) -> None:
         self.name = name
         self.topics = tuple(topics)
@@ -131,6 +137,11 @@ class EventConsumer:
         # Events the handler acts on. The others are passed over: no inbox row, no
         # transaction, their offsets committed with the rest (counted as "ignored").
         self._wanted = wanted
+        # By (topic, ce_type), before the payload is decoded: what no handler reads of a
+        # topic costs a header look-up.
+        self._wanted_type = wanted_type
+        # Events whose handler is idempotent by itself need no inbox row.
+        self._deduplicated = deduplicated
         self._sessions = sessions
         self._inbox = inbox
         self._settings = settings
@@ -253,6 +264,12 @@ class EventConsumer:
         self._count(ignored, "ignored")
         if not wanted:
             return
+        if not otlp_endpoint():
+            # No span would be exported, so none is made: an event's producer context is
+            # read from its headers only where a handler makes it current
+            # (``under_its_span``), which most handlers of a batch never do.
+            await self._handle_batch(wanted)
+            return
         spans = [self._consume_span(record, event.headers) for record, event in wanted]
         try:
             await self._handle_batch(
@@ -293,20 +310,29 @@ class EventConsumer:
     async def _decoded(
         self, records: Sequence[ConsumerRecord]
     ) -> list[tuple[ConsumerRecord, InboundEvent]]:
-        """The records that decode, with their events; the others are dead-lettered,
-        each under its span."""
+        """The records of a wanted type that decode, with their events; those of other
+        types are passed over undecoded, the undecodable dead-lettered, each under its
+        span."""
         decoded = []
+        passed_over: Counter[str] = Counter()
         for record in records:
+            headers = header_map(record.headers)
+            event_type = headers.get("ce_type", b"").decode(errors="replace")
+            if event_type and not self._wanted_type(record.topic, event_type):
+                passed_over[record.topic] += 1
+                continue
             try:
-                decoded.append((record, inbound_event(record)))
+                decoded.append((record, inbound_event(record, headers=headers)))
             except UndecodableEvent as error:
-                span = self._consume_span(record, header_map(record.headers))
+                span = self._consume_span(record, headers)
                 try:
                     with _in_span(span):
                         record_error(span, error)
                         await self._dead_letter(record, "undecodable", str(error), attempts=0)
                 finally:
                     span.end()
+        for topic, count in passed_over.items():
+            CONSUMER_MESSAGES.labels(self.name, topic, "ignored").inc(count)
         return decoded
 
     async def _handle_batch(self, decoded: Sequence[tuple[ConsumerRecord, InboundEvent]]) -> None:
@@ -356,8 +382,11 @@ class EventConsumer:
 
     async def _handle(self, events: Sequence[InboundEvent]) -> None:
         async with self._sessions.begin() as session:
-            claimed = await self._inbox.claim(session, (event.event_id for event in events))
-            new, duplicates = first_of_each(events, claimed)
+            checked = [event for event in events if self._deduplicated(event)]
+            claimed = await self._inbox.claim(session, (event.event_id for event in checked))
+            first, duplicates = first_of_each(checked, claimed)
+            fresh = {id(event) for event in first}
+            new = [e for e in events if id(e) in fresh or not self._deduplicated(e)]
             if new:
                 await self._handler(session, new)
         self.stats.handled += len(new)

@@ -12,6 +12,7 @@ from opentelemetry import context
 from opentelemetry.context import Context
 
 from ordermesh.events.v1 import events_pb2
+from ordermesh_platform.telemetry import context_from_traceparent
 
 
 class UndecodableEvent(Exception):
@@ -54,10 +55,17 @@ class InboundEvent:
 def under_its_span(event: InboundEvent) -> Iterator[None]:
     """Make the event's CONSUMER span current (its logs, SQL and traceparent belong to
     it), even inside a batch whose shared statements are untraced."""
-    if event.trace_context is None:
+    trace_context = event.trace_context
+    if trace_context is None and "traceparent" in event.headers:
+        # No CONSUMER span (no OTLP endpoint): the producer's context stands in.
+        trace_context = context_from_traceparent(
+            event.headers["traceparent"].decode(errors="replace"),
+            event.headers.get("tracestate", b"").decode(errors="replace"),
+        )
+    if trace_context is None:
         yield
         return
-    token = context.attach(event.trace_context)
+    token = context.attach(trace_context)
     try:
         yield
     finally:

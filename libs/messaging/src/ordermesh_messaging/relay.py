@@ -46,6 +46,7 @@ from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
+from ordermesh_platform.db import one_of
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 from ordermesh_platform.resilience import Backoff
@@ -241,13 +242,7 @@ class OutboxRelay:
             acknowledged = await self._produce(producer, rows)
             if acknowledged:
                 seqs = [r.seq for r in rows[:acknowledged]]
-                # One array parameter on PostgreSQL: one statement text (prepared once)
-                # for every batch size, instead of IN with a parameter per row.
-                chosen = (
-                    t.c.seq == any_(bindparam("seqs", seqs, type_=ARRAY(t.c.seq.type)))
-                    if self._postgres
-                    else t.c.seq.in_(seqs)
-                )
+                chosen = one_of(t.c.seq, "seqs", self._postgres, seqs)
                 await conn.execute(update(t).where(chosen).values(published_at=datetime.now(UTC)))
             if acknowledged < len(rows):
                 await conn.execute(

@@ -9,7 +9,18 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Column, Table, TextClause, bindparam, event, text
+from sqlalchemy import (
+    ARRAY,
+    Column,
+    ColumnElement,
+    Table,
+    TextClause,
+    bindparam,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
@@ -350,6 +361,23 @@ def _refused_by_postgres(error: BaseException) -> bool:
 SQLITE_MAX_BINDS = 32_000
 
 
+def one_of(
+    column: ColumnElement[Any], name: str, postgres: bool, values: Sequence[Any] | None = None
+) -> ColumnElement[bool]:
+    """``column`` is one of the values bound to ``name`` (or ``values``).
+
+    PostgreSQL takes them as one array parameter, read as a set,
+    ``IN (SELECT unnest(:name))``: one statement text (prepared once) for any count, and
+    each value looked up in the index, or the set hashed once. ``= ANY(:name)`` is one
+    text too, but prepared it gets a generic plan after five runs, and where that plan
+    scans a table it compares each row with every value: 13 ms of the server's CPU for
+    250 values in 2,000 rows. SQLite: ``IN`` with one bind per value."""
+    if postgres:
+        array = bindparam(name, values, type_=ARRAY(column.type))
+        return column.in_(select(func.unnest(array)))
+    return column.in_(bindparam(name, values, expanding=True))
+
+
 def _pg_type(table: Table, key: str) -> str:
     from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
@@ -363,14 +391,23 @@ def _unnest(table: Table, columns: Sequence[str], column_of: Callable[[str], str
 
 @functools.cache
 def _insert_rows_pg(
-    table: Table, columns: tuple[str, ...], conflict: tuple[str, ...], returning: tuple[str, ...]
+    table: Table,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    update: tuple[str, ...],
+    returning: tuple[str, ...],
 ) -> TextClause:
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"SELECT {', '.join(f'v.{c}' for c in columns)} FROM {_unnest(table, columns, str)}"
     )
     if conflict:
-        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{key} = excluded.{key}" for key in update)
+            if update
+            else "DO NOTHING"
+        )
+        sql += f" ON CONFLICT ({', '.join(conflict)}) {action}"
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
     return text(sql)
@@ -382,10 +419,13 @@ async def insert_rows(
     rows: Sequence[Mapping[str, Any]],
     conflict: Sequence[str] = (),
     returning: Sequence[str] = (),
+    update: Sequence[str] = (),
 ) -> list[Any]:
     """One ``INSERT`` of many rows (all with the same keys). With ``conflict``, a row
     whose conflict columns match an existing row (or an earlier row of the same batch)
-    is skipped. Returns the ``returning`` columns of the rows written."""
+    is skipped; with ``update`` too, the existing row takes the row's values of those
+    columns instead (an upsert: the batch's conflict keys must then be distinct).
+    Returns the ``returning`` columns of the rows written."""
     if not rows:
         return []
     keys = tuple(rows[0])
@@ -400,7 +440,7 @@ async def insert_rows(
         for start in range(0, len(rows), per_chunk):
             chunk = rows[start : start + per_chunk]
             statement, _ = _insert_statement(
-                table, keys, tuple(conflict), (), len(chunk), tuple(returning)
+                table, keys, tuple(conflict), tuple(update), len(chunk), tuple(returning)
             )
             params: dict[str, Any] = {}
             for i, row in enumerate(chunk):
@@ -417,7 +457,7 @@ async def insert_rows(
     for key, make in defaults:
         arrays[key] = [make() for _ in rows]
     result = await conn.execute(
-        _insert_rows_pg(table, columns, tuple(conflict), tuple(returning)), arrays
+        _insert_rows_pg(table, columns, tuple(conflict), tuple(update), tuple(returning)), arrays
     )
     return list(result.all()) if returning else []
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     BigInteger,
     CheckConstraint,
     Column,
@@ -21,12 +20,9 @@ from sqlalchemy import (
     Select,
     String,
     Table,
-    any_,
-    bindparam,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_inventory.domain import (
@@ -38,7 +34,7 @@ from ordermesh_inventory.domain import (
     StockLevel,
 )
 from ordermesh_messaging.outbox import outbox_table
-from ordermesh_platform.db import insert_new, insert_rows, update_rows
+from ordermesh_platform.db import insert_new, insert_rows, one_of, update_rows
 from ordermesh_platform.errors import Conflict, NotFound
 
 metadata = MetaData()
@@ -125,19 +121,12 @@ def _level(row: object) -> StockLevel:
 MAX_KEYS_PER_STATEMENT = 10_000
 
 
-def _one_of(column: Column[str], name: str, postgres: bool) -> ColumnElement[bool]:
-    if postgres:
-        # One array parameter: one statement text, prepared once, for every batch size.
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
-    return column.in_(bindparam(name, expanding=True))
-
-
 # The hot statements are built once per dialect and run with bind values.
 @functools.cache
 def _reservations(postgres: bool, lock: bool) -> Select[Any]:
     query = (
         select(reservations)
-        .where(_one_of(reservations.c.order_id, "order_ids", postgres))
+        .where(one_of(reservations.c.order_id, "order_ids", postgres))
         .order_by(reservations.c.order_id)
     )
     return query.with_for_update() if lock else query
@@ -147,14 +136,14 @@ def _reservations(postgres: bool, lock: bool) -> Select[Any]:
 def _reservation_lines(postgres: bool) -> Select[Any]:
     return (
         select(reservation_lines)
-        .where(_one_of(reservation_lines.c.order_id, "order_ids", postgres))
+        .where(one_of(reservation_lines.c.order_id, "order_ids", postgres))
         .order_by(reservation_lines.c.order_id, reservation_lines.c.sku)
     )
 
 
 @functools.cache
 def _prices(postgres: bool) -> Select[Any]:
-    return select(products).where(_one_of(products.c.sku, "skus", postgres))
+    return select(products).where(one_of(products.c.sku, "skus", postgres))
 
 
 @functools.cache
@@ -162,7 +151,7 @@ def _stock_locked(postgres: bool) -> Select[Any]:
     # ORDER BY with FOR UPDATE locks in that order: every writer takes SKUs in one order.
     return (
         select(stock)
-        .where(_one_of(stock.c.sku, "skus", postgres))
+        .where(one_of(stock.c.sku, "skus", postgres))
         .order_by(stock.c.sku)
         .with_for_update()
     )

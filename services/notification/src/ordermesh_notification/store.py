@@ -19,13 +19,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    any_,
-    bindparam,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,7 +37,7 @@ from ordermesh_notification.domain import (
     Preferences,
     Retry,
 )
-from ordermesh_platform.db import insert_new, insert_rows
+from ordermesh_platform.db import insert_new, insert_rows, one_of
 from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
@@ -155,13 +152,8 @@ class NotificationStore:
         """The saved preferences of these customers, in one statement; a customer who
         saved none is missing."""
         c = preferences.c
-        if self.session.dialect.name == "postgresql":
-            # One array parameter: one statement text (prepared once) for any count.
-            chosen = c.customer_id == any_(
-                bindparam("ids", list(customer_ids), type_=ARRAY(c.customer_id.type))
-            )
-        else:
-            chosen = c.customer_id.in_(list(customer_ids))
+        postgres = self.session.dialect.name == "postgresql"
+        chosen = one_of(c.customer_id, "ids", postgres, list(customer_ids))
         rows = (await self.session.execute(select(preferences).where(chosen))).all()
         return {row.customer_id: _preferences(row) for row in rows}
 

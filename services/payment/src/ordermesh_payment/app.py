@@ -137,7 +137,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     handler = Inbound(handlers)
     consumer = EventConsumer(
         "payment", handler.topics, handler.handle, runtime.sessions, Inbox(inbox, "payment"),
-        settings, handler.wants,
+        settings, handler.wants, handler.wants_type, handler.deduplicated,
     )  # fmt: skip
     workers.append(("event-consumer", consumer.run()))
     workers.append(

@@ -33,6 +33,8 @@ def _ms(stamp: Timestamp) -> int:
 
 class ChargebackHandler:
     topics = (CHARGEBACK_TOPIC,)
+    event_types = (events_pb2.ChargebackReported.DESCRIPTOR.full_name,)
+    idempotent = False  # the inbox keeps a redelivery from reaching the labels at all
 
     def __init__(self) -> None:
         self._labels = ChargebackLabels(risk_chargebacks)

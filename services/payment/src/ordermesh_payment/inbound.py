@@ -16,6 +16,18 @@ class TopicHandler(Protocol):
     @property
     def topics(self) -> tuple[str, ...]: ...
 
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The CloudEvents types it reads of its topics (their full protobuf names);
+        empty: every type."""
+        ...
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether handling an event twice changes nothing by itself: its events then
+        take no inbox row."""
+        ...
+
     def wants(self, event: InboundEvent) -> bool:
         """Whether the handler acts on this event of its topics."""
         ...
@@ -29,6 +41,18 @@ class Inbound:
     def __init__(self, handlers: Sequence[TopicHandler]) -> None:
         self._handlers = tuple(handlers)
         self.topics = tuple(dict.fromkeys(t for h in self._handlers for t in h.topics))
+
+    def wants_type(self, topic: str, event_type: str) -> bool:
+        """Whether some handler of the topic reads events of this type: the consumer
+        passes over the others before decoding them."""
+        return any(
+            topic in h.topics and (not h.event_types or event_type in h.event_types)
+            for h in self._handlers
+        )
+
+    def deduplicated(self, event: InboundEvent) -> bool:
+        """Whether the event takes an inbox row: unless its handler is idempotent."""
+        return not all(h.idempotent for h in self._handlers if event.topic in h.topics)
 
     def wants(self, event: InboundEvent) -> bool:
         """Whether some handler acts on the event: the consumer passes over the others

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from sqlalchemy import (
-    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -13,7 +12,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    any_,
     bindparam,
     select,
 )
@@ -27,7 +25,7 @@ from ordermesh_payment.risk.feature_store import risk_feature_table
 from ordermesh_payment.risk.labels import risk_chargeback_table
 from ordermesh_payment.risk.registry import risk_model_table
 from ordermesh_payment.simulated_chargebacks import simulated_chargeback_table
-from ordermesh_platform.db import insert_rows, update_rows
+from ordermesh_platform.db import insert_rows, one_of, update_rows
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -105,11 +103,8 @@ def _payment(row: object) -> Payment:
 # The hot statements are built once and run with bind values (see the order store).
 _GET = select(payments).where(payments.c.order_id == bindparam("order_id"))
 _GET_LOCKED = _GET.with_for_update()
-_GET_MANY = select(payments).where(payments.c.order_id.in_(bindparam("order_ids", expanding=True)))
-# PostgreSQL takes the ids as one array: one prepared statement for every batch size.
-_GET_MANY_PG = select(payments).where(
-    payments.c.order_id == any_(bindparam("order_ids", type_=ARRAY(String(128))))
-)
+_GET_MANY = select(payments).where(one_of(payments.c.order_id, "order_ids", postgres=False))
+_GET_MANY_PG = select(payments).where(one_of(payments.c.order_id, "order_ids", postgres=True))
 
 
 def _row(payment: Payment) -> dict[str, object]:

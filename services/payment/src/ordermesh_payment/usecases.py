@@ -306,12 +306,27 @@ class Payments:
         self, requests: Sequence[AuthorizationRequest], deadline: float | None
     ) -> dict[str, Payment | ServiceError]:
         """Authorize each order (each once, in ``requests``): its payment or error."""
-        outcomes, to_ask = await self._record_intents(requests)
-        moves: list[Move] = []
         attempts: dict[str, Attempt] = {}
+        vectors: dict[str, list[float]] | None = {}
+        if self._risk is None:
+            outcomes, to_ask = await self._record_intents(requests)
+        else:
+            # The features are read while the intents are recorded, on another
+            # connection: the batch waits for one round trip, not two.
+            at_ms = int(time.time() * 1000)
+            attempts = {request.order_id: _attempt(request, at_ms) for request in requests}
+            (outcomes, to_ask), read = await asyncio.gather(
+                self._record_intents(requests),
+                self._risk.vectors_for(list(attempts.values())),
+            )
+            vectors = None if read is None else dict(zip(attempts, read, strict=True))
+        moves: list[Move] = []
+        scored: dict[str, Attempt] = {}
         decisions: dict[str, RiskDecision] = {}
         if self._risk is not None and to_ask:
-            to_ask, moves, attempts, decisions = await self._screen(self._risk, to_ask)
+            to_ask, moves, scored, decisions = await self._screen(
+                self._risk, to_ask, attempts, vectors
+            )
         asked = await self._bounded(
             self._ask_to_authorize(request, intent, deadline) for request, intent in to_ask
         )
@@ -320,14 +335,18 @@ class Payments:
                 outcomes[intent.order_id] = answer
             else:
                 moves.append((intent, answer))
-        recorded = await self._record(moves, attempts, decisions)
+        recorded = await self._record(moves, scored, decisions)
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
         for _, after in moves:
             outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
         return outcomes
 
     async def _screen(
-        self, risk: RiskScorer, to_ask: list[tuple[AuthorizationRequest, Payment]]
+        self,
+        risk: RiskScorer,
+        to_ask: list[tuple[AuthorizationRequest, Payment]],
+        attempts: Mapping[str, Attempt],
+        vectors: Mapping[str, list[float]] | None,
     ) -> tuple[
         list[tuple[AuthorizationRequest, Payment]],
         list[Move],
@@ -336,9 +355,11 @@ class Payments:
     ]:
         """Score the batch at once: the intents still to ask the provider about, the
         moves of those declined by risk, and the attempts and decisions by order."""
-        at_ms = int(time.time() * 1000)
-        attempts = {intent.order_id: _attempt(request, at_ms) for request, intent in to_ask}
-        decisions = await risk.decide(list(attempts.values()))
+        scored = {intent.order_id: attempts[intent.order_id] for _, intent in to_ask}
+        decisions = await risk.decide(
+            list(scored.values()),
+            None if vectors is None else [vectors[order_id] for order_id in scored],
+        )
         keep: list[tuple[AuthorizationRequest, Payment]] = []
         refused: list[Move] = []
         for (request, unscored), decision in zip(to_ask, decisions, strict=True):
@@ -349,7 +370,7 @@ class Payments:
                 )
             else:
                 keep.append((request, intent))
-        return keep, refused, attempts, dict(zip(attempts, decisions, strict=True))
+        return keep, refused, scored, dict(zip(scored, decisions, strict=True))
 
     async def _record_intents(
         self, requests: Sequence[AuthorizationRequest]

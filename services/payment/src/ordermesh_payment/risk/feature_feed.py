@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import TOPICS
 from ordermesh_messaging.inbound import InboundEvent
 from ordermesh_payment.risk.feature_store import FeatureStore
@@ -24,6 +25,14 @@ PAYMENT_TOPIC = TOPICS["payment"]
 
 class FeatureFeed:
     topics = (PAYMENT_TOPIC,)
+    # The events that end an authorization; captures, voids and refunds pass undecoded.
+    event_types = (
+        events_pb2.PaymentAuthorized.DESCRIPTOR.full_name,
+        events_pb2.PaymentDeclined.DESCRIPTOR.full_name,
+    )
+    # Applying a payment twice changes nothing (``FeatureDefinition.apply``): the
+    # states are their own inbox, so the payment events take no inbox row.
+    idempotent = True
 
     def __init__(
         self, store: FeatureStore, freshness: Callable[[float], None] = lambda seconds: None

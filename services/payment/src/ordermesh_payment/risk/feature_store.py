@@ -7,15 +7,12 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    ARRAY,
     Column,
     DateTime,
     LargeBinary,
     MetaData,
     String,
     Table,
-    any_,
-    bindparam,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,7 +25,7 @@ from ordermesh_payment.risk.features import (
     entity_keys,
     keys_of,
 )
-from ordermesh_platform.db import insert_rows, update_rows
+from ordermesh_platform.db import insert_rows, one_of
 
 ENTITY_LENGTH = 300  # "token:" and a token of up to 256 characters
 
@@ -64,12 +61,8 @@ class FeatureStore:
         self.table = table
         self.definition = definition
         t = table
-        self._get = select(t.c.entity, t.c.state).where(
-            t.c.entity.in_(bindparam("entities", expanding=True))
-        )
-        self._get_pg = select(t.c.entity, t.c.state).where(
-            t.c.entity == any_(bindparam("entities", type_=ARRAY(String(ENTITY_LENGTH))))
-        )
+        self._get = select(t.c.entity, t.c.state).where(one_of(t.c.entity, "entities", False))
+        self._get_pg = select(t.c.entity, t.c.state).where(one_of(t.c.entity, "entities", True))
 
     async def states(
         self, conn: AsyncConnection, keys: Collection[EntityKey], lock: bool = False
@@ -99,23 +92,23 @@ class FeatureStore:
             return
         ordered = sorted(outcomes, key=lambda o: (o.at_ms, o.attempt.order_id))
         states = await self.states(conn, keys_of(o.attempt for o in ordered), lock=True)
-        stored = set(states)
         newest: dict[EntityKey, int] = {}
         for outcome in ordered:
             self.definition.apply(states, outcome)
             for key in entity_keys(outcome.attempt):
                 newest[key] = max(newest.get(key, 0), outcome.at_ms)
         now = datetime.now(UTC)
-        rows = {
-            key: {
+        rows = [
+            {
+                "entity": _entity(key),
                 "state": states[key].to_bytes(),
                 # The newest payment the state holds: a late one applied now leaves it.
                 "event_at": _at(max(newest[key], *states[key].at_ms[-1:])),
                 "updated_at": now,
             }
             for key in sorted(newest)
-        }
-        inserts = [{"entity": _entity(k), **row} for k, row in rows.items() if k not in stored]
-        updates = [{"b_entity": _entity(k), **row} for k, row in rows.items() if k in stored]
-        await insert_rows(conn, self.table, inserts, conflict=("entity",))
-        await update_rows(conn, self.table, updates)
+        ]
+        # One upsert: the stored states were locked above; a new one is inserted.
+        await insert_rows(
+            conn, self.table, rows, conflict=("entity",), update=("state", "event_at", "updated_at")
+        )

@@ -161,19 +161,33 @@ class RiskScorer:
         self.model = champion
         self.challengers = tuple(challengers)
 
-    async def decide(self, attempts: Sequence[Attempt]) -> list[RiskDecision]:
-        """One decision per attempt, in order. Never raises: whatever fails, the
-        rules decide, on history-free features when the states cannot be read."""
+    async def vectors_for(self, attempts: Sequence[Attempt]) -> list[list[float]] | None:
+        """The attempts' features from the states as they are now (one SELECT; the
+        attempts do not see each other), or None when the states cannot be read. No
+        decision yet: the caller reads them while it does other work."""
         if not attempts:
             return []
         try:
             async with self._sessions() as conn:
-                vectors = await self.features.vectors(conn, attempts)
+                return await self.features.vectors(conn, attempts)
         except Exception:
             log.exception("risk features unreadable, the rules decide without history")
+            return None
+
+    async def decide(
+        self, attempts: Sequence[Attempt], vectors: Sequence[list[float]] | None
+    ) -> list[RiskDecision]:
+        """One decision per attempt, in order, on its features (``vectors_for``; None
+        when they could not be read). Never raises: whatever fails, the rules decide, on
+        history-free features when there are no others."""
+        if not attempts:
+            return []
+        if vectors is None:
             definition = self.features.definition
-            vectors = [definition.vector({}, attempt) for attempt in attempts]
-            return self._by_rules(vectors, "no_features")
+            return self._by_rules(
+                [definition.vector({}, attempt) for attempt in attempts], "no_features"
+            )
+        vectors = list(vectors)
         champion, challengers = self.model, self.challengers
         if champion is None:
             return self._by_rules(vectors, "no_model")
