@@ -94,6 +94,8 @@ def consumer_for(
     group: str,
     consumer_inbox: Inbox | None = None,
     wanted: Callable[[InboundEvent], bool] = lambda event: True,
+    wanted_type: Callable[[str, str], bool] = lambda topic, event_type: True,
+    deduplicated: Callable[[InboundEvent], bool] = lambda event: True,
 ) -> EventConsumer:
     settings = ConsumerSettings.model_validate(
         {
@@ -105,7 +107,10 @@ def consumer_for(
         }
     )
     chosen_inbox = consumer_inbox or Inbox(inbox, "test")
-    return EventConsumer("test", [topic], handler, sessions, chosen_inbox, settings, wanted)
+    return EventConsumer(
+        "test", [topic], handler, sessions, chosen_inbox, settings, wanted, wanted_type,
+        deduplicated,
+    )  # fmt: skip
 
 
 async def effects_of(sessions: Transactions) -> list[str]:

@@ -231,6 +231,44 @@ async def test_a_poison_event_in_a_batch_dead_letters_alone_while_its_neighbours
     ]
 
 
+async def test_a_type_no_handler_reads_is_passed_over_undecoded(
+    broker: Broker, sessions: Transactions
+) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    # An undecodable record of another type: dead-lettered if it were decoded.
+    unread = ("ordermesh.events.v1.PaymentCaptured", b"\xff\xfe not protobuf")
+    ids = await produce(broker, topic, [valid(), unread, valid()])
+    recorder = Recorder()
+    consumer = consumer_for(
+        broker, topic, recorder.handle, sessions, group="g",
+        wanted_type=lambda _, event_type: event_type == valid()[0],
+    )  # fmt: skip
+    async with _started(consumer):
+        await consumer.process(await _records(broker, topic, 3))
+    assert recorder.batches == [[ids[0], ids[2]]]
+    assert consumer.stats.dead_lettered == 0
+    assert await list_dead_letters(broker.bootstrap, [f"{topic}.dlq"]) == []
+
+
+async def test_events_of_an_idempotent_handler_take_no_inbox_row(
+    broker: Broker, sessions: Transactions
+) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    ids = await produce(broker, topic, [valid(), valid()])
+    records = await _records(broker, topic, 2)
+    recorder = Recorder()
+    consumer = consumer_for(
+        broker, topic, recorder.handle, sessions, group="g", deduplicated=lambda _: False
+    )
+    async with _started(consumer):
+        await consumer.process(records)
+        await consumer.process(records)  # redelivered: the handler itself must shrug
+    assert recorder.batches == [ids, ids]
+    async with sessions() as session:
+        assert (await session.execute(select(inbox.c.event_id))).all() == []
+    assert (consumer.stats.handled, consumer.stats.duplicates) == (4, 0)
+
+
 class _Outage(Recorder):
     """The database goes away during the first batch."""
 

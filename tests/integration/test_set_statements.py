@@ -10,7 +10,13 @@ import pytest
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ordermesh_platform.db import create_engine, ensure_database, insert_rows, update_rows
+from ordermesh_platform.db import (
+    create_engine,
+    ensure_database,
+    insert_rows,
+    one_of,
+    update_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +68,32 @@ async def test_insert_rows_skips_conflicts_within_and_across_batches(engine: Asy
         )
         assert [r.sku for r in again] == ["c"]
     assert await table_rows(engine) == [("a", 1, 1), ("b", 2, 1), ("c", 3, 1)]
+
+
+async def test_insert_rows_with_update_upserts(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await insert_rows(conn, items, [{"sku": "a", "quantity": 1, "version": 1}])
+    async with engine.begin() as conn:
+        await insert_rows(
+            conn,
+            items,
+            [{"sku": "a", "quantity": 7, "version": 3}, {"sku": "b", "quantity": 2, "version": 1}],
+            conflict=("sku",),
+            update=("quantity",),
+        )
+    # The existing row takes the updated column only; the new one is inserted whole.
+    assert await table_rows(engine) == [("a", 7, 1), ("b", 2, 1)]
+
+
+async def test_one_of_picks_the_rows_with_those_keys(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await insert_rows(conn, items, [{"sku": s, "quantity": 1} for s in "abcd"])
+    postgres = engine.dialect.name == "postgresql"
+    query = select(items.c.sku).where(one_of(items.c.sku, "skus", postgres))
+    async with engine.connect() as conn:
+        for keys in (["b", "d", "x"], ["a"], []):
+            found = (await conn.execute(query, {"skus": keys})).scalars().all()
+            assert sorted(found) == sorted(set(keys) & set("abcd"))
 
 
 async def test_insert_rows_takes_more_rows_than_one_statement_has_binds(
