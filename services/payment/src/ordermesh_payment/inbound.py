@@ -35,20 +35,31 @@ class TopicHandler(Protocol):
     async def handle(self, conn: AsyncConnection, events: Sequence[InboundEvent]) -> None: ...
 
 
+MAX_REMEMBERED_TYPES = 256
+
+
 class Inbound:
     """Each handler gets the events of its topics, in one transaction for all."""
 
     def __init__(self, handlers: Sequence[TopicHandler]) -> None:
         self._handlers = tuple(handlers)
         self.topics = tuple(dict.fromkeys(t for h in self._handlers for t in h.topics))
+        self._wanted_types: dict[tuple[str, str], bool] = {}
 
     def wants_type(self, topic: str, event_type: str) -> bool:
         """Whether some handler of the topic reads events of this type: the consumer
         passes over the others before decoding them."""
-        return any(
-            topic in h.topics and (not h.event_types or event_type in h.event_types)
-            for h in self._handlers
-        )
+        wanted = self._wanted_types.get((topic, event_type))
+        if wanted is None:
+            wanted = any(
+                topic in h.topics and (not h.event_types or event_type in h.event_types)
+                for h in self._handlers
+            )
+            # A few topics and types: each pair is answered once (bounded: a producer
+            # sending made-up types costs a look-up each, not memory).
+            if len(self._wanted_types) < MAX_REMEMBERED_TYPES:
+                self._wanted_types[topic, event_type] = wanted
+        return wanted
 
     def deduplicated(self, event: InboundEvent) -> bool:
         """Whether the event takes an inbox row: unless its handler is idempotent."""

@@ -76,7 +76,7 @@ class FeatureStore:
             query = query.with_for_update()
         # Sorted: two writers of the same entities lock them in the same order.
         rows = await conn.execute(query, {"entities": sorted(map(_entity, keys))})
-        return {_key(entity): EntityState.from_bytes(state) for entity, state in rows}
+        return {_key(entity): EntityState.from_bytes(state) for entity, state in rows.all()}
 
     async def vectors(
         self, conn: AsyncConnection, attempts: Sequence[Attempt]
