@@ -12,6 +12,7 @@ from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_order.domain import Order, OrderState, PlaceOrder, Reason
+from ordermesh_order.risk_json import assessment_of
 from ordermesh_order.usecases import Orders
 from ordermesh_platform.convert import timestamp_ms, to_timestamp
 from ordermesh_platform.errors import FailedPrecondition, Unavailable, Validator
@@ -100,9 +101,7 @@ def order_to_pb(order: Order) -> pb.Order:
 
 
 def risk_assessment_of(order: Order) -> risk_pb2.RiskAssessment | None:
-    if not order.risk_assessment:
-        return None
-    return json_format.Parse(order.risk_assessment, risk_pb2.RiskAssessment())
+    return assessment_of(order.risk_assessment)
 
 
 def raise_for_rejection(order: Order) -> None:

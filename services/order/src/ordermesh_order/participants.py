@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2
 
-from ordermesh.common.v1 import money_pb2, risk_pb2
+from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from ordermesh_client.errors import (
@@ -31,6 +31,7 @@ from ordermesh_client.errors import (
     from_status,
 )
 from ordermesh_order.domain import Order, OrderLine, Reason
+from ordermesh_order.risk_json import assessment_json
 from ordermesh_order.saga import Authorization, StepFailed
 from ordermesh_platform.batching import LiveBatcher
 from ordermesh_platform.resilience import Transient
@@ -194,7 +195,7 @@ class GrpcParticipants:
                     Reason.RISK_DECLINED,
                     "declined by payment risk scoring",
                     refused.metadata,
-                    _as_json(refused.risk_assessment),
+                    assessment_json(refused.risk_assessment),
                 ) from error
             if isinstance(refused, PaymentDeclined):
                 reason = refused.decline_reason or "declined"
@@ -206,7 +207,7 @@ class GrpcParticipants:
                 raise StepFailed(Reason.PAYMENT_DECLINED, refused.message, {}) from error
             raise _transient(refused) from error
         risk = payment.risk_assessment if payment.HasField("risk_assessment") else None
-        return Authorization(str(payment.payment_id), _as_json(risk))
+        return Authorization(str(payment.payment_id), assessment_json(risk))
 
     async def void_payment(self, order_id: str, timeout_s: float) -> bool:
         """False when the payment was captured already (it needs a refund instead)."""
@@ -231,11 +232,6 @@ class GrpcParticipants:
                 payment_pb2.RefundPaymentRequest(order_id=order_id), timeout=timeout_s
             )
         )
-
-
-def _as_json(assessment: risk_pb2.RiskAssessment | None) -> str:
-    """A risk assessment as the order keeps it: JSON, "" when payment sent none."""
-    return "" if assessment is None else json_format.MessageToJson(assessment, indent=None)
 
 
 def _deadline(timeout_s: float) -> float:
