@@ -5,7 +5,6 @@ payment's risk assessment."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,6 +14,7 @@ from sqlalchemy import text
 
 from ordermesh.common.v1 import risk_pb2
 from ordermesh.order.v1 import order_pb2 as pb
+from ordermesh_payment.risk.decision_log import unpack_features
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_platform.db import create_engine
 from tests.e2e.conftest import start_mesh
@@ -35,7 +35,9 @@ async def _scored_features(mesh: MeshClient, order_id: str) -> dict[str, float]:
             )
     finally:
         await engine.dispose()
-    return dict(zip(RiskSettings().feature_definition().names, json.loads(logged), strict=True))
+    return dict(
+        zip(RiskSettings().feature_definition().names, unpack_features(logged), strict=True)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def _decision(order_id: str, age_days: float) -> dict[str, object]:
         "decided_at": datetime.now(UTC) - timedelta(days=age_days),
         "variant": "rules", "model_version": "rules", "score": 0.0, "threshold": 0.5,
         "risk_declined": False, "fallback": "", "explored": False, "propensity": 1.0,
-        "declined": False, "attempt": "{}", "features": "[]",
+        "declined": False, "attempt": "{}", "features": b"",
     }  # fmt: skip
 
 

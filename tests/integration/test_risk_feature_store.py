@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from alembic import command
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh_cli.registry import load_service
 from ordermesh_payment.risk.dataset import replay
+from ordermesh_payment.risk.decision_log import unpack_features
 from ordermesh_payment.risk.events import PaymentOutcome
 from ordermesh_payment.risk.feature_store import FeatureStore
 from ordermesh_payment.risk.features import MAX_RECENT, EntityKey, EntityState, digest, keys_of
@@ -108,3 +110,38 @@ async def test_the_migration_carries_version_1_states_over_as_bounded_columns(
     assert not state.holds("o5")
     assert all(state.holds(str(e[3])) for e in kept)
     assert set(state.token) == {digest(f"tok-{i}") for i in range(3)}
+
+
+async def test_the_migration_packs_the_logged_feature_vectors_and_back(
+    any_database: str,
+) -> None:
+    spec = load_service("payment")
+    config = alembic_config(spec.migrations, any_database, spec.name)
+    await upgrade_to_head(spec.migrations, any_database, spec.name)  # creates the database
+    await asyncio.to_thread(command.downgrade, config, "0008")
+    vector = [0.0, 3.0, 12345.0, 0.1, 1e-9, 2.718281828459045]
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    await _execute(
+        any_database,
+        "INSERT INTO risk_decisions (order_id, decided_at, variant, model_version, score,"
+        " threshold, risk_declined, fallback, explored, propensity, declined, attempt,"
+        " features) VALUES ('o1', :at, 'rules', 'rules', 0.2, 0.5, false, '', false, 1.0,"
+        " false, '{}', :features)",
+        {"at": at, "features": json.dumps(vector)},
+    )
+    read = "SELECT features FROM risk_decisions WHERE order_id = 'o1'"
+    await upgrade_to_head(spec.migrations, any_database, spec.name)
+    assert unpack_features(await _execute(any_database, read)) == vector
+    await asyncio.to_thread(command.downgrade, config, "0008")
+    assert json.loads(await _execute(any_database, read)) == vector
+
+
+async def _execute(database: str, sql: str, values: dict[str, Any] | None = None) -> Any:
+    """One statement on a new engine (a schema change voids prepared statements)."""
+    engine = create_engine(database)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(sql), values or {})
+            return result.scalar() if result.returns_rows else None
+    finally:
+        await engine.dispose()

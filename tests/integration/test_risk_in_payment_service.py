@@ -26,6 +26,7 @@ from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
 from ordermesh_client.errors import RiskDeclined, decode, from_status
 from ordermesh_messaging.inbound import decode_payload
+from ordermesh_payment.risk.decision_log import unpack_features
 from ordermesh_payment.risk.metrics import Costs
 from ordermesh_payment.risk.models import (
     BASELINE_RULES,
@@ -392,7 +393,7 @@ async def _scored_features(database: str, order_id: str) -> dict[str, float]:
         await engine.dispose()
     assert logged is not None, f"no decision logged for {order_id}"
     names = RiskSettings().feature_definition().names
-    return dict(zip(names, json.loads(logged), strict=True))
+    return dict(zip(names, unpack_features(logged), strict=True))
 
 
 async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
