@@ -5,6 +5,7 @@ A long run found it reading the whole orders table once a second (0.2 s a pass a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -114,3 +115,31 @@ async def test_the_recovered_orders_are_read_at_once_with_their_lines(engine: As
     assert [(x.sku, x.quantity) for x in found["owing-1"].lines] == [("SKU-A", 2), ("SKU-B", 1)]
     assert [(x.sku, x.quantity) for x in found["owing-3"].lines] == [("SKU-C", 5)]
     assert len(statements) == 2  # the orders, then every line of them
+
+
+async def test_taking_leases_passes_over_an_order_another_transaction_writes(
+    engine: AsyncEngine,
+) -> None:
+    # The saga's batch save and the lease heartbeat update the same orders: waiting on
+    # each other's rows, PostgreSQL ended one of them with "deadlock detected".
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(_INSERT),
+            {"prefix": "o-", "state": "PENDING", "work": "FORWARD", "lease_until": None,
+             "created_at": now, "n": 2},
+        )  # fmt: skip
+    until = now + timedelta(seconds=30)
+    async with engine.connect() as writer:
+        await writer.execute(text("UPDATE orders SET version = version WHERE order_id = 'o-1'"))
+        async with engine.begin() as conn:
+            taken = await asyncio.wait_for(
+                OrderRepository(conn).take_leases(["o-1", "o-2"], "me", now, until), 10
+            )
+        assert taken == {"o-2"}  # at once: the row being written is left for the next beat
+        await writer.rollback()
+    async with engine.begin() as conn:
+        assert await OrderRepository(conn).take_leases(["o-1", "o-2"], "me", now, until) == {
+            "o-1",
+            "o-2",
+        }

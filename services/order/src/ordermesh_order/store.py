@@ -100,8 +100,12 @@ order_lines = Table(
 # named in the parameters.
 _GET = select(orders).where(orders.c.order_id == bindparam("order_id"))
 _GET_MANY = select(orders).where(orders.c.order_id.in_(bindparam("ids", expanding=True)))
-_TAKE_LEASES = (
-    orders.update()
+# A lease is taken only on a row no other transaction holds (SKIP LOCKED): the saga's
+# batch save updates the same orders in the order of its join, this in the order of its
+# scan, and PostgreSQL answered the two waiting on each other with "deadlock detected",
+# which failed the save's whole batch. A row skipped now is renewed on the next beat.
+_LEASABLE = (
+    select(orders.c.order_id)
     .where(
         orders.c.order_id.in_(bindparam("b_ids", expanding=True)),
         or_(
@@ -110,7 +114,10 @@ _TAKE_LEASES = (
             orders.c.lease_owner == bindparam("b_owner"),
         ),
     )
-    .returning(orders.c.order_id)
+    .with_for_update(skip_locked=True)
+)
+_TAKE_LEASES = (
+    orders.update().where(orders.c.order_id.in_(_LEASABLE)).returning(orders.c.order_id)
 )
 _LINES_OF = (
     select(order_lines)
@@ -309,7 +316,8 @@ class OrderRepository:
     async def take_leases(
         self, order_ids: Sequence[str], owner: str, now: datetime, until: datetime
     ) -> set[str]:
-        """Take the leases that are free or expired (or ours already); the ids taken."""
+        """Take the leases that are free or expired (or ours already) of the orders no
+        other transaction is writing; the ids taken."""
         if not order_ids:
             return set()
         result = await self.session.execute(
