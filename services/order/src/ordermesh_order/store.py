@@ -116,9 +116,7 @@ _LEASABLE = (
     )
     .with_for_update(skip_locked=True)
 )
-_TAKE_LEASES = (
-    orders.update().where(orders.c.order_id.in_(_LEASABLE)).returning(orders.c.order_id)
-)
+_TAKE_LEASES = orders.update().where(orders.c.order_id.in_(_LEASABLE)).returning(orders.c.order_id)
 _LINES_OF = (
     select(order_lines)
     .where(order_lines.c.order_id.in_(bindparam("ids", expanding=True)))
