@@ -83,24 +83,27 @@ PAYMENT_EVENTS_TOPIC = TOPICS["payment"]
 CAUGHT_UP_EVENTS = 100
 
 
-def payment_events_behind(found: Sequence[Any]) -> float | None:
+def payment_events_behind(found: Sequence[Any], partitions: int) -> float | None:
     """How far payment's consumer is behind the payment events, from its
-    ``ordermesh_consumer_lag`` samples; None until it has polled that topic."""
-    lags = [
-        s.value
+    ``ordermesh_consumer_lag`` samples; None until it has polled every one of the
+    topic's ``partitions``. A partition's gauge appears with its first polled records:
+    summed over the first partitions to answer, a backlog on the others looked like
+    none, and the runs with risk on measured the consumer reading it."""
+    lags = {
+        s.labels.get("partition"): s.value
         for s in found
         if s.name == "ordermesh_consumer_lag" and s.labels.get("topic") == PAYMENT_EVENTS_TOPIC
-    ]
-    return sum(lags) if lags else None
+    }
+    return sum(lags.values()) if len(lags) >= partitions else None
 
 
-def features_caught_up(metrics_port: int) -> bool:
+def features_caught_up(metrics_port: int, partitions: int) -> bool:
     """Whether payment's consumer has caught up with the payment events. Restarted with
     risk on, it first reads every payment event published while risk was off (its
     group's offsets stayed where risk was last on): a run started before it is done
     measures that catch-up, not what scoring costs. False while metrics do not answer."""
     try:
-        behind = payment_events_behind(samples(metrics_port))
+        behind = payment_events_behind(samples(metrics_port), partitions)
     except OSError:
         return False
     return behind is not None and behind <= CAUGHT_UP_EVENTS

@@ -55,7 +55,7 @@ from ordermesh_cli.invariants import check_invariants, owed_work
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
 from ordermesh_cli.processes import stop_all
 from ordermesh_cli.registry import load_service
-from ordermesh_messaging.settings import RelaySettings
+from ordermesh_messaging.settings import KafkaSettings, RelaySettings
 from ordermesh_platform.db import ensure_database
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.service_names import SERVICE_NAMES
@@ -454,7 +454,9 @@ async def _measure_telemetry_cost(
 def ready_to_score(payment_metrics_port: int) -> bool:
     """Risk on, in its steady state: the champion has decided, and payment's consumer
     has caught up with the payment events published while risk was off."""
-    return champion_decided(payment_metrics_port) and features_caught_up(payment_metrics_port)
+    return champion_decided(payment_metrics_port) and features_caught_up(
+        payment_metrics_port, KafkaSettings().kafka_topic_partitions
+    )
 
 
 async def _measure_risk_cost(
