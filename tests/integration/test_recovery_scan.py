@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_cli.registry import load_service
 from ordermesh_order.store import OrderRepository
@@ -38,6 +38,23 @@ FROM generate_series(1, CAST(:n AS integer)) AS i
 """
 
 
+async def _add_orders(
+    conn: AsyncConnection,
+    prefix: str,
+    n: int,
+    created_at: datetime,
+    state: str = "PENDING",
+    work: str = "FORWARD",
+    lease_until: datetime | None = None,
+) -> None:
+    """``n`` orders ``<prefix>1`` to ``<prefix>n``, created a millisecond apart."""
+    await conn.execute(
+        text(_INSERT),
+        {"prefix": prefix, "state": state, "work": work, "lease_until": lease_until,
+         "created_at": created_at, "n": n},
+    )  # fmt: skip
+
+
 @pytest.fixture
 async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a fresh order-service database at its latest schema."""
@@ -55,18 +72,12 @@ async def test_the_scan_takes_the_index_of_owing_orders_and_finds_them_oldest_fi
 ) -> None:
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(
-            text(_INSERT),
-            {"prefix": "done-", "state": "CONFIRMED", "work": "", "lease_until": None,
-             "created_at": now - timedelta(days=1), "n": SETTLED},
-        )  # fmt: skip
+        await _add_orders(
+            conn, "done-", SETTLED, now - timedelta(days=1), state="CONFIRMED", work=""
+        )
         for order_id, lease_s in OWING.items():
-            await conn.execute(
-                text(_INSERT),
-                {"prefix": order_id, "state": "PENDING", "work": "FORWARD",
-                 "lease_until": now + timedelta(seconds=lease_s),
-                 "created_at": now + timedelta(seconds=lease_s), "n": 1},
-            )  # fmt: skip
+            leased = now + timedelta(seconds=lease_s)
+            await _add_orders(conn, order_id, 1, leased, lease_until=leased)
         await conn.execute(text("ANALYZE orders"))
 
     sent: list[tuple[str, Any]] = []
@@ -91,11 +102,7 @@ async def test_the_scan_takes_the_index_of_owing_orders_and_finds_them_oldest_fi
 async def test_the_recovered_orders_are_read_at_once_with_their_lines(engine: AsyncEngine) -> None:
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(
-            text(_INSERT),
-            {"prefix": "owing-", "state": "PENDING", "work": "FORWARD", "lease_until": None,
-             "created_at": now, "n": 3},
-        )  # fmt: skip
+        await _add_orders(conn, "owing-", 3, now)
         await conn.execute(
             text(
                 "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)"
@@ -124,11 +131,7 @@ async def test_taking_leases_passes_over_an_order_another_transaction_writes(
     # each other's rows, PostgreSQL ended one of them with "deadlock detected".
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(
-            text(_INSERT),
-            {"prefix": "o-", "state": "PENDING", "work": "FORWARD", "lease_until": None,
-             "created_at": now, "n": 2},
-        )  # fmt: skip
+        await _add_orders(conn, "o-", 2, now)
     until = now + timedelta(seconds=30)
     async with engine.connect() as writer:
         await writer.execute(text("UPDATE orders SET version = version WHERE order_id = 'o-1'"))

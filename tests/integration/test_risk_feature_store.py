@@ -35,8 +35,7 @@ PAYMENTS = [e for e in EVENTS if isinstance(e, PaymentOutcome)]
 
 @pytest.fixture
 async def engine(any_database: str) -> AsyncIterator[AsyncEngine]:
-    spec = load_service("payment")
-    await upgrade_to_head(spec.migrations, any_database, spec.name)
+    await _payment_at(any_database, "head")
     engine = create_engine(any_database)
     try:
         yield engine
@@ -79,10 +78,7 @@ async def test_batches_applied_at_once_leave_the_states_one_by_one_would(
 async def test_the_migration_carries_version_1_states_over_as_bounded_columns(
     any_database: str,
 ) -> None:
-    spec = load_service("payment")
-    config = alembic_config(spec.migrations, any_database, spec.name)
-    await upgrade_to_head(spec.migrations, any_database, spec.name)  # creates the database
-    await asyncio.to_thread(command.downgrade, config, "0007")
+    await _payment_at(any_database, "0007")
     at = datetime(2026, 12, 1, tzinfo=UTC)
     at_ms = int(at.timestamp() * 1000)
     recent = [[at_ms + i, 100 + i, i % 2, f"o{i}", f"tok-{i % 3}"] for i in range(MAX_RECENT + 6)]
@@ -93,7 +89,7 @@ async def test_the_migration_carries_version_1_states_over_as_bounded_columns(
                 text("INSERT INTO risk_feature_state VALUES (:e, :s, :t, :t)"),
                 {"e": "customer:c1", "s": json.dumps([at_ms - 5, 7, 700, recent]), "t": at},
             )
-        await upgrade_to_head(spec.migrations, any_database, spec.name)
+        await _payment_at(any_database, "head")
         async with engine.connect() as conn:
             [(key, state)] = (await FeatureStore(risk_features, DEFINITION).states(
                 conn, [("customer", "c1")]
@@ -115,10 +111,7 @@ async def test_the_migration_carries_version_1_states_over_as_bounded_columns(
 async def test_the_migration_packs_the_logged_feature_vectors_and_back(
     any_database: str,
 ) -> None:
-    spec = load_service("payment")
-    config = alembic_config(spec.migrations, any_database, spec.name)
-    await upgrade_to_head(spec.migrations, any_database, spec.name)  # creates the database
-    await asyncio.to_thread(command.downgrade, config, "0008")
+    await _payment_at(any_database, "0008")
     vector = [0.0, 3.0, 12345.0, 0.1, 1e-9, 2.718281828459045]
     at = datetime(2026, 12, 1, tzinfo=UTC)
     await _execute(
@@ -130,10 +123,19 @@ async def test_the_migration_packs_the_logged_feature_vectors_and_back(
         {"at": at, "features": json.dumps(vector)},
     )
     read = "SELECT features FROM risk_decisions WHERE order_id = 'o1'"
-    await upgrade_to_head(spec.migrations, any_database, spec.name)
+    await _payment_at(any_database, "head")
     assert unpack_features(await _execute(any_database, read)) == vector
-    await asyncio.to_thread(command.downgrade, config, "0008")
+    await _payment_at(any_database, "0008")
     assert json.loads(await _execute(any_database, read)) == vector
+
+
+async def _payment_at(database: str, revision: str) -> None:
+    """Payment's schema at ``revision`` ("head": the latest), the database created first."""
+    spec = load_service("payment")
+    await upgrade_to_head(spec.migrations, database, spec.name)
+    if revision != "head":
+        config = alembic_config(spec.migrations, database, spec.name)
+        await asyncio.to_thread(command.downgrade, config, revision)
 
 
 async def _execute(database: str, sql: str, values: dict[str, Any] | None = None) -> Any:

@@ -382,11 +382,12 @@ class EventConsumer:
 
     async def _handle(self, events: Sequence[InboundEvent]) -> None:
         async with self._sessions.begin() as session:
-            checked = [event for event in events if self._deduplicated(event)]
+            deduplicated = [self._deduplicated(event) for event in events]
+            checked = [e for e, d in zip(events, deduplicated, strict=True) if d]
             claimed = await self._inbox.claim(session, (event.event_id for event in checked))
             first, duplicates = first_of_each(checked, claimed)
             fresh = {id(event) for event in first}
-            new = [e for e in events if id(e) in fresh or not self._deduplicated(e)]
+            new = [e for e, d in zip(events, deduplicated, strict=True) if id(e) in fresh or not d]
             if new:
                 await self._handler(session, new)
         self.stats.handled += len(new)
