@@ -12,15 +12,17 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from opentelemetry import context as otel_context
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.events.v1 import events_pb2
+from ordermesh_bench.rawsql import asyncpg_dsn
 from ordermesh_messaging.cloudevents import header_map
 from ordermesh_messaging.events import DomainEvent
-from ordermesh_messaging.outbox import Outbox
+from ordermesh_messaging.outbox import NOTIFY_CHANNEL, Outbox
 from ordermesh_messaging.relay import OutboxRelay
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.unit_of_work import UnitsOfWork
@@ -90,6 +92,36 @@ async def test_a_failure_before_commit_leaves_neither_the_change_nor_its_event(
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(orders)) == 0
         assert await conn.scalar(select(func.count()).select_from(outbox)) == 0
+
+
+async def test_the_outbox_wakes_its_relays_when_and_only_when_its_writer_commits(
+    engine: AsyncEngine, pg_database: str
+) -> None:
+    """The writer sends no NOTIFY of its own: the outbox's trigger does, per insert
+    statement, delivered at commit."""
+    listener = await asyncpg.connect(asyncpg_dsn(pg_database))
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: woken.put_nowait(args[2]))
+    sessions = Transactions(engine)
+
+    def event() -> DomainEvent:
+        return DomainEvent("order", "agg-n", events_pb2.OrderCreated(order_id="agg-n"))
+
+    async def write_then_fail() -> None:
+        async with sessions.begin() as session:
+            await Outbox(outbox).add(session, [event(), event()])
+            raise RuntimeError("rolled back")
+
+    try:
+        with pytest.raises(RuntimeError):
+            await write_then_fail()
+        async with sessions.begin() as session:
+            await Outbox(outbox).add(session, [event()])
+        assert await asyncio.wait_for(woken.get(), 5) == NOTIFY_CHANNEL
+        await asyncio.sleep(0.2)
+        assert woken.empty()  # one commit, one wake; the rolled-back insert none
+    finally:
+        await listener.close()
 
 
 async def test_two_relays_on_one_outbox_keep_each_aggregates_order(

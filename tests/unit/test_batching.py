@@ -165,3 +165,33 @@ async def test_a_batch_is_not_bound_by_its_first_callers_deadline() -> None:
         assert await batcher.submit(1) == 1
         assert remaining_s() is not None
     assert seen == [None]
+
+
+async def test_batches_in_quick_succession_are_spaced_out_and_a_lone_item_is_not() -> None:
+    starts: list[float] = []
+    batches: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        starts.append(asyncio.get_running_loop().time())
+        batches.append(list(items))
+        return list(items)
+
+    batcher: LiveBatcher[int, int] = LiveBatcher("spaced", run, min_interval_s=0.2)
+    assert await batcher.submit(1) == 1  # the first goes at once
+    second = asyncio.create_task(batcher.submit(2))
+    await turns()
+    assert batches == [[1]]  # too soon after the first: it waits, and gathers company
+    third = asyncio.create_task(batcher.submit(3))
+    assert [await second, await third] == [2, 3]
+    assert batches == [[1], [2, 3]]
+    assert starts[1] - starts[0] >= 0.2
+    await asyncio.sleep(0.25)  # quiet for longer than the interval
+    fourth = asyncio.create_task(batcher.submit(4))
+    await turns()
+    assert batches[-1] == [4]  # a lone item after a quiet spell is not held back
+    assert await fourth == 4
+
+
+def test_a_negative_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_interval_s"):
+        LiveBatcher("t", Recorder().run, min_interval_s=-1)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.events import DomainEvent
@@ -35,10 +36,45 @@ from ordermesh_platform.db import insert_rows
 # so it is part of the contract, not a setting.
 OUTBOX_BUCKETS = 16
 NOTIFY_CHANNEL = "ordermesh_outbox"
+# PostgreSQL: the outbox announces its own inserts, once per statement, to the relays
+# that LISTEN. A NOTIFY is delivered when (and only if) its transaction commits. As a
+# trigger it costs a writer no round trip of its own: a NOTIFY statement after every
+# outbox insert was one more round trip in each of the five transactions an order's
+# events are written in.
+_NOTIFY_FUNCTION = "ordermesh_outbox_notify"
+_NOTIFY_TRIGGER = "outbox_notify"
 
 
 def bucket_of(aggregate_id: str) -> int:
     return zlib.crc32(aggregate_id.encode()) % OUTBOX_BUCKETS
+
+
+def create_notify_trigger(bind: Connection) -> None:
+    """In a migration: make the outbox announce its inserts (PostgreSQL; SQLite's one
+    relay polls)."""
+    if bind.dialect.name != "postgresql":
+        return
+    bind.execute(
+        text(
+            f"CREATE OR REPLACE FUNCTION {_NOTIFY_FUNCTION}() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', ''); "
+            "RETURN NULL; END $$"
+        )
+    )
+    bind.execute(
+        text(
+            f"CREATE TRIGGER {_NOTIFY_TRIGGER} AFTER INSERT ON outbox "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {_NOTIFY_FUNCTION}()"
+        )
+    )
+
+
+def drop_notify_trigger(bind: Connection) -> None:
+    """Undo :func:`create_notify_trigger` (a writer then has to NOTIFY itself)."""
+    if bind.dialect.name != "postgresql":
+        return
+    bind.execute(text(f"DROP TRIGGER IF EXISTS {_NOTIFY_TRIGGER} ON outbox"))
+    bind.execute(text(f"DROP FUNCTION IF EXISTS {_NOTIFY_FUNCTION}()"))
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -82,12 +118,12 @@ def outbox_table(metadata: MetaData) -> Table:
 class Outbox:
     """Writes events into one service's outbox table inside the caller's transaction."""
 
-    def __init__(self, table: Table, notify: bool = True) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
-        self.notify = notify
 
     async def add(self, session: AsyncConnection, events: Sequence[DomainEvent]) -> None:
-        """Write the events, however many, in one statement."""
+        """Write the events, however many, in one statement (on PostgreSQL its trigger
+        wakes the relays once the transaction commits)."""
         if not events:
             return
         now = datetime.now(UTC)
@@ -112,6 +148,3 @@ class Outbox:
                 for e in events
             ],
         )
-        if self.notify and session.dialect.name == "postgresql":
-            # Delivered when (and only if) the transaction commits: wakes the relay.
-            await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))

@@ -140,10 +140,10 @@ def _sqlite_begin_immediate(conn: Any) -> None:
 
 class Transactions:
     """Units of work on one engine: ``begin()`` for a transaction that commits when
-    its block ends (rolls back on an error), ``()`` for reads (rolled back at the
-    end). The stores run Core statements on the connection itself: the ORM session
-    adds about 0.9 ms of CPU per transaction (docs/performance.md) and they use
-    none of its features.
+    its block ends (rolls back on an error), ``()`` for reads (outside a transaction on
+    PostgreSQL, rolled back at the end on SQLite). The stores run Core statements on
+    the connection itself: the ORM session adds about 0.9 ms of CPU per transaction
+    (docs/performance.md) and they use none of its features.
 
     With ``timeout_s``, a unit of work still open after that long, or after what is
     left of the current call's deadline (``deadlines``) if that is shorter, is cut off:
@@ -157,14 +157,19 @@ class Transactions:
 
     def __init__(self, engine: AsyncEngine, timeout_s: float | None = None) -> None:
         self.engine = engine
+        postgres = engine.dialect.name == "postgresql"
         # PostgreSQL only: an SQLite statement runs in a thread a timeout cannot stop, and
         # a local file does not hang the way a server does.
-        self.timeout_s = timeout_s if engine.dialect.name == "postgresql" else None
+        self.timeout_s = timeout_s if postgres else None
+        # Reads on PostgreSQL run without BEGIN and ROLLBACK, two round trips each: under
+        # READ COMMITTED every statement takes its own snapshot inside a transaction
+        # too, so a read sees the same either way. (Reads that lock go in ``begin()``.)
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
 
     def __call__(self) -> AbstractAsyncContextManager[AsyncConnection]:
         if self.timeout_s is None:
-            return self.engine.connect()
-        return self._bounded(self.engine.connect())
+            return self._reads.connect()
+        return self._bounded(self._reads.connect())
 
     def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         if self.timeout_s is None:

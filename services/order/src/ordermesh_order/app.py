@@ -36,6 +36,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
                 settings.reservation_ttl_s,
                 settings.batch_max_size,
                 settings.batch_in_flight,
+                settings.fulfil_batch_interval_s,
             ),
             watch,
             SagaSettings(
@@ -46,6 +47,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
                 max_background=settings.max_background_sagas,
                 batch_max_size=settings.batch_max_size,
                 batch_in_flight=settings.batch_in_flight,
+                fulfil_interval_s=settings.fulfil_batch_interval_s,
                 fault_point=settings.fault_point,
             ),
         )

@@ -52,6 +52,15 @@ class OrderSettings(RelaySettings):
         "batch (there is no timer: a lone order goes at once). 1 makes the largest batches "
         "and the most orders per core (docs/performance.md).",
     )
+    fulfil_batch_interval_s: float = Field(
+        0.05,
+        ge=0,
+        le=1.0,
+        description="The least time between two batches of the work after an answer "
+        "(capture, commit, the order's last save). Nobody waits for it, so its batches "
+        "gather more orders and leave the CPU to the orders being decided; a lone order "
+        "is not held back. 0: none.",
+    )
     recovery_interval_s: float = Field(1.0, gt=0, description="How often owed work is sought.")
     reservation_ttl_s: float = Field(
         900.0, gt=0, description="Time to live asked of inventory for each reservation."

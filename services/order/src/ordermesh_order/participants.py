@@ -71,6 +71,7 @@ def _hop(
     answer: str,
     max_size: int,
     in_flight: int,
+    min_interval_s: float = 0.0,
 ) -> Hop[Req, Res]:
     """A batcher over one batch RPC (``batch_request(requests=...)``, answered with one
     ``results`` entry per item, whose ``answer`` field is the item's result). An item
@@ -90,7 +91,7 @@ def _hop(
             for result in reply.results
         ]
 
-    return LiveBatcher(name, run, max_size, in_flight)
+    return LiveBatcher(name, run, max_size, in_flight, min_interval_s)
 
 
 class GrpcParticipants:
@@ -101,12 +102,16 @@ class GrpcParticipants:
         ttl_s: float,
         batch_max_size: int = 256,
         batch_in_flight: int = 1,
+        fulfil_interval_s: float = 0.0,
     ):
         stock = inventory_pb2_grpc.InventoryServiceStub(inventory)
         self._payment = payment_pb2_grpc.PaymentServiceStub(payment)
         self._ttl = duration_pb2.Duration()
         self._ttl.FromSeconds(int(ttl_s))
         n, k = batch_max_size, batch_in_flight
+        # Capture and commit follow the answer: nobody waits for them, so their batches
+        # may be spaced out and gather more orders each (ordermesh_platform.batching).
+        after = fulfil_interval_s
         inv, pay = inventory_pb2, payment_pb2
         self._reserve: Hop[inv.ReserveStockRequest, inv.Reservation] = _hop(
             "reserve_stock", stock.ReserveStockBatch, inv.ReserveStockBatchRequest,
@@ -114,7 +119,7 @@ class GrpcParticipants:
         )  # fmt: skip
         self._commit: Hop[inv.CommitReservationRequest, inv.Reservation] = _hop(
             "commit_stock", stock.CommitReservationBatch, inv.CommitReservationBatchRequest,
-            "reservation", n, k,
+            "reservation", n, k, after,
         )  # fmt: skip
         self._release: Hop[inv.ReleaseReservationRequest, inv.Reservation] = _hop(
             "release_stock", stock.ReleaseReservationBatch, inv.ReleaseReservationBatchRequest,
@@ -126,7 +131,7 @@ class GrpcParticipants:
         )  # fmt: skip
         self._capture: Hop[pay.CapturePaymentRequest, pay.Payment] = _hop(
             "capture_payment", self._payment.CapturePaymentBatch, pay.CapturePaymentBatchRequest,
-            "payment", n, k,
+            "payment", n, k, after,
         )  # fmt: skip
         self._void: Hop[pay.VoidPaymentRequest, pay.Payment] = _hop(
             "void_payment", self._payment.VoidPaymentBatch, pay.VoidPaymentBatchRequest,

@@ -180,6 +180,9 @@ class SagaSettings:
     # Orders written in one transaction at most, and such transactions at once.
     batch_max_size: int = 256
     batch_in_flight: int = 1
+    # The least time between two batches of work done after the answer (capture, commit
+    # and the order's last save): they gather more orders each, nobody waits for them.
+    fulfil_interval_s: float = 0.0
 
 
 def _span(name: str, order: Order) -> AbstractContextManager[Span]:
@@ -209,6 +212,15 @@ class SagaRunner:
         )
         self._saves: LiveBatcher[tuple[Order, bool], bool] = LiveBatcher(
             "order_save", self._save_batch, settings.batch_max_size, settings.batch_in_flight
+        )
+        # The fulfilled orders' last saves, apart: spaced out, they never hold back a
+        # save a caller waits for.
+        self._fulfilled_saves: LiveBatcher[tuple[Order, bool], bool] = LiveBatcher(
+            "order_save_fulfilled",
+            self._save_batch,
+            settings.batch_max_size,
+            settings.batch_in_flight,
+            settings.fulfil_interval_s,
         )
         # Orders this runner drives now (a count: one may be driven twice at once), and
         # the one task that renews all their leases.
@@ -338,9 +350,11 @@ class SagaRunner:
         written, else the order its (customer, key) already names."""
         return await self._inserts.submit(new)
 
-    async def save(self, order: Order, priced: bool = False) -> bool:
-        """Write the order if nobody changed it since it was read; False when stale."""
-        written = await self._saves.submit((order, priced))
+    async def save(self, order: Order, priced: bool = False, fulfilled: bool = False) -> bool:
+        """Write the order if nobody changed it since it was read; False when stale.
+        ``fulfilled``: the save after capture and commit, which nobody waits for."""
+        saves = self._fulfilled_saves if fulfilled else self._saves
+        written = await saves.submit((order, priced))
         if written:
             self._watch.changed(order.order_id)
         return written
@@ -481,7 +495,7 @@ class SagaRunner:
             )
             return order
         order.work_done(work)
-        return await self._save(order)
+        return await self._save(order, fulfilled=work is Work.FULFIL)
 
     # -- persistence -------------------------------------------------------------------
 
@@ -489,9 +503,11 @@ class SagaRunner:
         async with self._work.read() as session:
             return await OrderRepository(session).get(order_id)
 
-    async def _save(self, order: Order, priced: bool = False) -> Order | None:
+    async def _save(
+        self, order: Order, priced: bool = False, fulfilled: bool = False
+    ) -> Order | None:
         """``order`` itself once written; else the order as another writer left it."""
-        if await self.save(order, priced):
+        if await self.save(order, priced, fulfilled):
             return order
         # Another runner (or a cancellation) moved the order first: continue from what
         # it is now, never from what we thought it was.
