@@ -169,22 +169,28 @@ async def _settle(mesh: LocalMesh, timeout_s: float) -> None:
 
 
 async def analyse(mesh: LocalMesh) -> None:
-    """``ANALYZE`` every service's database, as autovacuum does on a server that has it
-    on. Without statistics the planner scans a table whole for every batch, so on a
-    server with autovacuum off a run is slower the more rows the runs before it left:
-    a drift that alternating runs must not read as the cost of a setting.
+    """Every service's database analysed, then a checkpoint: see :func:`analyse_databases`."""
+    await analyse_databases([mesh.config.database_url(s) for s in SERVICE_NAMES])
+
+
+async def analyse_databases(urls: Sequence[str]) -> None:
+    """``ANALYZE`` each database, as autovacuum does on a server that has it on; the bench
+    calls it before every measured run, the baselines' included. Without statistics the
+    planner scans tables whole: at 170 orders/s on tables of a few thousand rows,
+    PostgreSQL read some 7 million rows in 8 s and used a quarter more CPU, and a run
+    was slower the more rows the runs before it left (docs/performance.md).
 
     Then a ``CHECKPOINT``, so that every run starts just after one: a timed checkpoint
     (every 5 minutes by default) landing inside one 8 s run and not the other, with
-    the page images written after it, is a cost of the clock, not of the setting.
+    the page images written after it, is a cost of the clock, not of what is measured.
     Skipped where the role may not (``pg_checkpoint``)."""
-    for service in SERVICE_NAMES:
-        conn = await asyncpg.connect(asyncpg_dsn(mesh.config.database_url(service)))
+    for url in urls:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             await conn.execute("ANALYZE")
         finally:
             await conn.close()
-    conn = await asyncpg.connect(asyncpg_dsn(mesh.config.database_url(SERVICE_NAMES[0])))
+    conn = await asyncpg.connect(asyncpg_dsn(urls[0]))
     try:
         await conn.execute("CHECKPOINT")
     except asyncpg.InsufficientPrivilegeError:
@@ -285,6 +291,7 @@ async def _measure_mesh_and_echo(
         for name, call in (("place_order_sync", sync), ("echo_chain", echoed)):
             results.curve[name] = []
             for level in config.levels:
+                await analyse(mesh)
                 before = snapshot(mesh)
                 run = await closed_loop(
                     Run(f"{name} x{level}"), call, level, config.level_s, progress
@@ -304,6 +311,7 @@ async def _measure_mesh_and_echo(
         # Half load, open loop, the same rate for both: queueing is measured, not hidden.
         rate = max(1.0, results.data["place_order_sync"]["throughput_per_s"] / 2)
         for name, call in (("sync", sync), ("echo", echoed)):
+            await analyse(mesh)
             run = await open_loop(
                 Run(f"{name} at half load"), call, rate, config.open_loop_s, progress=progress
             )
@@ -314,6 +322,7 @@ async def _measure_mesh_and_echo(
             Workload(SKUS, config.zipf_s, config.decline_share, wait_for_outcome=False), seed=3
         )
         await wait_drained(mesh, 120)
+        await analyse(mesh)
         before = snapshot(mesh)
         run = await closed_loop(
             Run("place_order_async"), place_call(orders, async_maker), config.levels[-1],
@@ -331,13 +340,16 @@ async def _measure_mesh_and_echo(
         await wait_drained(mesh, 120)
         await asyncio.sleep(2.0)  # the consumers' last polls
         results.data["costs"] = per_order(before, snapshot(mesh), run.count)
-        await _measure_hot_sku(config, orders, best_level["place_order_sync"], results, progress)
+        await _measure_hot_sku(
+            config, mesh, orders, best_level["place_order_sync"], results, progress
+        )
         await _measure_telemetry_cost(config, mesh, orders, workload, results, progress)
         await _measure_risk_cost(config, mesh, orders, results, progress)
 
 
 async def _measure_hot_sku(
     config: BenchConfig,
+    mesh: LocalMesh,
     orders: order_pb2_grpc.OrderServiceAsyncStub,
     level: int,
     results: Results,
@@ -349,6 +361,7 @@ async def _measure_hot_sku(
     for name, skus, zipf in (("zipf_one_line", SKUS, config.zipf_s), ("hot_sku", SKUS[:1], 0.0)):
         workload = Workload(skus, zipf, config.decline_share, max_lines=1)
         call = place_call(orders, RequestMaker(workload, seed=5))
+        await analyse(mesh)
         run = await closed_loop(Run(name), call, level, config.level_s, progress)
         runs[name] = results.data[name] = {**run.summary(), "concurrency": level}
     results.data["hot_sku_vs_zipf"] = _ratio(
@@ -567,6 +580,7 @@ async def _measure_database_bound(config: BenchConfig, prefix: str, results: Res
         await seed_catalogue(pools["inventory"], list(SKUS), STOCK_PER_SKU)
         path = RawOrderPath(pools["order"], pools["inventory"], pools["payment"], list(SKUS))
         await closed_loop(Run("raw warm-up"), path.place, 4, 1.0)
+        await analyse_databases(list(urls.values()))
         run = await closed_loop(Run("raw_sql"), path.place, config.levels[-1], config.raw_sql_s)
         results.data["raw_sql"] = run.summary()
     finally:
