@@ -58,7 +58,15 @@ class ConnectionWatch:
             while not self._stop.is_set():
                 try:
                     await self._sample_until_stopped()
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                # A restart can also leave the client mid-operation on its dead socket
+                # (InternalClientError): the same as a lost connection here.
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ):
                     if self.baseline is None:
                         return  # no server to watch
                     await asyncio.sleep(1)  # a test restarted the server: connect again
