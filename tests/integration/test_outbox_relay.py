@@ -12,14 +12,12 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from opentelemetry import context as otel_context
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.events.v1 import events_pb2
-from ordermesh_bench.rawsql import asyncpg_dsn
 from ordermesh_messaging.cloudevents import header_map
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import NOTIFY_CHANNEL, Outbox
@@ -95,13 +93,11 @@ async def test_a_failure_before_commit_leaves_neither_the_change_nor_its_event(
 
 
 async def test_the_outbox_wakes_its_relays_when_and_only_when_its_writer_commits(
-    engine: AsyncEngine, pg_database: str
+    engine: AsyncEngine,
 ) -> None:
     """The writer sends no NOTIFY of its own: the outbox's trigger does, per insert
     statement, delivered at commit."""
-    listener = await asyncpg.connect(asyncpg_dsn(pg_database))
     woken: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: woken.put_nowait(args[2]))
     sessions = Transactions(engine)
 
     def event() -> DomainEvent:
@@ -112,7 +108,10 @@ async def test_the_outbox_wakes_its_relays_when_and_only_when_its_writer_commits
             await Outbox(outbox).add(session, [event(), event()])
             raise RuntimeError("rolled back")
 
-    try:
+    async with engine.connect() as listening:  # as the relay listens
+        driver = (await listening.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.add_listener(NOTIFY_CHANNEL, lambda *args: woken.put_nowait(args[2]))
         with pytest.raises(RuntimeError):
             await write_then_fail()
         async with sessions.begin() as session:
@@ -120,8 +119,6 @@ async def test_the_outbox_wakes_its_relays_when_and_only_when_its_writer_commits
         assert await asyncio.wait_for(woken.get(), 5) == NOTIFY_CHANNEL
         await asyncio.sleep(0.2)
         assert woken.empty()  # one commit, one wake; the rolled-back insert none
-    finally:
-        await listener.close()
 
 
 async def test_two_relays_on_one_outbox_keep_each_aggregates_order(
