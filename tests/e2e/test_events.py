@@ -269,6 +269,10 @@ async def test_replaying_the_topics_from_the_start_notifies_nobody_twice(
     await _drained(mesh)
     await asyncio.sleep(2)  # let the last deliveries go out
     deliveries_before = await _sql(mesh, "notification", "SELECT count(*) FROM deliveries")
+    # Only the events it tells take an inbox row: the others (an order's creation, its
+    # payment's authorization and capture) are passed over by their type, undecoded.
+    untold = "SELECT count(*) FROM inbox WHERE event_id NOT IN (SELECT event_id FROM deliveries)"
+    assert await _sql(mesh, "notification", untold) == [(0,)]
     mails_before = len(box.messages)
     # A new consumer group starts at offset 0 of every topic: every event comes again.
     await mesh.restart("notification", ORDERMESH_CONSUMER_GROUP=f"replay-{uuid.uuid4().hex[:6]}")
@@ -276,7 +280,11 @@ async def test_replaying_the_topics_from_the_start_notifies_nobody_twice(
     deadline = time.monotonic() + 60
     seen = 0.0
     while time.monotonic() < deadline:
-        seen = scrape_metrics(port).get('ordermesh_consumer_messages_total{result="duplicate"}', 0)
+        metrics = scrape_metrics(port)
+        seen = sum(
+            metrics.get(f'ordermesh_consumer_messages_total{{result="{result}"}}', 0)
+            for result in ("duplicate", "ignored")
+        )
         if seen >= 500:  # at least the first test's orders came round again
             break
         await asyncio.sleep(0.5)

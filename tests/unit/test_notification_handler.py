@@ -129,3 +129,21 @@ def test_a_malformed_customer_facing_event_is_refused_not_retried(event: Inbound
 
 def test_the_handler_consumes_the_order_and_payment_topics() -> None:
     assert set(NotificationHandler.topics) == {"ordermesh.orders.v1", "ordermesh.payments.v1"}
+
+
+def test_the_consumer_is_told_which_types_to_decode_the_customer_facing_ones_alone() -> None:
+    handler = NotificationHandler()
+    told = {
+        events_pb2.OrderConfirmed.DESCRIPTOR, events_pb2.OrderRejected.DESCRIPTOR,
+        events_pb2.OrderCancelled.DESCRIPTOR, events_pb2.PaymentRefunded.DESCRIPTOR,
+    }  # fmt: skip
+    untold = {
+        events_pb2.OrderCreated.DESCRIPTOR, events_pb2.PaymentAuthorized.DESCRIPTOR,
+        events_pb2.PaymentDeclined.DESCRIPTOR, events_pb2.PaymentCaptured.DESCRIPTOR,
+        events_pb2.PaymentVoided.DESCRIPTOR, events_pb2.PaymentChargedBack.DESCRIPTOR,
+    }  # fmt: skip
+    for descriptor in told | untold:
+        wanted = handler.wants_type("ordermesh.payments.v1", descriptor.full_name)
+        assert wanted is (descriptor in told), descriptor.full_name
+    # What it would act on, it is told to decode: the two lists are one.
+    assert {NoticeKind(d.name) for d in told} == set(NoticeKind)

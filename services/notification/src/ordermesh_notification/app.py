@@ -78,6 +78,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         runtime.sessions,
         Inbox(inbox, "notification"),
         settings,
+        wanted_type=handler.wants_type,
     )
     inbox_sweeper = run_periodically(
         "inbox-retention",
