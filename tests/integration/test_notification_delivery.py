@@ -29,9 +29,10 @@ from ordermesh.notification.v1 import notification_pb2_grpc
 from ordermesh_cli.registry import load_service
 from ordermesh_messaging.inbound import InboundEvent
 from ordermesh_notification.app import build_senders, retry_policy
+from ordermesh_notification.channels import DeliveryFailed
 from ordermesh_notification.config import NotificationSettings
 from ordermesh_notification.delivery import DeliveryWorker
-from ordermesh_notification.domain import Channel, DeliveryState, Outgoing, Preferences
+from ordermesh_notification.domain import Channel, DeliveryState, Outgoing, Preferences, Sent
 from ordermesh_notification.handler import NotificationHandler
 from ordermesh_notification.store import NotificationStore, deliveries
 from ordermesh_notification.usecases import Notifications
@@ -364,8 +365,8 @@ async def test_a_delivery_whose_worker_died_is_sent_after_its_claim_expires(
     assert sent == [orphan.notification_id]
 
     async with sessions.begin() as session:  # the dead worker's late word changes nothing
-        assert not await NotificationStore(session).record_sent(
-            orphan.notification_id, "dead-worker", 1, now
+        assert not await NotificationStore(session).record_outcomes(
+            "dead-worker", {orphan.notification_id: (Sent(1, now), "")}
         )
     (row,) = await _rows(sessions)
     assert (row.state, row.attempts) == (DeliveryState.SENT.value, 1)
@@ -450,3 +451,54 @@ async def test_each_delivery_of_a_batch_continues_its_own_events_trace(
         for i, c in enumerate(contexts)
     }
     assert not trace.get_current_span().get_span_context().is_valid  # nothing left attached
+
+
+async def _pass_with_every_outcome(sessions: Sessions, orders: int) -> tuple[int, list[Row[Any]]]:
+    """One worker pass over ``orders`` confirmed orders' log deliveries, a third of them
+    sent, a third failing for a retry and a third failing for good; the statements it
+    ran, and the rows as it left them."""
+    await _handle(sessions, *(_event(_confirmed(f"ord-{i}"), f"ev-{i}") for i in range(orders)))
+    fate = {f"ord-{i}": i % 3 for i in range(orders)}
+
+    class ByOrder:
+        async def send(self, message: Outgoing) -> None:
+            if fate[message.order_id]:
+                raise DeliveryFailed(f"refused {message.order_id}")
+
+    async with sessions.begin() as session:  # the give-ups: already on their last try
+        await session.execute(
+            deliveries.update()
+            .where(deliveries.c.order_id.in_([o for o, f in fate.items() if f == 2]))
+            .values(attempts=2)
+        )
+    worker = DeliveryWorker(
+        sessions, {Channel.LOG: ByOrder()}, retry_policy(_settings(delivery_max_attempts=3))
+    )
+    with _statements(sessions.engine) as sent:
+        assert await worker.run_once() == orders
+    return len(sent), sorted(await _rows(sessions), key=lambda r: int(r.order_id[4:]))
+
+
+@pytest.mark.parametrize("orders", [3, 30])
+async def test_a_pass_records_its_outcomes_in_one_statement_per_kind_however_many(
+    sessions: Sessions, orders: int
+) -> None:
+    statements, rows = await _pass_with_every_outcome(sessions, orders)
+    if sessions.engine.dialect.name == "postgresql":
+        # The claim: select, update, read back. The outcomes: sent, retried, given up.
+        # (SQLite has no UPDATE ... FROM unnest: a statement per row, as before.)
+        assert statements == 3 + 3
+    for i, row in enumerate(rows):
+        assert (row.claimed_by, row.claimed_until) == ("", None)
+        match i % 3:
+            case 0:
+                assert (row.state, row.attempts, row.last_error) == ("SENT", 1, "")
+                assert row.delivered_at is not None
+            case 1:
+                assert (row.state, row.attempts) == ("PENDING", 1)
+                assert row.last_error == f"refused ord-{i}"
+                assert row.next_attempt_at is not None
+                assert row.delivered_at is None
+            case 2:
+                assert (row.state, row.attempts) == ("FAILED", 3)
+                assert row.last_error == f"refused ord-{i}"

@@ -1,8 +1,9 @@
 """Sends recorded deliveries through their channels, outside any transaction, with retries.
 
 One pass (:meth:`DeliveryWorker.run_once`): claim the due PENDING rows for a lease (one
-short transaction), send each through its channel (no transaction open), record each
-outcome (one short transaction each, and only while the claim is still ours)."""
+short transaction), send each through its channel (no transaction open), record the
+outcomes (one short transaction for the pass, a statement per kind of outcome, and only
+for the rows the claim still holds)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ordermesh_notification.channels import DeliveryFailed, Sender
-from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, RetryPolicy
+from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, RetryPolicy, Sent
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
@@ -51,18 +52,25 @@ class DeliveryWorker:
                 due = await NotificationStore(session).claim_due(
                     claim, now, now + self._lease, self._batch_size
                 )
-        # Every send runs to its end even if recording another fails (a database blip): the
-        # first error is raised after, for the periodic loop to log.
-        results = await asyncio.gather(
-            *(self._deliver(claim, message) for message in due), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        if not due:
+            return 0
+        errors = await asyncio.gather(*(self._attempt(message) for message in due))
+        now = self._clock()
+        outcomes = {
+            message.notification_id: (self._outcome(message, error, now), error or "")
+            for message, error in zip(due, errors, strict=True)
+        }
+        # If recording fails (a database blip), the claim lapses and the pass's
+        # deliveries are tried again: at least once, as a lost worker leaves them.
+        with untraced():  # the pass's one statement belongs to no one delivery's trace
+            async with self._sessions.begin() as session:
+                recorded = await NotificationStore(session).record_outcomes(claim, outcomes)
+        for message, error in zip(due, errors, strict=True):
+            self._log(message, outcomes[message.notification_id][0], error, recorded)
         return len(due)
 
-    async def _deliver(self, claim: str, message: Outgoing) -> None:
-        attempt = message.attempts + 1
+    async def _attempt(self, message: Outgoing) -> str | None:
+        """Send one delivery under its own span (continuing its event's trace)."""
         with tracer().start_as_current_span(
             f"deliver {message.channel.value.lower()}",
             context=context_from_traceparent(message.traceparent),
@@ -71,31 +79,33 @@ class DeliveryWorker:
                 "ordermesh.order_id": message.order_id,
                 "ordermesh.event_id": message.event_id,
                 "ordermesh.channel": message.channel.value,
-                "ordermesh.attempt": attempt,
+                "ordermesh.attempt": message.attempts + 1,
             },
         ) as span:
             error = await self._send(message)
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, error[:200]))
         NOTIFICATIONS.labels(message.channel.value, "sent" if error is None else "failed").inc()
-        now = self._clock()
-        outcome: Retry | GiveUp | None = None
-        async with self._sessions.begin() as session:
-            store = NotificationStore(session)
-            if error is None:
-                recorded = await store.record_sent(message.notification_id, claim, attempt, now)
-            else:
-                outcome = self._policy.after_failure(message.attempts, now)
-                recorded = await store.record_failure(
-                    message.notification_id, claim, outcome, error
-                )
+        return error
+
+    def _outcome(
+        self, message: Outgoing, error: str | None, now: datetime
+    ) -> Sent | Retry | GiveUp:
+        if error is None:
+            return Sent(message.attempts + 1, now)
+        return self._policy.after_failure(message.attempts, now)
+
+    @staticmethod
+    def _log(
+        message: Outgoing, outcome: Sent | Retry | GiveUp, error: str | None, recorded: set[str]
+    ) -> None:
         fields = {
             "notification_id": message.notification_id,
             "event_id": message.event_id,
             "channel": message.channel.value,
-            "attempt": attempt,
+            "attempt": message.attempts + 1,
         }
-        if not recorded:
+        if message.notification_id not in recorded:
             # Our claim expired and another worker took the delivery over: its record stands.
             log.warning("delivery claim lost; outcome not recorded", **fields)
         elif error is None:

@@ -173,6 +173,12 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Sent:
+    attempts: int
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Retry:
     attempts: int
     next_attempt_at: datetime

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +36,9 @@ from ordermesh_notification.domain import (
     Outgoing,
     Preferences,
     Retry,
+    Sent,
 )
-from ordermesh_platform.db import insert_new, insert_rows, one_of
+from ordermesh_platform.db import insert_new, insert_rows, one_of, update_rows
 from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
@@ -237,47 +238,33 @@ class NotificationStore:
         )
         return [_outgoing(r) for r in rows.all()]
 
-    async def record_sent(
-        self, notification_id: str, claim: str, attempts: int, now: datetime
-    ) -> bool:
-        """SENT, if the claim is still ours. False when another worker took it over."""
-        return await self._record(
-            notification_id,
-            claim,
-            state=DeliveryState.SENT.value,
-            attempts=attempts,
-            delivered_at=now,
-        )
-
-    async def record_failure(
-        self, notification_id: str, claim: str, outcome: Retry | GiveUp, error: str
-    ) -> bool:
-        """PENDING again until its next attempt, or FAILED for good."""
-        if isinstance(outcome, Retry):
-            return await self._record(
-                notification_id,
-                claim,
-                attempts=outcome.attempts,
-                last_error=error,
-                next_attempt_at=outcome.next_attempt_at,
-            )
-        return await self._record(
-            notification_id,
-            claim,
-            state=DeliveryState.FAILED.value,
-            attempts=outcome.attempts,
-            last_error=error,
-        )
-
-    async def _record(self, notification_id: str, claim: str, **values: object) -> bool:
-        c = deliveries.c
-        result = await self.session.execute(
-            update(deliveries)
-            .where(
-                c.notification_id == notification_id,
-                c.claimed_by == claim,
-                c.state == DeliveryState.PENDING.value,
-            )
-            .values(claimed_by="", claimed_until=None, **values)
-        )
-        return bool(result.rowcount)
+    async def record_outcomes(
+        self, claim: str, outcomes: Mapping[str, tuple[Sent | Retry | GiveUp, str]]
+    ) -> set[str]:
+        """Record each delivery's outcome (by notification id, with the error of a failed
+        try), if ``claim`` still holds it: SENT, PENDING again until its next attempt, or
+        FAILED for good. One statement per kind of outcome, however many deliveries.
+        Returns the ids recorded; another worker took the others over."""
+        kinds: dict[type, list[dict[str, Any]]] = {}
+        for notification_id, (outcome, error) in sorted(outcomes.items()):
+            row: dict[str, Any] = {
+                "b_notification_id": notification_id,
+                "b_claimed_by": claim,
+                "b_state": DeliveryState.PENDING.value,
+                "claimed_by": "",
+                "claimed_until": None,
+                "attempts": outcome.attempts,
+            }
+            match outcome:
+                case Sent():
+                    row |= {"state": DeliveryState.SENT.value, "delivered_at": outcome.at}
+                case Retry():
+                    row |= {"last_error": error, "next_attempt_at": outcome.next_attempt_at}
+                case GiveUp():
+                    row |= {"state": DeliveryState.FAILED.value, "last_error": error}
+            kinds.setdefault(type(outcome), []).append(row)
+        recorded: set[str] = set()
+        for rows in kinds.values():
+            changed = await update_rows(self.session, deliveries, rows, ("notification_id",))
+            recorded.update(r.notification_id for r in changed)
+        return recorded
