@@ -62,7 +62,7 @@ class DeliveryWorker:
         }
         # If recording fails (a database blip), the claim lapses and the pass's
         # deliveries are tried again: at least once, as a lost worker leaves them.
-        with untraced():  # the pass's one statement belongs to no one delivery's trace
+        with untraced():  # the pass's statements belong to no one delivery's trace
             async with self._sessions.begin() as session:
                 recorded = await NotificationStore(session).record_outcomes(claim, outcomes)
         for message, error in zip(due, errors, strict=True):
