@@ -43,6 +43,7 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
         level_s=1.0,
         telemetry_pairs=1,
         risk_pairs=1,
+        relay_pairs=2,
         open_loop_s=1.0,
         raw_sql_s=1.0,
         events=300,
@@ -56,6 +57,10 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     for key in KEYS:
         assert report[key]["throughput_per_s"] > 0, key
         assert {"p50_ms", "p99_ms"} <= set(report[key])
+    for side in ("relay", "raw_producer"):  # alternated, each side's best run reported
+        runs = report[side]["runs_per_s"]
+        assert len(runs) == 2, side
+        assert report[side]["throughput_per_s"] == max(runs), side
     for ratio in RATIOS:
         assert report["ratios"][ratio] > 0, ratio
     assert report["invariants_ok"] is True

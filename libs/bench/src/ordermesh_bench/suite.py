@@ -78,6 +78,7 @@ class BenchConfig:
     events: int = 20_000
     telemetry_pairs: int = 3  # off/on runs of the telemetry cost, alternating
     risk_pairs: int = 3  # off/on runs of payment's risk scoring, alternating
+    relay_pairs: int = 3  # relay/bare-producer runs, alternating
     zipf_s: float = 1.1
     decline_share: float = 0.05
     # PostgreSQL connections per service process; the raw-SQL baseline's pools get
@@ -599,20 +600,24 @@ async def _measure_relay_bound(config: BenchConfig, prefix: str, results: Result
         await ensure_database(url)
         await upgrade_to_head(load_service("order").migrations, url, "order")
         settings = RelaySettings.model_validate({"kafka_bootstrap": f"127.0.0.1:{port}"})
-        relay = await relay_throughput(url, settings, config.events)
-        raw = await producer_throughput(
-            f"127.0.0.1:{port}", config.events, settings.outbox_batch_size
-        )
-        results.data["relay"] = {
-            "throughput_per_s": round(relay, 2),
-            "p50_ms": None,
-            "p99_ms": None,
-        }
-        results.data["raw_producer"] = {
-            "throughput_per_s": round(raw, 2),
-            "p50_ms": None,
-            "p99_ms": None,
-        }
+        # Alternating, each side's best run, as for the telemetry and risk costs: a
+        # single baseline run moved from 52K to 99K events/s between runs of the bench
+        # while the relay stayed at 34K-47K, and the ratio with it.
+        runs: dict[str, list[float]] = {"relay": [], "raw_producer": []}
+        for _ in range(max(1, config.relay_pairs)):
+            runs["relay"].append(await relay_throughput(url, settings, config.events))
+            runs["raw_producer"].append(
+                await producer_throughput(
+                    f"127.0.0.1:{port}", config.events, settings.outbox_batch_size
+                )
+            )
+        for name, rates in runs.items():
+            results.data[name] = {
+                "throughput_per_s": round(max(rates), 2),
+                "p50_ms": None,
+                "p99_ms": None,
+                "runs_per_s": [round(rate, 2) for rate in rates],
+            }
     finally:
         stop_all([broker], 5)
 
