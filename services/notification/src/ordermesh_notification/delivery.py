@@ -103,7 +103,7 @@ class DeliveryWorker:
             "notification_id": message.notification_id,
             "event_id": message.event_id,
             "channel": message.channel.value,
-            "attempt": message.attempts + 1,
+            "attempt": outcome.attempts,
         }
         if message.notification_id not in recorded:
             # Our claim expired and another worker took the delivery over: its record stands.

@@ -47,13 +47,14 @@ def _money(message: Message, field: str) -> Money | None:
     return Money(value.amount_minor, value.currency)
 
 
-_KINDS = {kind.value: kind for kind in NoticeKind}
+# The events told to the customer, by their full CloudEvents type: what ``to_notice``
+# reads and what the consumer decodes (``NotificationHandler.event_types``).
+_KINDS = {f"{_PACKAGE}.{kind.value}": kind for kind in NoticeKind}
 
 
 def to_notice(event: InboundEvent) -> Notice | None:
     """The customer-facing fact an event carries, or None for every other event type."""
-    package, _, name = event.event_type.rpartition(".")
-    kind = _KINDS.get(name) if package == _PACKAGE else None
+    kind = _KINDS.get(event.event_type)
     if kind is None:
         return None
     p = event.payload
@@ -122,7 +123,7 @@ class NotificationHandler:
     # other type over by its header, undecoded, with no inbox row: three of an order's
     # four events on these topics, the authorization among them, which carries the
     # risk attempt when payment scores.
-    event_types: frozenset[str] = frozenset(f"{_PACKAGE}.{kind.value}" for kind in NoticeKind)
+    event_types: frozenset[str] = frozenset(_KINDS)
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock
