@@ -15,6 +15,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import grpc
@@ -118,6 +119,25 @@ def start_echo_chain(base_port: int) -> list[subprocess.Popen[bytes]]:
             )
         )
     return procs
+
+
+async def wait_serving(address: str, timeout_s: float) -> None:
+    """Until the chain at ``address`` (A) answers a PlaceOrder end to end, through B and
+    C, at most ``timeout_s``. Three Python processes take seconds of CPU to start; a
+    run measured meanwhile would share the machine with their start-up."""
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        place = channel.unary_unary(
+            PLACE, request_serializer=_passthrough, response_deserializer=_passthrough
+        )
+        while True:
+            try:
+                await place(REQUEST_BYTES, timeout=1.0)
+                return
+            except grpc.aio.AioRpcError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the echo chain at {address} is not serving") from None
+                await asyncio.sleep(0.2)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from ordermesh.common.v1 import money_pb2
 from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh.order.v1 import order_pb2_grpc
 from ordermesh_bench.costs import Snapshot, per_order, snapshot
-from ordermesh_bench.echo import start_echo_chain
+from ordermesh_bench.echo import start_echo_chain, wait_serving
 from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
 from ordermesh_bench.loadgen import Call, closed_loop, open_loop
 from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
@@ -250,10 +250,13 @@ async def run_suite(config: BenchConfig) -> dict[str, Any]:
     )
     echo = []
     try:
+        # The echo chain starts beside the mesh and serves before anything is measured:
+        # its processes' start-up took half a core from the first levels' runs.
+        echo = start_echo_chain(config.base_port + 20)
         mesh.start()
         await mesh.wait_serving(120)
         await seed(mesh.config.address("inventory"))
-        echo = start_echo_chain(config.base_port + 20)
+        await wait_serving(f"127.0.0.1:{config.base_port + 20}", 120)
         with Progress(console=console, transient=True) as progress:
             await _measure_mesh_and_echo(config, mesh, results, progress)
             invariants = await _invariants(mesh)
