@@ -66,6 +66,9 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     assert report["invariants_ok"] is True
     assert set(report["cpu_ms_per_order"]) == {"order", "inventory", "payment", "notification"}
     assert all(ms > 0 for ms in report["cpu_ms_per_order"].values())
+    # Beside the services: the database's and the broker's share of an order.
+    assert set(report["infrastructure_cpu_ms_per_order"]) == {"postgres", "broker"}
+    assert all(ms > 0 for ms in report["infrastructure_cpu_ms_per_order"].values())
     assert report["statements_per_order"] > 0
     assert report["rpcs_per_order"] >= 1  # PlaceOrder itself, at least
     hops = report["batch_size_by_hop"]
@@ -79,6 +82,9 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     risk = report["risk_cost"]
     assert [len(risk["runs"][side]) for side in ("off", "on")] == [1, 1]
     assert risk["champion"].startswith("lightgbm-")
+    for side in ("off", "on"):
+        by_process = risk["runs"][side][0]["cpu_ms_per_order_by_process"]
+        assert {"order", "inventory", "payment", "postgres", "broker"} <= set(by_process)
     # The trained champion scored the batches of the run with risk on, each within a
     # bucket of payment's scoring histogram.
     assert risk["batches_by_source"]["model"] > 0

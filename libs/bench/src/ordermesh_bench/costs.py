@@ -1,6 +1,8 @@
 """What an order costs each service, read from the outside while a load runs: CPU
 seconds from /proc, statements and RPCs from each service's /metrics, and the batch
-sizes every batcher formed."""
+sizes every batcher formed. Beside the services, what the machine's PostgreSQL and the
+mesh's broker spent meanwhile: a change that moves work out of a service and into the
+database would otherwise look free."""
 
 from __future__ import annotations
 
@@ -24,6 +26,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time so far of every PostgreSQL process on the machine (its backends and its
+    own workers): the server is the machine's, so a run should be its only user."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                if not cmdline.read().startswith(b"postgres"):
+                    continue
+            total += cpu_seconds(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended (or not ours to read) while we looked
+    return total
+
+
 def samples(port: int) -> list[Any]:
     """Every sample a service's /metrics exposes now."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
@@ -34,6 +53,8 @@ def samples(port: int) -> list[Any]:
 @dataclass
 class Snapshot:
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # PostgreSQL's and the mesh's own broker's, apart from the services'.
+    infrastructure_cpu_s: dict[str, float] = field(default_factory=dict)
     statements: dict[str, float] = field(default_factory=dict)
     rpcs: dict[str, float] = field(default_factory=dict)
     # batcher -> (items, batches)
@@ -42,6 +63,9 @@ class Snapshot:
 
 def snapshot(mesh: LocalMesh) -> Snapshot:
     shot = Snapshot()
+    shot.infrastructure_cpu_s["postgres"] = postgres_cpu_seconds()
+    if mesh.broker is not None:  # none when the mesh uses a broker it did not start
+        shot.infrastructure_cpu_s["broker"] = cpu_seconds(mesh.broker.pid)
     for name in SERVICE_NAMES:
         shot.cpu_s[name] = cpu_seconds(mesh.child(name).proc.pid)
         statements = rpcs = 0.0
@@ -70,6 +94,7 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
         return {k: b[k] - a.get(k, 0.0) for k in b}
 
     cpu = delta(before.cpu_s, after.cpu_s)
+    infrastructure = delta(before.infrastructure_cpu_s, after.infrastructure_cpu_s)
     statements = delta(before.statements, after.statements)
     rpcs = delta(before.rpcs, after.rpcs)
     batches = {}
@@ -84,6 +109,9 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
         "orders": orders,
         "cpu_ms_per_order": {k: round(1000 * v / n, 2) for k, v in cpu.items()},
         "cpu_ms_per_order_total": round(1000 * sum(cpu.values()) / n, 2),
+        "infrastructure_cpu_ms_per_order": {
+            k: round(1000 * v / n, 2) for k, v in infrastructure.items()
+        },
         "statements_per_order": round(sum(statements.values()) / n, 2),
         "statements_per_order_by_service": {k: round(v / n, 2) for k, v in statements.items()},
         # Every RPC a service answered, PlaceOrder included.
