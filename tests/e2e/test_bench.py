@@ -69,6 +69,9 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     # Beside the services: the database's and the broker's share of an order.
     assert set(report["infrastructure_cpu_ms_per_order"]) == {"postgres", "broker"}
     assert all(ms > 0 for ms in report["infrastructure_cpu_ms_per_order"].values())
+    switches = report["context_switches_per_order"]
+    assert set(switches) == {"order", "inventory", "payment", "notification", "postgres", "broker"}
+    assert all(n > 0 for n in switches.values())  # every statement and message wakes one
     assert report["statements_per_order"] > 0
     assert report["rpcs_per_order"] >= 1  # PlaceOrder itself, at least
     hops = report["batch_size_by_hop"]

@@ -2,12 +2,14 @@
 seconds from /proc, statements and RPCs from each service's /metrics, and the batch
 sizes every batcher formed. Beside the services, what the machine's PostgreSQL and the
 mesh's broker spent meanwhile: a change that moves work out of a service and into the
-database would otherwise look free."""
+database would otherwise look free. And every process's context switches: the
+wakeups a pass costs."""
 
 from __future__ import annotations
 
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,20 +28,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time so far of every PostgreSQL process on the machine (its backends and its
-    own workers): the server is the machine's, so a run should be its only user."""
-    total = 0.0
+def context_switches(pid: int) -> int:
+    """Times a process's threads have been switched out so far, waiting (for a
+    statement's answer, a message) or preempted. Each is a wakeup that costs the
+    machine CPU; on the batched path they, not the work itself, set what a pass costs
+    (docs/performance.md, "Half load, taken apart")."""
+    total = 0
+    for thread in os.scandir(f"/proc/{pid}/task"):
+        try:
+            with open(f"{thread.path}/status") as status:
+                total += sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+        except FileNotFoundError:
+            continue  # the thread ended while we looked
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL process on the machine (its backends and its own workers): the
+    server is the machine's, so a run should be its only user."""
+    pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                if not cmdline.read().startswith(b"postgres"):
-                    continue
-            total += cpu_seconds(int(entry.name))
+                if cmdline.read().startswith(b"postgres"):
+                    pids.append(int(entry.name))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # ended (or not ours to read) while we looked
+    return pids
+
+
+def _summed(pids: list[int], read: Callable[[int], float]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += read(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a backend that ended between the listing and the read
     return total
 
 
@@ -55,6 +81,8 @@ class Snapshot:
     cpu_s: dict[str, float] = field(default_factory=dict)
     # PostgreSQL's and the mesh's own broker's, apart from the services'.
     infrastructure_cpu_s: dict[str, float] = field(default_factory=dict)
+    # Every process's, the services' and the infrastructure's alike.
+    context_switches: dict[str, float] = field(default_factory=dict)
     statements: dict[str, float] = field(default_factory=dict)
     rpcs: dict[str, float] = field(default_factory=dict)
     # batcher -> (items, batches)
@@ -63,11 +91,16 @@ class Snapshot:
 
 def snapshot(mesh: LocalMesh) -> Snapshot:
     shot = Snapshot()
-    shot.infrastructure_cpu_s["postgres"] = postgres_cpu_seconds()
+    postgres = _postgres_pids()
+    shot.infrastructure_cpu_s["postgres"] = _summed(postgres, cpu_seconds)
+    shot.context_switches["postgres"] = _summed(postgres, context_switches)
     if mesh.broker is not None:  # none when the mesh uses a broker it did not start
         shot.infrastructure_cpu_s["broker"] = cpu_seconds(mesh.broker.pid)
+        shot.context_switches["broker"] = context_switches(mesh.broker.pid)
     for name in SERVICE_NAMES:
-        shot.cpu_s[name] = cpu_seconds(mesh.child(name).proc.pid)
+        pid = mesh.child(name).proc.pid
+        shot.cpu_s[name] = cpu_seconds(pid)
+        shot.context_switches[name] = context_switches(pid)
         statements = rpcs = 0.0
         for s in samples(mesh.config.metrics_port(name)):
             if s.name == "ordermesh_db_statements_total":
@@ -111,6 +144,10 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
         "cpu_ms_per_order_total": round(1000 * sum(cpu.values()) / n, 2),
         "infrastructure_cpu_ms_per_order": {
             k: round(1000 * v / n, 2) for k, v in infrastructure.items()
+        },
+        "context_switches_per_order": {
+            k: round(v / n, 1)
+            for k, v in delta(before.context_switches, after.context_switches).items()
         },
         "statements_per_order": round(sum(statements.values()) / n, 2),
         "statements_per_order_by_service": {k: round(v / n, 2) for k, v in statements.items()},

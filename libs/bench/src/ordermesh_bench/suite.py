@@ -672,6 +672,7 @@ def _report(config: BenchConfig, results: Results) -> dict[str, Any]:
     }
     d["cpu_ms_per_order"] = d["costs"]["cpu_ms_per_order"]
     d["infrastructure_cpu_ms_per_order"] = d["costs"]["infrastructure_cpu_ms_per_order"]
+    d["context_switches_per_order"] = d["costs"]["context_switches_per_order"]
     d["statements_per_order"] = d["costs"]["statements_per_order"]
     d["rpcs_per_order"] = d["costs"]["rpcs_per_order"]
     d["batch_size_by_hop"] = d["costs"]["batch_size_by_hop"]
