@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,6 +74,35 @@ async def test_batches_applied_at_once_leave_the_states_one_by_one_would(
     for payment in PAYMENTS:
         DEFINITION.apply(expected, payment)
     assert stored == expected
+
+
+async def test_a_full_state_stays_in_its_row_on_postgresql(pg_database: str) -> None:
+    """A state of ``MAX_RECENT`` attempts is over PostgreSQL's 2 kB TOAST threshold:
+    moved out of its row, each read and write of it would cost a second relation."""
+    await _payment_at(pg_database, "head")
+    customer = PAYMENTS[0].attempt
+    # One customer's payments of one minute, each with a token of its own: a full state.
+    payments = [
+        PaymentOutcome(replace(customer, order_id=f"o{i}", at_ms=customer.at_ms + i,
+                               token=f"tok-{i}"), False)
+        for i in range(MAX_RECENT)
+    ]  # fmt: skip
+    engine = create_engine(pg_database)
+    try:
+        async with engine.begin() as conn:
+            await FeatureStore(risk_features, DEFINITION).apply(conn, payments)
+        async with engine.connect() as conn:
+            size = (await conn.execute(text(
+                "SELECT pg_column_size(state) FROM risk_entity_state WHERE entity = :e"
+            ), {"e": f"customer:{customer.customer_id}"})).scalar_one()  # fmt: skip
+            toasted = (await conn.execute(text(
+                "SELECT pg_relation_size(reltoastrelid) FROM pg_class"
+                " WHERE relname = 'risk_entity_state'"
+            ))).scalar_one()  # fmt: skip
+    finally:
+        await engine.dispose()
+    assert size > 2100  # as large as a state gets, and stored whole
+    assert toasted == 0
 
 
 async def test_the_migration_carries_version_1_states_over_as_bounded_columns(

@@ -52,17 +52,21 @@ def test_windows_count_what_happened_before_the_attempt_and_nothing_older() -> N
     t = 10 * DAY_MS
     history = [
         PaymentOutcome(_attempt("o1", t - 2 * DAY_MS), False),  # outside every window
-        PaymentOutcome(_attempt("o2", t - 2 * 3_600_000, "tok-2"), False),  # 24 h only
+        PaymentOutcome(_attempt("o2", t - 2 * 3_600_000, "tok-2", 700), True),  # 24 h only
+        PaymentOutcome(_attempt("o5", t - 30 * 60_000, "tok-2", 200), True),  # 1 h and 24 h
         PaymentOutcome(_attempt("o3", t - 5 * 60_000, "tok-3", 500), True),  # all three
+        PaymentOutcome(_attempt("o6", t + 60_000, "tok-3", 9000), True),  # after it: none
     ]
     f = _features(_attempt("o4", t, "tok-4", 4000), history)
-    assert (f["customer_count_10m"], f["customer_count_1h"], f["customer_count_24h"]) == (1, 1, 2)
-    assert f["customer_amount_24h"] == 1500
-    assert (f["customer_declines_1h"], f["customer_declines_24h"]) == (1, 1)
+    # Each window's figure differs from the others': one summed over the wrong part shows.
+    assert (f["customer_count_10m"], f["customer_count_1h"], f["customer_count_24h"]) == (1, 2, 3)
+    amounts = (f["customer_amount_10m"], f["customer_amount_1h"], f["customer_amount_24h"])
+    assert amounts == (500, 700, 1400)
+    assert (f["customer_declines_1h"], f["customer_declines_24h"]) == (2, 3)
     assert f["customer_distinct_tokens_24h"] == 3  # tok-2, tok-3 and this attempt's tok-4
     assert f["customer_age_h"] == 48
     assert f["token_seen_before"] == 0
-    assert f["amount_vs_usual"] == 4000 / 1000  # approved: o1 and o2, 1000 each
+    assert f["amount_vs_usual"] == 4000 / 1000  # approved: o1 only
 
 
 def test_a_customer_with_no_history_is_compared_with_the_population_prior() -> None:

@@ -69,7 +69,7 @@ def _flags() -> array[int]:
     return array("b")
 
 
-@dataclass
+@dataclass(slots=True)
 class EntityState:
     """One customer's, token's, device's or address's history, as features need it:
     its newest attempts of the last 24 h (at most ``MAX_RECENT``), oldest first (by
@@ -145,6 +145,36 @@ class EntityState:
         return cls(first_seen if known else None, approved, approved_minor, *columns)
 
 
+_NO_HISTORY = [0.0] * (2 * len(WINDOWS) + 4)
+_TEN_MINUTES, _HOUR, _DAY = (span for _, span in WINDOWS)
+
+
+def _entity_features(state: EntityState, now: int) -> list[float]:
+    """Count and amount per window (shortest first), declines over 1 h and 24 h, seen
+    before, and age in hours. Each window is the next one's tail, so each column is
+    summed once, piece by piece (integer sums: the order changes no value). Written out
+    for the three windows: it runs four times per payment on the authorization's path."""
+    at, amounts, declined = state.at_ms, state.amount_minor, state.declined
+    end = bisect_right(at, now)
+    ten = bisect_right(at, now - _TEN_MINUTES, 0, end)
+    hour = bisect_right(at, now - _HOUR, 0, ten)
+    day = bisect_right(at, now - _DAY, 0, hour)
+    in_ten = sum(amounts[ten:end])
+    in_hour = in_ten + sum(amounts[hour:ten])
+    in_day = in_hour + sum(amounts[day:hour])
+    declined_hour = sum(declined[hour:end])
+    first_seen = state.first_seen_ms
+    return [
+        float(end - ten), float(in_ten),
+        float(end - hour), float(in_hour),
+        float(end - day), float(in_day),
+        float(declined_hour),
+        float(declined_hour + sum(declined[day:hour])),
+        0.0 if first_seen is None else 1.0,
+        0.0 if first_seen is None else (now - first_seen) / 3_600_000.0,
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FeatureDefinition:
     resale_prone_skus: frozenset[str]
@@ -195,24 +225,9 @@ class FeatureDefinition:
         for key in _all_keys(attempt):
             state = states.get(key) if key[1] else None
             if state is None:
-                values += [0.0] * (2 * len(WINDOWS) + 4)
+                values += _NO_HISTORY
                 continue
-            windows = [state.span(now, span) for _, span in WINDOWS]
-            for window in windows:
-                values += [
-                    float(window.stop - window.start),
-                    float(sum(state.amount_minor[window])),
-                ]
-            hour, day = windows[1], windows[2]  # 1 h and 24 h (the horizon)
-            seen = state.first_seen_ms is not None
-            values += [
-                float(sum(state.declined[hour])),
-                float(sum(state.declined[day])),
-                1.0 if seen else 0.0,
-                (now - state.first_seen_ms) / 3_600_000.0
-                if state.first_seen_ms is not None
-                else 0.0,
-            ]
+            values += _entity_features(state, now)
         customer = states.get(("customer", attempt.customer_id))
         tokens = {digest(attempt.token)}
         if customer is not None:
