@@ -76,33 +76,46 @@ async def test_batches_applied_at_once_leave_the_states_one_by_one_would(
     assert stored == expected
 
 
-async def test_a_full_state_stays_in_its_row_on_postgresql(pg_database: str) -> None:
+async def test_a_full_state_stays_in_its_row_and_is_updated_in_place_on_postgresql(
+    pg_database: str,
+) -> None:
     """A state of ``MAX_RECENT`` attempts is over PostgreSQL's 2 kB TOAST threshold:
-    moved out of its row, each read and write of it would cost a second relation."""
+    moved out of its row, each read and write of it would cost a second relation. And
+    an update that finds no room on its row's page writes a new index entry too."""
     await _payment_at(pg_database, "head")
     customer = PAYMENTS[0].attempt
-    # One customer's payments of one minute, each with a token of its own: a full state.
+    # One customer's payments of one minute, each with a token of its own: a full state,
+    # then updated payment by payment as the consumer would.
     payments = [
         PaymentOutcome(replace(customer, order_id=f"o{i}", at_ms=customer.at_ms + i,
                                token=f"tok-{i}"), False)
-        for i in range(MAX_RECENT)
+        for i in range(2 * MAX_RECENT)
     ]  # fmt: skip
+    store = FeatureStore(risk_features, DEFINITION)
     engine = create_engine(pg_database)
     try:
         async with engine.begin() as conn:
-            await FeatureStore(risk_features, DEFINITION).apply(conn, payments)
+            await store.apply(conn, payments[:MAX_RECENT])
+        for payment in payments[MAX_RECENT:]:
+            async with engine.begin() as conn:
+                await store.apply(conn, [payment])
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT pg_stat_force_next_flush()"))
         async with engine.connect() as conn:
             size = (await conn.execute(text(
                 "SELECT pg_column_size(state) FROM risk_entity_state WHERE entity = :e"
             ), {"e": f"customer:{customer.customer_id}"})).scalar_one()  # fmt: skip
-            toasted = (await conn.execute(text(
-                "SELECT pg_relation_size(reltoastrelid) FROM pg_class"
-                " WHERE relname = 'risk_entity_state'"
-            ))).scalar_one()  # fmt: skip
+            toasted, updated, in_place = (await conn.execute(text(
+                "SELECT pg_relation_size(c.reltoastrelid), s.n_tup_upd, s.n_tup_hot_upd"
+                " FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid"
+                " WHERE c.relname = 'risk_entity_state'"
+            ))).one()  # fmt: skip
     finally:
         await engine.dispose()
     assert size > 2100  # as large as a state gets, and stored whole
     assert toasted == 0
+    assert updated >= 3 * MAX_RECENT  # customer, device and address (every token is new)
+    assert in_place == updated
 
 
 async def test_the_migration_carries_version_1_states_over_as_bounded_columns(
