@@ -121,6 +121,23 @@ async def test_the_outbox_wakes_its_relays_when_and_only_when_its_writer_commits
         assert woken.empty()  # one commit, one wake; the rolled-back insert none
 
 
+async def test_behind_a_backlog_each_group_claims_again_while_its_claims_come_back_full(
+    engine: AsyncEngine, broker: Broker
+) -> None:
+    await _write_interleaved(engine, aggregates=60, per_aggregate=1)
+    relay = OutboxRelay(engine, outbox, "ordermesh/order", _settings(broker, outbox_batch_size=5))
+    try:
+        assert await relay.publish_once() == 5  # every bucket in one claim: a full one
+        assert relay.behind
+        # Split into groups, each claims its buckets' rows five at a time until a claim
+        # comes back short: the rest of the backlog in this one pass.
+        assert await relay.publish_once() == 55
+        assert not relay.behind
+        assert await _unpublished(engine) == 0
+    finally:
+        await relay.close()
+
+
 async def test_two_relays_on_one_outbox_keep_each_aggregates_order(
     engine: AsyncEngine, broker: Broker, pg_database: str
 ) -> None:
