@@ -36,7 +36,7 @@ from ordermesh_bench.costs import Snapshot, per_order, snapshot
 from ordermesh_bench.echo import start_echo_chain, wait_serving
 from ordermesh_bench.kafka_bench import producer_throughput, relay_throughput
 from ordermesh_bench.loadgen import Call, closed_loop, open_loop
-from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, seed_catalogue
+from ordermesh_bench.rawsql import RawOrderPath, asyncpg_dsn, checkpoint, seed_catalogue
 from ordermesh_bench.risk_cost import (
     SIMULATED_ORDERS,
     champion_decided,
@@ -193,9 +193,7 @@ async def analyse_databases(urls: Sequence[str]) -> None:
             await conn.close()
     conn = await asyncpg.connect(asyncpg_dsn(urls[0]))
     try:
-        await conn.execute("CHECKPOINT")
-    except asyncpg.InsufficientPrivilegeError:
-        pass
+        await checkpoint(conn)
     finally:
         await conn.close()
 
@@ -615,6 +613,7 @@ async def _measure_relay_bound(config: BenchConfig, prefix: str, results: Result
         runs: dict[str, list[float]] = {"relay": [], "raw_producer": []}
         for _ in range(max(1, config.relay_pairs)):
             runs["relay"].append(await relay_throughput(url, settings, config.events))
+            await analyse_databases([url])  # as before the relay's run (fill_outbox)
             runs["raw_producer"].append(
                 await producer_throughput(
                     f"127.0.0.1:{port}", config.events, settings.outbox_batch_size
