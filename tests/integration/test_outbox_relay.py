@@ -232,14 +232,47 @@ async def test_with_the_broker_away_rows_wait_and_then_drain(
             await _write_interleaved(engine, aggregates=5, per_aggregate=2)
             await asyncio.sleep(2.5)
             assert await _unpublished(engine) == 10  # nothing is marked without an ack
-        for _ in range(300):  # bounded: 30 s
-            if await _unpublished(engine) == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert await _unpublished(engine) == 0
+        await _until_drained(engine)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _until_drained(engine: AsyncEngine) -> None:
+    for _ in range(300):  # bounded: 30 s
+        if await _unpublished(engine) == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{await _unpublished(engine)} rows were never published")
+
+
+async def test_on_sqlite_a_broker_that_does_not_answer_holds_no_writer_up(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """SQLite has one write lock. A relay that held it while the broker acknowledged
+    made every writer of its service (its requests too) wait out the busy timeout and
+    fail with "database is locked" for as long as the broker was slow."""
+    url = f"sqlite:///{tmp_path / 'order.db'}"
+    await upgrade_to_head("ordermesh_order:migrations", url, "order")
+    engine = create_engine(url)
+    relay = OutboxRelay(
+        engine, outbox, "ordermesh/order", _settings(broker, kafka_request_timeout_s=30.0)
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await _write_interleaved(engine, aggregates=1, per_aggregate=1)
+        await _until_drained(engine)  # the producer is connected
+        with broker.paused():
+            await _write_interleaved(engine, aggregates=2, per_aggregate=1)
+            await asyncio.sleep(1.0)  # the relay has read them and waits for the broker
+            await _write_interleaved(engine, aggregates=3, per_aggregate=1)
+            assert (relay.published, await _unpublished(engine)) == (1, 5)
+        await _until_drained(engine)
+        assert relay.published == 6
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.dispose()
 
 
 def _start_relay(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

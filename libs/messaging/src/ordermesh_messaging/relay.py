@@ -14,7 +14,8 @@ however many rows and buckets it carries (rows are bucketed by aggregate id):
     COMMIT
 A relay that dies mid-batch rolls its transaction back: the rows are published again by
 the next pass (a duplicate on the wire, never a gap). SQLite has one writer at a time,
-so its single relay simply claims in seq order.
+so its single relay simply reads in seq order, and holds no transaction (no write lock)
+while the broker acknowledges.
 """
 
 from __future__ import annotations
@@ -242,40 +243,61 @@ class OutboxRelay:
     async def _publish_group(
         self, producer: AIOKafkaProducer, buckets: dict[str, list[int]]
     ) -> int:
-        """Claim, publish and mark the oldest rows of these buckets, in one transaction."""
-        t = self._table
-        async with self._engine.connect() as conn, conn.begin():
-            query = (
-                select(*(t.c[name] for name in Claimed._fields))
-                .where(t.c.published_at.is_(None))
-                .order_by(t.c.seq)
-                .limit(self._settings.outbox_batch_size)
-            )
+        """Claim, publish and mark the oldest rows of these buckets.
+
+        PostgreSQL: in one transaction, whose row and bucket locks keep other relays off
+        these rows until they are marked. SQLite: every transaction holds the database's
+        one write lock (BEGIN IMMEDIATE), so the rows are read in one short transaction
+        and marked in another, and no lock is held while the broker acknowledges: a slow
+        or absent broker would otherwise stall every writer of the service, its requests
+        too. Its one relay reads in seq order, so nothing else claims the rows between."""
+        async with self._engine.connect() as conn:
             if self._postgres:
-                locked = await conn.scalar(_LOCK_FREE_BUCKETS, buckets)
-                if not locked:
-                    return 0  # other relays are publishing every bucket
-                query = query.where(
-                    t.c.bucket == any_(bindparam("buckets", locked, type_=ARRAY(t.c.bucket.type)))
-                ).with_for_update(skip_locked=True)
-            rows = [Claimed._make(row) for row in await conn.execute(query)]
-            if not rows:
-                return 0
-            acknowledged = await self._produce(producer, rows)
-            if acknowledged:
-                seqs = [r.seq for r in rows[:acknowledged]]
-                chosen = one_of(t.c.seq, "seqs", self._postgres, seqs)
-                await conn.execute(update(t).where(chosen).values(published_at=datetime.now(UTC)))
-            if acknowledged < len(rows):
-                await conn.execute(
-                    update(t)
-                    .where(t.c.seq == rows[acknowledged].seq)
-                    .values(attempts=t.c.attempts + 1)
-                )
+                async with conn.begin():
+                    locked = await conn.scalar(_LOCK_FREE_BUCKETS, buckets)
+                    if not locked:
+                        return 0  # other relays are publishing every bucket
+                    rows = await self._claim(conn, locked)
+                    acknowledged = await self._produce(producer, rows) if rows else 0
+                    await self._mark(conn, rows, acknowledged)
+            else:
+                async with conn.begin():
+                    rows = await self._claim(conn, None)
+                acknowledged = await self._produce(producer, rows) if rows else 0
+                if rows:
+                    async with conn.begin():
+                        await self._mark(conn, rows, acknowledged)
         self.published += acknowledged
         if acknowledged < len(rows):
             raise RuntimeError(f"broker acknowledged {acknowledged} of {len(rows)} rows")
         return acknowledged
+
+    async def _claim(self, conn: AsyncConnection, locked: list[int] | None) -> list[Claimed]:
+        """The oldest unpublished rows, of the ``locked`` buckets where relays share them."""
+        t = self._table
+        query = (
+            select(*(t.c[name] for name in Claimed._fields))
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.seq)
+            .limit(self._settings.outbox_batch_size)
+        )
+        if locked is not None:
+            query = query.where(
+                t.c.bucket == any_(bindparam("buckets", locked, type_=ARRAY(t.c.bucket.type)))
+            ).with_for_update(skip_locked=True)
+        return [Claimed._make(row) for row in await conn.execute(query)]
+
+    async def _mark(self, conn: AsyncConnection, rows: list[Claimed], acknowledged: int) -> None:
+        """The acknowledged prefix published; the first row after it tried once more."""
+        t = self._table
+        if acknowledged:
+            seqs = [r.seq for r in rows[:acknowledged]]
+            chosen = one_of(t.c.seq, "seqs", self._postgres, seqs)
+            await conn.execute(update(t).where(chosen).values(published_at=datetime.now(UTC)))
+        if acknowledged < len(rows):
+            await conn.execute(
+                update(t).where(t.c.seq == rows[acknowledged].seq).values(attempts=t.c.attempts + 1)
+            )
 
     async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Claimed]) -> int:
         """Send every row, wait for every acknowledgement; the length of the
