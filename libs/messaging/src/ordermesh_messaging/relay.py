@@ -8,7 +8,7 @@ however many rows and buckets it carries (rows are bucketed by aggregate id):
     pg_try_advisory_xact_lock(bucket) for every bucket, in one statement
                                                -- another relay holds some? not those
     SELECT ... WHERE bucket = ANY(locked) AND published_at IS NULL
-      ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED
+      ORDER BY seq LIMIT n                   -- no row locks: the buckets' locks suffice
     produce the rows, one record batch per partition; wait for every acknowledgement
     UPDATE outbox SET published_at = now() WHERE seq = ANY(acknowledged prefix)
     COMMIT
@@ -26,7 +26,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -106,12 +105,12 @@ class Claimed(NamedTuple):
 _PARTITIONER = DefaultPartitioner()
 
 
-@dataclass(frozen=True, slots=True)
-class Acknowledged:
-    """Where the broker put one row."""
+class Sent(NamedTuple):
+    """One record batch: the rows it holds (their positions in the pass, in order), and
+    the broker's answer (where its first record went) or the error that failed it."""
 
-    partition: int
-    offset: int
+    held: list[int]
+    answer: Any
 
 
 def make_producer(settings: RelaySettings) -> AIOKafkaProducer:
@@ -245,12 +244,14 @@ class OutboxRelay:
     ) -> int:
         """Claim, publish and mark the oldest rows of these buckets.
 
-        PostgreSQL: in one transaction, whose row and bucket locks keep other relays off
-        these rows until they are marked. SQLite: every transaction holds the database's
-        one write lock (BEGIN IMMEDIATE), so the rows are read in one short transaction
-        and marked in another, and no lock is held while the broker acknowledges: a slow
-        or absent broker would otherwise stall every writer of the service, its requests
-        too. Its one relay reads in seq order, so nothing else claims the rows between."""
+        PostgreSQL: in one transaction, whose bucket locks keep other relays off these
+        rows until they are marked. Nothing else writes an unpublished row, so the claim
+        locks no row (a row lock is written into the row, WAL and all). SQLite: every
+        transaction holds the database's one write lock (BEGIN IMMEDIATE), so the rows
+        are read in one short transaction and marked in another, and no lock is held
+        while the broker acknowledges: a slow or absent broker would otherwise stall
+        every writer of the service, its requests too. Its one relay reads in seq
+        order, so nothing else claims the rows between."""
         async with self._engine.connect() as conn:
             if self._postgres:
                 async with conn.begin():
@@ -284,7 +285,7 @@ class OutboxRelay:
         if locked is not None:
             query = query.where(
                 t.c.bucket == any_(bindparam("buckets", locked, type_=ARRAY(t.c.bucket.type)))
-            ).with_for_update(skip_locked=True)
+            )
         return [Claimed._make(row) for row in await conn.execute(query)]
 
     async def _mark(self, conn: AsyncConnection, rows: list[Claimed], acknowledged: int) -> None:
@@ -330,27 +331,31 @@ class OutboxRelay:
         for span in spans:
             with trace.use_span(span):
                 contexts.append(traceparent_of_current())
-        results = await self._send_batches(producer, rows, contexts)
-        for span, result in zip(spans, results, strict=True):
-            if isinstance(result, BaseException):
-                record_error(span, result)
-            else:
-                span.set_attribute("messaging.destination.partition.id", str(result.partition))
-                span.set_attribute("messaging.kafka.offset", result.offset)
-            span.end()
-        return self._acknowledged(rows, results)
+        sent = await self._send_batches(producer, rows, contexts)
+        for batch in sent:
+            for position, i in enumerate(batch.held):
+                span = spans[i]
+                if isinstance(batch.answer, BaseException):
+                    record_error(span, batch.answer)
+                else:
+                    span.set_attribute(
+                        "messaging.destination.partition.id", str(batch.answer.partition)
+                    )
+                    span.set_attribute("messaging.kafka.offset", batch.answer.offset + position)
+                span.end()
+        return self._acknowledged(rows, sent)
 
     async def _send_batches(
         self,
         producer: AIOKafkaProducer,
         rows: Sequence[Claimed],
         contexts: Sequence[tuple[str, str]],
-    ) -> list[Any]:
-        """Each row's acknowledgement (its partition and offset) or the error that
-        failed it. The rows go as one record batch per partition (aiokafka's
-        send_batch): one future and one metadata check per batch, not per record. Keys
-        pick partitions as a keyed send does (murmur2), and a batch keeps the rows'
-        order, so an aggregate's events stay in one partition, in seq order."""
+    ) -> list[Sent]:
+        """The record batches sent, each with its answer. The rows go as one record
+        batch per partition (aiokafka's send_batch): one future and one metadata check
+        per batch, not per record. Keys pick partitions as a keyed send does (murmur2),
+        and a batch keeps the rows' order, so an aggregate's events stay in one
+        partition, in seq order."""
         batches: dict[tuple[str, int], list[int]] = {}
         partition_of: dict[tuple[str, str], int] = {}
         partitions: dict[str, list[int]] = {}
@@ -364,6 +369,7 @@ class OutboxRelay:
                 partition_of[(row.topic, row.aggregate_id)] = chosen
             batches.setdefault((row.topic, chosen), []).append(i)
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+        source = self._source
         for (topic, partition), members in batches.items():
             builder, held = producer.create_batch(), list[int]()
             for i in members:
@@ -373,7 +379,7 @@ class OutboxRelay:
                     "key": row.aggregate_id.encode(),
                     "value": bytes(row.payload),
                     "headers": build_headers(
-                        row.event_id, row.event_type, self._source, row.created_at, *contexts[i]
+                        row.event_id, row.event_type, source, row.created_at, *contexts[i]
                     ),
                 }
                 if builder.append(**record) is None:  # full: send it, start the next
@@ -387,24 +393,16 @@ class OutboxRelay:
                 held.append(i)
             sent.append((await producer.send_batch(builder, topic, partition=partition), held))
         answers = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
-        results: list[Any] = [None] * len(rows)
-        for (_, held), answer in zip(sent, answers, strict=True):
-            for position, i in enumerate(held):
-                results[i] = (
-                    answer
-                    if isinstance(answer, BaseException)
-                    else Acknowledged(answer.partition, answer.offset + position)
-                )
-        return results
+        return [Sent(held, answer) for (_, held), answer in zip(sent, answers, strict=True)]
 
-    def _acknowledged(self, rows: Sequence[Claimed], results: Sequence[Any]) -> int:
-        """The length of the acknowledged prefix; counts it and logs the first failure."""
-        acknowledged = next(
-            (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(rows)
-        )
+    def _acknowledged(self, rows: Sequence[Claimed], sent: Sequence[Sent]) -> int:
+        """The length of the acknowledged prefix (up to the first row of a failed
+        batch); counts it and logs the first failure."""
+        failed = [(b.held[0], b.answer) for b in sent if isinstance(b.answer, BaseException)]
+        acknowledged, error = min(failed, key=lambda f: f[0]) if failed else (len(rows), None)
         if acknowledged < len(rows):
             log.warning("publish not acknowledged", event_id=rows[acknowledged].event_id,
-                        error=repr(results[acknowledged]))  # fmt: skip
+                        error=repr(error))  # fmt: skip
         for topic, count in Counter(row.topic for row in rows[:acknowledged]).items():
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return acknowledged
