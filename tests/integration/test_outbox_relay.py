@@ -121,6 +121,43 @@ async def test_the_outbox_wakes_its_relays_when_and_only_when_its_writer_commits
         assert woken.empty()  # one commit, one wake; the rolled-back insert none
 
 
+async def test_a_published_row_leaves_the_outbox_and_rows_marked_by_an_earlier_release_go_too(
+    engine: AsyncEngine, broker: Broker
+) -> None:
+    """Published rows are deleted, not kept: kept, they stood between the claim and the
+    unpublished rows. A row a relay of an earlier release marked published (it kept
+    them an hour) is swept, never published again."""
+    await _write_interleaved(engine, aggregates=5, per_aggregate=1)
+    async with engine.begin() as conn:
+        written = set((await conn.execute(select(outbox.c.event_id))).scalars())
+        await conn.execute(
+            outbox.insert().values(
+                event_id=str(uuid.uuid4()), aggregate_type="order", aggregate_id="agg-old",
+                event_type="ordermesh.events.v1.OrderCreated", topic=TOPIC, payload=b"",
+                created_at=func.now(), published_at=func.now(), bucket=0,
+            )
+        )  # fmt: skip
+    relay = OutboxRelay(engine, outbox, "ordermesh/order", _settings(broker))
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(300):  # bounded: 30 s
+            async with engine.connect() as conn:
+                if not await conn.scalar(select(func.count()).select_from(outbox)):
+                    break
+            await asyncio.sleep(0.1)
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(outbox)) == 0
+        assert relay.published == 5
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    on_the_wire = {
+        header_map(r.headers)["ce_id"].decode()
+        for r in await read_topic(broker.bootstrap, TOPIC, expect=len(written))
+    }
+    assert written <= on_the_wire
+
+
 async def test_behind_a_backlog_each_group_claims_again_while_its_claims_come_back_full(
     engine: AsyncEngine, broker: Broker
 ) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from ordermesh.common.v1 import money_pb2, risk_pb2
@@ -25,7 +25,7 @@ from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh_cli.main import app
 from ordermesh_cli.registry import load_service
 from ordermesh_client.errors import RiskDeclined, decode, from_status
-from ordermesh_messaging.inbound import decode_payload
+from ordermesh_messaging.events import TOPICS
 from ordermesh_payment.risk.decision_log import unpack_features
 from ordermesh_payment.risk.metrics import Costs
 from ordermesh_payment.risk.models import (
@@ -42,7 +42,7 @@ from ordermesh_payment.risk.training import TrainingSettings, train
 from ordermesh_payment.store import outbox, risk_decisions, risk_models
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
-from tests.support.broker import Broker, running_broker
+from tests.support.broker import Broker, events_on, running_broker
 from tests.support.risk_features import until_features_hold
 from tests.support.services import running_service
 
@@ -365,20 +365,24 @@ async def test_the_decision_log_replays_to_the_scored_features_except_within_a_b
     assert (tmp_path / "report" / "segments.png").read_bytes()[:4] == b"\x89PNG"
 
 
-async def _events(database: str, order_id: str) -> list[Message]:
-    """The order's payment events in the outbox, decoded, oldest first."""
-    query = (
-        select(outbox.c.event_type, outbox.c.payload)
-        .where(outbox.c.aggregate_id == order_id)
-        .order_by(outbox.c.seq)
-    )
+async def _until_published(database: str) -> None:
+    """Until the relay has deleted every row of the outbox: all acknowledged (bounded)."""
     engine = create_engine(database)
     try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        for _ in range(200):  # 20 s
+            async with engine.connect() as conn:
+                if not await conn.scalar(select(func.count()).select_from(outbox)):
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the outbox did not drain")
     finally:
         await engine.dispose()
-    return [decode_payload(event_type, payload) for event_type, payload in rows]
+
+
+async def _events(broker: Broker, order_id: str) -> list[Message]:
+    """The order's payment events on their topic, decoded, each once, oldest first."""
+    found = await events_on(broker.bootstrap, TOPICS["payment"])
+    return [event for key, event in found.values() if key == order_id]
 
 
 async def _scored_features(database: str, order_id: str) -> dict[str, float]:
@@ -433,10 +437,11 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
         # Kept with the payment: a later read answers the same.
         again = await stub.GetPayment(pb.GetPaymentRequest(order_id="a1"))
         assert again.payment.risk_assessment == assessment
+        await _until_published(pg_database)  # the events, on their topic
     features = await _scored_features(pg_database, "a1")
     assert (features["item_count"], features["distinct_skus"]) == (3.0, 2.0)
     assert features["resale_share"] == 300 / 900  # the gift card
-    [authorized] = await _events(pg_database, "a1")
+    [authorized] = await _events(broker, "a1")
     assert isinstance(authorized, events_pb2.PaymentAuthorized)
     assert authorized.risk_assessment == assessment
     # With what was scored, for the features consumer.
@@ -445,7 +450,7 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
         "tok-card-1",
     )
     assert authorized.risk_attempt.amount == money_pb2.Money(amount_minor=900, currency="EUR")
-    [refused] = await _events(pg_database, "a4")
+    [refused] = await _events(broker, "a4")
     assert isinstance(refused, events_pb2.PaymentDeclined)
     assert refused.decline_reason == "RISK_DECLINED"
     assert refused.risk_assessment == declined.risk_assessment

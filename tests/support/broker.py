@@ -12,8 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from google.protobuf.message import Message
 
 from ordermesh_cli.broker import start_tansu, wait_for_port
+from ordermesh_messaging.cloudevents import header_map
+from ordermesh_messaging.inbound import decode_payload
 from tests.support.ports import free_port
 
 
@@ -78,3 +81,19 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+async def events_on(
+    bootstrap: str, topic: str, expect: int = 1, timeout_s: float = 30
+) -> dict[str, tuple[str, Message]]:
+    """The topic's events, decoded, by event id (with their key), in the order read: a
+    record the relay sent twice (at least once) carries its event id twice, and counts
+    once. The relay deletes what it published, so the topic is where events are read."""
+    found: dict[str, tuple[str, Message]] = {}
+    for record in await read_topic(bootstrap, topic, expect, timeout_s):
+        headers = header_map(record.headers)
+        event_id = headers["ce_id"].decode()
+        if event_id not in found:
+            event = decode_payload(headers["ce_type"].decode(), record.value)
+            found[event_id] = ((record.key or b"").decode(), event)
+    return found

@@ -43,8 +43,8 @@ def sample_events(count: int) -> list[tuple[str, str, bytes]]:
 
 async def fill_outbox(database_url: str, events: list[tuple[str, str, bytes]]) -> None:
     """The outbox holding these events only, unpublished, analysed and checkpointed.
-    The rows an earlier run published are deleted and vacuumed first, as the relay's
-    retention sweep and autovacuum would leave them: left there, they made each of the
+    The rows an earlier run left are deleted and vacuumed first, as autovacuum would
+    leave them (the relay deletes what it publishes): left there, they made each of the
     three runs slower than the one before (44.5K, 38.5K, 30.6K events/s in one bench),
     so the runs measured the table's history more than the relay."""
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -81,7 +81,7 @@ async def relay_throughput(database_url: str, settings: RelaySettings, count: in
         await relay.ready()  # connects and creates the topics: not measured
         await fill_outbox(database_url, sample_events(count))
         # The relay's own loop, as a service runs it: passes back to back while it is
-        # behind, the backlog gauge once a second, retention sweeps.
+        # behind, the backlog gauge once a second, the sweep of marked rows.
         started = time.perf_counter()
         running = asyncio.create_task(relay.run())
         try:

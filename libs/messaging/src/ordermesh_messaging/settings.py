@@ -31,9 +31,6 @@ class RelaySettings(KafkaSettings):
     outbox_poll_s: float = Field(
         0.5, gt=0, description="Polling fallback when no NOTIFY wakes the relay."
     )
-    outbox_retention_s: float = Field(
-        3600.0, ge=0, description="Published rows are deleted after this long."
-    )
 
 
 class ConsumerSettings(KafkaSettings):
