@@ -35,3 +35,5 @@ async def test_a_short_chaos_run_ends_with_no_violations(tmp_path: Path) -> None
     assert any(f.startswith("broker stopped") for f in report.faults)
     assert report.orders_acknowledged > 0
     assert sum(report.orders_by_state.values()) >= report.orders_acknowledged
+    # Each order's creation and its end, at least: the event checks were not empty.
+    assert report.events_checked >= 2 * report.orders_acknowledged

@@ -25,7 +25,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 
 from ordermesh_bench.rawsql import asyncpg_dsn
-from ordermesh_bench.suite import SKUS, _drop_databases, _settle, seed, wait_drained
+from ordermesh_bench.suite import (
+    SKUS,
+    _drop_databases,
+    _settle,
+    outbox_backlog,
+    seed,
+    wait_drained,
+)
 from ordermesh_bench.workload import RequestMaker, Workload
 from ordermesh_cli.invariants import check_invariants
 from ordermesh_cli.mesh import LocalMesh, MeshConfig
@@ -65,6 +72,8 @@ class ChaosReport:
     faults: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     orders_by_state: dict[str, int] = field(default_factory=dict)
+    # The committed events checked on the wire and in the deliveries: none, no check.
+    events_checked: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +83,7 @@ class ChaosReport:
             "faults": self.faults,
             "violations": self.violations,
             "orders_by_state": self.orders_by_state,
+            "events_checked": self.events_checked,
         }
 
 
@@ -225,22 +235,40 @@ async def _rows(url: str, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def _unnotified(mesh: LocalMesh) -> set[str]:
+_EVENTS = "ordermesh.events.v1."
+# An order's final state and the customer-facing event that took it there.
+_FINAL_EVENT = {
+    "CONFIRMED": _EVENTS + "OrderConfirmed",
+    "REJECTED": _EVENTS + "OrderRejected",
+    "CANCELLED": _EVENTS + "OrderCancelled",
+}
+
+
+async def _committed(mesh: LocalMesh) -> set[tuple[str, str]]:
+    """(order id, event type) of the order and refund events the orders' and payments'
+    states say were committed. The relay deletes what it publishes, so the outbox is no
+    record of them: the states are."""
     c = mesh.config
-    committed = {
-        r["event_id"]
-        for r in await _rows(c.database_url("order"), "SELECT event_id, event_type FROM outbox")
-        if r["event_type"] in CUSTOMER_FACING
-    } | {
-        r["event_id"]
-        for r in await _rows(c.database_url("payment"), "SELECT event_id, event_type FROM outbox")
-        if r["event_type"] in CUSTOMER_FACING
-    }
+    committed: set[tuple[str, str]] = set()
+    for r in await _rows(c.database_url("order"), "SELECT order_id, state FROM orders"):
+        committed.add((r["order_id"], _EVENTS + "OrderCreated"))
+        if r["state"] in _FINAL_EVENT:
+            committed.add((r["order_id"], _FINAL_EVENT[r["state"]]))
+    refunded = "SELECT order_id FROM payments WHERE state = 'REFUNDED'"
+    for r in await _rows(c.database_url("payment"), refunded):
+        committed.add((r["order_id"], _EVENTS + "PaymentRefunded"))
+    return committed
+
+
+async def _unnotified(mesh: LocalMesh) -> set[tuple[str, str]]:
+    """The committed customer-facing events with no delivery."""
     delivered = {
-        r["event_id"]
-        for r in await _rows(c.database_url("notification"), "SELECT event_id FROM deliveries")
+        (r["order_id"], r["event_type"])
+        for r in await _rows(
+            mesh.config.database_url("notification"), "SELECT order_id, event_type FROM deliveries"
+        )
     }
-    return committed - delivered
+    return {e for e in await _committed(mesh) if e[1] in CUSTOMER_FACING} - delivered
 
 
 async def _wait_notified(mesh: LocalMesh, timeout_s: float) -> None:
@@ -265,32 +293,30 @@ async def _check(mesh: LocalMesh, report: ChaosReport, acknowledged: set[str]) -
     }
     missing = acknowledged - existing
     report.violations += [f"acknowledged order {o} does not exist" for o in sorted(missing)[:20]]
-    # Every committed event reached Kafka.
-    committed: dict[str, str] = {}
-    for service in ("order", "inventory", "payment"):
-        for r in await _rows(c.database_url(service), "SELECT event_id, event_type FROM outbox"):
-            committed[r["event_id"]] = r["event_type"]
-    on_the_wire = await _event_ids(c.kafka_bootstrap, list(TOPICS.values()), len(committed))
-    lost = set(committed) - on_the_wire
-    report.violations += [f"event {e} never reached Kafka" for e in sorted(lost)[:20]]
+    # Nothing committed is left unpublished, and every committed event reached Kafka.
+    left = await outbox_backlog(mesh)
+    if left:
+        report.violations.append(f"{left} outbox rows were never published")
+    committed = await _committed(mesh)
+    report.events_checked = len(committed)
+    on_the_wire = await _wire_events(c.kafka_bootstrap, list(TOPICS.values()), len(committed))
+    lost = committed - on_the_wire
+    report.violations += [f"{t} of order {o} never reached Kafka" for o, t in sorted(lost)[:20]]
     # Every customer-facing event notified exactly once per channel (the unique key
     # makes twice impossible; this checks once).
-    delivered = {
-        r["event_id"]
-        for r in await _rows(c.database_url("notification"), "SELECT event_id FROM deliveries")
-    }
     twice = await _rows(
         c.database_url("notification"),
         "SELECT event_id, channel FROM deliveries GROUP BY event_id, channel HAVING count(*) > 1",
     )
     report.violations += [f"event {r['event_id']} notified twice" for r in twice[:20]]
-    unnotified = {e for e, t in committed.items() if t in CUSTOMER_FACING} - delivered
-    report.violations += [f"event {e} never notified" for e in sorted(unnotified)[:20]]
+    unnotified = await _unnotified(mesh)
+    report.violations += [f"{t} of order {o} never notified" for o, t in sorted(unnotified)[:20]]
 
 
-async def _event_ids(
+async def _wire_events(
     bootstrap: str, topics: list[str], expect: int, quiet_s: float = 3.0
-) -> set[str]:
+) -> set[tuple[str, str]]:
+    """(key, event type) of every record on the topics: the aggregate is the key."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -301,19 +327,20 @@ async def _event_ids(
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ids: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         last = time.monotonic()
         deadline = last + 300
         while time.monotonic() < deadline and (
-            len(ids) < expect or time.monotonic() - last < quiet_s
+            len(seen) < expect or time.monotonic() - last < quiet_s
         ):
             batch = await consumer.getmany(timeout_ms=300, max_records=5000)
             for records in batch.values():
                 for record in records:
-                    ids.add(header_map(record.headers).get("ce_id", b"").decode())
+                    kind = header_map(record.headers).get("ce_type", b"").decode()
+                    seen.add(((record.key or b"").decode(), kind))
                 last = time.monotonic()
-            if len(ids) >= expect and time.monotonic() - last >= quiet_s:
+            if len(seen) >= expect and time.monotonic() - last >= quiet_s:
                 break
-        return ids
+        return seen
     finally:
         await consumer.stop()
