@@ -265,14 +265,14 @@ class OutboxRelay:
                         return 0  # other relays are publishing every bucket
                     rows = await self._claim(conn, locked)
                     acknowledged = await self._produce(producer, rows) if rows else 0
-                    await self._mark(conn, rows, acknowledged)
+                    await self._delete_acknowledged(conn, rows, acknowledged)
             else:
                 async with conn.begin():
                     rows = await self._claim(conn, None)
                 acknowledged = await self._produce(producer, rows) if rows else 0
                 if rows:
                     async with conn.begin():
-                        await self._mark(conn, rows, acknowledged)
+                        await self._delete_acknowledged(conn, rows, acknowledged)
         self.published += acknowledged
         if acknowledged < len(rows):
             raise RuntimeError(f"broker acknowledged {acknowledged} of {len(rows)} rows")
@@ -293,7 +293,9 @@ class OutboxRelay:
             )
         return [Claimed._make(row) for row in await conn.execute(query)]
 
-    async def _mark(self, conn: AsyncConnection, rows: list[Claimed], acknowledged: int) -> None:
+    async def _delete_acknowledged(
+        self, conn: AsyncConnection, rows: list[Claimed], acknowledged: int
+    ) -> None:
         """The acknowledged prefix leaves the outbox; the first row after it is tried
         once more."""
         t = self._table

@@ -58,6 +58,19 @@ def _plain(text: str) -> bool:
     return all(c.isprintable() and not c.isspace() for c in text)
 
 
+def _http_url(text: str) -> bool:
+    """An http(s) URL with a host, whose port (if any) is a port. urlparse raises on
+    some malformed ones ("https://[") and reads the port only when asked."""
+    if len(text) >= 2048 or not _plain(text):  # urlparse drops whitespace: check first
+        return False
+    try:
+        url = urlparse(text)
+        _ = url.port
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname)
+
+
 def validate_preferences(prefs: Preferences, channel_count: int, unknown_channel: bool) -> None:
     v = Validator()
     check_customer_id(v, prefs.customer_id, "preferences.customer_id")
@@ -76,12 +89,8 @@ def validate_preferences(prefs: Preferences, channel_count: int, unknown_channel
             "must be an e-mail address when CHANNEL_EMAIL is chosen",
         )
     if Channel.WEBHOOK in prefs.channels or prefs.webhook_url:
-        url = urlparse(prefs.webhook_url)  # it drops whitespace: the URL is checked too
         v.check(
-            url.scheme in ("http", "https")
-            and bool(url.netloc)
-            and len(prefs.webhook_url) < 2048
-            and _plain(prefs.webhook_url),
+            _http_url(prefs.webhook_url),
             "preferences.webhook_url",
             "must be an http(s) URL when CHANNEL_WEBHOOK is chosen",
         )
