@@ -260,7 +260,7 @@ async def _committed(mesh: LocalMesh) -> set[tuple[str, str]]:
     return committed
 
 
-async def _unnotified(mesh: LocalMesh) -> set[tuple[str, str]]:
+async def _unnotified(mesh: LocalMesh, committed: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """The committed customer-facing events with no delivery."""
     delivered = {
         (r["order_id"], r["event_type"])
@@ -268,14 +268,14 @@ async def _unnotified(mesh: LocalMesh) -> set[tuple[str, str]]:
             mesh.config.database_url("notification"), "SELECT order_id, event_type FROM deliveries"
         )
     }
-    return {e for e in await _committed(mesh) if e[1] in CUSTOMER_FACING} - delivered
+    return {e for e in committed if e[1] in CUSTOMER_FACING} - delivered
 
 
 async def _wait_notified(mesh: LocalMesh, timeout_s: float) -> None:
     """The consumer catches up after the faults (it may have been killed or starved)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        if not await _unnotified(mesh) or time.monotonic() > deadline:
+        if not await _unnotified(mesh, await _committed(mesh)) or time.monotonic() > deadline:
             return
         await asyncio.sleep(1.0)
 
@@ -309,7 +309,7 @@ async def _check(mesh: LocalMesh, report: ChaosReport, acknowledged: set[str]) -
         "SELECT event_id, channel FROM deliveries GROUP BY event_id, channel HAVING count(*) > 1",
     )
     report.violations += [f"event {r['event_id']} notified twice" for r in twice[:20]]
-    unnotified = await _unnotified(mesh)
+    unnotified = await _unnotified(mesh, committed)
     report.violations += [f"{t} of order {o} never notified" for o, t in sorted(unnotified)[:20]]
 
 
