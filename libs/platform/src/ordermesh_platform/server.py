@@ -193,6 +193,7 @@ class RunningService:
                 await server.stop(settings.shutdown_grace_s)
                 if health_server is not None:
                     await health_server.stop(None)
+                log.info("drained; stopping the workers")
         finally:
             await engine.dispose()
             self._stopped.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from ordermesh_platform.logs import get_logger
 
 log = get_logger(__name__)
+SLOW_STOP_S = 1.0
 
 
 async def run_periodically(
@@ -37,5 +39,9 @@ async def background(*workers: tuple[str, Coroutine[Any, Any, None]]) -> AsyncIt
         for task in tasks:
             task.cancel()
         for task in tasks:
+            started = time.monotonic()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # A drain that hangs names its worker (a drain normally ends in milliseconds).
+            if (took := time.monotonic() - started) > SLOW_STOP_S:
+                log.warning("worker was slow to stop", worker=task.get_name(), took_s=took)
