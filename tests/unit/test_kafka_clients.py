@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from ordermesh_messaging.clients import start_or_stop
+from ordermesh_messaging.clients import start_or_stop, stop
 
 
 class Client:
@@ -55,3 +55,32 @@ async def test_a_start_cancelled_midway_stops_the_client() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert client.stopped
+
+
+class Stuck:
+    """A client whose stop never ends, as aiokafka's consumer's while a group join it
+    waits for is held up by a rebalance."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+async def test_a_stop_that_never_ends_is_given_up_after_its_bound() -> None:
+    client = Stuck()
+    await asyncio.wait_for(stop(cast(Any, client), bound_s=0.1), 5)
+    assert client.cancelled
+
+
+async def test_a_stop_that_fails_is_not_raised() -> None:
+    class Failing:
+        async def stop(self) -> None:
+            raise ConnectionError("broker away")
+
+    await stop(cast(Any, Failing()), bound_s=1)

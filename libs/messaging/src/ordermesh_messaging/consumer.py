@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ordermesh_messaging import clients
 from ordermesh_messaging.clients import start_or_stop
 from ordermesh_messaging.cloudevents import header_map, parse_time
 from ordermesh_messaging.inbound import (
@@ -222,8 +223,7 @@ class EventConsumer:
         producer, self._producer = self._producer, None
         for client in (consumer, producer):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                await clients.stop(client)
 
     async def _consume(self) -> None:
         assert self._consumer is not None

@@ -43,6 +43,7 @@ from sqlalchemy import Table, any_, bindparam, delete, func, select, text, updat
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ordermesh_messaging import clients
 from ordermesh_messaging.clients import start_or_stop
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
@@ -468,8 +469,7 @@ class OutboxRelay:
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            await clients.stop(producer)
 
     async def _sweep_marked(self) -> None:
         """Delete the rows a relay of an earlier release marked published (it kept them

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -13,6 +12,9 @@ from ordermesh_platform.logs import get_logger
 
 log = get_logger(__name__)
 SLOW_STOP_S = 1.0
+# Past this a drain stops waiting for its workers (each Kafka client's own stop is bound
+# tighter, ordermesh_messaging.clients.STOP_BOUND_S).
+STOP_BOUND_S = 15.0
 
 
 async def run_periodically(
@@ -30,18 +32,29 @@ async def run_periodically(
 
 
 @asynccontextmanager
-async def background(*workers: tuple[str, Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
-    """Run the workers while the context is open; cancel them on the way out."""
+async def background(
+    *workers: tuple[str, Coroutine[Any, Any, None]], stop_bound_s: float = STOP_BOUND_S
+) -> AsyncIterator[None]:
+    """Run the workers while the context is open; cancel them on the way out, and wait
+    for them at most ``stop_bound_s``: a worker that is still stopping then is named and
+    left behind, so a drain always ends (what a worker had not finished is owed work in
+    its database or offsets not yet committed: a replica takes it up)."""
     tasks = [asyncio.create_task(coro, name=name) for name, coro in workers]
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
+        started = time.monotonic()
+        pending: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=stop_bound_s)
         for task in tasks:
-            started = time.monotonic()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            # A drain that hangs names its worker (a drain normally ends in milliseconds).
-            if (took := time.monotonic() - started) > SLOW_STOP_S:
-                log.warning("worker was slow to stop", worker=task.get_name(), took_s=took)
+            if task in pending:
+                log.error("worker did not stop; left behind", worker=task.get_name())
+                continue
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.error("worker ended with an error", worker=task.get_name(), error=repr(error))
+        # A drain that is slow names it (a drain normally ends in milliseconds).
+        if (took := time.monotonic() - started) > SLOW_STOP_S:
+            log.warning("workers were slow to stop", took_s=round(took, 3))
