@@ -77,6 +77,21 @@ def drop_notify_trigger(bind: Connection) -> None:
     bind.execute(text(f"DROP FUNCTION IF EXISTS {_NOTIFY_FUNCTION}()"))
 
 
+PUBLISHED_AT_INDEX = "ix_outbox_published_at"
+
+
+def drop_published_at_index(bind: Connection) -> None:
+    """In a migration: drop the index on ``published_at``. It served a retention sweep
+    over rows marked published; the relay deletes what it published now, so every row
+    it indexed was NULL, and each outbox insert paid for an entry nobody read."""
+    bind.execute(text(f"DROP INDEX IF EXISTS {PUBLISHED_AT_INDEX}"))
+
+
+def create_published_at_index(bind: Connection) -> None:
+    """Undo :func:`drop_published_at_index`."""
+    bind.execute(text(f"CREATE INDEX IF NOT EXISTS {PUBLISHED_AT_INDEX} ON outbox (published_at)"))
+
+
 def outbox_table(metadata: MetaData) -> Table:
     """The outbox, added to a service's own metadata (and so to its migrations)."""
     return Table(
@@ -111,7 +126,6 @@ def outbox_table(metadata: MetaData) -> Table:
             postgresql_where=text("published_at IS NULL"),
             sqlite_where=text("published_at IS NULL"),
         ),
-        Index("ix_outbox_published_at", "published_at"),
     )
 
 
