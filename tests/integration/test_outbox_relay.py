@@ -30,6 +30,7 @@ from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.telemetry import context_from_traceparent
 from tests.support.broker import Broker, read_topic, running_broker
+from tests.support.outbox import until_outbox_empty
 
 pytestmark = pytest.mark.integration
 TOPIC = "ordermesh.orders.v1"
@@ -268,19 +269,11 @@ async def test_with_the_broker_away_rows_wait_and_then_drain(
         with broker.paused():
             await _write_interleaved(engine, aggregates=5, per_aggregate=2)
             await asyncio.sleep(2.5)
-            assert await _unpublished(engine) == 10  # nothing is marked without an ack
-        await _until_drained(engine)
+            assert await _unpublished(engine) == 10  # nothing is deleted without an ack
+        await until_outbox_empty(engine)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def _until_drained(engine: AsyncEngine) -> None:
-    for _ in range(300):  # bounded: 30 s
-        if await _unpublished(engine) == 0:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{await _unpublished(engine)} rows were never published")
 
 
 async def test_on_sqlite_a_broker_that_does_not_answer_holds_no_writer_up(
@@ -298,13 +291,13 @@ async def test_on_sqlite_a_broker_that_does_not_answer_holds_no_writer_up(
     task = asyncio.create_task(relay.run())
     try:
         await _write_interleaved(engine, aggregates=1, per_aggregate=1)
-        await _until_drained(engine)  # the producer is connected
+        await until_outbox_empty(engine)  # the producer is connected
         with broker.paused():
             await _write_interleaved(engine, aggregates=2, per_aggregate=1)
             await asyncio.sleep(1.0)  # the relay has read them and waits for the broker
             await _write_interleaved(engine, aggregates=3, per_aggregate=1)
             assert (relay.published, await _unpublished(engine)) == (1, 5)
-        await _until_drained(engine)
+        await until_outbox_empty(engine)
         assert relay.published == 6
     finally:
         task.cancel()

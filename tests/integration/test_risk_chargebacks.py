@@ -36,7 +36,6 @@ from ordermesh_payment.risk.simulate import SimulationSettings, Simulator
 from ordermesh_payment.risk.training import TrainingSettings, load_log, training_data
 from ordermesh_payment.store import (
     inbox,
-    outbox,
     risk_chargebacks,
     risk_decisions,
     simulated_psp_chargebacks,
@@ -44,6 +43,7 @@ from ordermesh_payment.store import (
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 from tests.support.broker import Broker, events_on, running_broker
+from tests.support.outbox import until_outbox_empty
 from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
@@ -115,13 +115,8 @@ async def test_the_fraud_tokens_payment_is_charged_back_across_a_restart_and_lab
             async with engine.connect() as conn:
                 return bool(await conn.scalar(select(func.count()).select_from(risk_chargebacks)))
 
-        async def published() -> bool:
-            # The relay deletes what the broker acknowledged: an empty outbox is all out.
-            async with engine.connect() as conn:
-                return not await conn.scalar(select(func.count()).select_from(outbox))
-
         async def charged_back() -> list[events_pb2.PaymentChargedBack]:
-            await _until(published)
+            await until_outbox_empty(engine, 20)
             found = await events_on(broker.bootstrap, TOPICS["payment"])
             return [e for _, e in found.values() if isinstance(e, events_pb2.PaymentChargedBack)]
 

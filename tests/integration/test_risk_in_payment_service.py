@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.protobuf.message import Message
-from sqlalchemy import func, select
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from ordermesh.common.v1 import money_pb2, risk_pb2
@@ -39,10 +39,11 @@ from ordermesh_payment.risk.registry import ModelRegistry
 from ordermesh_payment.risk.settings import RiskSettings
 from ordermesh_payment.risk.simulate import SimulationSettings, Simulator, simulate
 from ordermesh_payment.risk.training import TrainingSettings, train
-from ordermesh_payment.store import outbox, risk_decisions, risk_models
+from ordermesh_payment.store import risk_decisions, risk_models
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.metrics import RISK_DECISIONS, RISK_FALLBACKS
 from tests.support.broker import Broker, events_on, running_broker
+from tests.support.outbox import until_outbox_empty
 from tests.support.risk_features import until_features_hold
 from tests.support.services import running_service
 
@@ -365,20 +366,6 @@ async def test_the_decision_log_replays_to_the_scored_features_except_within_a_b
     assert (tmp_path / "report" / "segments.png").read_bytes()[:4] == b"\x89PNG"
 
 
-async def _until_published(database: str) -> None:
-    """Until the relay has deleted every row of the outbox: all acknowledged (bounded)."""
-    engine = create_engine(database)
-    try:
-        for _ in range(200):  # 20 s
-            async with engine.connect() as conn:
-                if not await conn.scalar(select(func.count()).select_from(outbox)):
-                    return
-            await asyncio.sleep(0.1)
-        raise AssertionError("the outbox did not drain")
-    finally:
-        await engine.dispose()
-
-
 async def _events(broker: Broker, order_id: str) -> list[Message]:
     """The order's payment events on their topic, decoded, each once, oldest first."""
     found = await events_on(broker.bootstrap, TOPICS["payment"])
@@ -437,7 +424,7 @@ async def test_the_payment_its_answer_and_its_events_carry_the_risk_assessment(
         # Kept with the payment: a later read answers the same.
         again = await stub.GetPayment(pb.GetPaymentRequest(order_id="a1"))
         assert again.payment.risk_assessment == assessment
-        await _until_published(pg_database)  # the events, on their topic
+        await until_outbox_empty(pg_database)  # the events, on their topic
     features = await _scored_features(pg_database, "a1")
     assert (features["item_count"], features["distinct_skus"]) == (3.0, 2.0)
     assert features["resale_share"] == 300 / 900  # the gift card
