@@ -14,7 +14,7 @@ log = get_logger(__name__)
 SLOW_STOP_S = 1.0
 # Past this a drain stops waiting for its workers (each Kafka client's own stop is bound
 # tighter, ordermesh_messaging.clients.STOP_BOUND_S).
-STOP_BOUND_S = 15.0
+STOP_BOUND_S = 10.0
 
 
 async def run_periodically(
