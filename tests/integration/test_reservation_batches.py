@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.common.v1 import money_pb2
@@ -44,6 +43,7 @@ from ordermesh_platform.errors import (
 from ordermesh_platform.migrations import upgrade_to_head
 from tests.support.rich_status import detail
 from tests.support.services import running_service
+from tests.support.statements import statements
 
 pytestmark = pytest.mark.integration
 
@@ -107,21 +107,6 @@ def reservation(answer: Reservation | ServiceError) -> Reservation:
     return answer
 
 
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The SQL statements run on the engine inside the block."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 # -- the use cases, on both databases ------------------------------------------------------
 
 
@@ -179,6 +164,28 @@ async def test_the_same_order_twice_reserves_once_within_and_across_batches(
     assert reason_of(other[0]) == "RESERVATION_MISMATCH"
     assert await service.levels() == {**initial(), "A": (3, 2, 0), "C": (998, 2, 0)}
     assert await service.events("o1") == ["StockReserved"]
+
+
+async def test_a_retry_refused_for_new_is_answered_as_the_first_time(service: Service) -> None:
+    """The first pass takes every order for new: a retry of an order whose own
+    reservation took the last unit would be refused OUT_OF_STOCK there, and must be
+    answered with that reservation instead, beside the new orders of its batch."""
+    [first] = await service.inventory.reserve_many([ask("o1", B=1)])
+    answers = await service.inventory.reserve_many([ask("o2", A=1), ask("o1", B=1)])
+    assert reservation(answers[1]) == reservation(first)
+    assert reservation(answers[0]).lines[0].sku == "A"
+    assert await service.levels() == {**initial(), "A": (4, 1, 0), "B": (0, 1, 0)}
+    assert await service.events("o1") == ["StockReserved"]
+
+
+async def test_concurrent_batches_reserving_one_order_reserve_it_once(service: Service) -> None:
+    answers = await asyncio.gather(
+        *(service.inventory.reserve_many([ask(f"n{i}", C=1), ask("x", A=2)]) for i in range(4))
+    )
+    assert len({reservation(a[1]) for a in answers}) == 1
+    assert all(reservation(a[0]).state is ReservationState.RESERVED for a in answers)
+    assert await service.levels() == {**initial(), "A": (3, 2, 0), "C": (996, 4, 0)}
+    assert await service.events("x") == ["StockReserved"]
 
 
 async def test_a_failed_order_repeated_in_a_batch_fails_alike(service: Service) -> None:
@@ -244,6 +251,12 @@ async def test_the_statements_per_batch_do_not_grow_with_the_batch(service: Serv
     assert await count(lambda: inventory.reserve_many(small)) == await count(
         lambda: inventory.reserve_many(large)
     )
+    if service.engine.dialect.name == "postgresql":
+        # New orders: their stock locked with its prices, then every write and event
+        # in one statement.
+        with statements(service.engine) as seen:
+            await inventory.reserve_many([ask(f"n{i}", C=1) for i in range(3)])
+        assert len(seen) == 2, seen
     # Replays of known orders add the read of their lines, whatever their number.
     assert await count(lambda: inventory.reserve_many(small)) == await count(
         lambda: inventory.reserve_many(large)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -138,27 +139,26 @@ class Outbox:
     async def add(self, session: AsyncConnection, events: Sequence[DomainEvent]) -> None:
         """Write the events, however many, in one statement (on PostgreSQL its trigger
         wakes the relays once the transaction commits)."""
-        if not events:
-            return
+        if events:
+            await insert_rows(session, self.table, self.rows_of(events))
+
+    def rows_of(self, events: Sequence[DomainEvent]) -> list[dict[str, Any]]:
+        """The events' outbox rows; each carries its own trace, which the relay and the
+        consumers continue."""
         now = datetime.now(UTC)
-        # Each event's own trace: the relay and the consumers continue it.
-        await insert_rows(
-            session,
-            self.table,
-            [
-                {
-                    "event_id": e.event_id,
-                    "aggregate_type": e.aggregate_type,
-                    "aggregate_id": e.aggregate_id,
-                    "event_type": e.event_type,
-                    "topic": e.topic,
-                    "payload": e.payload.SerializeToString(),
-                    "traceparent": e.trace[0],
-                    "tracestate": e.trace[1],
-                    "created_at": now,
-                    "attempts": 0,
-                    "bucket": bucket_of(e.aggregate_id),
-                }
-                for e in events
-            ],
-        )
+        return [
+            {
+                "event_id": e.event_id,
+                "aggregate_type": e.aggregate_type,
+                "aggregate_id": e.aggregate_id,
+                "event_type": e.event_type,
+                "topic": e.topic,
+                "payload": e.payload.SerializeToString(),
+                "traceparent": e.trace[0],
+                "tracestate": e.trace[1],
+                "created_at": now,
+                "attempts": 0,
+                "bucket": bucket_of(e.aggregate_id),
+            }
+            for e in events
+        ]

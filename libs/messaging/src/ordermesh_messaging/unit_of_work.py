@@ -1,13 +1,15 @@
 """The unit of work that owns the outbox. A use case changes state on the unit's
 connection and records the events the change raised; the unit writes them as outbox
-rows (one statement, however many) as the last step of its transaction. So every
-service writes its events one way: none can forget the outbox, and none can publish
-an event whose change did not commit."""
+rows (one statement, however many) as the last step of its transaction, or, when the
+change itself is a set of writes (``UnitOfWork.write``), as part of the same one
+statement. So every service writes its events one way: none can forget the outbox, and
+none can publish an event whose change did not commit."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,17 +17,32 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.outbox import Outbox
 from ordermesh_platform.db import Transactions
+from ordermesh_platform.writes import Rows, write_together
 
 
 class UnitOfWork:
     """One transaction in progress, and the events recorded in it so far."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, outbox: Outbox) -> None:
         self.connection = connection
         self.events: list[DomainEvent] = []
+        self._outbox = outbox
 
     def record(self, events: Iterable[DomainEvent]) -> None:
         self.events.extend(events)
+
+    async def write(self, first: Rows, *then: Rows, events_of_written: bool = False) -> list[Any]:
+        """The writes and the events recorded so far, as one statement on PostgreSQL
+        (``ordermesh_platform.writes``); the rows ``first`` returned. With
+        ``events_of_written``, an event goes out only if its aggregate id is among the
+        first column ``first`` returned (an order a conflict left out raised none)."""
+        events, self.events = self.events, []
+        rows = Rows(
+            self._outbox.table,
+            self._outbox.rows_of(events),
+            only_written="aggregate_id" if events_of_written else "",
+        )
+        return await write_together(self.connection, first, *then, rows)
 
 
 class UnitsOfWork:
@@ -44,6 +61,6 @@ class UnitsOfWork:
         """A transaction that, when its block ends without an error, writes the recorded
         events and commits; on an error it rolls back, events and all."""
         async with self._transactions.begin() as connection:
-            work = UnitOfWork(connection)
+            work = UnitOfWork(connection, self._outbox)
             yield work
             await self._outbox.add(connection, work.events)

@@ -283,11 +283,7 @@ def _insert_statement(
     count: int,
     returning: tuple[str, ...],
 ) -> tuple[TextClause, tuple[tuple[str, Callable[[], Any]], ...]]:
-    defaults = tuple(
-        (c.key, _default_maker(c))
-        for c in table.columns
-        if c.key not in keys and c.default is not None and not c.primary_key
-    )
+    defaults = defaults_of(table, keys)
     columns = keys + tuple(key for key, _ in defaults)
     values = ", ".join(
         "(" + ", ".join(f":{key}_{i}" for key in columns) + ")" for i in range(count)
@@ -389,8 +385,14 @@ def _pg_type(table: Table, key: str) -> str:
     return str(table.c[key].type.compile(dialect=PGDialect_asyncpg()))  # type: ignore[no-untyped-call]
 
 
-def _unnest(table: Table, columns: Sequence[str], column_of: Callable[[str], str]) -> str:
-    arrays = ", ".join(f"CAST(:{key} AS {_pg_type(table, column_of(key))}[])" for key in columns)
+def unnest_arrays(
+    table: Table, columns: Sequence[str], column_of: Callable[[str], str], prefix: str = ""
+) -> str:
+    """``unnest(...) AS v(columns)`` over one array bind per column (``:<prefix><key>``),
+    each cast to the array of its table column's type (``column_of(key)``)."""
+    arrays = ", ".join(
+        f"CAST(:{prefix}{key} AS {_pg_type(table, column_of(key))}[])" for key in columns
+    )
     return f"unnest({arrays}) AS v({', '.join(columns)})"
 
 
@@ -404,7 +406,7 @@ def _insert_rows_pg(
 ) -> TextClause:
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT {', '.join(f'v.{c}' for c in columns)} FROM {_unnest(table, columns, str)}"
+        f"SELECT {', '.join(f'v.{c}' for c in columns)} FROM {unnest_arrays(table, columns, str)}"
     )
     if conflict:
         action = (
@@ -416,6 +418,16 @@ def _insert_rows_pg(
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
     return text(sql)
+
+
+def defaults_of(table: Table, keys: Sequence[str]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    """The columns left out of ``keys`` that have a Python-side default, with its maker:
+    an insert fills them as a Core insert would."""
+    return tuple(
+        (c.key, _default_maker(c))
+        for c in table.columns
+        if c.key not in keys and c.default is not None and not c.primary_key
+    )
 
 
 async def insert_rows(
@@ -434,11 +446,7 @@ async def insert_rows(
     if not rows:
         return []
     keys = tuple(rows[0])
-    defaults = tuple(
-        (c.key, _default_maker(c))
-        for c in table.columns
-        if c.key not in keys and c.default is not None and not c.primary_key
-    )
+    defaults = defaults_of(table, keys)
     if conn.dialect.name != "postgresql":
         found: list[Any] = []
         per_chunk = max(1, SQLITE_MAX_BINDS // (len(keys) + len(defaults)))
@@ -467,20 +475,18 @@ async def insert_rows(
     return list(result.all()) if returning else []
 
 
-def _update_column(key: str) -> str:
+def update_column(key: str) -> str:
     for prefix in ("b_", "add_"):
         if key.startswith(prefix):
             return key[len(prefix) :]
     return key
 
 
-def _update_parts(
-    table: Table, keys: Sequence[str], value: Callable[[str], str]
-) -> tuple[str, str]:
+def update_parts(table: Table, keys: Sequence[str], value: Callable[[str], str]) -> tuple[str, str]:
     sets = []
     where = []
     for key in keys:
-        column = _update_column(key)
+        column = update_column(key)
         if key.startswith("b_"):
             where.append(f"{table.name}.{column} = {value(key)}")
         elif key.startswith("add_"):
@@ -495,20 +501,20 @@ def _update_rows_statement(
     table: Table, keys: tuple[str, ...], returning: tuple[str, ...], postgres: bool
 ) -> TextClause:
     if postgres:
-        sets, where = _update_parts(table, keys, lambda key: f"v.{key}")
+        sets, where = update_parts(table, keys, lambda key: f"v.{key}")
         sql = (
-            f"UPDATE {table.name} SET {sets} FROM {_unnest(table, keys, _update_column)} "
+            f"UPDATE {table.name} SET {sets} FROM {unnest_arrays(table, keys, update_column)} "
             f"WHERE {where}"
         )
     else:
-        sets, where = _update_parts(table, keys, lambda key: f":{key}")
+        sets, where = update_parts(table, keys, lambda key: f":{key}")
         sql = f"UPDATE {table.name} SET {sets} WHERE {where}"
     if returning:
         sql += " RETURNING " + ", ".join(f"{table.name}.{c}" for c in returning)
     if postgres:
         return text(sql)
     return text(sql).bindparams(
-        *(bindparam(key, type_=table.c[_update_column(key)].type) for key in keys)
+        *(bindparam(key, type_=table.c[update_column(key)].type) for key in keys)
     )
 
 

@@ -36,6 +36,7 @@ from ordermesh_inventory.domain import (
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_platform.db import insert_new, insert_rows, one_of, update_rows
 from ordermesh_platform.errors import Conflict, NotFound
+from ordermesh_platform.writes import Rows
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -154,6 +155,18 @@ def _stock_locked(postgres: bool) -> Select[Any]:
         .where(one_of(stock.c.sku, "skus", postgres))
         .order_by(stock.c.sku)
         .with_for_update()
+    )
+
+
+@functools.cache
+def _priced_stock_locked(postgres: bool) -> Select[Any]:
+    # The stock rows locked in SKU order (as _stock_locked), each with its price.
+    return (
+        select(stock, products.c.name, products.c.unit_price_minor, products.c.currency)
+        .join(products, products.c.sku == stock.c.sku)
+        .where(one_of(stock.c.sku, "skus", postgres))
+        .order_by(stock.c.sku)
+        .with_for_update(of=stock)
     )
 
 
@@ -278,6 +291,20 @@ class InventoryStore:
                 found[r.sku] = Product(r.sku, r.name, r.unit_price_minor, r.currency)
         return found
 
+    async def lock_priced_stock(
+        self, skus: Sequence[str]
+    ) -> tuple[dict[str, Product], dict[str, StockLevel]]:
+        """The products among ``skus`` and their stock rows, locked in SKU order
+        (``skus`` must be sorted): one statement for both."""
+        catalogue, levels = {}, {}
+        for chunk in _chunks(skus):
+            for r in await self.session.execute(
+                _priced_stock_locked(self._postgres), {"skus": list(chunk)}
+            ):
+                catalogue[r.sku] = Product(r.sku, r.name, r.unit_price_minor, r.currency)
+                levels[r.sku] = _level(r)
+        return catalogue, levels
+
     async def lock_stock_many(self, skus: Sequence[str]) -> dict[str, StockLevel]:
         """Lock the SKUs' stock rows, in SKU order (``skus`` must be sorted)."""
         levels = {}
@@ -316,38 +343,33 @@ class InventoryStore:
             for r in heads
         }
 
+    @staticmethod
+    def reservation_writes(reserved: Sequence[Reservation]) -> tuple[Rows, Rows, Rows]:
+        """New reservations as writes for one statement: their heads (each skipped
+        where the order has one already; the order ids written come back), their lines,
+        and their units moved from available to reserved."""
+        ordered = sorted(reserved, key=lambda r: r.order_id)  # heads in order id order
+        heads = Rows(
+            reservations,
+            [_head(r) for r in ordered],
+            conflict=("order_id",),
+            returning=("order_id",),
+        )
+        # A line of an order whose head was there already is skipped too: the caller
+        # rolls back when any head was, so nothing of that order lands either way.
+        lines = Rows(reservation_lines, _lines(ordered), conflict=("order_id", "sku"))
+        moves = Rows(stock, _stock_deltas((r.lines, RESERVE) for r in ordered), update=True)
+        return heads, lines, moves
+
     async def claim_reservations(self, claims: Iterable[Reservation]) -> set[str]:
         """Insert the reservation heads; returns the order ids written. One left out
         already had a head (on PostgreSQL a concurrent claimer waits here for the first
         to finish). Rows go in order id order, so two claimers never wait on each other."""
-        rows = [
-            {
-                "order_id": r.order_id,
-                "state": r.state.value,
-                "currency": r.currency,
-                "expires_at": r.expires_at,
-                "created_at": r.created_at,
-                "updated_at": r.created_at,
-            }
-            for r in sorted(claims, key=lambda r: r.order_id)
-        ]
+        rows = [_head(r) for r in sorted(claims, key=lambda r: r.order_id)]
         written = await insert_rows(
             self.session, reservations, rows, conflict=("order_id",), returning=("order_id",)
         )
         return {r.order_id for r in written}
-
-    async def add_lines(self, reserved: Iterable[Reservation]) -> None:
-        rows = [
-            {
-                "order_id": r.order_id,
-                "sku": x.sku,
-                "quantity": x.quantity,
-                "unit_price_minor": x.unit_price_minor,
-            }
-            for r in reserved
-            for x in r.lines
-        ]
-        await insert_rows(self.session, reservation_lines, rows)
 
     async def move(
         self, moves: Iterable[tuple[tuple[ReservationLine, ...], tuple[str, str]]]
@@ -374,3 +396,27 @@ class InventoryStore:
             .limit(limit)
         )
         return list((await self.session.execute(query)).scalars())
+
+
+def _head(r: Reservation) -> dict[str, object]:
+    return {
+        "order_id": r.order_id,
+        "state": r.state.value,
+        "currency": r.currency,
+        "expires_at": r.expires_at,
+        "created_at": r.created_at,
+        "updated_at": r.created_at,
+    }
+
+
+def _lines(reserved: Iterable[Reservation]) -> list[dict[str, object]]:
+    return [
+        {
+            "order_id": r.order_id,
+            "sku": x.sku,
+            "quantity": x.quantity,
+            "unit_price_minor": x.unit_price_minor,
+        }
+        for r in reserved
+        for x in r.lines
+    ]

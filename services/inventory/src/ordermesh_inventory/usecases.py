@@ -29,13 +29,12 @@ from ordermesh_inventory.store import (
     COMMIT,
     RELEASE_COMMITTED,
     RELEASE_RESERVED,
-    RESERVE,
     InventoryStore,
     outbox,
 )
 from ordermesh_messaging.unit_of_work import UnitOfWork, UnitsOfWork
 from ordermesh_platform.db import Transactions
-from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError
+from ordermesh_platform.errors import InvalidArgument, NotFound, ServiceError, Unavailable
 from ordermesh_platform.faults import kill_at
 from ordermesh_platform.telemetry import untraced
 from ordermesh_platform.validation import validate_order_id
@@ -107,39 +106,60 @@ class Inventory:
             except InvalidArgument as error:
                 answers[i] = error
         if wanted:
-            async with self._work.begin() as work:
-                answers |= await self._reserve_valid(work, requests, wanted)
+            answers |= await self._reserve_decided(requests, wanted)
             kill_at(self._fault_point, "after_reserve_commit")  # committed, not yet answered
         return [answers[i] for i in range(len(requests))]
+
+    async def _reserve_decided(
+        self,
+        requests: Sequence[ReservationRequest],
+        wanted: dict[int, tuple[ReservationLine, ...]],
+    ) -> dict[int, Reservation | ServiceError]:
+        """Decide and write the batch in one transaction. The first attempt takes every
+        order for new (almost all are) and writes it in one statement; an order that
+        had a reservation already (a retry, refused or not), or got one from a
+        concurrent call, rolls the batch back, and the next attempt reads the orders'
+        reservations first and answers those as the first call was answered."""
+        for attempt in range(RESERVE_ATTEMPTS):
+            try:
+                async with self._work.begin() as work:
+                    return await self._reserve_valid(work, requests, wanted, look_up=attempt > 0)
+            except _ReservedMeanwhile:
+                continue
+        raise Unavailable("concurrent calls kept reserving the same orders; try again")
 
     async def _reserve_valid(
         self,
         work: UnitOfWork,
         requests: Sequence[ReservationRequest],
         wanted: dict[int, tuple[ReservationLine, ...]],
+        look_up: bool,
     ) -> dict[int, Reservation | ServiceError]:
         store = InventoryStore(work.connection)
-        known = await store.get_reservations(sorted({requests[i].order_id for i in wanted}))
+        known = {}
+        if look_up:
+            known = await store.get_reservations(sorted({requests[i].order_id for i in wanted}))
         skus = sorted(
             {x.sku for i in wanted if requests[i].order_id not in known for x in wanted[i]}
         )
-        catalogue = await store.prices(skus)
-        # Locked before any head is claimed: a batch waits on a head only holding all its stock.
-        levels = await store.lock_stock_many(sorted(catalogue))
+        # Locked before any head is claimed: a batch waits on a head only holding all its
+        # stock (a concurrent claimer of the same order waits on ours, or we on its).
+        catalogue, levels = await store.lock_priced_stock(skus)
         available = {sku: level.available for sku, level in levels.items()}
         answers, winners = self._decide(requests, wanted, known, catalogue, available)
-        claimed = await store.claim_reservations(winners.values())
-        lost = set(winners) - claimed
-        if lost:
-            # A concurrent call for the same order got there first: answer as it did.
-            known |= await store.get_reservations(sorted(lost))
-            for i in wanted:
-                if requests[i].order_id in lost:
-                    answers[i] = _replayed(known[requests[i].order_id], wanted[i])
-        won = [r for order_id, r in winners.items() if order_id in claimed]
-        await store.move((r.lines, RESERVE) for r in won)
-        await store.add_lines(won)
+        if not look_up:
+            # A refusal taken for new may be a retry, refused because its own
+            # reservation holds the units: it must be answered as it was the first time.
+            refused = {
+                requests[i].order_id for i, a in answers.items() if isinstance(a, ServiceError)
+            }
+            if refused and await store.get_reservations(sorted(refused)):
+                raise _ReservedMeanwhile
+        won = list(winners.values())
         work.record(reserved_event(r) for r in won)
+        claimed = {row.order_id for row in await work.write(*store.reservation_writes(won))}
+        if claimed != set(winners):
+            raise _ReservedMeanwhile  # rolls the whole batch back, its stock moves too
         return answers
 
     def _decide(
@@ -293,6 +313,13 @@ class Inventory:
 
 
 T = TypeVar("T")
+# Passes one reservation batch may take: the first without reading reservations, then
+# with; a third only when a concurrent call reserved one of its orders in between.
+RESERVE_ATTEMPTS = 3
+
+
+class _ReservedMeanwhile(Exception):
+    """An order of the batch had a reservation when its head was written."""
 
 
 def _only(answers: Sequence[T | ServiceError]) -> T:

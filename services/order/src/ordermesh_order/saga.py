@@ -361,10 +361,12 @@ class SagaRunner:
 
     async def _insert_batch(self, batch: Sequence[NewOrder]) -> list[Order | None]:
         async with self._work.begin() as work:
-            existing = await OrderRepository(work.connection).add_many(batch)
-            for new, found in zip(batch, existing, strict=True):
-                if found is None:  # written: its OrderCreated goes out with it
-                    work.record(new.order.pull_events())
+            repository = OrderRepository(work.connection)
+            # One statement: the orders, their lines and their OrderCreated, of each order
+            # written (a replayed key writes none of the three).
+            work.record(event for new in batch for event in new.order.pull_events())
+            written = await work.write(*repository.insert_writes(batch), events_of_written=True)
+            existing = await repository.existing(batch, {row.order_id for row in written})
         self._fault_point("after_insert")
         return existing
 
@@ -376,10 +378,11 @@ class SagaRunner:
             first.setdefault(order.order_id, i)
         unique = [batch[i] for i in first.values()]
         async with self._work.begin() as work:
-            saved = await OrderRepository(work.connection).save_many(unique)
-            for (order, _), ok in zip(unique, saved, strict=True):
-                if ok:
-                    work.record(order.pull_events())
+            # One statement: each order still as read, its prices, and its events (a
+            # stale order writes none of them, and is read again by its runner).
+            work.record(event for order, _ in unique for event in order.pull_events())
+            rows = await work.write(*OrderRepository.save_writes(unique), events_of_written=True)
+            saved = OrderRepository.saved(unique, {row.order_id for row in rows})
             written = dict(zip(first, saved, strict=True))
         return [i == first[o.order_id] and written[o.order_id] for i, (o, _) in enumerate(batch)]
 

@@ -31,9 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
-from ordermesh_platform.db import insert_rows, update_rows
 from ordermesh_platform.paging import Cursor, newest_first
 from ordermesh_platform.telemetry import traceparent_of_current
+from ordermesh_platform.writes import Rows, write_together
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -169,12 +169,20 @@ class OrderRepository:
             raise StaleOrder(order.order_id)
 
     async def add_many(self, new: Sequence[NewOrder]) -> list[Order | None]:
-        """Insert new orders with their lines and events, a few statements for the
-        whole batch. Per order: None when inserted, else the order that (customer, key)
-        names already (placed before, or earlier in the same batch)."""
+        """Insert new orders with their lines. Per order: None when inserted, else the
+        order that (customer, key) names already (placed before, or earlier in the
+        same batch)."""
+        written = await write_together(self.session, *self.insert_writes(new))
+        return await self.existing(new, {r.order_id for r in written})
+
+    @staticmethod
+    def insert_writes(new: Sequence[NewOrder]) -> tuple[Rows, Rows]:
+        """The new orders and their lines, as writes for one statement: an order whose
+        (customer, key) names one already is skipped, and so are its lines; the order
+        ids written come back."""
         rows = [
             {
-                **self._row(n.order),
+                **OrderRepository._row(n.order),
                 "version": n.order.version,
                 "customer_id": n.order.customer_id,
                 "idempotency_key": n.order.idempotency_key,
@@ -190,33 +198,28 @@ class OrderRepository:
             }
             for n in new
         ]
-        written = {
-            r.order_id
-            for r in await insert_rows(
-                self.session,
-                orders,
-                rows,
-                conflict=("customer_id", "idempotency_key"),
-                returning=("order_id",),
-            )
-        }
-        placed = [n.order for n in new if n.order.order_id in written]
-        await insert_rows(
-            self.session,
-            order_lines,
-            [
-                {
-                    "order_id": o.order_id,
-                    "line_no": i,
-                    "sku": x.sku,
-                    "quantity": x.quantity,
-                    "unit_price_minor": x.unit_price_minor,
-                }
-                for o in placed
-                for i, x in enumerate(o.lines)
-            ],
+        lines = [
+            {
+                "order_id": n.order.order_id,
+                "line_no": i,
+                "sku": x.sku,
+                "quantity": x.quantity,
+                "unit_price_minor": x.unit_price_minor,
+            }
+            for n in new
+            for i, x in enumerate(n.order.lines)
+        ]
+        return (
+            Rows(
+                orders, rows, conflict=("customer_id", "idempotency_key"), returning=("order_id",)
+            ),
+            Rows(order_lines, lines, only_written="order_id"),
         )
-        existing = await self._by_keys(
+
+    async def existing(self, new: Sequence[NewOrder], written: set[str]) -> list[Order | None]:
+        """Per new order: None when ``written``, else the order its (customer, key)
+        names already."""
+        found = await self._by_keys(
             [
                 (n.order.customer_id, n.order.idempotency_key)
                 for n in new
@@ -226,7 +229,7 @@ class OrderRepository:
         return [
             None
             if n.order.order_id in written
-            else existing[(n.order.customer_id, n.order.idempotency_key)]
+            else found[(n.order.customer_id, n.order.idempotency_key)]
             for n in new
         ]
 
@@ -241,35 +244,41 @@ class OrderRepository:
 
     async def save_many(self, batch: Sequence[tuple[Order, bool]]) -> list[bool]:
         """Write each (order, priced) if nobody changed it since it was read: True when
-        written (its version moves on, its events go to the outbox), False when stale."""
+        written (its version moves on), False when stale."""
+        written = await write_together(self.session, *self.save_writes(batch))
+        return self.saved(batch, {r.order_id for r in written})
+
+    @staticmethod
+    def save_writes(batch: Sequence[tuple[Order, bool]]) -> tuple[Rows, Rows]:
+        """Each (order, priced) as writes for one statement: the order where its version
+        is still the one read (the order ids written come back), and a priced order's
+        lines' prices, of the orders written only."""
         rows = []
         for order, _ in batch:
-            row = self._row(order)
+            row = OrderRepository._row(order)
             row["b_order_id"] = row.pop("order_id")
             rows.append({**row, "b_version": order.version, "version": order.version + 1})
-        saved = {
-            r.order_id
-            for r in await update_rows(self.session, orders, rows, returning=("order_id",))
-        }
-        written = [order.order_id in saved for order, _ in batch]
-        await update_rows(
-            self.session,
-            order_lines,
-            [
-                {
-                    "b_order_id": order.order_id,
-                    "b_line_no": i,
-                    "unit_price_minor": x.unit_price_minor,
-                }
-                for (order, priced), ok in zip(batch, written, strict=True)
-                if ok and priced
-                for i, x in enumerate(order.lines)
-            ],
+        prices = [
+            {"b_order_id": order.order_id, "b_line_no": i, "unit_price_minor": x.unit_price_minor}
+            for order, priced in batch
+            if priced
+            for i, x in enumerate(order.lines)
+        ]
+        return (
+            Rows(orders, rows, update=True, returning=("order_id",)),
+            Rows(order_lines, prices, update=True, only_written="b_order_id"),
         )
-        for (order, _), ok in zip(batch, written, strict=True):
-            if ok:
+
+    @staticmethod
+    def saved(batch: Sequence[tuple[Order, bool]], written: set[str]) -> list[bool]:
+        """Per (order, priced): whether it was ``written``; a written order's version
+        moves on."""
+        saved = []
+        for order, _ in batch:
+            if ok := order.order_id in written:
                 order.version += 1
-        return written
+            saved.append(ok)
+        return saved
 
     @staticmethod
     def _row(order: Order) -> dict[str, object]:
