@@ -129,3 +129,14 @@ async def test_only_the_first_write_returns_rows(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         with pytest.raises(ValueError, match="only the first write"):
             await write_together(conn, first, total._replace(returning=("name",)))
+
+
+async def test_with_nothing_first_the_writes_that_do_not_depend_on_it_still_land(
+    engine: AsyncEngine,
+) -> None:
+    first, lines_of_first, total = writes(("h1", "k1", [4]))
+    async with engine.begin() as conn:
+        written = await write_together(conn, first._replace(rows=[]), lines_of_first, total)
+    assert written == []
+    assert await rows_of(engine, lines) == []
+    assert await rows_of(engine, totals) == [("all", 4, 1)]

@@ -54,10 +54,10 @@ async def write_together(conn: AsyncConnection, first: Rows, *then: Rows) -> lis
         any(w.only_written for w in then) and not first.returning
     ):
         raise ValueError("only the first write returns rows, and only_written needs them")
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or not first.rows:
+        # With nothing first, what depends on it has nothing either: the rest, if any,
+        # one by one (rare: a batch has its first write).
         return await _one_after_another(conn, first, then)
-    if not first.rows:
-        return []
     shapes = tuple(_shape(w) for w in writes)
     params: dict[str, Any] = {}
     for n, w in enumerate(writes):

@@ -34,7 +34,7 @@ from ordermesh_inventory.domain import (
     StockLevel,
 )
 from ordermesh_messaging.outbox import outbox_table
-from ordermesh_platform.db import insert_new, insert_rows, one_of, update_rows
+from ordermesh_platform.db import insert_new, insert_rows, one_of
 from ordermesh_platform.errors import Conflict, NotFound
 from ordermesh_platform.writes import Rows
 
@@ -358,8 +358,7 @@ class InventoryStore:
         # A line of an order whose head was there already is skipped too: the caller
         # rolls back when any head was, so nothing of that order lands either way.
         lines = Rows(reservation_lines, _lines(ordered), conflict=("order_id", "sku"))
-        moves = Rows(stock, _stock_deltas((r.lines, RESERVE) for r in ordered), update=True)
-        return heads, lines, moves
+        return heads, lines, InventoryStore.move_writes((r.lines, RESERVE) for r in ordered)
 
     async def claim_reservations(self, claims: Iterable[Reservation]) -> set[str]:
         """Insert the reservation heads; returns the order ids written. One left out
@@ -371,19 +370,21 @@ class InventoryStore:
         )
         return {r.order_id for r in written}
 
-    async def move(
-        self, moves: Iterable[tuple[tuple[ReservationLine, ...], tuple[str, str]]]
-    ) -> None:
-        """Shift units between stock columns: each move is lines and (source, target)."""
-        await update_rows(self.session, stock, _stock_deltas(moves))
+    @staticmethod
+    def move_writes(moves: Iterable[tuple[tuple[ReservationLine, ...], tuple[str, str]]]) -> Rows:
+        """Units shifted between stock columns, as a write for one statement: each move
+        is lines and (source, target)."""
+        return Rows(stock, _stock_deltas(moves), update=True)
 
-    async def set_states(self, order_ids: Iterable[str], state: ReservationState) -> None:
+    @staticmethod
+    def state_writes(order_ids: Iterable[str], state: ReservationState) -> Rows:
+        """The reservations moved to ``state``, as a write for one statement."""
         now = utcnow()
         rows = [
             {"b_order_id": order_id, "state": state.value, "updated_at": now}
             for order_id in sorted(order_ids)
         ]
-        await update_rows(self.session, reservations, rows)
+        return Rows(reservations, rows, update=True)
 
     async def expired(self, now: datetime, limit: int) -> list[str]:
         query = (

@@ -225,9 +225,11 @@ class Inventory:
                 current[reservation.order_id] = committed[reservation.order_id] = reservation
                 answers[i] = reservation
         await store.lock_stock_many(_skus_of(committed.values()))
-        await store.move((r.lines, COMMIT) for r in committed.values())
-        await store.set_states(committed, ReservationState.COMMITTED)
         work.record(committed_event(r) for r in committed.values())
+        await work.write(
+            store.state_writes(committed, ReservationState.COMMITTED),
+            store.move_writes((r.lines, COMMIT) for r in committed.values()),
+        )
         return answers
 
     async def release_many(
@@ -296,9 +298,11 @@ class Inventory:
         await store.lock_stock_many(_skus_of(r for r, _ in released.values()))
         # Tombstones after the stock locks, as reserve claims its heads: no lock cycle.
         lost = set(tombstones) - await store.claim_reservations(tombstones.values())
-        await store.move((r.lines, columns) for r, columns in released.values())
-        await store.set_states(released, ReservationState.RELEASED)
         work.record(released_event(r, reason) for r, _ in released.values())
+        await work.write(
+            store.state_writes(released, ReservationState.RELEASED),
+            store.move_writes((r.lines, columns) for r, columns in released.values()),
+        )
         return answers, lost
 
     async def release_expired(self, limit: int = 100) -> int:

@@ -25,7 +25,8 @@ from ordermesh_payment.risk.feature_store import risk_feature_table
 from ordermesh_payment.risk.labels import risk_chargeback_table
 from ordermesh_payment.risk.registry import risk_model_table
 from ordermesh_payment.simulated_chargebacks import simulated_chargeback_table
-from ordermesh_platform.db import insert_rows, one_of, update_rows
+from ordermesh_platform.db import insert_rows, one_of
+from ordermesh_platform.writes import Rows
 
 metadata = MetaData()
 outbox = outbox_table(metadata)
@@ -162,11 +163,11 @@ class PaymentStore:
         )
         return {r.order_id for r in written}
 
-    async def move_many(self, moves: Sequence[tuple[Payment, Payment]]) -> set[str]:
-        """Move each payment from its ``before`` state to ``after`` in one statement;
-        returns the order ids moved. One left out was moved by another call first (the
-        caller re-reads and decides)."""
+    @staticmethod
+    def move_writes(moves: Sequence[tuple[Payment, Payment]]) -> Rows:
+        """Each payment moved from its ``before`` state to ``after``, as a write for one
+        statement; the order ids moved come back. One left out was moved by another
+        call first (the caller re-reads and decides)."""
         ordered = sorted(moves, key=lambda move: move[0].order_id)
         rows = [_move_row(before, after) for before, after in ordered]
-        changed = await update_rows(self.session, payments, rows, returning=("order_id",))
-        return {r.order_id for r in changed}
+        return Rows(payments, rows, update=True, returning=("order_id",))

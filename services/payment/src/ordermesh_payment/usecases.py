@@ -463,12 +463,14 @@ class Payments:
         stamped = [(before, replace(after, updated_at=now)) for before, after in moves]
         async with self._work.begin() as work:
             store = PaymentStore(work.connection)
-            moved = await store.move_many(stamped)
+            # One statement: the moves and the events of those that applied.
+            work.record(events_of([after for _, after in stamped], scored))
+            rows = await work.write(store.move_writes(stamped), events_of_written=True)
+            moved = {row.order_id for row in rows}
             others = await store.get_many(
                 [before.order_id for before, _ in stamped if before.order_id not in moved]
             )
             applied = [after for _, after in stamped if after.order_id in moved]
-            work.record(events_of(applied, scored))
             if self._risk is not None and scored and decisions:
                 outcomes = [
                     PaymentOutcome(scored[p.order_id], p.state is PaymentState.DECLINED)
