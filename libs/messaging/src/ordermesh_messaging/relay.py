@@ -5,10 +5,11 @@ order even with several relays on one outbox.
 How a pass works (PostgreSQL): one transaction, a constant number of statements
 however many rows and buckets it carries (rows are bucketed by aggregate id):
     BEGIN
-    pg_try_advisory_xact_lock(bucket) for every bucket, in one statement
-                                               -- another relay holds some? not those
-    SELECT ... WHERE bucket = ANY(locked) AND published_at IS NULL
-      ORDER BY seq LIMIT n                   -- no row locks: the buckets' locks suffice
+    SELECT ... WHERE bucket = ANY(ARRAY(buckets where pg_try_advisory_xact_lock))
+      AND published_at IS NULL ORDER BY seq LIMIT n
+                                 -- the free buckets locked in the claim itself; another
+                                 -- relay holds some? not those. No row locks: the
+                                 -- buckets' locks suffice
     produce the rows, one record batch per partition; wait for every acknowledgement
     DELETE FROM outbox WHERE seq = ANY(acknowledged prefix)
     COMMIT
@@ -39,8 +40,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Table, any_, bindparam, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_messaging import clients
@@ -83,11 +83,12 @@ GROUPS_BEHIND_A_BACKLOG = 3
 # Claims a group makes in one pass while each comes back full: the groups then wait for
 # one another once per pass, not once per claim.
 DRAIN_CLAIMS = 8
-# Every free bucket locked in one statement (the WHERE runs for each row): a bucket
-# another relay holds is left to it.
-_LOCK_FREE_BUCKETS = text(
-    "SELECT array_agg(x.b) FROM unnest(CAST(:buckets AS integer[]), CAST(:keys AS bigint[]))"
-    " AS x(b, k) WHERE pg_try_advisory_xact_lock(x.k)"
+# The claim's rows come from the free buckets, each locked in the claim itself: the
+# array is built once (an InitPlan), its WHERE run for each bucket, so a bucket another
+# relay holds is left to it, and the partial index is searched for the rest.
+_IN_FREE_BUCKETS = text(
+    "bucket = ANY(ARRAY(SELECT x.b FROM unnest(CAST(:buckets AS integer[]),"
+    " CAST(:keys AS bigint[])) AS x(b, k) WHERE pg_try_advisory_xact_lock(x.k)))"
 )
 
 
@@ -261,10 +262,8 @@ class OutboxRelay:
         async with self._engine.connect() as conn:
             if self._postgres:
                 async with conn.begin():
-                    locked = await conn.scalar(_LOCK_FREE_BUCKETS, buckets)
-                    if not locked:
-                        return 0  # other relays are publishing every bucket
-                    rows = await self._claim(conn, locked)
+                    # None when other relays are publishing every bucket, or all is out.
+                    rows = await self._claim(conn, buckets)
                     acknowledged = await self._produce(producer, rows) if rows else 0
                     await self._delete_acknowledged(conn, rows, acknowledged)
             else:
@@ -279,8 +278,11 @@ class OutboxRelay:
             raise RuntimeError(f"broker acknowledged {acknowledged} of {len(rows)} rows")
         return acknowledged
 
-    async def _claim(self, conn: AsyncConnection, locked: list[int] | None) -> list[Claimed]:
-        """The oldest unpublished rows, of the ``locked`` buckets where relays share them."""
+    async def _claim(
+        self, conn: AsyncConnection, buckets: dict[str, list[int]] | None
+    ) -> list[Claimed]:
+        """The oldest unpublished rows; where relays share them (``buckets``: the
+        buckets and their lock keys), of the buckets this claim could lock."""
         t = self._table
         query = (
             select(*(t.c[name] for name in Claimed._fields))
@@ -288,11 +290,9 @@ class OutboxRelay:
             .order_by(t.c.seq)
             .limit(self._settings.outbox_batch_size)
         )
-        if locked is not None:
-            query = query.where(
-                t.c.bucket == any_(bindparam("buckets", locked, type_=ARRAY(t.c.bucket.type)))
-            )
-        return [Claimed._make(row) for row in await conn.execute(query)]
+        if buckets is not None:
+            query = query.where(_IN_FREE_BUCKETS)
+        return [Claimed._make(row) for row in await conn.execute(query, buckets or {})]
 
     async def _delete_acknowledged(
         self, conn: AsyncConnection, rows: list[Claimed], acknowledged: int
