@@ -13,7 +13,7 @@ from ordermesh.events.v1 import events_pb2
 from ordermesh_messaging.events import DomainEvent
 from ordermesh_messaging.unit_of_work import UnitsOfWork
 from ordermesh_order.domain import Order, PlaceOrder
-from ordermesh_order.store import OrderRepository, orders, outbox
+from ordermesh_order.store import NewOrder, OrderRepository, orders, outbox
 from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 
@@ -70,3 +70,40 @@ async def test_a_unit_that_records_nothing_writes_no_outbox_row(units: UnitsOfWo
     async with units.begin():
         pass
     assert await _outbox_ids(units) == []
+
+
+def _new(order_id: str, key: str) -> NewOrder:
+    order = Order.place(order_id, PlaceOrder.validated("c", key, [("A", 1)], "EUR", "t"))
+    return NewOrder(order, "me", order.created_at, "", "")
+
+
+async def test_a_single_statement_unit_writes_the_events_of_what_it_wrote(
+    units: UnitsOfWork,
+) -> None:
+    async with units.single() as work:
+        await work.write(*OrderRepository.insert_writes([_new("o-1", "k1")]))
+    batch = [_new("o-2", "k1"), _new("o-3", "k3")]  # o-2 replays k1: it writes nothing
+    async with units.single() as work:
+        work.record(event for new in batch for event in new.order.pull_events())
+        written = await work.write(*OrderRepository.insert_writes(batch), events_of_written=True)
+    assert [row.order_id for row in written] == ["o-3"]
+    assert await _outbox_ids(units) == ["o-3"]
+
+
+async def test_a_single_statement_unit_refuses_a_second_write_or_a_late_event(
+    units: UnitsOfWork,
+) -> None:
+    async def write_twice() -> None:
+        async with units.single() as work:
+            await work.write(*OrderRepository.insert_writes([_new("o-1", "k1")]))
+            await work.write(*OrderRepository.insert_writes([_new("o-2", "k2")]))
+
+    async def record_late() -> None:
+        async with units.single() as work:
+            await work.write(*OrderRepository.insert_writes([_new("o-3", "k3")]))
+            work.record([_confirmed("o-3")])
+
+    with pytest.raises(RuntimeError, match="writes once"):
+        await write_twice()
+    with pytest.raises(RuntimeError, match="after the unit's one write"):
+        await record_late()

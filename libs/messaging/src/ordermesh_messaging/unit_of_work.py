@@ -23,10 +23,12 @@ from ordermesh_platform.writes import Rows, write_together
 class UnitOfWork:
     """One transaction in progress, and the events recorded in it so far."""
 
-    def __init__(self, connection: AsyncConnection, outbox: Outbox) -> None:
+    def __init__(self, connection: AsyncConnection, outbox: Outbox, single: bool = False) -> None:
         self.connection = connection
         self.events: list[DomainEvent] = []
         self._outbox = outbox
+        self._single = single
+        self._written = False
 
     def record(self, events: Iterable[DomainEvent]) -> None:
         self.events.extend(events)
@@ -36,6 +38,9 @@ class UnitOfWork:
         (``ordermesh_platform.writes``); the rows ``first`` returned. With
         ``events_of_written``, an event goes out only if its aggregate id is among the
         first column ``first`` returned (an order a conflict left out raised none)."""
+        if self._single and self._written:
+            raise RuntimeError("a single-statement unit of work writes once")
+        self._written = True
         events, self.events = self.events, []
         rows = Rows(
             self._outbox.table,
@@ -64,3 +69,16 @@ class UnitsOfWork:
             work = UnitOfWork(connection, self._outbox)
             yield work
             await self._outbox.add(connection, work.events)
+
+    @asynccontextmanager
+    async def single(self) -> AsyncIterator[UnitOfWork]:
+        """A unit whose change is one ``work.write(...)``, reads around it allowed. On
+        PostgreSQL it runs without BEGIN and COMMIT, two round trips of the three a
+        one-statement transaction costs: one statement is atomic by itself. (SQLite: a
+        transaction, as ``begin``.) It takes no lock a later statement relies on, and
+        every event it writes goes in that one statement."""
+        async with self._transactions.single_statement() as connection:
+            work = UnitOfWork(connection, self._outbox, single=True)
+            yield work
+            if work.events:
+                raise RuntimeError("events recorded after the unit's one write")

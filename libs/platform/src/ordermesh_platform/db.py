@@ -176,6 +176,13 @@ class Transactions:
             return self.engine.begin()
         return self._bounded(self.engine.begin())
 
+    def single_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for a unit of work that writes in one statement: on PostgreSQL
+        outside a transaction (the statement commits by itself), on SQLite in one."""
+        if self._reads is self.engine:
+            return self.begin()
+        return self()
+
     def budget_s(self) -> float | None:
         """How long a unit of work started now may take."""
         from ordermesh_platform.deadlines import remaining_s

@@ -360,7 +360,7 @@ class SagaRunner:
         return written
 
     async def _insert_batch(self, batch: Sequence[NewOrder]) -> list[Order | None]:
-        async with self._work.begin() as work:
+        async with self._work.single() as work:
             repository = OrderRepository(work.connection)
             # One statement: the orders, their lines and their OrderCreated, of each order
             # written (a replayed key writes none of the three).
@@ -377,7 +377,7 @@ class SagaRunner:
         for i, (order, _) in enumerate(batch):
             first.setdefault(order.order_id, i)
         unique = [batch[i] for i in first.values()]
-        async with self._work.begin() as work:
+        async with self._work.single() as work:
             # One statement: each order still as read, its prices, and its events (a
             # stale order writes none of them, and is read again by its runner).
             work.record(event for order, _ in unique for event in order.pull_events())

@@ -379,7 +379,7 @@ class Payments:
         before, and the intents the provider must be asked about."""
         now = datetime.now(UTC)
         intents = [_intent(request, now) for request in requests]
-        async with self._work.begin() as work:
+        async with self._work.single() as work:  # one insert; the replays' read after it
             store = PaymentStore(work.connection)
             claimed = await store.claim_many(intents)
             replays = [p.order_id for p in intents if p.order_id not in claimed]
@@ -461,7 +461,9 @@ class Payments:
             return {}
         now = datetime.now(UTC)
         stamped = [(before, replace(after, updated_at=now)) for before, after in moves]
-        async with self._work.begin() as work:
+        risk = self._risk if scored and decisions else None
+        # The decision log is a second write, in the same transaction as the moves.
+        async with self._work.begin() if risk is not None else self._work.single() as work:
             store = PaymentStore(work.connection)
             # One statement: the moves and the events of those that applied.
             work.record(events_of([after for _, after in stamped], scored))
@@ -471,13 +473,13 @@ class Payments:
                 [before.order_id for before, _ in stamped if before.order_id not in moved]
             )
             applied = [after for _, after in stamped if after.order_id in moved]
-            if self._risk is not None and scored and decisions:
+            if risk is not None and scored and decisions:
                 outcomes = [
                     PaymentOutcome(scored[p.order_id], p.state is PaymentState.DECLINED)
                     for p in applied
                     if p.order_id in scored
                 ]
-                await self._risk.log_decisions(work.connection, outcomes, decisions)
+                await risk.log_decisions(work.connection, outcomes, decisions)
         return {
             after.order_id: after if after.order_id in moved else others[after.order_id]
             for _, after in stamped
