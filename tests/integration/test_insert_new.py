@@ -13,7 +13,8 @@ from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ordermesh_platform.db import create_engine, ensure_database, insert_new
+from ordermesh_platform.db import insert_new
+from tests.support.tables import engine_with
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +33,8 @@ items = Table(
 
 @pytest.fixture
 async def engine(any_database: str) -> AsyncIterator[AsyncEngine]:
-    await ensure_database(any_database)
-    engine = create_engine(any_database)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with engine_with(any_database, metadata) as engine:
+        yield engine
 
 
 async def rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:

@@ -5,9 +5,8 @@ real HTTP endpoint, retries failures, and ListNotifications shows the outcome.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +17,8 @@ import pytest
 from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.common.v1 import money_pb2
 from ordermesh.events.v1 import events_pb2
@@ -40,6 +38,7 @@ from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 from tests.support.receivers import SECRET, MailBox, webhook_endpoint
 from tests.support.services import running_service
+from tests.support.statements import statements
 
 pytestmark = pytest.mark.integration
 
@@ -96,24 +95,9 @@ async def _handle(sessions: Sessions, *events: InboundEvent) -> None:
         await NotificationHandler().handle(session, events)
 
 
-@contextlib.contextmanager
-def _statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The statements the engine sends inside the block."""
-    sent: list[str] = []
-
-    def record(*args: Any, **_: Any) -> None:
-        sent.append(args[2])
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 async def _statements_to_handle(sessions: Sessions, events: list[InboundEvent]) -> int:
     async with sessions.begin() as session:
-        with _statements(sessions.engine) as sent:
+        with statements(sessions.engine) as sent:
             await NotificationHandler().handle(session, events)
     return len(sent)
 
@@ -474,7 +458,7 @@ async def _pass_with_every_outcome(sessions: Sessions, orders: int) -> tuple[int
     worker = DeliveryWorker(
         sessions, {Channel.LOG: ByOrder()}, retry_policy(_settings(delivery_max_attempts=3))
     )
-    with _statements(sessions.engine) as sent:
+    with statements(sessions.engine) as sent:
         assert await worker.run_once() == orders
     return len(sent), sorted(await _rows(sessions), key=lambda r: int(r.order_id[4:]))
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.common.v1 import money_pb2
@@ -30,6 +30,7 @@ from ordermesh_platform.errors import Conflict, FailedPrecondition, ServiceError
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.resilience import CircuitBreaker
 from tests.support.services import running_service
+from tests.support.statements import statements
 
 pytestmark = pytest.mark.integration
 
@@ -331,35 +332,21 @@ async def test_the_provider_calls_of_a_batch_overlap_within_the_bound(
     assert 1 < provider.most_in_flight <= 8
 
 
-@contextmanager
-def statements_run(engine: AsyncEngine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])  # (connection, cursor, statement, parameters, ...)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
-
-
 async def _statements_of_batches(payments: Payments, engine: AsyncEngine, size: int) -> list[int]:
     """Statements run by each kind of batch of ``size`` orders."""
     orders = [f"s{size}-{i}" for i in range(size)]
     half = size // 2
     counts = []
-    with statements_run(engine) as seen:
+    with statements(engine) as seen:
         assert len(payments_of(await payments.authorize_many(asks(*orders)))) == size
     counts.append(len(seen))
-    with statements_run(engine) as seen:
+    with statements(engine) as seen:
         payments_of(await payments.authorize_many(asks(*orders)))  # all replays
     counts.append(len(seen))
-    with statements_run(engine) as seen:
+    with statements(engine) as seen:
         captured = payments_of(await payments.capture_many(orders[:half]))
     counts.append(len(seen))
-    with statements_run(engine) as seen:
+    with statements(engine) as seen:
         voided = await payments.void_many(
             orders[half:] + [f"ghost-{size}-{i}" for i in range(half)]
         )

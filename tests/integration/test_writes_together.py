@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ordermesh_platform.db import create_engine, ensure_database
 from ordermesh_platform.writes import Rows, write_together
 from tests.support.statements import statements
+from tests.support.tables import engine_with
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,10 @@ totals = Table(
 
 @pytest.fixture
 async def engine(any_database: str) -> AsyncIterator[AsyncEngine]:
-    await ensure_database(any_database)
-    engine = create_engine(any_database)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(totals.insert().values(name="all", quantity=0, version=1))
-    yield engine
-    await engine.dispose()
+    async with engine_with(any_database, metadata) as engine:
+        async with engine.begin() as conn:
+            await conn.execute(totals.insert().values(name="all", quantity=0, version=1))
+        yield engine
 
 
 async def rows_of(engine: AsyncEngine, table: Table) -> list[tuple[Any, ...]]:
