@@ -48,7 +48,8 @@ class Rows(NamedTuple):
 
 
 async def write_together(conn: AsyncConnection, first: Rows, *then: Rows) -> list[Any]:
-    """Every write, in order; the rows ``first`` returned. PostgreSQL: one statement."""
+    """Every write; the rows ``first`` returned. PostgreSQL: one statement, whose writes
+    share one snapshot (none sees another's rows); SQLite: one after another."""
     writes = [w for w in (first, *then) if w.rows or w is first]
     if any(w.returning for w in then) or (
         any(w.only_written for w in then) and not first.returning
