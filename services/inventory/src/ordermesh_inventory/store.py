@@ -143,11 +143,6 @@ def _reservation_lines(postgres: bool) -> Select[Any]:
 
 
 @functools.cache
-def _prices(postgres: bool) -> Select[Any]:
-    return select(products).where(one_of(products.c.sku, "skus", postgres))
-
-
-@functools.cache
 def _stock_locked(postgres: bool) -> Select[Any]:
     # ORDER BY with FOR UPDATE locks in that order: every writer takes SKUs in one order.
     return (
@@ -283,13 +278,6 @@ class InventoryStore:
             )
         )
         return True
-
-    async def prices(self, skus: Sequence[str]) -> dict[str, Product]:
-        found = {}
-        for chunk in _chunks(skus):
-            for r in await self.session.execute(_prices(self._postgres), {"skus": list(chunk)}):
-                found[r.sku] = Product(r.sku, r.name, r.unit_price_minor, r.currency)
-        return found
 
     async def lock_priced_stock(
         self, skus: Sequence[str]
