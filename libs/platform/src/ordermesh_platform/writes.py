@@ -59,12 +59,16 @@ async def write_together(conn: AsyncConnection, first: Rows, *then: Rows) -> lis
         # With nothing first, what depends on it has nothing either: the rest, if any,
         # one by one (rare: a batch has its first write).
         return await _one_after_another(conn, first, then)
-    shapes = tuple(_shape(w) for w in writes)
+    shapes = []
     params: dict[str, Any] = {}
     for n, w in enumerate(writes):
-        for key, values in _arrays(w).items():
+        arrays = _arrays(w)  # the rows' own keys first, then the defaults filled in
+        shapes.append(
+            _Shape(w.table, tuple(arrays), w.update, w.conflict, w.returning, w.only_written)
+        )
+        for key, values in arrays.items():
             params[f"w{n}_{key}"] = values
-    result = await conn.execute(_statement(shapes), params)
+    result = await conn.execute(_statement(tuple(shapes)), params)
     return list(result.all()) if first.returning else []
 
 
@@ -79,15 +83,10 @@ class _Shape(NamedTuple):
     only_written: str
 
 
-def _shape(w: Rows) -> _Shape:
-    columns = tuple(w.rows[0]) if w.rows else ()
-    if not w.update:
-        columns += tuple(key for key, _ in defaults_of(w.table, columns))
-    return _Shape(w.table, columns, w.update, w.conflict, w.returning, w.only_written)
-
-
 def _arrays(w: Rows) -> dict[str, list[Any]]:
-    keys = tuple(w.rows[0])
+    """One array per column; an insert's columns left out with a Python default are
+    filled as a Core insert would."""
+    keys = tuple(w.rows[0]) if w.rows else ()
     arrays: dict[str, list[Any]] = {key: [row[key] for row in w.rows] for key in keys}
     if not w.update:
         for key, make in defaults_of(w.table, keys):
