@@ -112,12 +112,21 @@ def _close_at_once(dbapi_connection: Any, _record: Any, _error: BaseException | 
 
 def count_statements(engine: AsyncEngine, service: str) -> None:
     """Count every statement the engine sends (``ordermesh_db_statements_total``): what
-    a batch shares shows as statements per order. Transaction control is counted too."""
+    a batch shares shows as statements per order. Transaction control is counted too,
+    where it is sent: a connection in autocommit (reads, one-statement units of work)
+    still has SQLAlchemy's begin, commit and rollback events, but the driver sends no
+    BEGIN, COMMIT or ROLLBACK for them."""
     from ordermesh_platform.metrics import DB_STATEMENTS
 
     counter = DB_STATEMENTS.labels(service)
-    for name in ("before_cursor_execute", "begin", "commit", "rollback"):
-        event.listen(engine.sync_engine, name, lambda *_, **__: counter.inc())
+
+    def sent(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            counter.inc()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_, **__: counter.inc())
+    for name in ("begin", "commit", "rollback"):
+        event.listen(engine.sync_engine, name, sent)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
