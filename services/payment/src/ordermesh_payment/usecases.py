@@ -454,32 +454,31 @@ class Payments:
         decisions: Mapping[str, RiskDecision] | None = None,
     ) -> dict[str, Payment]:
         """Commit the moves with their events (carrying the attempts risk scored, by
-        order id) and the risk decisions that led to them, in one transaction; returns
+        order id) and the risk decisions that led to them, in one statement; returns
         each payment as it now is (as another call left it, when that call moved it
         first)."""
         if not moves:
             return {}
         now = datetime.now(UTC)
         stamped = [(before, replace(after, updated_at=now)) for before, after in moves]
-        risk = self._risk if scored and decisions else None
-        # The decision log is a second write, in the same transaction as the moves.
-        async with self._work.begin() if risk is not None else self._work.single() as work:
+        logged = []
+        if self._risk is not None and scored and decisions:
+            outcomes = [
+                PaymentOutcome(scored[after.order_id], after.state is PaymentState.DECLINED)
+                for _, after in stamped
+                if after.order_id in scored
+            ]
+            logged = self._risk.decision_writes(outcomes, decisions)
+        async with self._work.single() as work:
             store = PaymentStore(work.connection)
-            # One statement: the moves and the events of those that applied.
+            # One statement: the moves, then the events and the risk decisions of those
+            # that applied.
             work.record(events_of([after for _, after in stamped], scored))
-            rows = await work.write(store.move_writes(stamped), events_of_written=True)
+            rows = await work.write(store.move_writes(stamped), *logged, events_of_written=True)
             moved = {row.order_id for row in rows}
             others = await store.get_many(
                 [before.order_id for before, _ in stamped if before.order_id not in moved]
             )
-            applied = [after for _, after in stamped if after.order_id in moved]
-            if risk is not None and scored and decisions:
-                outcomes = [
-                    PaymentOutcome(scored[p.order_id], p.state is PaymentState.DECLINED)
-                    for p in applied
-                    if p.order_id in scored
-                ]
-                await risk.log_decisions(work.connection, outcomes, decisions)
         return {
             after.order_id: after if after.order_id in moved else others[after.order_id]
             for _, after in stamped

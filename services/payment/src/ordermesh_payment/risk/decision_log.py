@@ -1,6 +1,6 @@
 """The decision log: every risk decision with what it saw (the attempt and its feature
-vector) and what it was (variant, model version, score, threshold), written with the
-features' update of its batch.
+vector) and what it was (variant, model version, score, threshold), written in the
+statement that records its batch's outcomes.
 
 ``skew`` replays the logged attempts through the feature definition, as training does,
 and compares the vectors with the ones the service scored: the check that online and
@@ -36,6 +36,7 @@ from ordermesh_payment.risk.dataset import replay
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import FeatureDefinition
 from ordermesh_platform.db import Transactions, insert_rows
+from ordermesh_platform.writes import Rows
 
 if TYPE_CHECKING:  # scoring writes through this module: no import at run time
     from ordermesh_payment.risk.scoring import RiskDecision
@@ -63,6 +64,14 @@ def risk_decision_table(metadata: MetaData) -> Table:
         Column("features", LargeBinary, nullable=False),  # the vector scored, packed
         Index("ix_risk_decisions_decided_at", "decided_at"),  # the retention sweep
     )
+
+
+def _rows(
+    outcomes: Sequence[PaymentOutcome], decisions: Mapping[str, RiskDecision]
+) -> list[dict[str, Any]]:
+    return [
+        _row(o, decisions[o.attempt.order_id]) for o in outcomes if o.attempt.order_id in decisions
+    ]
 
 
 def _row(outcome: PaymentOutcome, decision: RiskDecision) -> dict[str, Any]:
@@ -116,12 +125,17 @@ class DecisionLog:
         outcomes: Sequence[PaymentOutcome],
         decisions: Mapping[str, RiskDecision],
     ) -> None:
-        rows = [
-            _row(o, decisions[o.attempt.order_id])
-            for o in outcomes
-            if o.attempt.order_id in decisions
-        ]
-        await insert_rows(conn, self.table, rows, conflict=("order_id",))
+        await insert_rows(conn, self.table, _rows(outcomes, decisions), conflict=("order_id",))
+
+    def writes(
+        self, outcomes: Sequence[PaymentOutcome], decisions: Mapping[str, RiskDecision]
+    ) -> Rows:
+        """The decisions (by order id) as a write after the one that records their
+        outcomes (``write_together``), kept to the payments that write moved: a retry
+        keeps its order's first decision."""
+        return Rows(
+            self.table, _rows(outcomes, decisions), conflict=("order_id",), only_written="order_id"
+        )
 
     async def sweep(
         self, transactions: Transactions, retention: timedelta, chunk: int = 5_000

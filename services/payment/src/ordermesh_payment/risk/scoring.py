@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ordermesh_payment.domain import RiskAssessment, RiskVerdict
 from ordermesh_payment.risk.decision_log import DecisionLog
 from ordermesh_payment.risk.drift import drift
@@ -43,6 +41,7 @@ from ordermesh_payment.risk.models import (
 )
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
+from ordermesh_platform.writes import Rows
 
 log = get_logger(__name__)
 
@@ -316,14 +315,12 @@ class RiskScorer:
         self._observe.scored("rules", time.perf_counter() - started)
         return decisions
 
-    async def log_decisions(
-        self,
-        conn: AsyncConnection,
-        outcomes: Sequence[PaymentOutcome],
-        decisions: Mapping[str, RiskDecision],
-    ) -> None:
-        """Log the batch's decisions (by order id) with their outcomes, in the caller's
-        transaction: the one that records the outcomes. The features are not moved
+    def decision_writes(
+        self, outcomes: Sequence[PaymentOutcome], decisions: Mapping[str, RiskDecision]
+    ) -> list[Rows]:
+        """The batch's decisions (by order id) with their outcomes, as the write after
+        the outcomes' own (none without a decision log). The features are not moved
         here: payment's consumer moves them from the payment events (``feature_feed``)."""
-        if outcomes and self._decision_log is not None:
-            await self._decision_log.add(conn, outcomes, decisions)
+        if not outcomes or self._decision_log is None:
+            return []
+        return [self._decision_log.writes(outcomes, decisions)]
