@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -157,6 +158,58 @@ async def test_a_published_row_leaves_the_outbox_and_rows_marked_by_an_earlier_r
         for r in await read_topic(broker.bootstrap, TOPIC, expect=len(written))
     }
     assert written <= on_the_wire
+
+
+async def test_under_steady_commits_the_passes_are_spaced_and_after_a_quiet_spell_one_goes_at_once(
+    engine: AsyncEngine, broker: Broker
+) -> None:
+    interval = 1.0
+    relay = OutboxRelay(
+        engine, outbox, "ordermesh/order", _settings(broker, outbox_pass_interval_s=interval)
+    )
+    loop = asyncio.get_running_loop()
+    publishing: list[float] = []  # when each pass that published something began
+    publish_once = relay.publish_once
+
+    async def recorded() -> int:
+        started = loop.time()
+        published = await publish_once()
+        if published:
+            publishing.append(started)
+        return published
+
+    relay.publish_once = recorded  # type: ignore[method-assign]
+    sessions = Transactions(engine)
+
+    async def commit_one(n: int) -> None:
+        async with sessions.begin() as session:
+            event = events_pb2.OrderCreated(order_id=f"steady-{n}")
+            await Outbox(outbox).add(session, [DomainEvent("order", f"steady-{n}", event)])
+
+    task = asyncio.create_task(relay.run())
+    try:
+        steady_until = loop.time() + 2.2
+        n = 0
+        while loop.time() < steady_until:  # a commit every 50 ms
+            await commit_one(n)
+            n += 1
+            await asyncio.sleep(0.05)
+        await until_outbox_empty(engine, 30)
+        steady = list(publishing)
+        assert relay.published == n
+        # About 45 commits in about 3 passes, not one pass per commit or two.
+        assert 2 <= len(steady) <= 4
+        assert all(b - a >= interval for a, b in itertools.pairwise(steady))
+        await asyncio.sleep(interval + 0.2)  # quiet: idle polls publish nothing
+        committed = loop.time()
+        await commit_one(n)
+        await until_outbox_empty(engine, 30)
+        assert len(publishing) == len(steady) + 1
+        assert publishing[-1] - committed < 0.75 * interval  # did not wait out an interval
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await relay.close()
 
 
 async def test_behind_a_backlog_each_group_claims_again_while_its_claims_come_back_full(

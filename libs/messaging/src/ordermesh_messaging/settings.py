@@ -31,6 +31,13 @@ class RelaySettings(KafkaSettings):
     outbox_poll_s: float = Field(
         0.5, gt=0, description="Polling fallback when no NOTIFY wakes the relay."
     )
+    outbox_pass_interval_s: float = Field(
+        0.25,
+        ge=0,
+        description="Least time between the starts of two relay passes while it keeps "
+        "up: under steady load each pass carries more rows, at up to this much more "
+        "event latency (a lone commit still goes at once; a backlog goes back to back).",
+    )
 
 
 class ConsumerSettings(KafkaSettings):
