@@ -4,6 +4,8 @@ side, and as many statements for 40 items as for 4. Over gRPC and on the use cas
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -330,6 +332,25 @@ async def test_the_provider_calls_of_a_batch_overlap_within_the_bound(
 
     assert {p.state for p in authorized} == {PaymentState.AUTHORIZED}
     assert 1 < provider.most_in_flight <= 8
+
+
+async def test_a_batch_cancelled_while_its_provider_calls_wait_leaves_none_made_and_unrun(
+    engine: AsyncEngine,
+) -> None:
+    """A batch whose caller went away while its calls waited for a provider slot: the
+    waiting calls were never made, so none is left unawaited (Python warns of each)."""
+    provider = WatchedProvider()
+    provider.answer_authorizations.clear()  # the first call holds the one slot
+    payments = payments_on(engine, provider, psp_concurrency=1, psp_timeout_s=10)
+    batch = asyncio.create_task(payments.authorize_many(asks("w1", "w2", "w3"), budget_s=30))
+    await asyncio.wait_for(provider.asked.get(), 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch.cancel()
+        await asyncio.gather(batch, return_exceptions=True)
+        gc.collect()
+    assert [w for w in caught if "never awaited" in str(w.message)] == []
+    assert sum(provider.authorized.values()) == 1
 
 
 async def _statements_of_batches(payments: Payments, engine: AsyncEngine, size: int) -> list[int]:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
@@ -328,7 +329,7 @@ class Payments:
                 self._risk, to_ask, attempts, vectors
             )
         asked = await self._bounded(
-            self._ask_to_authorize(request, intent, deadline) for request, intent in to_ask
+            partial(self._ask_to_authorize, request, intent, deadline) for request, intent in to_ask
         )
         for (_, intent), answer in zip(to_ask, asked, strict=True):
             if isinstance(answer, ServiceError):
@@ -422,7 +423,7 @@ class Payments:
             if after.state is PaymentState.AUTHORIZED
             and recorded[after.order_id].state is PaymentState.VOIDED
         ]
-        released = await self._bounded(self._void_at_provider(p, deadline) for p in late)
+        released = await self._bounded(partial(self._void_at_provider, p, deadline) for p in late)
         return {p.order_id: e for p, e in zip(late, released, strict=True) if e is not None}
 
     async def _move_at_provider(
@@ -435,7 +436,7 @@ class Payments:
     ) -> dict[str, Payment | ServiceError]:
         """Move each order's payment at the provider, then record the moves made."""
         outcomes, wanted = _moves_wanted(order_ids, current, target_of)
-        refusals = await self._bounded(call(before, deadline) for before, _ in wanted)
+        refusals = await self._bounded(partial(call, before, deadline) for before, _ in wanted)
         moves: list[Move] = []
         for move, refusal in zip(wanted, refusals, strict=True):
             if refusal is None:
@@ -484,12 +485,14 @@ class Payments:
             for _, after in stamped
         }
 
-    async def _bounded(self, calls: Iterable[Awaitable[T]]) -> list[T]:
-        """The calls side by side, at most the service's provider concurrency at once."""
+    async def _bounded(self, calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+        """The calls side by side, at most the service's provider concurrency at once.
+        Each is made only once it has its slot: a batch cancelled while its calls wait
+        (its caller gone) leaves no call made and never run."""
 
-        async def in_slot(call: Awaitable[T]) -> T:
+        async def in_slot(call: Callable[[], Awaitable[T]]) -> T:
             async with self._provider_slots:
-                return await call
+                return await call()
 
         return list(await asyncio.gather(*(in_slot(call) for call in calls)))
 
