@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import context as otel_context
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ordermesh.events.v1 import events_pb2
@@ -210,6 +210,43 @@ async def test_under_steady_commits_the_passes_are_spaced_and_after_a_quiet_spel
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await relay.close()
+
+
+async def test_the_relays_listener_holds_no_connection_of_the_services_pool(
+    pg_database: str, broker: Broker
+) -> None:
+    await upgrade_to_head("ordermesh_order:migrations", pg_database, "order")
+    engine = create_engine(pg_database, pool_size=1)  # the service's whole pool
+    watching = create_engine(pg_database, pool_size=1)
+    relay = OutboxRelay(engine, outbox, "ordermesh/order", _settings(broker, outbox_poll_s=60))
+    task = asyncio.create_task(relay.run())
+    listening_pid = None
+    try:
+        for _ in range(100):  # bounded: 10 s for the listener to be LISTENing
+            async with watching.connect() as conn:
+                listening_pid = await conn.scalar(
+                    text(
+                        "SELECT pid FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                    )
+                )
+            if listening_pid is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert listening_pid is not None
+        async with asyncio.timeout(10), engine.connect() as conn:  # the pool's one connection
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != listening_pid
+        # Woken by the listener (the poll is a minute away), through the one connection.
+        async with Transactions(engine).begin() as session:
+            event = events_pb2.OrderCreated(order_id="listened")
+            await Outbox(outbox).add(session, [DomainEvent("order", "listened", event)])
+        await until_outbox_empty(engine, 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await relay.close()
+        await engine.dispose()
+        await watching.dispose()
 
 
 async def test_behind_a_backlog_each_group_claims_again_while_its_claims_come_back_full(

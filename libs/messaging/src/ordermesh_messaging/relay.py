@@ -53,7 +53,7 @@ from ordermesh_messaging.producer import new_producer
 from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
-from ordermesh_platform.db import one_of
+from ordermesh_platform.db import create_engine, one_of
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 from ordermesh_platform.resilience import Backoff
@@ -498,16 +498,22 @@ class OutboxRelay:
                 return
 
     async def _listen(self) -> None:
-        """LISTEN for writers' NOTIFY; reconnects after a database outage."""
-        while True:
-            try:
-                async with self._engine.connect() as conn:
-                    await self._listen_on(conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.debug("outbox LISTEN connection lost", error=repr(error))
-                await asyncio.sleep(1.0)
+        """LISTEN for writers' NOTIFY; reconnects after a database outage. On a
+        connection of its own, outside the service's pool: held for as long as the relay
+        runs, a pooled one would leave the service's own work a connection short."""
+        listener = create_engine(self._engine.url, pool_size=1)
+        try:
+            while True:
+                try:
+                    async with listener.connect() as conn:
+                        await self._listen_on(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    log.debug("outbox LISTEN connection lost", error=repr(error))
+                    await asyncio.sleep(1.0)
+        finally:
+            await listener.dispose()
 
     async def _listen_on(self, conn: AsyncConnection) -> None:
         raw = await conn.get_raw_connection()
