@@ -69,6 +69,13 @@ async def _write_interleaved(engine: AsyncEngine, aggregates: int, per_aggregate
                 await box.add(session, [DomainEvent("order", f"agg-{a}", event)])
 
 
+async def _commit_one(engine: AsyncEngine, order_id: str) -> None:
+    """One event of its own order, committed alone."""
+    async with Transactions(engine).begin() as session:
+        event = events_pb2.OrderCreated(order_id=order_id)
+        await Outbox(outbox).add(session, [DomainEvent("order", order_id, event)])
+
+
 async def _unpublished(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int(
@@ -179,19 +186,13 @@ async def test_under_steady_commits_the_passes_are_spaced_and_after_a_quiet_spel
         return published
 
     relay.publish_once = recorded  # type: ignore[method-assign]
-    sessions = Transactions(engine)
-
-    async def commit_one(n: int) -> None:
-        async with sessions.begin() as session:
-            event = events_pb2.OrderCreated(order_id=f"steady-{n}")
-            await Outbox(outbox).add(session, [DomainEvent("order", f"steady-{n}", event)])
 
     task = asyncio.create_task(relay.run())
     try:
         steady_until = loop.time() + 2.2
         n = 0
         while loop.time() < steady_until:  # a commit every 50 ms
-            await commit_one(n)
+            await _commit_one(engine, f"steady-{n}")
             n += 1
             await asyncio.sleep(0.05)
         await until_outbox_empty(engine, 30)
@@ -202,7 +203,7 @@ async def test_under_steady_commits_the_passes_are_spaced_and_after_a_quiet_spel
         assert all(b - a >= interval for a, b in itertools.pairwise(steady))
         await asyncio.sleep(interval + 0.2)  # quiet: idle polls publish nothing
         committed = loop.time()
-        await commit_one(n)
+        await _commit_one(engine, f"steady-{n}")
         await until_outbox_empty(engine, 30)
         assert len(publishing) == len(steady) + 1
         assert publishing[-1] - committed < 0.75 * interval  # did not wait out an interval
@@ -237,9 +238,7 @@ async def test_the_relays_listener_holds_no_connection_of_the_services_pool(
         async with asyncio.timeout(10), engine.connect() as conn:  # the pool's one connection
             assert await conn.scalar(text("SELECT pg_backend_pid()")) != listening_pid
         # Woken by the listener (the poll is a minute away), through the one connection.
-        async with Transactions(engine).begin() as session:
-            event = events_pb2.OrderCreated(order_id="listened")
-            await Outbox(outbox).add(session, [DomainEvent("order", "listened", event)])
+        await _commit_one(engine, "listened")
         await until_outbox_empty(engine, 10)
     finally:
         task.cancel()
