@@ -195,3 +195,30 @@ async def test_batches_in_quick_succession_are_spaced_out_and_a_lone_item_is_not
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="min_interval_s"):
         LiveBatcher("t", Recorder().run, min_interval_s=-1)
+
+
+async def test_each_batch_s_run_time_and_each_item_s_wait_are_on_metrics() -> None:
+    """A batch's run time (start to answers) and an item's wait for its batch, each a
+    histogram labelled by batcher: with the two, an item's time in a batcher is known."""
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"batcher": "timed"}) or 0.0
+
+    runs, waits = (
+        sample("ordermesh_batch_duration_seconds_count"),
+        sample("ordermesh_batch_queue_wait_seconds_count"),
+    )
+    ran_s = sample("ordermesh_batch_duration_seconds_sum")
+
+    async def slow(items: Sequence[int]) -> list[int]:
+        await asyncio.sleep(0.05)
+        return list(items)
+
+    batcher = LiveBatcher("timed", slow)
+    first = asyncio.create_task(batcher.submit(1))
+    await turns()
+    assert list(await asyncio.gather(first, batcher.submit(2), batcher.submit(3))) == [1, 2, 3]
+    assert sample("ordermesh_batch_duration_seconds_count") - runs == 2  # [1], then [2, 3]
+    assert sample("ordermesh_batch_duration_seconds_sum") - ran_s >= 0.1
+    assert sample("ordermesh_batch_queue_wait_seconds_count") - waits == 3

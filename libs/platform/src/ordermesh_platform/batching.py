@@ -33,7 +33,7 @@ from opentelemetry import trace
 
 from ordermesh_platform.deadlines import detached
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import BATCH_QUEUE_WAIT, BATCH_SIZE
+from ordermesh_platform.metrics import BATCH_DURATION, BATCH_QUEUE_WAIT, BATCH_SIZE
 from ordermesh_platform.telemetry import otlp_endpoint, tracer
 
 log = get_logger(__name__)
@@ -89,6 +89,7 @@ class LiveBatcher(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self._size = BATCH_SIZE.labels(name)
         self._wait = BATCH_QUEUE_WAIT.labels(name)
+        self._duration = BATCH_DURATION.labels(name)
         self._traced = bool(otlp_endpoint())
 
     async def submit(self, item: T) -> R:
@@ -155,6 +156,7 @@ class LiveBatcher(Generic[T, R]):
             await self._pass_detached(batch)
 
     async def _pass_detached(self, batch: list[_Waiting[T, R]]) -> None:
+        started = time.perf_counter()
         try:
             self._size.observe(len(batch))
             if not self._traced:
@@ -172,6 +174,7 @@ class LiveBatcher(Generic[T, R]):
             for waiting in batch:  # whatever went wrong above, nobody waits forever
                 if not waiting.future.done():
                     waiting.future.set_exception(RuntimeError(f"batch {self.name} failed"))
+            self._duration.observe(time.perf_counter() - started)
             self._running -= 1
             if self._queue:
                 self._schedule()

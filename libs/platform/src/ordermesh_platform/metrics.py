@@ -110,6 +110,12 @@ BATCH_QUEUE_WAIT = Histogram(
     "ordermesh_batch_queue_wait_seconds", "Time an item waited for its batch to start.",
     ["batcher"], buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )  # fmt: skip
+BATCH_DURATION = Histogram(
+    "ordermesh_batch_duration_seconds",
+    "Time a batch took, from its start to its answers: with the queue wait, an item's "
+    "time in a batcher.",
+    ["batcher"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)  # fmt: skip
 DB_STATEMENTS = Counter(
     "ordermesh_db_statements_total", "Statements sent to the service's database.", ["service"]
 )
