@@ -192,6 +192,33 @@ async def test_batches_in_quick_succession_are_spaced_out_and_a_lone_item_is_not
     assert await fourth == 4
 
 
+async def test_a_full_batch_is_not_held_back_by_the_spacing() -> None:
+    """Spacing lets a batch gather company; one already full gathers nothing more by
+    waiting. Held back, a batcher of two items every 10 s would do 0.2 items a second
+    whatever the load (one item per batch and 50 ms had capped the work after the
+    answers at 20 orders a second)."""
+    batches: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return list(items)
+
+    batcher: LiveBatcher[int, int] = LiveBatcher("full", run, max_size=2, min_interval_s=10)
+    assert await batcher.submit(1) == 1
+    second = asyncio.create_task(batcher.submit(2))
+    await turns()
+    assert batches == [[1]]  # alone and too soon: it waits for company
+    third = asyncio.create_task(batcher.submit(3))  # now a full batch: it goes
+    assert list(await asyncio.wait_for(asyncio.gather(second, third), 1)) == [2, 3]
+    many = [asyncio.create_task(batcher.submit(i)) for i in range(4, 9)]
+    # Two full batches go at once; the fifth item waits out the spacing.
+    _, pending = await asyncio.wait(many, timeout=1)
+    assert batches == [[1], [2, 3], [4, 5], [6, 7]]
+    assert [await t for t in many[:4]] == [4, 5, 6, 7]
+    assert pending == {many[4]}
+    many[4].cancel()
+
+
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="min_interval_s"):
         LiveBatcher("t", Recorder().run, min_interval_s=-1)

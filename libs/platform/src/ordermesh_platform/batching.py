@@ -10,7 +10,9 @@ Work nobody waits for (an order's capture and commit, after its answer) may ask 
 ``min_interval_s``: a batch then starts no sooner than that after the one before it
 started. A lone item still starts at once; only batches in quick succession wait, so
 under a moderate load they gather several times more items, and the per-batch cost they
-would otherwise pay again and again is left to the work a caller is waiting for.
+would otherwise pay again and again is left to the work a caller is waiting for. A full
+batch (``max_size`` items queued) starts at once: waiting would gather it nothing more,
+and a spaced batcher must never fall behind the load by its spacing alone.
 
 What a batch never shares: each item has its own result or exception (the batch
 function answers one per item), and its own caller. A caller that gives up (its
@@ -61,7 +63,8 @@ class LiveBatcher(Generic[T, R]):
 
     ``max_size`` bounds a batch; ``in_flight`` is how many batches may run at once
     (1: the strict form, largest batches; 2 lets one batch's I/O overlap the next
-    one's CPU); ``min_interval_s``, the least time between two batches' starts (0: none).
+    one's CPU); ``min_interval_s``, the least time between two batches' starts (0: none),
+    which a full batch does not wait for.
     If ``run`` raises, every item of that batch gets the exception.
     """
 
@@ -86,6 +89,8 @@ class LiveBatcher(Generic[T, R]):
         self._queue: deque[_Waiting[T, R]] = deque()
         self._running = 0
         self._scheduled = False
+        # The delayed start of a batch spaced out by min_interval_s, while it waits.
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self._size = BATCH_SIZE.labels(name)
         self._wait = BATCH_QUEUE_WAIT.labels(name)
@@ -112,18 +117,26 @@ class LiveBatcher(Generic[T, R]):
     def _schedule(self) -> None:
         # The batch is taken on the loop's next turn, not now: whatever is submitted in
         # this turn of the event loop joins it, at no cost in latency.
-        if self._scheduled or self._running >= self.in_flight:
+        full = len(self._queue) >= self.max_size
+        if self._scheduled:
+            if full and self._timer is not None:  # waiting would gather it nothing more
+                self._timer.cancel()
+                self._timer = None
+                asyncio.get_running_loop().call_soon(self._start)
+            return
+        if self._running >= self.in_flight:
             return
         self._scheduled = True
         self._running += 1
         loop = asyncio.get_running_loop()
         early_s = self._last_start + self.min_interval_s - loop.time()
-        if early_s > 0:
-            loop.call_later(early_s, self._start)
+        if early_s > 0 and not full:
+            self._timer = loop.call_later(early_s, self._start)
         else:
             loop.call_soon(self._start)
 
     def _start(self) -> None:
+        self._timer = None
         self._scheduled = False
         batch = self._take()
         if not batch:

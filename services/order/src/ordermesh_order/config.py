@@ -59,7 +59,7 @@ class OrderSettings(RelaySettings):
         description="The least time between two batches of the work after an answer "
         "(capture, commit, the order's last save). Nobody waits for it, so its batches "
         "gather more orders and leave the CPU to the orders being decided; a lone order "
-        "is not held back. 0: none.",
+        "and a full batch are not held back. 0: none.",
     )
     recovery_interval_s: float = Field(1.0, gt=0, description="How often owed work is sought.")
     reservation_ttl_s: float = Field(
