@@ -169,17 +169,25 @@ async def _settle(mesh: LocalMesh, timeout_s: float) -> None:
         await asyncio.sleep(0.25)
 
 
-async def analyse(mesh: LocalMesh) -> None:
-    """Every service's database analysed, then a checkpoint: see :func:`analyse_databases`."""
-    await analyse_databases([mesh.config.database_url(s) for s in SERVICE_NAMES])
+async def vacuum_analyse(mesh: LocalMesh) -> None:
+    """Every service's database vacuumed and analysed, then a checkpoint: see
+    :func:`vacuum_analyse_databases`."""
+    await vacuum_analyse_databases([mesh.config.database_url(s) for s in SERVICE_NAMES])
 
 
-async def analyse_databases(urls: Sequence[str]) -> None:
-    """``ANALYZE`` each database, as autovacuum does on a server that has it on; the bench
-    calls it before every measured run, the baselines' included. Without statistics the
-    planner scans tables whole: at 170 orders/s on tables of a few thousand rows,
-    PostgreSQL read some 7 million rows in 8 s and used a quarter more CPU, and a run
-    was slower the more rows the runs before it left (docs/performance.md).
+async def vacuum_analyse_databases(urls: Sequence[str]) -> None:
+    """``VACUUM (ANALYZE)`` each database, as autovacuum does on a server that has it on
+    (the default, and what production runs; this machine's server has it off); the
+    bench calls it before every measured run, the baselines' included.
+
+    Without statistics the planner scans tables whole: at 170 orders/s on tables of a
+    few thousand rows, PostgreSQL read some 7 million rows in 8 s and used a quarter
+    more CPU, and a run was slower the more rows the runs before it left. Without the
+    vacuum, every row the relays deleted and every order and payment version a saga
+    step replaced stays in the tables for the rest of the bench: by the risk runs,
+    payment's outbox held 120,000 dead rows in 60 MB, and PostgreSQL's CPU per order
+    was a fifth higher than on the same tables vacuumed (docs/performance.md). The
+    soak's ``Maintainer`` stands in for autovacuum the same way, every few minutes.
 
     Then a ``CHECKPOINT``, so that every run starts just after one: a timed checkpoint
     (every 5 minutes by default) landing inside one 8 s run and not the other, with
@@ -188,7 +196,7 @@ async def analyse_databases(urls: Sequence[str]) -> None:
     for url in urls:
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
-            await conn.execute("ANALYZE")
+            await conn.execute("VACUUM (ANALYZE)")
         finally:
             await conn.close()
     conn = await asyncpg.connect(asyncpg_dsn(urls[0]))
@@ -293,7 +301,7 @@ async def _measure_mesh_and_echo(
         for name, call in (("place_order_sync", sync), ("echo_chain", echoed)):
             results.curve[name] = []
             for level in config.levels:
-                await analyse(mesh)
+                await vacuum_analyse(mesh)
                 before = snapshot(mesh)
                 run = await closed_loop(
                     Run(f"{name} x{level}"), call, level, config.level_s, progress
@@ -313,7 +321,7 @@ async def _measure_mesh_and_echo(
         # Half load, open loop, the same rate for both: queueing is measured, not hidden.
         rate = max(1.0, results.data["place_order_sync"]["throughput_per_s"] / 2)
         for name, call in (("sync", sync), ("echo", echoed)):
-            await analyse(mesh)
+            await vacuum_analyse(mesh)
             run = await open_loop(
                 Run(f"{name} at half load"), call, rate, config.open_loop_s, progress=progress
             )
@@ -324,7 +332,7 @@ async def _measure_mesh_and_echo(
             Workload(SKUS, config.zipf_s, config.decline_share, wait_for_outcome=False), seed=3
         )
         await wait_drained(mesh, 120)
-        await analyse(mesh)
+        await vacuum_analyse(mesh)
         before = snapshot(mesh)
         run = await closed_loop(
             Run("place_order_async"), place_call(orders, async_maker), config.levels[-1],
@@ -363,7 +371,7 @@ async def _measure_hot_sku(
     for name, skus, zipf in (("zipf_one_line", SKUS, config.zipf_s), ("hot_sku", SKUS[:1], 0.0)):
         workload = Workload(skus, zipf, config.decline_share, max_lines=1)
         call = place_call(orders, RequestMaker(workload, seed=5))
-        await analyse(mesh)
+        await vacuum_analyse(mesh)
         run = await closed_loop(Run(name), call, level, config.level_s, progress)
         runs[name] = results.data[name] = {**run.summary(), "concurrency": level}
     results.data["hot_sku_vs_zipf"] = _ratio(
@@ -386,16 +394,16 @@ async def _alternating_runs(
 ) -> dict[str, list[dict[str, Any]]]:
     """``pairs`` closed-loop runs of each side at the highest level, off and on
     alternating, ``services`` restarted the same way before each (with
-    ``settings[side]``) and run on the same data, analysed before each, so neither side
-    gets the fresh database, the better plans or the quiet minute. The warm-up goes on
-    until ``ready(side)`` (at most ``config.ready_wait_s``); ``starting(side)`` is
-    called as the measured run begins.
+    ``settings[side]``) and run on the same data, vacuumed and analysed before each, so
+    neither side gets the fresh database, the better plans or the quiet minute. The
+    warm-up goes on until ``ready(side)`` (at most ``config.ready_wait_s``);
+    ``starting(side)`` is called as the measured run begins.
     Each run's summary, with what ``extra`` adds."""
     level = config.levels[-1]
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(pairs):
         for side in ("off", "on"):
-            await analyse(mesh)
+            await vacuum_analyse(mesh)
             for service in services:
                 mesh.stop_service(service)
                 mesh.start_service(service, **settings[side])
@@ -406,12 +414,12 @@ async def _alternating_runs(
             waited_until = time.monotonic() + config.ready_wait_s
             while not ready(side) and time.monotonic() < waited_until:
                 await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 0.5)
-            # Analysed again after the warm-up: a table it filled (payment's feature
-            # states, on the first run with risk on) was analysed empty, and a statement
-            # prepared meanwhile keeps a plan for an empty table (a sequential scan per
-            # batch, 44 ms a read at 3,000 states) until the table is analysed, which
+            # Again after the warm-up: a table it filled (payment's feature states, on
+            # the first run with risk on) was analysed empty, and a statement prepared
+            # meanwhile keeps a plan for an empty table (a sequential scan per batch,
+            # 44 ms a read at 3,000 states) until the table is analysed, which
             # autovacuum does within a minute where it is on (docs/performance.md).
-            await analyse(mesh)
+            await vacuum_analyse(mesh)
             before = snapshot(mesh)
             starting(side)
             run = await closed_loop(Run(f"{name} {side}"), call, level, config.level_s, progress)
@@ -594,7 +602,7 @@ async def _measure_database_bound(config: BenchConfig, prefix: str, results: Res
         await seed_catalogue(pools["inventory"], list(SKUS), STOCK_PER_SKU)
         path = RawOrderPath(pools["order"], pools["inventory"], pools["payment"], list(SKUS))
         await closed_loop(Run("raw warm-up"), path.place, 4, 1.0)
-        await analyse_databases(list(urls.values()))
+        await vacuum_analyse_databases(list(urls.values()))
         run = await closed_loop(Run("raw_sql"), path.place, config.levels[-1], config.raw_sql_s)
         results.data["raw_sql"] = run.summary()
     finally:
@@ -619,7 +627,7 @@ async def _measure_relay_bound(config: BenchConfig, prefix: str, results: Result
         runs: dict[str, list[float]] = {"relay": [], "raw_producer": []}
         for _ in range(max(1, config.relay_pairs)):
             runs["relay"].append(await relay_throughput(url, settings, config.events))
-            await analyse_databases([url])  # as before the relay's run (fill_outbox)
+            await vacuum_analyse_databases([url])  # as before the relay's run (fill_outbox)
             runs["raw_producer"].append(
                 await producer_throughput(
                     f"127.0.0.1:{port}", config.events, settings.outbox_batch_size
