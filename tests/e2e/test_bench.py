@@ -79,6 +79,13 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
     hops = report["batch_size_by_hop"]
     assert {"order/order_insert", "order/reserve_stock", "order/authorize_payment"} <= set(hops)
     assert all(hop["mean_size"] >= 1 for hop in hops.values())
+    # At half load, an order's time stage by stage: each hop's wait for its batch and
+    # its batch's run, as order-service's batchers saw them.
+    stages = report["half_load_sync"]["batch_time_ms_by_hop"]
+    for hop in ("order/order_insert", "order/reserve_stock", "order/authorize_payment"):
+        assert stages[hop]["wait_ms"] >= 0, hop
+        assert stages[hop]["run_ms"] > 0, hop
+    assert report["half_load_sync"]["cpu_ms_per_order"]["order"] > 0
     assert report["machine"]["cores"] >= 1
     telemetry = report["telemetry_cost"]
     assert [len(telemetry["runs"][side]) for side in ("off", "on")] == [1, 1]

@@ -76,6 +76,14 @@ def samples(port: int) -> list[Any]:
     return [s for family in text_string_to_metric_families(body) for s in family.samples]
 
 
+BATCH_TIMES = (
+    "ordermesh_batch_queue_wait_seconds_sum",
+    "ordermesh_batch_queue_wait_seconds_count",
+    "ordermesh_batch_duration_seconds_sum",
+    "ordermesh_batch_duration_seconds_count",
+)
+
+
 @dataclass
 class Snapshot:
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -87,6 +95,9 @@ class Snapshot:
     rpcs: dict[str, float] = field(default_factory=dict)
     # batcher -> (items, batches)
     batches: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # batcher -> {histogram sample name: value}: the queue wait's and the run time's
+    # sums and counts
+    batch_times: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def snapshot(mesh: LocalMesh) -> Snapshot:
@@ -107,6 +118,10 @@ def snapshot(mesh: LocalMesh) -> Snapshot:
                 statements += s.value
             elif s.name == "ordermesh_rpc_requests_total":
                 rpcs += s.value
+            elif s.name in BATCH_TIMES:
+                key = f"{name}/{s.labels['batcher']}"
+                times = shot.batch_times.setdefault(key, {})
+                times[s.name] = times.get(s.name, 0.0) + s.value
             elif s.name in ("ordermesh_batch_size_sum", "ordermesh_batch_size_count"):
                 key = f"{name}/{s.labels['batcher']}"
                 items, count = shot.batches.get(key, (0.0, 0.0))
@@ -140,6 +155,7 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
             }
     return {
         "orders": orders,
+        "batch_time_ms_by_hop": batch_times(before, after),
         "cpu_ms_per_order": {k: round(1000 * v / n, 2) for k, v in cpu.items()},
         "cpu_ms_per_order_total": round(1000 * sum(cpu.values()) / n, 2),
         "infrastructure_cpu_ms_per_order": {
@@ -158,3 +174,23 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
         ),
         "batch_size_by_hop": batches,
     }
+
+
+def batch_times(before: Snapshot, after: Snapshot) -> dict[str, dict[str, float | None]]:
+    """Each batcher's mean wait of an item for its batch and mean run of a batch, in ms,
+    between two snapshots: an order's time stage by stage (docs/performance.md, "Half
+    load by stage")."""
+
+    def mean_ms(key: str, metric: str) -> float | None:
+        now, then = after.batch_times[key], before.batch_times.get(key, {})
+        count = now.get(f"{metric}_count", 0.0) - then.get(f"{metric}_count", 0.0)
+        total = now.get(f"{metric}_sum", 0.0) - then.get(f"{metric}_sum", 0.0)
+        return round(1000 * total / count, 2) if count else None
+
+    found = {}
+    for key in after.batch_times:
+        wait = mean_ms(key, "ordermesh_batch_queue_wait_seconds")
+        run = mean_ms(key, "ordermesh_batch_duration_seconds")
+        if wait is not None or run is not None:
+            found[key] = {"wait_ms": wait, "run_ms": run}
+    return found

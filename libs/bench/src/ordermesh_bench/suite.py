@@ -322,10 +322,22 @@ async def _measure_mesh_and_echo(
         rate = max(1.0, results.data["place_order_sync"]["throughput_per_s"] / 2)
         for name, call in (("sync", sync), ("echo", echoed)):
             await vacuum_analyse(mesh)
+            before = snapshot(mesh)
             run = await open_loop(
                 Run(f"{name} at half load"), call, rate, config.open_loop_s, progress=progress
             )
             results.data[f"half_load_{name}"] = {**run.summary(), "rate_per_s": round(rate, 2)}
+            if name == "sync":  # where an order's time went, stage by stage, and its cost
+                costs = per_order(before, snapshot(mesh), run.count)
+                results.data["half_load_sync"] |= {
+                    key: costs[key]
+                    for key in (
+                        "batch_time_ms_by_hop",
+                        "batch_size_by_hop",
+                        "cpu_ms_per_order",
+                        "infrastructure_cpu_ms_per_order",
+                    )
+                }
         # Async: orders accepted, then fully processed; throughput counts to the last one.
         await _settle(mesh, 120)
         async_maker = RequestMaker(
