@@ -406,16 +406,15 @@ async def _alternating_runs(
 ) -> dict[str, list[dict[str, Any]]]:
     """``pairs`` closed-loop runs of each side at the highest level, off and on
     alternating, ``services`` restarted the same way before each (with
-    ``settings[side]``) and run on the same data, vacuumed and analysed before each, so
-    neither side gets the fresh database, the better plans or the quiet minute. The
-    warm-up goes on until ``ready(side)`` (at most ``config.ready_wait_s``);
+    ``settings[side]``) and run on the same data, vacuumed and analysed after the
+    warm-up, so neither side gets the fresh database, the better plans or the quiet
+    minute. The warm-up goes on until ``ready(side)`` (at most ``config.ready_wait_s``);
     ``starting(side)`` is called as the measured run begins.
     Each run's summary, with what ``extra`` adds."""
     level = config.levels[-1]
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(pairs):
         for side in ("off", "on"):
-            await vacuum_analyse(mesh)
             for service in services:
                 mesh.stop_service(service)
                 mesh.start_service(service, **settings[side])
@@ -426,11 +425,11 @@ async def _alternating_runs(
             waited_until = time.monotonic() + config.ready_wait_s
             while not ready(side) and time.monotonic() < waited_until:
                 await closed_loop(Run(f"warm-up, {name} {side}"), call, 4, 0.5)
-            # Again after the warm-up: a table it filled (payment's feature states, on
-            # the first run with risk on) was analysed empty, and a statement prepared
-            # meanwhile keeps a plan for an empty table (a sequential scan per batch,
-            # 44 ms a read at 3,000 states) until the table is analysed, which
-            # autovacuum does within a minute where it is on (docs/performance.md).
+            # After the warm-up, not before: a table it fills (payment's feature states,
+            # on the first run with risk on) would have been analysed empty, and a
+            # statement prepared meanwhile keeps a plan for an empty table (a sequential
+            # scan per batch, 44 ms a read at 3,000 states) until the table is analysed,
+            # which autovacuum does within a minute where it is on (docs/performance.md).
             await vacuum_analyse(mesh)
             before = snapshot(mesh)
             starting(side)
