@@ -86,6 +86,10 @@ async def test_a_tiny_bench_reports_every_figure_and_the_invariants_hold(tmp_pat
         assert stages[hop]["wait_ms"] >= 0, hop
         assert stages[hop]["run_ms"] > 0, hop
     assert report["half_load_sync"]["cpu_ms_per_order"]["order"] > 0
+    for side in ("half_load_sync", "half_load_echo"):  # alternated, each side's best run
+        runs = report[side]["p99_ms_by_run"]
+        assert len(runs) == 2, side
+        assert report[side]["p99_ms"] == min(runs), side
     assert report["machine"]["cores"] >= 1
     telemetry = report["telemetry_cost"]
     assert [len(telemetry["runs"][side]) for side in ("off", "on")] == [1, 1]

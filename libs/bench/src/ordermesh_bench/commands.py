@@ -32,7 +32,7 @@ def bench(
     levels: Annotated[str, typer.Option(help="closed-loop concurrency levels")] = (
         "4,16,32,128,256"
     ),
-    open_loop_s: Annotated[float, typer.Option(help="seconds of the half-load run")] = 10.0,
+    open_loop_s: Annotated[float, typer.Option(help="seconds of each half-load run")] = 10.0,
     events: Annotated[int, typer.Option(help="events for the relay bound")] = 20_000,
     zipf: Annotated[float, typer.Option(help="Zipf exponent of SKU popularity; 0: uniform")] = 1.1,
     decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.05,

@@ -74,6 +74,7 @@ class BenchConfig:
     levels: tuple[int, ...] = (4, 16, 32, 128, 256)  # closed-loop concurrency, low to high
     level_s: float = 8.0
     open_loop_s: float = 10.0
+    half_load_pairs: int = 2  # sync/echo runs at half load, alternating
     raw_sql_s: float = 8.0
     events: int = 20_000
     telemetry_pairs: int = 3  # off/on runs of the telemetry cost, alternating
@@ -320,24 +321,17 @@ async def _measure_mesh_and_echo(
             results.data[name] = {**best[name].summary(), "concurrency": best_level[name]}
         # Half load, open loop, the same rate for both: queueing is measured, not hidden.
         rate = max(1.0, results.data["place_order_sync"]["throughput_per_s"] / 2)
-        for name, call in (("sync", sync), ("echo", echoed)):
-            await vacuum_analyse(mesh)
-            before = snapshot(mesh)
-            run = await open_loop(
-                Run(f"{name} at half load"), call, rate, config.open_loop_s, progress=progress
-            )
-            results.data[f"half_load_{name}"] = {**run.summary(), "rate_per_s": round(rate, 2)}
-            if name == "sync":  # where an order's time went, stage by stage, and its cost
-                costs = per_order(before, snapshot(mesh), run.count)
-                results.data["half_load_sync"] |= {
-                    key: costs[key]
-                    for key in (
-                        "batch_time_ms_by_hop",
-                        "batch_size_by_hop",
-                        "cpu_ms_per_order",
-                        "infrastructure_cpu_ms_per_order",
-                    )
-                }
+        half: dict[str, list[dict[str, Any]]] = {"sync": [], "echo": []}
+        for _ in range(max(1, config.half_load_pairs)):
+            for name, call in (("sync", sync), ("echo", echoed)):
+                half[name].append(await _half_load_run(config, mesh, name, call, rate, progress))
+        # Alternating, each side's best run (the lowest p99), as for the other pairs: a
+        # bad second of the shared machine had moved one side's p99 tenfold.
+        for name, runs in half.items():
+            results.data[f"half_load_{name}"] = {
+                **min(runs, key=lambda r: r["p99_ms"]),
+                "p99_ms_by_run": [r["p99_ms"] for r in runs],
+            }
         # Async: orders accepted, then fully processed; throughput counts to the last one.
         await _settle(mesh, 120)
         async_maker = RequestMaker(
@@ -367,6 +361,29 @@ async def _measure_mesh_and_echo(
         )
         await _measure_telemetry_cost(config, mesh, orders, workload, results, progress)
         await _measure_risk_cost(config, mesh, orders, results, progress)
+
+
+async def _half_load_run(
+    config: BenchConfig, mesh: LocalMesh, name: str, call: Call, rate: float, progress: Progress
+) -> dict[str, Any]:
+    """One open-loop run at ``rate``; for PlaceOrder (``sync``) also where an order's time
+    went, stage by stage, and what it cost."""
+    await vacuum_analyse(mesh)
+    before = snapshot(mesh)
+    run = await open_loop(
+        Run(f"{name} at half load"), call, rate, config.open_loop_s, progress=progress
+    )
+    summary = {**run.summary(), "rate_per_s": round(rate, 2)}
+    if name != "sync":
+        return summary
+    costs = per_order(before, snapshot(mesh), run.count)
+    keys = (
+        "batch_time_ms_by_hop",
+        "batch_size_by_hop",
+        "cpu_ms_per_order",
+        "infrastructure_cpu_ms_per_order",
+    )
+    return summary | {key: costs[key] for key in keys}
 
 
 async def _measure_hot_sku(
@@ -707,6 +724,7 @@ def _report(config: BenchConfig, results: Results) -> dict[str, Any]:
     }
     d["config"] = {
         "levels": list(config.levels), "level_s": config.level_s, "open_loop_s": config.open_loop_s,
+        "half_load_pairs": config.half_load_pairs,
         "zipf_s": config.zipf_s, "decline_share": config.decline_share, "events": config.events,
     }  # fmt: skip
     d["curve"] = {k: [list(p) for p in v] for k, v in results.curve.items()}
