@@ -56,7 +56,7 @@ from ordermesh_cli.mesh import LocalMesh, MeshConfig
 from ordermesh_cli.processes import stop_all
 from ordermesh_cli.registry import load_service
 from ordermesh_messaging.settings import KafkaSettings, RelaySettings
-from ordermesh_platform.db import ensure_database
+from ordermesh_platform.db import create_engine, ensure_database, vacuum_analyze
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.service_names import SERVICE_NAMES
 
@@ -195,11 +195,11 @@ async def vacuum_analyse_databases(urls: Sequence[str]) -> None:
     the page images written after it, is a cost of the clock, not of what is measured.
     Skipped where the role may not (``pg_checkpoint``)."""
     for url in urls:
-        conn = await asyncpg.connect(asyncpg_dsn(url))
+        engine = create_engine(url, pool_size=1)
         try:
-            await conn.execute("VACUUM (ANALYZE)")
+            await vacuum_analyze(engine)
         finally:
-            await conn.close()
+            await engine.dispose()
     conn = await asyncpg.connect(asyncpg_dsn(urls[0]))
     try:
         await checkpoint(conn)
