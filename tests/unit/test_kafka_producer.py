@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ordermesh_messaging import producer as producer_module
-from ordermesh_messaging.producer import DEFAULT_REQUEST_TIMEOUT_S, new_producer
+from ordermesh_messaging.producer import DEFAULT_REQUEST_TIMEOUT_S, new_producer, partition_for
 from ordermesh_messaging.relay import make_producer
 from ordermesh_messaging.settings import KafkaSettings, RelaySettings
 
@@ -38,3 +41,15 @@ def test_the_relay_takes_its_producer_from_the_settings(built: list[dict[str, An
 
 def test_the_settings_default_is_the_producers() -> None:
     assert KafkaSettings().kafka_request_timeout_s == DEFAULT_REQUEST_TIMEOUT_S
+
+
+@settings(max_examples=500)
+@given(key=st.binary(max_size=80), count=st.integers(min_value=1, max_value=64))
+def test_a_key_goes_to_the_partition_any_kafka_client_would_choose(key: bytes, count: int) -> None:
+    # aiokafka's partitioner is a port of the Java client's: the reference.
+    partitions = list(range(count))
+    assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
+
+
+def test_a_key_picks_among_the_partitions_given() -> None:
+    assert partition_for(b"order-1", [3, 7, 9]) in {3, 7, 9}

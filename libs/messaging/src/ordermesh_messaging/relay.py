@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Table, delete, func, select, text, update
@@ -49,7 +48,7 @@ from ordermesh_messaging.clients import start_or_stop
 from ordermesh_messaging.cloudevents import build_headers
 from ordermesh_messaging.events import TOPICS
 from ordermesh_messaging.outbox import NOTIFY_CHANNEL, OUTBOX_BUCKETS
-from ordermesh_messaging.producer import new_producer
+from ordermesh_messaging.producer import new_producer, partition_for
 from ordermesh_messaging.reachability import describe
 from ordermesh_messaging.settings import RelaySettings
 from ordermesh_messaging.topics import ensure_topics
@@ -107,10 +106,6 @@ class Claimed(NamedTuple):
     traceparent: str
     tracestate: str
     created_at: datetime
-
-
-# The partition a keyed send would choose (Kafka's murmur2 of the key).
-_PARTITIONER = DefaultPartitioner()
 
 
 class Sent(NamedTuple):
@@ -384,7 +379,7 @@ class OutboxRelay:
                 if row.topic not in partitions:
                     partitions[row.topic] = sorted(await producer.partitions_for(row.topic))
                 every = partitions[row.topic]
-                chosen = _PARTITIONER(row.aggregate_id.encode(), every, every)
+                chosen = partition_for(row.aggregate_id.encode(), every)
                 partition_of[(row.topic, row.aggregate_id)] = chosen
             batches.setdefault((row.topic, chosen), []).append(i)
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
