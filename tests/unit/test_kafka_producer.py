@@ -51,5 +51,11 @@ def test_a_key_goes_to_the_partition_any_kafka_client_would_choose(key: bytes, c
     assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
 
 
-def test_a_key_picks_among_the_partitions_given() -> None:
-    assert partition_for(b"order-1", [3, 7, 9]) in {3, 7, 9}
+def test_a_key_picks_among_the_partitions_given_not_their_positions() -> None:
+    given = [3, 7, 9]
+    chosen = {partition_for(f"order-{i}".encode(), given) for i in range(50)}
+    assert chosen == set(given)
+    assert all(
+        partition_for(key, given) == DefaultPartitioner()(key, given, given)
+        for key in (f"order-{i}".encode() for i in range(50))
+    )
