@@ -146,3 +146,29 @@ async def test_taking_leases_passes_over_an_order_another_transaction_writes(
             "o-1",
             "o-2",
         }
+
+
+async def test_the_lease_beat_and_the_recovery_read_send_one_text_for_any_count(
+    engine: AsyncEngine,
+) -> None:
+    # The lease beat's count of orders changes every beat: one text per count meant a
+    # statement prepared anew (with an IN list of hundreds) every 2.5 s.
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await _add_orders(conn, "n-", 5, now)
+    statements: list[str] = []
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: statements.append(statement),
+    )
+    until = now + timedelta(seconds=30)
+    for count in (1, 2, 5):
+        ids = [f"n-{i}" for i in range(1, count + 1)]
+        async with engine.begin() as conn:
+            repository = OrderRepository(conn)
+            assert await repository.take_leases(ids, "me", now, until) == set(ids)
+            assert sorted(await repository.get_many(ids)) == sorted(ids)
+    leases, orders, lines = (statements[i::3] for i in range(3))
+    assert len(statements) == 9
+    assert len(set(leases)) == len(set(orders)) == len(set(lines)) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,9 +29,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select, Update
 
 from ordermesh_messaging.outbox import outbox_table
 from ordermesh_order.domain import Order, OrderLine, OrderState, Reason, Work
+from ordermesh_platform.db import one_of
 from ordermesh_platform.paging import Cursor, newest_first
 from ordermesh_platform.telemetry import traceparent_of_current
 from ordermesh_platform.writes import Rows, write_together
@@ -99,29 +102,45 @@ order_lines = Table(
 # per statement (docs/performance.md). An UPDATE without .values() sets the columns
 # named in the parameters.
 _GET = select(orders).where(orders.c.order_id == bindparam("order_id"))
-_GET_MANY = select(orders).where(orders.c.order_id.in_(bindparam("ids", expanding=True)))
-# A lease is taken only on a row no other transaction holds (SKIP LOCKED): the saga's
-# batch save updates the same orders in the order of its join, this in the order of its
-# scan, and PostgreSQL answered the two waiting on each other with "deadlock detected",
-# which failed the save's whole batch. A row skipped now is renewed on the next beat.
-_LEASABLE = (
-    select(orders.c.order_id)
-    .where(
-        orders.c.order_id.in_(bindparam("b_ids", expanding=True)),
-        or_(
-            orders.c.lease_until.is_(None),
-            orders.c.lease_until < bindparam("b_now"),
-            orders.c.lease_owner == bindparam("b_owner"),
-        ),
+# Those looking up many orders are built once per dialect: on PostgreSQL the ids go as
+# one array (one statement text, prepared once, for any count: the lease beat's count
+# changes every beat), on SQLite as one bind each (``one_of``).
+
+
+@functools.cache
+def _get_many(postgres: bool) -> Select[Any]:
+    return select(orders).where(one_of(orders.c.order_id, "ids", postgres))
+
+
+@functools.cache
+def _take_leases(postgres: bool) -> Update:
+    # A lease is taken only on a row no other transaction holds (SKIP LOCKED): the
+    # saga's batch save updates the same orders in the order of its join, this in the
+    # order of its scan, and PostgreSQL answered the two waiting on each other with
+    # "deadlock detected", which failed the save's whole batch. A row skipped now is
+    # renewed on the next beat.
+    leasable = (
+        select(orders.c.order_id)
+        .where(
+            one_of(orders.c.order_id, "b_ids", postgres),
+            or_(
+                orders.c.lease_until.is_(None),
+                orders.c.lease_until < bindparam("b_now"),
+                orders.c.lease_owner == bindparam("b_owner"),
+            ),
+        )
+        .with_for_update(skip_locked=True)
     )
-    .with_for_update(skip_locked=True)
-)
-_TAKE_LEASES = orders.update().where(orders.c.order_id.in_(_LEASABLE)).returning(orders.c.order_id)
-_LINES_OF = (
-    select(order_lines)
-    .where(order_lines.c.order_id.in_(bindparam("ids", expanding=True)))
-    .order_by(order_lines.c.order_id, order_lines.c.line_no)
-)
+    return orders.update().where(orders.c.order_id.in_(leasable)).returning(orders.c.order_id)
+
+
+@functools.cache
+def _lines_of(postgres: bool) -> Select[Any]:
+    return (
+        select(order_lines)
+        .where(one_of(order_lines.c.order_id, "ids", postgres))
+        .order_by(order_lines.c.order_id, order_lines.c.line_no)
+    )
 
 
 def _aware(value: datetime) -> datetime:
@@ -156,6 +175,7 @@ class OrderRepository:
 
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
+        self._postgres = session.dialect.name == "postgresql"
 
     async def add(self, order: Order, lease_owner: str, lease_until: datetime) -> bool:
         """Insert one new order, in the current trace; False when (customer, key) has
@@ -306,7 +326,8 @@ class OrderRepository:
         however many."""
         if not order_ids:
             return {}
-        rows = (await self.session.execute(_GET_MANY, {"ids": list(order_ids)})).all()
+        query = _get_many(self._postgres)
+        rows = (await self.session.execute(query, {"ids": list(order_ids)})).all()
         return {order.order_id: order for order in await self._hydrate(rows)}
 
     async def list_for_customer(
@@ -328,7 +349,7 @@ class OrderRepository:
         if not order_ids:
             return set()
         result = await self.session.execute(
-            _TAKE_LEASES,
+            _take_leases(self._postgres),
             {
                 "b_ids": list(order_ids),
                 "b_now": now,
@@ -359,7 +380,7 @@ class OrderRepository:
             return []
         ids = [r.order_id for r in rows]
         lines: dict[str, list[OrderLine]] = {i: [] for i in ids}
-        for x in (await self.session.execute(_LINES_OF, {"ids": ids})).all():
+        for x in (await self.session.execute(_lines_of(self._postgres), {"ids": ids})).all():
             lines[x.order_id].append(OrderLine(x.sku, x.quantity, x.unit_price_minor))
         return [
             Order(
