@@ -55,6 +55,17 @@ async def _add_orders(
     )  # fmt: skip
 
 
+def _statements_sent(engine: AsyncEngine) -> list[str]:
+    """The text of every statement the engine sends from now on, in order."""
+    statements: list[str] = []
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: statements.append(statement),
+    )
+    return statements
+
+
 @pytest.fixture
 async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a fresh order-service database at its latest schema."""
@@ -110,12 +121,7 @@ async def test_the_recovered_orders_are_read_at_once_with_their_lines(engine: As
                 " ('owing-3', 0, 'SKU-C', 5, 0)"
             )
         )
-    statements: list[str] = []
-    event.listen(
-        engine.sync_engine,
-        "before_cursor_execute",
-        lambda _c, _cur, statement, *_: statements.append(statement),
-    )
+    statements = _statements_sent(engine)
     async with engine.connect() as conn:
         found = await OrderRepository(conn).get_many(["owing-1", "owing-3", "missing"])
     assert sorted(found) == ["owing-1", "owing-3"]
@@ -156,12 +162,7 @@ async def test_the_lease_beat_and_the_recovery_read_send_one_text_for_any_count(
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         await _add_orders(conn, "n-", 5, now)
-    statements: list[str] = []
-    event.listen(
-        engine.sync_engine,
-        "before_cursor_execute",
-        lambda _c, _cur, statement, *_: statements.append(statement),
-    )
+    statements = _statements_sent(engine)
     until = now + timedelta(seconds=30)
     for count in (1, 2, 5):
         ids = [f"n-{i}" for i in range(1, count + 1)]
