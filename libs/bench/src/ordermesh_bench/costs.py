@@ -76,12 +76,15 @@ def samples(port: int) -> list[Any]:
     return [s for family in text_string_to_metric_families(body) for s in family.samples]
 
 
-BATCH_TIMES = (
-    "ordermesh_batch_queue_wait_seconds_sum",
-    "ordermesh_batch_queue_wait_seconds_count",
-    "ordermesh_batch_duration_seconds_sum",
-    "ordermesh_batch_duration_seconds_count",
-)
+# The batchers' histograms (each labelled by batcher): items per batch, an item's wait
+# for its batch, a batch's run.
+BATCH_SIZE = "ordermesh_batch_size"
+BATCH_WAIT = "ordermesh_batch_queue_wait_seconds"
+BATCH_RUN = "ordermesh_batch_duration_seconds"
+_BATCHER_SAMPLES = frozenset(
+    f"{histogram}{part}" for histogram in (BATCH_SIZE, BATCH_WAIT, BATCH_RUN)
+    for part in ("_sum", "_count")
+)  # fmt: skip
 
 
 @dataclass
@@ -93,11 +96,17 @@ class Snapshot:
     context_switches: dict[str, float] = field(default_factory=dict)
     statements: dict[str, float] = field(default_factory=dict)
     rpcs: dict[str, float] = field(default_factory=dict)
-    # batcher -> (items, batches)
-    batches: dict[str, tuple[float, float]] = field(default_factory=dict)
-    # batcher -> {histogram sample name: value}: the queue wait's and the run time's
-    # sums and counts
-    batch_times: dict[str, dict[str, float]] = field(default_factory=dict)
+    # "<service>/<batcher>" -> {histogram sample name: value}: the sums and counts of
+    # the batchers' histograms
+    batchers: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def batches(self) -> dict[str, tuple[float, float]]:
+        """batcher -> (items, batches) so far."""
+        return {
+            key: (found.get(f"{BATCH_SIZE}_sum", 0.0), found.get(f"{BATCH_SIZE}_count", 0.0))
+            for key, found in self.batchers.items()
+        }
 
 
 def snapshot(mesh: LocalMesh) -> Snapshot:
@@ -118,18 +127,9 @@ def snapshot(mesh: LocalMesh) -> Snapshot:
                 statements += s.value
             elif s.name == "ordermesh_rpc_requests_total":
                 rpcs += s.value
-            elif s.name in BATCH_TIMES:
-                key = f"{name}/{s.labels['batcher']}"
-                times = shot.batch_times.setdefault(key, {})
-                times[s.name] = times.get(s.name, 0.0) + s.value
-            elif s.name in ("ordermesh_batch_size_sum", "ordermesh_batch_size_count"):
-                key = f"{name}/{s.labels['batcher']}"
-                items, count = shot.batches.get(key, (0.0, 0.0))
-                if s.name.endswith("_sum"):
-                    items += s.value
-                else:
-                    count += s.value
-                shot.batches[key] = (items, count)
+            elif s.name in _BATCHER_SAMPLES:
+                found = shot.batchers.setdefault(f"{name}/{s.labels['batcher']}", {})
+                found[s.name] = found.get(s.name, 0.0) + s.value
         shot.statements[name], shot.rpcs[name] = statements, rpcs
     return shot
 
@@ -146,13 +146,10 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
     statements = delta(before.statements, after.statements)
     rpcs = delta(before.rpcs, after.rpcs)
     batches = {}
-    for key, (items, count) in after.batches.items():
-        items0, count0 = before.batches.get(key, (0.0, 0.0))
-        if count - count0:
-            batches[key] = {
-                "batches": int(count - count0),
-                "mean_size": round((items - items0) / (count - count0), 2),
-            }
+    for key in after.batchers:
+        items, count = _grown(before, after, key, BATCH_SIZE)
+        if count:
+            batches[key] = {"batches": int(count), "mean_size": round(items / count, 2)}
     return {
         "orders": orders,
         "batch_time_ms_by_hop": batch_times(before, after),
@@ -181,16 +178,23 @@ def batch_times(before: Snapshot, after: Snapshot) -> dict[str, dict[str, float 
     between two snapshots: an order's time stage by stage (docs/performance.md, "Half
     load by stage")."""
 
-    def mean_ms(key: str, metric: str) -> float | None:
-        now, then = after.batch_times[key], before.batch_times.get(key, {})
-        count = now.get(f"{metric}_count", 0.0) - then.get(f"{metric}_count", 0.0)
-        total = now.get(f"{metric}_sum", 0.0) - then.get(f"{metric}_sum", 0.0)
+    def mean_ms(key: str, histogram: str) -> float | None:
+        total, count = _grown(before, after, key, histogram)
         return round(1000 * total / count, 2) if count else None
 
     found = {}
-    for key in after.batch_times:
-        wait = mean_ms(key, "ordermesh_batch_queue_wait_seconds")
-        run = mean_ms(key, "ordermesh_batch_duration_seconds")
+    for key in after.batchers:
+        wait, run = mean_ms(key, BATCH_WAIT), mean_ms(key, BATCH_RUN)
         if wait is not None or run is not None:
             found[key] = {"wait_ms": wait, "run_ms": run}
     return found
+
+
+def _grown(before: Snapshot, after: Snapshot, key: str, histogram: str) -> tuple[float, float]:
+    """How much a batcher's histogram's sum and count grew between the snapshots."""
+    now, then = after.batchers.get(key, {}), before.batchers.get(key, {})
+
+    def grown(sample: str) -> float:
+        return now.get(sample, 0.0) - then.get(sample, 0.0)
+
+    return grown(f"{histogram}_sum"), grown(f"{histogram}_count")
