@@ -16,7 +16,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ordermesh_cli.registry import load_service
-from ordermesh_order.store import OrderRepository
+from ordermesh_order.domain import Order, PlaceOrder
+from ordermesh_order.store import NewOrder, OrderRepository
 from ordermesh_platform.db import create_engine
 from ordermesh_platform.migrations import upgrade_to_head
 
@@ -173,3 +174,30 @@ async def test_the_lease_beat_and_the_recovery_read_send_one_text_for_any_count(
     leases, orders, lines = (statements[i::3] for i in range(3))
     assert len(statements) == 9
     assert len(set(leases)) == len(set(orders)) == len(set(lines)) == 1
+
+
+def _request(key: str) -> PlaceOrder:
+    return PlaceOrder.validated("c", key, [("A", 1)], "EUR", "t")
+
+
+async def test_replayed_keys_are_found_with_one_text_for_any_count(engine: AsyncEngine) -> None:
+    # A retry storm replays a different number of (customer, key) pairs in each batch:
+    # one text per count meant a statement prepared anew for nearly every batch.
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await _add_orders(conn, "k-", 5, now)
+    statements = _statements_sent(engine)
+    for count in (1, 2, 5):
+        replays = [
+            NewOrder(Order.place(f"new-{i}", _request(f"k-{i}")), "me", now, "", "")
+            for i in range(1, count + 1)
+        ]
+        async with engine.connect() as conn:
+            found = await OrderRepository(conn).existing(replays, written=set())
+        # Each replay answered with the order its key names already, in replay order.
+        assert [order.order_id if order else None for order in found] == [
+            f"k-{i}" for i in range(1, count + 1)
+        ]
+    orders, lines = statements[0::2], statements[1::2]
+    assert len(statements) == 6
+    assert len(set(orders)) == len(set(lines)) == 1

@@ -21,12 +21,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    func,
     literal_column,
     or_,
     select,
     text,
     tuple_,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select, Update
@@ -132,6 +134,25 @@ def _take_leases(postgres: bool) -> Update:
         .with_for_update(skip_locked=True)
     )
     return orders.update().where(orders.c.order_id.in_(leasable)).returning(orders.c.order_id)
+
+
+@functools.cache
+def _by_keys(postgres: bool) -> Select[Any]:
+    """The orders of (customer, key) pairs bound as ``customers`` and ``keys``: on
+    PostgreSQL two arrays read as rows, one statement text for any count (a retry storm
+    replays a different number of keys in every batch); SQLite, one bind per value."""
+    pair = tuple_(orders.c.customer_id, orders.c.idempotency_key)
+    if not postgres:
+        return select(orders).where(pair.in_(bindparam("pairs", expanding=True)))
+    given = (
+        func.unnest(
+            bindparam("customers", type_=ARRAY(orders.c.customer_id.type)),
+            bindparam("keys", type_=ARRAY(orders.c.idempotency_key.type)),
+        )
+        .table_valued("customer_id", "idempotency_key")
+        .render_derived(name="given")
+    )
+    return select(orders).where(pair.in_(select(given.c.customer_id, given.c.idempotency_key)))
 
 
 @functools.cache
@@ -256,10 +277,15 @@ class OrderRepository:
     async def _by_keys(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Order]:
         if not keys:
             return {}
-        query = select(orders).where(
-            tuple_(orders.c.customer_id, orders.c.idempotency_key).in_(keys)
-        )
-        found = await self._hydrate((await self.session.execute(query)).all())
+        if self._postgres:
+            params: dict[str, Any] = {
+                "customers": [customer for customer, _ in keys],
+                "keys": [key for _, key in keys],
+            }
+        else:
+            params = {"pairs": keys}
+        rows = (await self.session.execute(_by_keys(self._postgres), params)).all()
+        found = await self._hydrate(rows)
         return {(o.customer_id, o.idempotency_key): o for o in found}
 
     async def save_many(self, batch: Sequence[tuple[Order, bool]]) -> list[bool]:
