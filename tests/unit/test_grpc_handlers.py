@@ -1,4 +1,5 @@
-"""Rebuilding a gRPC method handler around a new behaviour (ordermesh_platform.grpc_handlers)."""
+"""Rebuilding a gRPC method handler around a new behaviour, once per method
+(ordermesh_platform.grpc_handlers)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from ordermesh_platform.grpc_handlers import wrap_handler
+from ordermesh_platform.grpc_handlers import WrappedOnce, wrap_handler
 
 
 async def _echo(request: Any, context: Any) -> Any:
@@ -70,3 +71,21 @@ def test_a_new_request_deserializer_replaces_the_handlers() -> None:
 def test_a_client_streaming_handler_comes_back_as_it_is() -> None:
     handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(_count)
     assert wrap_handler(handler, _unused, _unused) is handler
+
+
+async def test_a_methods_handler_is_wrapped_once_and_again_only_when_it_is_another() -> None:
+    built: list[str] = []
+
+    def wrap(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> Any:
+        built.append(method)
+        return wrap_handler(handler, _tagging(method), _unused)
+
+    once = WrappedOnce(wrap)
+    echo: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_echo)
+    first = once(echo, "/s.S/A")
+    assert once(echo, "/s.S/A") is first  # every later call of the method: no new wrapper
+    unary: Any = once(echo, "/s.S/B").unary_unary
+    assert await unary("req", None) == ("/s.S/B", "req")  # each method its own wrapper
+    replaced: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_echo)
+    assert once(replaced, "/s.S/A") is not first  # a handler registered anew: wrapped anew
+    assert built == ["/s.S/A", "/s.S/B", "/s.S/A"]

@@ -1,9 +1,11 @@
-"""Spans that nothing would record are not made; the tracer is made once per provider."""
+"""Spans that nothing would record are not made; the tracer is made once per provider;
+a served call continues its own caller's trace."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -68,3 +70,27 @@ def test_the_tracer_is_made_once_per_provider(monkeypatch: pytest.MonkeyPatch) -
     swapped = telemetry.tracer()
     assert swapped is not first
     assert telemetry.tracer() is swapped
+
+
+@pytest.mark.usefixtures("no_endpoint", "sdk_tracer")
+async def test_each_call_continues_its_own_callers_trace() -> None:
+    # The server's handlers are wrapped once per method: the caller's trace context must
+    # still be read from each call's own metadata, never kept from the first call's.
+    async def trace_id(request: bytes, context: object) -> bytes:
+        return telemetry.current_ids()[0].encode()
+
+    server = grpc.aio.server(interceptors=telemetry.server_interceptors())
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+        "Id": grpc.unary_unary_rpc_method_handler(trace_id)
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Id")
+            for trace in ("0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736"):
+                parent = (("traceparent", f"00-{trace}-b7ad6b7169203331-01"),)
+                assert await call(b"", metadata=parent, timeout=10) == trace.encode()
+    finally:
+        await server.stop(None)

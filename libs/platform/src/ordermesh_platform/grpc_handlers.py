@@ -33,3 +33,31 @@ def wrap_handler(
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+Wrap = Callable[["grpc.RpcMethodHandler[Any, Any]", str], "grpc.RpcMethodHandler[Any, Any]"]
+
+
+class WrappedOnce:
+    """Each method's handler wrapped once, not once per call. gRPC asks a server
+    interceptor for the handler on every call; building the wrapper again each time (a
+    new handler, new closures) cost about a tenth of a bare call's CPU per interceptor.
+    The wrapper must then depend on the method only: what differs by call (metadata, the
+    peer) is read from the call's context inside it. A method's handler is the object
+    its servicer registered, so a cached wrapper is found again by identity."""
+
+    def __init__(self, wrap: Wrap) -> None:
+        self._wrap = wrap
+        # Keyed by the methods the server serves: a name it does not know has no
+        # handler and never gets here.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
+
+    def __call__(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        found = self._wrapped.get(method)
+        if found is not None and found[0] is handler:
+            return found[1]  # type: ignore[no-any-return]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped

@@ -30,7 +30,7 @@ from ordermesh_platform.errors import (
     Unavailable,
 )
 from ordermesh_platform.grpc_errors import internal_error, to_grpc_status
-from ordermesh_platform.grpc_handlers import wrap_handler
+from ordermesh_platform.grpc_handlers import WrappedOnce, wrap_handler
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import RPC_IN_FLIGHT, RPC_LATENCY, RPC_REQUESTS, RPC_SHED
 from ordermesh_platform.policy import Policy
@@ -114,6 +114,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str, limit: InFlightLimit | None = None) -> None:
         self.service = service
         self.limit = limit
+        self._wrapped = WrappedOnce(self._wrap)
+        self._metrics = _CallMetrics(service)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -121,7 +123,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method: str = handler_call_details.method
+        return self._wrapped(handler, handler_call_details.method)
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         limit = None if is_open(method) else self.limit
         # A request that does not decode reaches the behaviour as Undecodable, which it
         # refuses as INVALID_ARGUMENT, instead of failing inside gRPC (UNKNOWN).
@@ -135,7 +141,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Any, method: str, limit: InFlightLimit | None) -> Any:
         async def unary(request: Any, context: Context) -> Any:
-            call = _Call(self.service, method)
+            call = _Call(self._metrics, method)
             try:
                 call.admit(limit)
                 _refuse_undecodable(request)
@@ -154,7 +160,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, behavior: Any, method: str, limit: InFlightLimit | None) -> Any:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(self.service, method)
+            call = _Call(self._metrics, method)
             try:
                 call.admit(limit)
                 _refuse_undecodable(request)
@@ -172,16 +178,41 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         return stream
 
 
+class _CallMetrics:
+    """A service's call metrics, each labelled child looked up once: ``labels()`` takes
+    a lock and builds a key on every call, four times per RPC."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.in_flight = RPC_IN_FLIGHT.labels(service)
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def done(self, method: str, code: str, seconds: float) -> None:
+        # Keyed by served methods and status codes: both sets are small and fixed.
+        requests = self._requests.get((method, code))
+        if requests is None:
+            requests = self._requests[(method, code)] = RPC_REQUESTS.labels(
+                self.service, method, code
+            )
+        latency = self._latency.get(method)
+        if latency is None:
+            latency = self._latency[method] = RPC_LATENCY.labels(self.service, method)
+        self.in_flight.dec()
+        requests.inc()
+        latency.observe(seconds)
+
+
 class _Call:
     """One call's bookkeeping: log context, in-flight gauge and bound, outcome metrics."""
 
-    def __init__(self, service: str, method: str) -> None:
-        self.service, self.method = service, method
+    def __init__(self, metrics: _CallMetrics, method: str) -> None:
+        self.metrics, self.method = metrics, method
         self.code = "CANCELLED"  # unless it finishes or fails otherwise
         self.started = time.perf_counter()
         self.limit: InFlightLimit | None = None
         structlog.contextvars.bind_contextvars(rpc_method=method)
-        RPC_IN_FLIGHT.labels(service).inc()
+        metrics.in_flight.inc()
 
     def admit(self, limit: InFlightLimit | None) -> None:
         if limit is not None:
@@ -204,9 +235,7 @@ class _Call:
     def done(self) -> None:
         if self.limit is not None:
             self.limit.leave()
-        RPC_IN_FLIGHT.labels(self.service).dec()
-        RPC_REQUESTS.labels(self.service, self.method, self.code).inc()
-        RPC_LATENCY.labels(self.service, self.method).observe(time.perf_counter() - self.started)
+        self.metrics.done(self.method, self.code, time.perf_counter() - self.started)
         structlog.contextvars.unbind_contextvars("rpc_method", "order_id")
 
 
@@ -233,6 +262,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator, policy: Policy | None) -> None:
         self._authenticator = authenticator
         self._policy = policy or Policy("", {})
+        self._wrapped = WrappedOnce(
+            lambda handler, method: wrap_handler(
+                handler,
+                lambda behavior: self._unary(behavior, method),
+                lambda behavior: self._stream(behavior, method),
+            )
+        )
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -241,11 +277,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or is_open(method):
             return handler
-        return wrap_handler(
-            handler,
-            lambda behavior: self._unary(behavior, method),
-            lambda behavior: self._stream(behavior, method),
-        )
+        return self._wrapped(handler, method)
 
     async def _admit(self, method: str, request: Any, context: Context) -> Principal:
         principal = Principal()

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ordermesh_platform.grpc_handlers import wrap_handler
+from ordermesh_platform.grpc_handlers import WrappedOnce, wrap_handler
 
 TRACER_NAME = "ordermesh"
 _instrumented_engines: set[int] = set()
@@ -152,6 +152,9 @@ def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
 class _ContextServerInterceptor(grpc.aio.ServerInterceptor):
     """Continues the caller's W3C trace context in a (non-recording) server span."""
 
+    def __init__(self) -> None:
+        self._wrapped = WrappedOnce(_continuing_trace)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -161,28 +164,34 @@ class _ContextServerInterceptor(grpc.aio.ServerInterceptor):
         method: str = details.method
         if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
-        carrier = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        return self._wrapped(handler, method)
+
+
+def _continuing_trace(handler: Any, method: str) -> Any:
+    """The handler with each call run in a server span whose parent is the caller's
+    trace context, read from the call's own metadata."""
+
+    def span(context: Any) -> AbstractContextManager[Any]:
+        carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         parent = propagate.extract(carrier)
+        return tracer().start_as_current_span(method, context=parent, kind=SpanKind.SERVER)
 
-        def span() -> AbstractContextManager[Any]:
-            return tracer().start_as_current_span(method, context=parent, kind=SpanKind.SERVER)
+    def unary(behavior: Any) -> Any:
+        async def traced(request: Any, context: Any) -> Any:
+            with span(context):
+                return await behavior(request, context)
 
-        def unary(behavior: Any) -> Any:
-            async def traced(request: Any, context: Any) -> Any:
-                with span():
-                    return await behavior(request, context)
+        return traced
 
-            return traced
+    def stream(behavior: Any) -> Any:
+        async def traced(request: Any, context: Any) -> AsyncIterator[Any]:
+            with span(context):
+                async for response in behavior(request, context):
+                    yield response
 
-        def stream(behavior: Any) -> Any:
-            async def traced(request: Any, context: Any) -> AsyncIterator[Any]:
-                with span():
-                    async for response in behavior(request, context):
-                        yield response
+        return traced
 
-            return traced
-
-        return wrap_handler(handler, unary, stream)
+    return wrap_handler(handler, unary, stream)
 
 
 def _with_trace_context(details: Any) -> Any:
