@@ -27,9 +27,9 @@ $(UV):
 	python3 -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-# Compiled once here: where PYTHONDONTWRITEBYTECODE is set (this machine, and the image)
-# no process writes a .pyc, and each one compiled every module it imported from source,
-# about 3 s of CPU per service started. The workspace's own packages are editable, so
+# Compiled once here: where PYTHONDONTWRITEBYTECODE is set (in the image, and on the
+# 2-core machines docs/performance.md measures on) no process writes a .pyc, and each one
+# compiled every module it imported from source, about 3 s of CPU per service started. The workspace's own packages are editable, so
 # uv leaves their sources alone; a file edited since is compiled in memory as before.
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 	$(UV) sync --all-packages --frozen --compile-bytecode

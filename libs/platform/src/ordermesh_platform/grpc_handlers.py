@@ -50,14 +50,16 @@ class WrappedOnce:
         self._wrap = wrap
         # Keyed by the methods the server serves: a name it does not know has no
         # handler and never gets here.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     def __call__(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
         found = self._wrapped.get(method)
         if found is not None and found[0] is handler:
-            return found[1]  # type: ignore[no-any-return]
+            return found[1]
         wrapped = self._wrap(handler, method)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
