@@ -167,7 +167,9 @@ class _ContextServerInterceptor(grpc.aio.ServerInterceptor):
         return self._wrapped(handler, method)
 
 
-def _continuing_trace(handler: Any, method: str) -> Any:
+def _continuing_trace(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str
+) -> grpc.RpcMethodHandler[Any, Any]:
     """The handler with each call run in a server span whose parent is the caller's
     trace context, read from the call's own metadata."""
 
