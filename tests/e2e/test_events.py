@@ -27,6 +27,7 @@ from ordermesh.order.v1 import order_pb2 as pb
 from ordermesh_cli.mesh import scrape_metrics
 from ordermesh_messaging.cloudevents import build_headers, header_map
 from ordermesh_messaging.producer import new_producer
+from ordermesh_notification.handler import NotificationHandler
 from ordermesh_platform.db import create_engine
 from tests.e2e.conftest import start_mesh
 from tests.support.broker import read_topic
@@ -37,6 +38,7 @@ from tests.support.receivers import SECRET, MailBox, webhook_endpoint
 pytestmark = pytest.mark.e2e
 
 ORDERS = "ordermesh.orders.v1"
+NOTIFICATION_TOPICS = NotificationHandler.topics
 SERVICES_WITH_OUTBOX = ("order", "inventory", "payment")
 
 
@@ -260,30 +262,42 @@ async def test_replaying_the_topics_from_the_start_notifies_nobody_twice(
     mesh: MeshClient, mailbox: tuple[MailBox, int]
 ) -> None:
     box, _ = mailbox
+    # Orders of its own, so that the topics hold told events whatever ran before.
+    await _place_many(mesh, 40)
     await mesh.settle()
     await _drained(mesh)
     await asyncio.sleep(2)  # let the last deliveries go out
     deliveries_before = await _sql(mesh, "notification", "SELECT count(*) FROM deliveries")
+    assert deliveries_before[0][0] > 0
     # Only the events it tells take an inbox row: the others (an order's creation, its
     # payment's authorization and capture) are passed over by their type, undecoded.
     untold = "SELECT count(*) FROM inbox WHERE event_id NOT IN (SELECT event_id FROM deliveries)"
     assert await _sql(mesh, "notification", untold) == [(0,)]
     mails_before = len(box.messages)
+    bootstrap = mesh.mesh.config.kafka_bootstrap
+    # What the replay must come round to: every record of its topics (read, since the
+    # local broker's end offsets are not trusted).
+    on_topics = 0
+    for topic in NOTIFICATION_TOPICS:
+        on_topics += len(await read_topic(bootstrap, topic, expect=1))
     # A new consumer group starts at offset 0 of every topic: every event comes again.
     await mesh.restart("notification", ORDERMESH_CONSUMER_GROUP=f"replay-{uuid.uuid4().hex[:6]}")
     port = mesh.mesh.config.metrics_port("notification")
     deadline = time.monotonic() + 60
-    seen = 0.0
+    results: dict[str, float] = {}
     while time.monotonic() < deadline:
         metrics = scrape_metrics(port)
-        seen = sum(
-            metrics.get(f'ordermesh_consumer_messages_total{{result="{result}"}}', 0)
-            for result in ("duplicate", "ignored")
-        )
-        if seen >= 500:  # at least the first test's orders came round again
+        results = {
+            result: metrics.get(f'ordermesh_consumer_messages_total{{result="{result}"}}', 0)
+            for result in ("duplicate", "ignored", "handled", "dead_lettered")
+        }
+        if sum(results.values()) >= on_topics:
             break
         await asyncio.sleep(0.5)
-    assert seen >= 500
+    assert sum(results.values()) >= on_topics, results
+    # Every told event came again and was found in the inbox: none handled anew.
+    assert results["duplicate"] > 0
+    assert results["handled"] == 0, results
     await asyncio.sleep(2)
     assert await _sql(mesh, "notification", "SELECT count(*) FROM deliveries") == deliveries_before
     assert len(box.messages) == mails_before
