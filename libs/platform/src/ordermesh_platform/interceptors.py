@@ -32,7 +32,13 @@ from ordermesh_platform.errors import (
 from ordermesh_platform.grpc_errors import internal_error, to_grpc_status
 from ordermesh_platform.grpc_handlers import WrappedOnce, wrap_handler
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import RPC_IN_FLIGHT, RPC_LATENCY, RPC_REQUESTS, RPC_SHED
+from ordermesh_platform.metrics import (
+    RPC_IN_FLIGHT,
+    RPC_LATENCY,
+    RPC_REQUESTS,
+    RPC_SHED,
+    Children,
+)
 from ordermesh_platform.policy import Policy
 
 log = get_logger(__name__)
@@ -179,28 +185,18 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _CallMetrics:
-    """A service's call metrics, each labelled child looked up once: ``labels()`` takes
-    a lock and builds a key on every call, four times per RPC."""
+    """A service's call metrics, each labelled child looked up once (``Children``)."""
 
     def __init__(self, service: str) -> None:
         self.service = service
         self.in_flight = RPC_IN_FLIGHT.labels(service)
-        self._requests: dict[tuple[str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
+        self._requests = Children(RPC_REQUESTS)
+        self._latency = Children(RPC_LATENCY)
 
     def done(self, method: str, code: str, seconds: float) -> None:
-        # Keyed by served methods and status codes: both sets are small and fixed.
-        requests = self._requests.get((method, code))
-        if requests is None:
-            requests = self._requests[(method, code)] = RPC_REQUESTS.labels(
-                self.service, method, code
-            )
-        latency = self._latency.get(method)
-        if latency is None:
-            latency = self._latency[method] = RPC_LATENCY.labels(self.service, method)
         self.in_flight.dec()
-        requests.inc()
-        latency.observe(seconds)
+        self._requests(self.service, method, code).inc()
+        self._latency(self.service, method).observe(seconds)
 
 
 class _Call:

@@ -6,7 +6,31 @@ here once; each service process only fills the ones that concern it.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once by its label values:
+    ``labels()`` takes a lock and builds and checks its key on every call (about 3 µs
+    here), which paths taken per call or per order would pay each time. For label values
+    from a small, fixed set (methods, status codes, outcomes, channels)."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            # Two threads may both get here: ``labels`` gives both the same child.
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
