@@ -1,23 +1,25 @@
-"""A labelled metric's children looked up once: the same child for the same values, and
-what is counted through them lands in the metric, under its labels."""
+"""The services' metrics look each labelled child up once: the same child for the same
+values, what is counted through it lands under its labels, and a child removed or
+cleared from the metric is looked up anew, so nothing is counted where no scrape sees
+it."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
-from ordermesh_platform.metrics import Children
+from ordermesh_platform.metrics import Counter
 
 
-def test_each_set_of_label_values_has_one_child_and_counts_under_its_labels() -> None:
+def test_the_child_looked_up_is_the_one_for_those_values_and_counts_under_them() -> None:
     registry = CollectorRegistry()
-    metric = Counter("things_total", "Things.", ["kind", "result"], registry=registry)
-    children = Children(metric)
+    metric = Counter("things", "Things.", ["kind", "result"], registry=registry)
 
-    assert children("a", "ok") is children("a", "ok")
-    assert children("a", "ok") is not children("a", "failed")
-    children("a", "ok").inc()
-    children("a", "ok").inc()
-    children("b", "ok").inc(3)
+    assert metric.labels("a", "ok") is metric.labels("a", "ok")
+    assert metric.labels("a", "ok") is not metric.labels("a", "failed")
+    assert metric.labels(kind="a", result="ok") is metric.labels("a", "ok")
+    metric.labels("a", "ok").inc()
+    metric.labels("a", "ok").inc()
+    metric.labels("b", "ok").inc(3)
 
     def value(kind: str, result: str) -> float | None:
         return registry.get_sample_value("things_total", {"kind": kind, "result": result})
@@ -25,3 +27,15 @@ def test_each_set_of_label_values_has_one_child_and_counts_under_its_labels() ->
     assert value("a", "ok") == 2
     assert value("b", "ok") == 3
     assert value("a", "failed") == 0
+
+
+def test_a_removed_or_cleared_child_is_looked_up_anew() -> None:
+    registry = CollectorRegistry()
+    metric = Counter("things", "Things.", ["kind"], registry=registry)
+    metric.labels("a").inc()
+    metric.clear()
+    metric.labels("a").inc(2)
+    assert registry.get_sample_value("things_total", {"kind": "a"}) == 2
+    metric.remove("a")
+    metric.labels("a").inc(5)
+    assert registry.get_sample_value("things_total", {"kind": "a"}) == 5

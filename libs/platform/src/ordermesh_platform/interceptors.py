@@ -32,13 +32,7 @@ from ordermesh_platform.errors import (
 from ordermesh_platform.grpc_errors import internal_error, to_grpc_status
 from ordermesh_platform.grpc_handlers import WrappedOnce, wrap_handler
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import (
-    RPC_IN_FLIGHT,
-    RPC_LATENCY,
-    RPC_REQUESTS,
-    RPC_SHED,
-    Children,
-)
+from ordermesh_platform.metrics import RPC_IN_FLIGHT, RPC_LATENCY, RPC_REQUESTS, RPC_SHED
 from ordermesh_platform.policy import Policy
 
 log = get_logger(__name__)
@@ -185,18 +179,16 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _CallMetrics:
-    """A service's call metrics, each labelled child looked up once (``Children``)."""
+    """A service's call metrics (their labelled children are looked up once)."""
 
     def __init__(self, service: str) -> None:
         self.service = service
         self.in_flight = RPC_IN_FLIGHT.labels(service)
-        self._requests = Children(RPC_REQUESTS)
-        self._latency = Children(RPC_LATENCY)
 
     def done(self, method: str, code: str, seconds: float) -> None:
         self.in_flight.dec()
-        self._requests(self.service, method, code).inc()
-        self._latency(self.service, method).observe(seconds)
+        RPC_REQUESTS.labels(self.service, method, code).inc()
+        RPC_LATENCY.labels(self.service, method).observe(seconds)
 
 
 class _Call:

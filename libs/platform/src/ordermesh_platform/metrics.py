@@ -6,30 +6,49 @@ here once; each service process only fills the ones that concern it.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Self
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import prometheus_client
+from prometheus_client import start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
-M = TypeVar("M", bound=MetricWrapperBase)
 
+class _ChildrenOnce(MetricWrapperBase):
+    """A labelled metric that looks each child up once per set of label values:
+    prometheus_client's ``labels()`` takes a lock and builds and checks its key on every
+    call (about 3 µs here), which paths taken per call or per order would pay each time.
+    ``remove`` and ``clear`` forget what was looked up, so a child dropped from the
+    metric is never counted again unseen."""
 
-class Children(Generic[M]):
-    """A labelled metric's children, each looked up once by its label values:
-    ``labels()`` takes a lock and builds and checks its key on every call (about 3 µs
-    here), which paths taken per call or per order would pay each time. For label values
-    from a small, fixed set (methods, status codes, outcomes, channels)."""
-
-    def __init__(self, metric: M) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
-
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
+    def labels(self, *values: Any, **named: Any) -> Self:
+        if named:
+            return super().labels(*values, **named)
+        children: dict[tuple[Any, ...], Self] = self.__dict__.setdefault("_children_once", {})
+        child = children.get(values)
         if child is None:
             # Two threads may both get here: ``labels`` gives both the same child.
-            child = self._children[values] = self._metric.labels(*values)
+            child = children[values] = super().labels(*values)
         return child
+
+    def remove(self, *values: Any) -> None:
+        self.__dict__.pop("_children_once", None)
+        super().remove(*values)
+
+    def clear(self) -> None:
+        self.__dict__.pop("_children_once", None)
+        super().clear()
+
+
+class Counter(_ChildrenOnce, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_ChildrenOnce, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_ChildrenOnce, prometheus_client.Histogram):
+    pass
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -19,11 +19,10 @@ from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, Retr
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import NOTIFICATIONS, Children
+from ordermesh_platform.metrics import NOTIFICATIONS
 from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
 
 log = get_logger(__name__)
-_NOTIFICATIONS = Children(NOTIFICATIONS)
 
 
 class DeliveryWorker:
@@ -86,7 +85,7 @@ class DeliveryWorker:
             error = await self._send(message)
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, error[:200]))
-        _NOTIFICATIONS(message.channel.value, "sent" if error is None else "failed").inc()
+        NOTIFICATIONS.labels(message.channel.value, "sent" if error is None else "failed").inc()
         return error
 
     def _outcome(

@@ -33,7 +33,7 @@ from ordermesh_platform.db import Transactions, is_connection_error
 from ordermesh_platform.deadlines import detached
 from ordermesh_platform.faults import kill_at
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import SAGA_OUTCOMES, Children
+from ordermesh_platform.metrics import SAGA_OUTCOMES
 from ordermesh_platform.resilience import Transient, retry_until
 from ordermesh_platform.telemetry import (
     child_span,
@@ -44,7 +44,6 @@ from ordermesh_platform.telemetry import (
 )
 
 log = get_logger(__name__)
-_OUTCOMES = Children(SAGA_OUTCOMES)
 
 
 # Of a waiting caller's time, what the forward steps leave for compensating and answering.
@@ -441,7 +440,7 @@ class SagaRunner:
             )
             saved = await self._save(order, priced=True)
         if saved is order:  # our write decided it, not another runner's: count it once
-            _OUTCOMES("confirmed", "").inc()
+            SAGA_OUTCOMES.labels("confirmed", "").inc()
         return saved
 
     async def _reject(
@@ -456,7 +455,7 @@ class SagaRunner:
         order.reject(reason, detail, metadata, risk_assessment)
         saved = await self._save(order)
         if saved is order:
-            _OUTCOMES("rejected", reason.value).inc()
+            SAGA_OUTCOMES.labels("rejected", reason.value).inc()
         return saved
 
     async def _finish(

@@ -43,7 +43,6 @@ from ordermesh_platform.metrics import (
     RISK_SCORE_PSI,
     RISK_SCORING,
     RISK_SHADOW_DECISIONS,
-    Children,
 )
 from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
@@ -62,10 +61,8 @@ def build_provider(
 ) -> ResilientProvider:
     breaker = CircuitBreaker(settings.psp_breaker_threshold, settings.psp_breaker_open_s)
 
-    latency = Children(PSP_LATENCY)
-
     def observe(operation: str, seconds: float, outcome: str) -> None:
-        latency(operation, outcome).observe(seconds)
+        PSP_LATENCY.labels(operation, outcome).observe(seconds)
         PSP_BREAKER_OPEN.set(0 if breaker.state is BreakerState.CLOSED else 1)
 
     return ResilientProvider(
@@ -84,13 +81,11 @@ def build_risk(settings: PaymentSettings, sessions: Transactions) -> RiskScorer 
     if not settings.risk_enabled:
         return None
     definition = RiskSettings().feature_definition()
-    scoring, fallbacks = Children(RISK_SCORING), Children(RISK_FALLBACKS)
-    decisions, shadow = Children(RISK_DECISIONS), Children(RISK_SHADOW_DECISIONS)
     observer = RiskObserver(
-        scored=lambda source, seconds: scoring(source).observe(seconds),
-        fallback=lambda reason: fallbacks(reason).inc(),
-        decided=lambda variant, decision: decisions(variant, decision).inc(),
-        shadowed=lambda version, declined: shadow(
+        scored=lambda source, seconds: RISK_SCORING.labels(source).observe(seconds),
+        fallback=lambda reason: RISK_FALLBACKS.labels(reason).inc(),
+        decided=lambda variant, decision: RISK_DECISIONS.labels(variant, decision).inc(),
+        shadowed=lambda version, declined: RISK_SHADOW_DECISIONS.labels(
             version, "decline" if declined else "approve"
         ).inc(),
     )
