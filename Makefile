@@ -29,8 +29,9 @@ $(UV):
 
 # Compiled once here: where PYTHONDONTWRITEBYTECODE is set (in the image, and on the
 # 2-core machines docs/performance.md measures on) no process writes a .pyc, and each one
-# compiled every module it imported from source, about 3 s of CPU per service started. The workspace's own packages are editable, so
-# uv leaves their sources alone; a file edited since is compiled in memory as before.
+# compiled every module it imported from source, about 3 s of CPU per service started.
+# The workspace's own packages are editable, so uv leaves their sources alone; a file
+# edited since is compiled in memory as before.
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 	$(UV) sync --all-packages --frozen --compile-bytecode
 	$(VENV)/bin/python -m compileall -q -j 0 libs services

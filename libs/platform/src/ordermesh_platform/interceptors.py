@@ -115,7 +115,6 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         self.service = service
         self.limit = limit
         self._wrapped = WrappedOnce(self._wrap)
-        self._metrics = _CallMetrics(service)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -141,7 +140,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Any, method: str, limit: InFlightLimit | None) -> Any:
         async def unary(request: Any, context: Context) -> Any:
-            call = _Call(self._metrics, method)
+            call = _Call(self.service, method)
             try:
                 call.admit(limit)
                 _refuse_undecodable(request)
@@ -160,7 +159,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, behavior: Any, method: str, limit: InFlightLimit | None) -> Any:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(self._metrics, method)
+            call = _Call(self.service, method)
             try:
                 call.admit(limit)
                 _refuse_undecodable(request)
@@ -178,29 +177,16 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         return stream
 
 
-class _CallMetrics:
-    """A service's call metrics (their labelled children are looked up once)."""
-
-    def __init__(self, service: str) -> None:
-        self.service = service
-        self.in_flight = RPC_IN_FLIGHT.labels(service)
-
-    def done(self, method: str, code: str, seconds: float) -> None:
-        self.in_flight.dec()
-        RPC_REQUESTS.labels(self.service, method, code).inc()
-        RPC_LATENCY.labels(self.service, method).observe(seconds)
-
-
 class _Call:
     """One call's bookkeeping: log context, in-flight gauge and bound, outcome metrics."""
 
-    def __init__(self, metrics: _CallMetrics, method: str) -> None:
-        self.metrics, self.method = metrics, method
+    def __init__(self, service: str, method: str) -> None:
+        self.service, self.method = service, method
         self.code = "CANCELLED"  # unless it finishes or fails otherwise
         self.started = time.perf_counter()
         self.limit: InFlightLimit | None = None
         structlog.contextvars.bind_contextvars(rpc_method=method)
-        metrics.in_flight.inc()
+        RPC_IN_FLIGHT.labels(service).inc()
 
     def admit(self, limit: InFlightLimit | None) -> None:
         if limit is not None:
@@ -223,7 +209,9 @@ class _Call:
     def done(self) -> None:
         if self.limit is not None:
             self.limit.leave()
-        self.metrics.done(self.method, self.code, time.perf_counter() - self.started)
+        RPC_IN_FLIGHT.labels(self.service).dec()
+        RPC_REQUESTS.labels(self.service, self.method, self.code).inc()
+        RPC_LATENCY.labels(self.service, self.method).observe(time.perf_counter() - self.started)
         structlog.contextvars.unbind_contextvars("rpc_method", "order_id")
 
 
