@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,15 @@ from ordermesh_platform.service_names import SERVICE_NAMES
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str]:
+    """A process's /proc stat fields from the state on (the third field)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -59,14 +64,39 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-def _summed(pids: list[int], read: Callable[[int], float]) -> float:
-    total = 0.0
-    for pid in pids:
+# A process as a pid and its start time: a pid the kernel hands to a new process is
+# another process.
+ProcessKey = tuple[int, int]
+
+
+def _postgres_readings() -> dict[ProcessKey, tuple[float, float]]:
+    """Every PostgreSQL process's CPU seconds and context switches so far."""
+    readings = {}
+    for pid in _postgres_pids():
         try:
-            total += read(pid)
+            fields = _stat(pid)
+            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            readings[(pid, int(fields[19]))] = (cpu, float(context_switches(pid)))
         except (FileNotFoundError, ProcessLookupError):
             continue  # a backend that ended between the listing and the read
-    return total
+    return readings
+
+
+def _spent_since(
+    before: Mapping[ProcessKey, tuple[float, float]],
+    after: Mapping[ProcessKey, tuple[float, float]],
+) -> tuple[float, float]:
+    """What the processes alive at ``after`` spent since ``before``: CPU seconds and
+    context switches. Taken process by process, not as the difference of two sums: a
+    backend of another client that ended in between would take what it had spent
+    before out of the second sum (the difference went negative while tests ran beside a
+    bench). A process that started in between counts whole; one that ended is lost."""
+    cpu = switches = 0.0
+    for key, (spent, switched) in after.items():
+        spent_before, switched_before = before.get(key, (0.0, 0.0))
+        cpu += spent - spent_before
+        switches += switched - switched_before
+    return cpu, switches
 
 
 def samples(port: int) -> list[Any]:
@@ -90,8 +120,10 @@ _BATCHER_SAMPLES = frozenset(
 @dataclass
 class Snapshot:
     cpu_s: dict[str, float] = field(default_factory=dict)
-    # PostgreSQL's and the mesh's own broker's, apart from the services'.
+    # The mesh's own broker's, apart from the services'.
     infrastructure_cpu_s: dict[str, float] = field(default_factory=dict)
+    # Each PostgreSQL process's CPU seconds and context switches (``_spent_since``).
+    postgres: dict[ProcessKey, tuple[float, float]] = field(default_factory=dict)
     # Every process's, the services' and the infrastructure's alike.
     context_switches: dict[str, float] = field(default_factory=dict)
     statements: dict[str, float] = field(default_factory=dict)
@@ -111,9 +143,7 @@ class Snapshot:
 
 def snapshot(mesh: LocalMesh) -> Snapshot:
     shot = Snapshot()
-    postgres = _postgres_pids()
-    shot.infrastructure_cpu_s["postgres"] = _summed(postgres, cpu_seconds)
-    shot.context_switches["postgres"] = _summed(postgres, context_switches)
+    shot.postgres = _postgres_readings()
     if mesh.broker is not None:  # none when the mesh uses a broker it did not start
         shot.infrastructure_cpu_s["broker"] = cpu_seconds(mesh.broker.pid)
         shot.context_switches["broker"] = context_switches(mesh.broker.pid)
@@ -142,7 +172,15 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
         return {k: b[k] - a.get(k, 0.0) for k in b}
 
     cpu = delta(before.cpu_s, after.cpu_s)
-    infrastructure = delta(before.infrastructure_cpu_s, after.infrastructure_cpu_s)
+    postgres_cpu, postgres_switches = _spent_since(before.postgres, after.postgres)
+    infrastructure = {
+        "postgres": postgres_cpu,
+        **delta(before.infrastructure_cpu_s, after.infrastructure_cpu_s),
+    }
+    switches = {
+        **delta(before.context_switches, after.context_switches),
+        "postgres": postgres_switches,
+    }
     statements = delta(before.statements, after.statements)
     rpcs = delta(before.rpcs, after.rpcs)
     batches = {}
@@ -158,10 +196,7 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
         "infrastructure_cpu_ms_per_order": {
             k: round(1000 * v / n, 2) for k, v in infrastructure.items()
         },
-        "context_switches_per_order": {
-            k: round(v / n, 1)
-            for k, v in delta(before.context_switches, after.context_switches).items()
-        },
+        "context_switches_per_order": {k: round(v / n, 1) for k, v in switches.items()},
         "statements_per_order": round(sum(statements.values()) / n, 2),
         "statements_per_order_by_service": {k: round(v / n, 2) for k, v in statements.items()},
         # Every RPC a service answered, PlaceOrder included.
