@@ -27,10 +27,13 @@ def _stat(pid: int) -> list[str]:
         return stat.read().rsplit(")", 1)[1].split()
 
 
+def _cpu_of(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # user + system
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return _cpu_of(_stat(pid))
 
 
 def context_switches(pid: int) -> int:
@@ -74,9 +77,8 @@ def _postgres_readings() -> dict[ProcessKey, tuple[float, float]]:
     readings = {}
     for pid in _postgres_pids():
         try:
-            fields = _stat(pid)
-            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-            readings[(pid, int(fields[19]))] = (cpu, float(context_switches(pid)))
+            fields = _stat(pid)  # the start time (field 22) tells a reused pid apart
+            readings[(pid, int(fields[19]))] = (_cpu_of(fields), float(context_switches(pid)))
         except (FileNotFoundError, ProcessLookupError):
             continue  # a backend that ended between the listing and the read
     return readings
@@ -89,8 +91,8 @@ def _spent_since(
     """What the processes alive at ``after`` spent since ``before``: CPU seconds and
     context switches. Taken process by process, not as the difference of two sums: a
     backend of another client that ended in between would take what it had spent
-    before out of the second sum (the difference went negative while tests ran beside a
-    bench). A process that started in between counts whole; one that ended is lost."""
+    before out of the second sum (it fell to nothing while tests ran beside a bench).
+    A process that started in between counts whole; one that ended is lost."""
     cpu = switches = 0.0
     for key, (spent, switched) in after.items():
         spent_before, switched_before = before.get(key, (0.0, 0.0))
