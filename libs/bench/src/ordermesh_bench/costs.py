@@ -126,7 +126,7 @@ class Snapshot:
     infrastructure_cpu_s: dict[str, float] = field(default_factory=dict)
     # Each PostgreSQL process's CPU seconds and context switches (``_spent_since``).
     postgres: dict[ProcessKey, tuple[float, float]] = field(default_factory=dict)
-    # Every process's, the services' and the infrastructure's alike.
+    # The services' and the broker's (PostgreSQL's are in ``postgres``).
     context_switches: dict[str, float] = field(default_factory=dict)
     statements: dict[str, float] = field(default_factory=dict)
     rpcs: dict[str, float] = field(default_factory=dict)
