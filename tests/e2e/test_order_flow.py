@@ -104,6 +104,23 @@ async def test_a_provider_that_never_answers_rejects_within_the_deadline(mesh: M
     assert await mesh.stock(sku) == (1, 0, 0)
 
 
+async def test_a_card_the_provider_never_answers_holds_up_no_other_order(
+    mesh: MeshClient,
+) -> None:
+    sku = await mesh.add_product(500, stock=2)
+    silent = asyncio.create_task(mesh.place({sku: 1}, token="tok_timeout", deadline_s=6))
+    await asyncio.sleep(0.5)  # its authorization is out at the provider
+    # Behind a batch that waited for the silent card (two 2 s attempts), this order's
+    # 3 s would run out; payment answers a batch once its calls have had 1 s.
+    order = await mesh.place({sku: 1}, deadline_s=3)
+    still_waiting = not silent.done()
+    error = await _error(silent)
+
+    assert order.state == pb.ORDER_STATE_CONFIRMED
+    assert still_waiting
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
 @pytest.mark.parametrize("case", ["unknown", "insufficient"])
 async def test_out_of_stock_names_the_sku_and_holds_nothing(mesh: MeshClient, case: str) -> None:
     plenty = await mesh.add_product(100, stock=10)

@@ -163,6 +163,9 @@ class WatchedProvider:
         self.asked: asyncio.Queue[str] = asyncio.Queue()  # the keys of authorizations begun
         self.answer_authorizations = asyncio.Event()
         self.answer_authorizations.set()
+        self.held: set[str] = set()  # keys whose calls wait for let_go, every one else's not
+        self.let_go = asyncio.Event()
+        self.captured: Counter[str] = Counter()
         self.in_flight = 0
         self.most_in_flight = 0
 
@@ -182,11 +185,18 @@ class WatchedProvider:
         self.asked.put_nowait(key)
         async with self._watched():
             await self.answer_authorizations.wait()
+            await self._held(key)
             return await self._simulated.authorize(key, amount_minor, currency, token)
 
     async def capture(self, key: str, reference: str, amount_minor: int) -> None:
+        self.captured[key] += 1
         async with self._watched():
+            await self._held(key)
             await self._simulated.capture(key, reference, amount_minor)
+
+    async def _held(self, key: str) -> None:
+        if key in self.held:
+            await self.let_go.wait()
 
     async def void(self, key: str, reference: str) -> None:
         self.voided[key] += 1
@@ -219,10 +229,21 @@ def payments_on(
     provider: WatchedProvider,
     psp_concurrency: int = 64,
     psp_timeout_s: float = 0.2,
+    batch_wait_s: float | None = None,
 ) -> Payments:
     breaker = CircuitBreaker(1000, 5.0)
     resilient = ResilientProvider(provider, breaker, timeout_s=psp_timeout_s, attempts=2)
-    return Payments(Transactions(engine), resilient, psp_concurrency)
+    return Payments(Transactions(engine), resilient, psp_concurrency, batch_wait_s=batch_wait_s)
+
+
+async def state_once_recorded(payments: Payments, order_id: str, old: PaymentState) -> PaymentState:
+    """The payment's state once it has left ``old`` (a bounded wait)."""
+    for _ in range(200):
+        state = (await payments.get(order_id)).state
+        if state is not old:
+            return state
+        await asyncio.sleep(0.025)
+    return old
 
 
 def asks(*order_ids: str, token: str = "tok_ok", amount: int = 1250) -> list[AuthorizationRequest]:
@@ -271,6 +292,68 @@ async def test_an_unfinished_authorization_is_asked_again_with_its_key(
     assert pending.state is PaymentState.AUTHORIZING
     assert (answered.payment_id, answered.state) == (pending.payment_id, PaymentState.AUTHORIZED)
     assert set(provider.authorized) == {"o1"}
+
+
+async def test_a_card_the_provider_is_slow_on_holds_up_neither_its_batch_nor_the_next(
+    engine: AsyncEngine,
+) -> None:
+    provider = WatchedProvider()
+    provider.held.add("slow")
+    payments = payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
+
+    slow, *beside = await payments.authorize_many(asks("slow", "o1", "o2"), budget_s=30)
+    # A retry while its call is still out: answered at once, the provider not asked again.
+    retried, after = await payments.authorize_many(asks("slow", "o3"), budget_s=30)
+    provider.let_go.set()
+    landed = await state_once_recorded(payments, "slow", PaymentState.AUTHORIZING)
+    [answered] = payments_of(await payments.authorize_many(asks("slow")))
+
+    assert isinstance(slow, Unavailable)
+    assert isinstance(retried, Unavailable)
+    assert [p.state for p in payments_of([*beside, after])] == [PaymentState.AUTHORIZED] * 3
+    assert landed is PaymentState.AUTHORIZED  # recorded as it came, nobody asking
+    assert answered.state is PaymentState.AUTHORIZED
+    assert provider.authorized == Counter(["slow", "o1", "o2", "o3"])
+    assert await events_in_outbox(engine) == 4
+
+
+async def test_a_capture_the_provider_is_slow_to_make_is_recorded_when_it_comes(
+    engine: AsyncEngine,
+) -> None:
+    provider = WatchedProvider()
+    payments = payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
+    payments_of(await payments.authorize_many(asks("slow", "o1")))
+    provider.held.add("slow")
+
+    slow, beside = await payments.capture_many(["slow", "o1"], budget_s=30)
+    [retried] = await payments.capture_many(["slow"], budget_s=30)
+    provider.let_go.set()
+    landed = await state_once_recorded(payments, "slow", PaymentState.AUTHORIZED)
+
+    assert isinstance(slow, Unavailable)
+    assert isinstance(retried, Unavailable)
+    assert isinstance(beside, Payment)
+    assert beside.state is PaymentState.CAPTURED
+    assert landed is PaymentState.CAPTURED
+    assert provider.captured == Counter(["slow", "o1"])
+
+
+async def test_closing_stops_the_calls_still_out_and_a_retry_asks_again(
+    engine: AsyncEngine,
+) -> None:
+    provider = WatchedProvider()
+    provider.held.add("slow")
+    payments = payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
+    [slow] = await payments.authorize_many(asks("slow"), budget_s=30)
+    await payments.close()
+    left = (await payments.get("slow")).state
+    provider.held.clear()
+    [answered] = payments_of(await payments_on(engine, provider).authorize_many(asks("slow")))
+
+    assert isinstance(slow, Unavailable)
+    assert left is PaymentState.AUTHORIZING
+    assert answered.state is PaymentState.AUTHORIZED
+    assert provider.authorized["slow"] == 2  # the same key: the provider applies it once
 
 
 async def test_an_authorization_landing_after_its_void_is_released(engine: AsyncEngine) -> None:

@@ -126,7 +126,9 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         else None
     )
     provider = build_provider(settings, chargebacks)
-    payments = Payments(runtime.sessions, provider, settings.psp_concurrency, risk)
+    payments = Payments(
+        runtime.sessions, provider, settings.psp_concurrency, risk, settings.psp_batch_wait_s
+    )
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentApi(payments), runtime.server)
     workers = list(relay_workers(runtime, outbox, "payment"))
     # The provider's chargebacks become payment's labels, with risk on or off; with
@@ -189,7 +191,10 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         )
     )
     async with background(*workers):
-        yield
+        try:
+            yield
+        finally:
+            await payments.close()
 
 
 service = ServiceSpec(

@@ -33,6 +33,13 @@ class PaymentSettings(RelaySettings, ConsumerSettings):
     psp_chargeback_poll_s: float = Field(
         1.0, gt=0, description="Simulated provider: how often due chargebacks are reported."
     )
+    psp_batch_wait_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long a batch waits for its provider calls. A call still out then "
+        "answers its order UNAVAILABLE (the caller retries) and goes on; what it brings is "
+        "recorded when it comes. One slow card never holds up the others.",
+    )
     psp_concurrency: int = Field(
         64, ge=1, description="Provider calls in flight at once, batches and single calls alike."
     )

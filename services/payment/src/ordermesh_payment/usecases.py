@@ -4,18 +4,25 @@ its event. The order id is the idempotency key all the way to the provider.
 
 Every operation works on a batch: one transaction for the intents, the provider calls
 side by side (bounded), one transaction for the outcomes. A single call is a batch of
-one. Each item gets its own answer, a payment or the error its single call raises."""
+one. Each item gets its own answer, a payment or the error its single call raises.
+
+A batch waits for its provider calls for a bounded time (``batch_wait_s``): one card
+the provider is slow to answer must not hold its neighbours' answers, nor, with one
+batch in flight per hop, every order queued behind them. A call still out then answers
+its order UNAVAILABLE (the caller retries) and goes on; its outcome is recorded when it
+comes, and until then a retry of that order is answered UNAVAILABLE at once rather than
+asked of the provider again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_messaging.unit_of_work import UnitsOfWork
@@ -51,6 +58,9 @@ A = TypeVar("A")
 Move = tuple[Payment, Payment]  # a payment before and after one change
 # One move at the provider: None when made, else the error the caller sees.
 ProviderMove = Callable[[Payment, float | None], Awaitable[ServiceError | None]]
+# What a call that came back after its batch stopped waiting is recorded with.
+Late = Callable[[int, T], Awaitable[None]]
+STILL_OUT = "the payment provider has not answered this order yet; retry"
 
 
 def _deadline(budget_s: float | None) -> float | None:
@@ -105,6 +115,10 @@ def _attempt(request: AuthorizationRequest, at_ms: int) -> Attempt:
         s.client_ip, request.amount_minor, request.currency, items, s.billing_country,
         s.shipping_country, s.email_domain, created,
     )  # fmt: skip
+
+
+async def _nothing_to_record(i: int, answer: object) -> None:
+    """A release of a hold needs no record: the payment is voided already."""
 
 
 def _tombstone(order_id: str, now: datetime) -> Payment:
@@ -196,12 +210,24 @@ class Payments:
         provider: ResilientProvider,
         psp_concurrency: int = 64,
         risk: RiskScorer | None = None,
+        batch_wait_s: float | None = None,
     ) -> None:
         self._work = UnitsOfWork(sessions, outbox)
         self._provider = provider
         self._risk = risk  # None: risk scoring off, no risk work on the path
         # Shared by every call of this service: a big batch cannot flood the provider.
         self._provider_slots = asyncio.Semaphore(psp_concurrency)
+        self._batch_wait_s = batch_wait_s  # None: a batch waits for all its calls
+        # (operation, order id) -> a provider call its batch stopped waiting for.
+        self._out: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._recording: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop the calls still out: their orders stay as they are (an authorization
+        AUTHORIZING), and a retry asks the provider again with the same key."""
+        for task in [*self._recording, *self._out.values()]:
+            task.cancel()
+        await asyncio.gather(*self._recording, *self._out.values(), return_exceptions=True)
 
     async def get(self, order_id: str) -> Payment:
         validate_order_id(order_id)
@@ -239,6 +265,7 @@ class Payments:
     async def refund(self, order_id: str, budget_s: float | None = None) -> Payment:
         current = await self.get(order_id)
         outcomes = await self._move_at_provider(
+            "refund",
             [order_id],
             {order_id: current},
             _to_refunded,
@@ -277,7 +304,7 @@ class Payments:
         async with self._work.read() as session:
             current = await PaymentStore(session).get_many(distinct)
         outcomes = await self._move_at_provider(
-            distinct, current, _to_captured, self._capture_at_provider, deadline
+            "capture", distinct, current, _to_captured, self._capture_at_provider, deadline
         )
         return _in_request_order(order_ids, invalid, outcomes)
 
@@ -296,7 +323,7 @@ class Payments:
         outcomes: dict[str, Payment | ServiceError | None] = dict.fromkeys(tombstoned)
         outcomes.update(
             await self._move_at_provider(
-                held, current, _to_voided, self._void_at_provider, deadline
+                "void", held, current, _to_voided, self._void_at_provider, deadline
             )
         )
         return _in_request_order(order_ids, invalid, outcomes)
@@ -321,6 +348,11 @@ class Payments:
                 self._risk.vectors_for(list(attempts.values())),
             )
             vectors = None if read is None else dict(zip(attempts, read, strict=True))
+        # Still out from an earlier batch: neither scored again nor asked twice.
+        for _, intent in to_ask:
+            if ("authorize", intent.order_id) in self._out:
+                outcomes[intent.order_id] = Unavailable(STILL_OUT)
+        to_ask = [(r, intent) for r, intent in to_ask if intent.order_id not in outcomes]
         moves: list[Move] = []
         scored: dict[str, Attempt] = {}
         decisions: dict[str, RiskDecision] = {}
@@ -328,15 +360,41 @@ class Payments:
             to_ask, moves, scored, decisions = await self._screen(
                 self._risk, to_ask, attempts, vectors
             )
-        asked = await self._bounded(
-            partial(self._ask_to_authorize, request, intent, deadline) for request, intent in to_ask
+
+        async def late(i: int, answer: Payment | ServiceError) -> None:
+            if isinstance(answer, Payment):
+                # Its batch's deadline may be gone: a release it needs has the
+                # provider's own per-call limits.
+                landed = [(to_ask[i][1], answer)]
+                await self._record_authorizations(landed, scored, decisions, None)
+
+        asked = await self._ask(
+            "authorize",
+            [
+                (intent.order_id, partial(self._ask_to_authorize, request, intent, deadline))
+                for request, intent in to_ask
+            ],
+            late,
         )
         for (_, intent), answer in zip(to_ask, asked, strict=True):
             if isinstance(answer, ServiceError):
                 outcomes[intent.order_id] = answer
             else:
                 moves.append((intent, answer))
+        outcomes.update(await self._record_authorizations(moves, scored, decisions, deadline))
+        return outcomes
+
+    async def _record_authorizations(
+        self,
+        moves: Sequence[Move],
+        scored: Mapping[str, Attempt],
+        decisions: Mapping[str, RiskDecision],
+        deadline: float | None,
+    ) -> dict[str, Payment | ServiceError]:
+        """Commit the provider's answers; an authorization that landed after its void is
+        released at once. Each order's outcome."""
         recorded = await self._record(moves, scored, decisions)
+        outcomes: dict[str, Payment | ServiceError] = {}
         outcomes.update(await self._release_late_authorizations(moves, recorded, deadline))
         for _, after in moves:
             outcomes.setdefault(after.order_id, _finished(recorded[after.order_id]))
@@ -423,11 +481,16 @@ class Payments:
             if after.state is PaymentState.AUTHORIZED
             and recorded[after.order_id].state is PaymentState.VOIDED
         ]
-        released = await self._bounded(partial(self._void_at_provider, p, deadline) for p in late)
+        released = await self._ask(
+            "void",
+            [(p.order_id, partial(self._void_at_provider, p, deadline)) for p in late],
+            _nothing_to_record,
+        )
         return {p.order_id: e for p, e in zip(late, released, strict=True) if e is not None}
 
     async def _move_at_provider(
         self,
+        op: str,
         order_ids: Sequence[str],
         current: Mapping[str, Payment],
         target_of: Callable[[Payment], Payment],
@@ -436,7 +499,14 @@ class Payments:
     ) -> dict[str, Payment | ServiceError]:
         """Move each order's payment at the provider, then record the moves made."""
         outcomes, wanted = _moves_wanted(order_ids, current, target_of)
-        refusals = await self._bounded(partial(call, before, deadline) for before, _ in wanted)
+
+        async def late(i: int, refusal: ServiceError | None) -> None:
+            if refusal is None:
+                await self._record([wanted[i]])
+
+        refusals = await self._ask(
+            op, [(before.order_id, partial(call, before, deadline)) for before, _ in wanted], late
+        )
         moves: list[Move] = []
         for move, refusal in zip(wanted, refusals, strict=True):
             if refusal is None:
@@ -485,16 +555,59 @@ class Payments:
             for _, after in stamped
         }
 
-    async def _bounded(self, calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
-        """The calls side by side, at most the service's provider concurrency at once.
-        Each is made only once it has its slot: a batch cancelled while its calls wait
-        (its caller gone) leaves no call made and never run."""
+    async def _ask(
+        self, op: str, calls: Sequence[tuple[str, Callable[[], Awaitable[T]]]], late: Late[T]
+    ) -> list[T | Unavailable]:
+        """Each order's provider call (``(order id, call)``), side by side, at most the
+        service's provider concurrency at once; each is made only once it has its slot,
+        so a batch cancelled while its calls wait (its caller gone) leaves no call made.
+        The batch waits ``batch_wait_s`` at most: a call still out then answers its order
+        UNAVAILABLE and goes on, and ``late(index, answer)`` records what it brings. An
+        order whose call from an earlier batch is still out is not asked again."""
+        answers: list[T | Unavailable] = [Unavailable(STILL_OUT)] * len(calls)
+        asked: dict[asyncio.Future[T], int] = {}
+        for i, (order_id, call) in enumerate(calls):
+            if (op, order_id) not in self._out:
+                asked[asyncio.ensure_future(self._in_slot(call))] = i
+        if not asked:
+            return answers
+        try:
+            done, pending = await asyncio.wait(asked, timeout=self._batch_wait_s)
+        except asyncio.CancelledError:
+            for future in asked:
+                future.cancel()
+            raise
+        for future in done:
+            answers[asked[future]] = future.result()
+        for future in pending:
+            i = asked[future]
+            self._recorded_when_answered((op, calls[i][0]), future, partial(late, i))
+        return answers
 
-        async def in_slot(call: Callable[[], Awaitable[T]]) -> T:
-            async with self._provider_slots:
-                return await call()
+    async def _in_slot(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._provider_slots:
+            return await call()
 
-        return list(await asyncio.gather(*(in_slot(call) for call in calls)))
+    def _recorded_when_answered(
+        self, key: tuple[str, str], call: asyncio.Future[T], record: Callable[[T], Awaitable[None]]
+    ) -> None:
+        """A call its batch stopped waiting for: still out under ``key`` until it answers
+        and what it brought is recorded."""
+        self._out[key] = call
+
+        async def when_answered() -> None:
+            try:
+                await record(await call)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the order stays as it was: a retry asks again
+                log.exception("recording a late provider answer failed", operation=key[0])
+            finally:
+                self._out.pop(key, None)
+
+        task = asyncio.create_task(when_answered())
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _capture_at_provider(self, p: Payment, deadline: float | None) -> ServiceError | None:
         return await self._provider_error(
