@@ -236,6 +236,13 @@ def payments_on(
     return Payments(Transactions(engine), resilient, psp_concurrency, batch_wait_s=batch_wait_s)
 
 
+def payments_waiting_briefly(engine: AsyncEngine) -> tuple[WatchedProvider, Payments]:
+    """A watched provider whose calls may take long, and payments whose batches wait
+    for them 0.2 s at most."""
+    provider = WatchedProvider()
+    return provider, payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
+
+
 async def state_once_recorded(payments: Payments, order_id: str, old: PaymentState) -> PaymentState:
     """The payment's state once it has left ``old`` (a bounded wait)."""
     for _ in range(200):
@@ -297,9 +304,8 @@ async def test_an_unfinished_authorization_is_asked_again_with_its_key(
 async def test_a_card_the_provider_is_slow_on_holds_up_neither_its_batch_nor_the_next(
     engine: AsyncEngine,
 ) -> None:
-    provider = WatchedProvider()
+    provider, payments = payments_waiting_briefly(engine)
     provider.held.add("slow")
-    payments = payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
 
     slow, *beside = await payments.authorize_many(asks("slow", "o1", "o2"), budget_s=30)
     # A retry while its call is still out: answered at once, the provider not asked again.
@@ -320,8 +326,7 @@ async def test_a_card_the_provider_is_slow_on_holds_up_neither_its_batch_nor_the
 async def test_a_capture_the_provider_is_slow_to_make_is_recorded_when_it_comes(
     engine: AsyncEngine,
 ) -> None:
-    provider = WatchedProvider()
-    payments = payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
+    provider, payments = payments_waiting_briefly(engine)
     payments_of(await payments.authorize_many(asks("slow", "o1")))
     provider.held.add("slow")
 
@@ -341,9 +346,8 @@ async def test_a_capture_the_provider_is_slow_to_make_is_recorded_when_it_comes(
 async def test_closing_stops_the_calls_still_out_and_a_retry_asks_again(
     engine: AsyncEngine,
 ) -> None:
-    provider = WatchedProvider()
+    provider, payments = payments_waiting_briefly(engine)
     provider.held.add("slow")
-    payments = payments_on(engine, provider, psp_timeout_s=30, batch_wait_s=0.2)
     [slow] = await payments.authorize_many(asks("slow"), budget_s=30)
     await payments.close()
     left = (await payments.get("slow")).state

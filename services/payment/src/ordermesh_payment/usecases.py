@@ -350,7 +350,7 @@ class Payments:
             vectors = None if read is None else dict(zip(attempts, read, strict=True))
         # Still out from an earlier batch: neither scored again nor asked twice.
         for _, intent in to_ask:
-            if ("authorize", intent.order_id) in self._out:
+            if self._still_out("authorize", intent.order_id):
                 outcomes[intent.order_id] = Unavailable(STILL_OUT)
         to_ask = [(r, intent) for r, intent in to_ask if intent.order_id not in outcomes]
         moves: list[Move] = []
@@ -567,7 +567,7 @@ class Payments:
         answers: list[T | Unavailable] = [Unavailable(STILL_OUT)] * len(calls)
         asked: dict[asyncio.Future[T], int] = {}
         for i, (order_id, call) in enumerate(calls):
-            if (op, order_id) not in self._out:
+            if not self._still_out(op, order_id):
                 asked[asyncio.ensure_future(self._in_slot(call))] = i
         if not asked:
             return answers
@@ -583,6 +583,10 @@ class Payments:
             i = asked[future]
             self._recorded_when_answered((op, calls[i][0]), future, partial(late, i))
         return answers
+
+    def _still_out(self, op: str, order_id: str) -> bool:
+        """Whether the order's call from an earlier batch is still out at the provider."""
+        return (op, order_id) in self._out
 
     async def _in_slot(self, call: Callable[[], Awaitable[T]]) -> T:
         async with self._provider_slots:
