@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -119,6 +120,31 @@ async def test_a_card_the_provider_never_answers_holds_up_no_other_order(
     assert order.state == pb.ORDER_STATE_CONFIRMED
     assert still_waiting
     assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_stock_row_locked_elsewhere_holds_up_only_its_own_orders(
+    mesh: MeshClient,
+) -> None:
+    """An operator's transaction holding one SKU's stock row stalls the reservation of
+    the batch that needs it; the orders queued behind that batch go in the next one
+    once it has run ``ORDERMESH_BATCH_STALL_S`` (0.5 s), not when it ends."""
+    locked = await mesh.add_product(500, stock=2)
+    free = await mesh.add_product(500, stock=2)
+    operator = await asyncpg.connect(mesh.mesh.config.database_url("inventory"))
+    try:
+        async with operator.transaction():
+            await operator.execute("SELECT 1 FROM stock WHERE sku = $1 FOR UPDATE", locked)
+            held = asyncio.create_task(mesh.place({locked: 1}, deadline_s=10))
+            await asyncio.sleep(0.3)  # its reservation waits for the row
+            # Behind the stalled batch until it ended, this order's 3 s ran out.
+            order = await mesh.place({free: 1}, deadline_s=3)
+            still_waiting = not held.done()
+    finally:
+        await operator.close()
+
+    assert order.state == pb.ORDER_STATE_CONFIRMED
+    assert still_waiting
+    assert (await held).state == pb.ORDER_STATE_CONFIRMED  # the row free, it goes on
 
 
 @pytest.mark.parametrize("case", ["unknown", "insufficient"])

@@ -19,6 +19,7 @@ ALERTS = {
     "OrdermeshDeadLetters",
     "OrdermeshSagaFailures",
     "OrdermeshErrorRate",
+    "OrdermeshBatchStalls",
 }
 
 
@@ -34,7 +35,7 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> list[str]:
     return [str(t["expr"]) for p in panels for t in p.get("targets", []) if t.get("expr")]
 
 
-def test_the_alerts_cover_outbox_lag_dead_letters_saga_failures_and_errors(
+def test_the_alerts_cover_outbox_lag_dead_letters_saga_failures_errors_and_stalls(
     platform_objects: list[Manifest],
 ) -> None:
     (rule,) = of_kind(platform_objects, "PrometheusRule")

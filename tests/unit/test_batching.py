@@ -219,6 +219,85 @@ async def test_a_full_batch_is_not_held_back_by_the_spacing() -> None:
     many[4].cancel()
 
 
+class Stuck:
+    """A peer that holds any batch holding a negative item until ``release`` is set
+    (a lock wait, say), and answers the others at once."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.batches: list[list[int]] = []
+
+    async def run(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        if any(x < 0 for x in items):
+            await self.release.wait()
+        return list(items)
+
+
+async def test_a_stalled_batch_lets_what_queued_behind_it_go() -> None:
+    from prometheus_client import REGISTRY
+
+    def stalls() -> float:
+        return REGISTRY.get_sample_value("ordermesh_batch_stalls_total", {"batcher": "stall"}) or 0
+
+    before = stalls()
+    peer = Stuck()
+    batcher: LiveBatcher[int, int] = LiveBatcher("stall", peer.run, stall_s=0.05)
+    stuck = asyncio.create_task(batcher.submit(-1))
+    await turns()
+    behind = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await turns()
+    assert peer.batches == [[-1]]  # a batch in flight, not stalled yet: the rest wait
+    assert list(await asyncio.wait_for(asyncio.gather(*behind), 1)) == [1, 2]
+    assert peer.batches == [[-1], [1, 2]]
+    assert stalls() - before == 1
+    assert not stuck.done()  # the stalled batch goes on for its own item
+    peer.release.set()
+    assert await stuck == -1
+    # Its place is back: a batch in flight holds the next one again.
+    peer.release.clear()
+    held = asyncio.create_task(batcher.submit(-2))
+    await turns()
+    after = asyncio.create_task(batcher.submit(3))
+    await turns()
+    assert peer.batches[-1] == [-2]
+    peer.release.set()
+    assert [await held, await after] == [-2, 3]
+    assert peer.batches[-2:] == [[-2], [3]]
+
+
+async def test_a_batch_quicker_than_the_stall_time_holds_the_next_as_before() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate)
+    batcher = LiveBatcher("t", recorder.run, stall_s=10)
+    first = asyncio.create_task(batcher.submit(1))
+    await turns()
+    second = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0.05)
+    assert recorder.batches == [[1]]
+    gate.set()
+    assert [await first, await second] == [10, 20]
+    assert recorder.batches == [[1], [2]]
+
+
+async def test_no_more_than_max_stalled_batches_are_left_running() -> None:
+    """A peer that answers nothing is sent ``max_stalled`` + ``in_flight`` batches at
+    most; the queue waits for one of them to end."""
+    peer = Stuck()
+    batcher: LiveBatcher[int, int] = LiveBatcher("t", peer.run, stall_s=0.02, max_stalled=2)
+    stuck = []
+    for i in (1, 2, 3, 4):
+        stuck.append(asyncio.create_task(batcher.submit(-i)))
+        await asyncio.sleep(0.05)  # each batch stalls in turn, up to the bound
+    assert peer.batches == [[-1], [-2], [-3]]  # two stalled and one in flight
+    waiting = asyncio.create_task(batcher.submit(5))
+    await asyncio.sleep(0.1)
+    assert peer.batches == [[-1], [-2], [-3]]
+    peer.release.set()
+    assert list(await asyncio.wait_for(asyncio.gather(*stuck, waiting), 1)) == [-1, -2, -3, -4, 5]
+    assert peer.batches[3:] == [[-4, 5]]
+
+
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="min_interval_s"):
         LiveBatcher("t", Recorder().run, min_interval_s=-1)

@@ -1,4 +1,5 @@
-"""PostgreSQL's CPU over a run, taken process by process (ordermesh_bench.costs)."""
+"""What a run cost, from two snapshots (ordermesh_bench.costs): PostgreSQL's CPU taken
+process by process, and each batcher's batches."""
 
 from ordermesh_bench.costs import Snapshot, per_order
 
@@ -23,3 +24,19 @@ def test_a_backend_started_during_the_run_counts_whole_even_on_a_reused_pid() ->
     costs = per_order(before, after, orders=10)
     assert costs["infrastructure_cpu_ms_per_order"]["postgres"] == 50.0
     assert costs["context_switches_per_order"]["postgres"] == 4.0
+
+
+def test_each_hop_reports_its_batches_their_mean_size_and_its_stalls() -> None:
+    def batcher(items: float, batches: float, stalls: float) -> dict[str, float]:
+        return {
+            "ordermesh_batch_size_sum": items,
+            "ordermesh_batch_size_count": batches,
+            "ordermesh_batch_stalls_total": stalls,
+        }
+
+    before = Snapshot(batchers={"order/reserve_stock": batcher(100, 10, 1)})
+    after = Snapshot(
+        batchers={"order/reserve_stock": batcher(400, 20, 3), "order/idle": batcher(0, 0, 0)}
+    )
+    hops = per_order(before, after, orders=300)["batch_size_by_hop"]
+    assert hops == {"order/reserve_stock": {"batches": 10, "mean_size": 30.0, "stalls": 2}}

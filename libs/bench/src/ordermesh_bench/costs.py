@@ -109,13 +109,14 @@ def samples(port: int) -> list[Any]:
 
 
 # The batchers' histograms (each labelled by batcher): items per batch, an item's wait
-# for its batch, a batch's run.
+# for its batch, a batch's run; and the batches that stalled (ran past the stall time).
 BATCH_SIZE = "ordermesh_batch_size"
 BATCH_WAIT = "ordermesh_batch_queue_wait_seconds"
 BATCH_RUN = "ordermesh_batch_duration_seconds"
+BATCH_STALLS = "ordermesh_batch_stalls_total"
 _BATCHER_SAMPLES = frozenset(
-    f"{histogram}{part}" for histogram in (BATCH_SIZE, BATCH_WAIT, BATCH_RUN)
-    for part in ("_sum", "_count")
+    [f"{histogram}{part}" for histogram in (BATCH_SIZE, BATCH_WAIT, BATCH_RUN)
+     for part in ("_sum", "_count")] + [BATCH_STALLS]
 )  # fmt: skip
 
 
@@ -189,7 +190,11 @@ def per_order(before: Snapshot, after: Snapshot, orders: int) -> dict[str, Any]:
     for key in after.batchers:
         items, count = _grown(before, after, key, BATCH_SIZE)
         if count:
-            batches[key] = {"batches": int(count), "mean_size": round(items / count, 2)}
+            batches[key] = {
+                "batches": int(count),
+                "mean_size": round(items / count, 2),
+                "stalls": int(_grown_by(before, after, key, BATCH_STALLS)),
+            }
     return {
         "orders": orders,
         "batch_time_ms_by_hop": batch_times(before, after),
@@ -227,11 +232,16 @@ def batch_times(before: Snapshot, after: Snapshot) -> dict[str, dict[str, float 
     return found
 
 
+def _grown_by(before: Snapshot, after: Snapshot, key: str, sample: str) -> float:
+    """How much one of a batcher's samples grew between the snapshots."""
+    return after.batchers.get(key, {}).get(sample, 0.0) - before.batchers.get(key, {}).get(
+        sample, 0.0
+    )
+
+
 def _grown(before: Snapshot, after: Snapshot, key: str, histogram: str) -> tuple[float, float]:
     """How much a batcher's histogram's sum and count grew between the snapshots."""
-    now, then = after.batchers.get(key, {}), before.batchers.get(key, {})
-
-    def grown(sample: str) -> float:
-        return now.get(sample, 0.0) - then.get(sample, 0.0)
-
-    return grown(f"{histogram}_sum"), grown(f"{histogram}_count")
+    return (
+        _grown_by(before, after, key, f"{histogram}_sum"),
+        _grown_by(before, after, key, f"{histogram}_count"),
+    )

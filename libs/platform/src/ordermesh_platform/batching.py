@@ -14,6 +14,13 @@ would otherwise pay again and again is left to the work a caller is waiting for.
 batch (``max_size`` items queued) starts at once: waiting would gather it nothing more,
 and a spaced batcher must never fall behind the load by its spacing alone.
 
+A batch that runs far longer than usual (``stall_s``: a peer slow for reasons of its
+own, a row lock held by another transaction) stops holding its place: what queued
+behind it starts as the next batch, and the stalled one goes on for its own items.
+Without it, one stuck batch held every item queued behind it until its longest
+deadline ran out, whatever those items asked for. At most ``max_stalled`` batches are
+left running so, which bounds what a peer that answers nothing is sent at once.
+
 What a batch never shares: each item has its own result or exception (the batch
 function answers one per item), and its own caller. A caller that gives up (its
 deadline, a cancellation) drops its item if the batch has not started, and only stops
@@ -35,7 +42,12 @@ from opentelemetry import trace
 
 from ordermesh_platform.deadlines import detached
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import BATCH_DURATION, BATCH_QUEUE_WAIT, BATCH_SIZE
+from ordermesh_platform.metrics import (
+    BATCH_DURATION,
+    BATCH_QUEUE_WAIT,
+    BATCH_SIZE,
+    BATCH_STALLS,
+)
 from ordermesh_platform.telemetry import otlp_endpoint, tracer
 
 log = get_logger(__name__)
@@ -58,13 +70,23 @@ class _Waiting(Generic[T, R]):
     span: trace.SpanContext | None = None
 
 
+@dataclass
+class _Pass:
+    """One batch while it runs: whether it has given up its place (stalled)."""
+
+    stalled: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
 class LiveBatcher(Generic[T, R]):
     """``await batcher.submit(item)`` runs ``run`` over a batch holding ``item``.
 
     ``max_size`` bounds a batch; ``in_flight`` is how many batches may run at once
     (1: the strict form, largest batches; 2 lets one batch's I/O overlap the next
     one's CPU); ``min_interval_s``, the least time between two batches' starts (0: none),
-    which a full batch does not wait for.
+    which a full batch does not wait for; ``stall_s``, how long a batch runs before it
+    gives up its place to the next (by default never), with at most ``max_stalled``
+    batches running so at once.
     If ``run`` raises, every item of that batch gets the exception.
     """
 
@@ -75,16 +97,21 @@ class LiveBatcher(Generic[T, R]):
         max_size: int = 256,
         in_flight: int = 1,
         min_interval_s: float = 0.0,
+        stall_s: float = math.inf,
+        max_stalled: int = 4,
     ) -> None:
-        if max_size < 1 or in_flight < 1:
-            raise ValueError("max_size and in_flight must be at least 1")
-        if min_interval_s < 0:
-            raise ValueError("min_interval_s must not be negative")
+        if max_size < 1 or in_flight < 1 or max_stalled < 0:
+            raise ValueError("max_size and in_flight must be at least 1, max_stalled 0")
+        if min_interval_s < 0 or stall_s <= 0:
+            raise ValueError("min_interval_s must not be negative, stall_s must be positive")
         self.name = name
         self._run = run
         self.max_size = max_size
         self.in_flight = in_flight
         self.min_interval_s = min_interval_s
+        self.stall_s = stall_s
+        self.max_stalled = max_stalled
+        self._stalled = 0  # batches still running that gave up their place
         self._last_start = -math.inf
         self._queue: deque[_Waiting[T, R]] = deque()
         self._running = 0
@@ -95,6 +122,7 @@ class LiveBatcher(Generic[T, R]):
         self._size = BATCH_SIZE.labels(name)
         self._wait = BATCH_QUEUE_WAIT.labels(name)
         self._duration = BATCH_DURATION.labels(name)
+        self._stalls = BATCH_STALLS.labels(name)
         self._traced = bool(otlp_endpoint())
 
     async def submit(self, item: T) -> R:
@@ -168,8 +196,29 @@ class LiveBatcher(Generic[T, R]):
         with detached():
             await self._pass_detached(batch)
 
+    def _watch(self, running: _Pass) -> None:
+        if math.isfinite(self.stall_s):
+            loop = asyncio.get_running_loop()
+            running.timer = loop.call_later(self.stall_s, self._on_stall, running)
+
+    def _on_stall(self, running: _Pass) -> None:
+        running.timer = None
+        if self._stalled >= self.max_stalled:
+            self._watch(running)  # looked at again once more have had their time
+            return
+        running.stalled = True
+        self._stalled += 1
+        self._running -= 1
+        self._stalls.inc()
+        log.warning("batch stalled: the next one starts", batcher=self.name,
+                    stall_s=self.stall_s, queued=len(self._queue))  # fmt: skip
+        if self._queue:
+            self._schedule()
+
     async def _pass_detached(self, batch: list[_Waiting[T, R]]) -> None:
         started = time.perf_counter()
+        running = _Pass()
+        self._watch(running)
         try:
             self._size.observe(len(batch))
             if not self._traced:
@@ -188,7 +237,12 @@ class LiveBatcher(Generic[T, R]):
                 if not waiting.future.done():
                     waiting.future.set_exception(RuntimeError(f"batch {self.name} failed"))
             self._duration.observe(time.perf_counter() - started)
-            self._running -= 1
+            if running.timer is not None:
+                running.timer.cancel()
+            if running.stalled:
+                self._stalled -= 1
+            else:
+                self._running -= 1
             if self._queue:
                 self._schedule()
 

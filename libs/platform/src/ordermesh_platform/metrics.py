@@ -159,6 +159,12 @@ BATCH_DURATION = Histogram(
     "time in a batcher.",
     ["batcher"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )  # fmt: skip
+BATCH_STALLS = Counter(
+    "ordermesh_batch_stalls_total",
+    "Batches that ran past their batcher's stall time and let the next batch start "
+    "(a slow peer, a lock wait).",
+    ["batcher"],
+)
 DB_STATEMENTS = Counter(
     "ordermesh_db_statements_total", "Statements sent to the service's database.", ["service"]
 )

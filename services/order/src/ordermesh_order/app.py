@@ -37,6 +37,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
                 settings.batch_max_size,
                 settings.batch_in_flight,
                 settings.fulfil_batch_interval_s,
+                settings.batch_stall_s,
             ),
             watch,
             SagaSettings(

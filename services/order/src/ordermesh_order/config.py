@@ -52,6 +52,14 @@ class OrderSettings(RelaySettings):
         "batch (there is no timer: a lone order goes at once). 1 makes the largest batches "
         "and the most orders per core (docs/performance.md).",
     )
+    batch_stall_s: float = Field(
+        0.5,
+        gt=0,
+        description="How long a batch to inventory or payment may run before the orders "
+        "queued behind it start the next one: a peer slow for one batch (a row lock held "
+        "elsewhere, a slow provider) then holds only that batch's orders. Well above a "
+        "batch's usual time, which is tens of milliseconds at the top rate.",
+    )
     fulfil_batch_interval_s: float = Field(
         0.05,
         ge=0,

@@ -10,6 +10,7 @@ each item's caller stops waiting at its own, so the caller's deadline reaches ev
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -71,6 +72,7 @@ def _hop(
     answer: str,
     max_size: int,
     in_flight: int,
+    stall_s: float,
     min_interval_s: float = 0.0,
 ) -> Hop[Req, Res]:
     """A batcher over one batch RPC (``batch_request(requests=...)``, answered with one
@@ -91,7 +93,7 @@ def _hop(
             for result in reply.results
         ]
 
-    return LiveBatcher(name, run, max_size, in_flight, min_interval_s)
+    return LiveBatcher(name, run, max_size, in_flight, min_interval_s, stall_s)
 
 
 class GrpcParticipants:
@@ -103,39 +105,42 @@ class GrpcParticipants:
         batch_max_size: int = 256,
         batch_in_flight: int = 1,
         fulfil_interval_s: float = 0.0,
+        stall_s: float = math.inf,
     ):
         stock = inventory_pb2_grpc.InventoryServiceStub(inventory)
         self._payment = payment_pb2_grpc.PaymentServiceStub(payment)
         self._ttl = duration_pb2.Duration()
         self._ttl.FromSeconds(int(ttl_s))
-        n, k = batch_max_size, batch_in_flight
+        # A batch the peer is slow to answer lets the next one go after stall_s: one stuck
+        # call (a lock wait, a slow provider) holds only its own orders.
+        n, k, st = batch_max_size, batch_in_flight, stall_s
         # Capture and commit follow the answer: nobody waits for them, so their batches
         # may be spaced out and gather more orders each (ordermesh_platform.batching).
         after = fulfil_interval_s
         inv, pay = inventory_pb2, payment_pb2
         self._reserve: Hop[inv.ReserveStockRequest, inv.Reservation] = _hop(
             "reserve_stock", stock.ReserveStockBatch, inv.ReserveStockBatchRequest,
-            "reservation", n, k,
+            "reservation", n, k, st,
         )  # fmt: skip
         self._commit: Hop[inv.CommitReservationRequest, inv.Reservation] = _hop(
             "commit_stock", stock.CommitReservationBatch, inv.CommitReservationBatchRequest,
-            "reservation", n, k, after,
+            "reservation", n, k, st, after,
         )  # fmt: skip
         self._release: Hop[inv.ReleaseReservationRequest, inv.Reservation] = _hop(
             "release_stock", stock.ReleaseReservationBatch, inv.ReleaseReservationBatchRequest,
-            "reservation", n, k,
+            "reservation", n, k, st,
         )  # fmt: skip
         self._authorize: Hop[pay.AuthorizePaymentRequest, pay.Payment] = _hop(
             "authorize_payment", self._payment.AuthorizePaymentBatch,
-            pay.AuthorizePaymentBatchRequest, "payment", n, k,
+            pay.AuthorizePaymentBatchRequest, "payment", n, k, st,
         )  # fmt: skip
         self._capture: Hop[pay.CapturePaymentRequest, pay.Payment] = _hop(
             "capture_payment", self._payment.CapturePaymentBatch, pay.CapturePaymentBatchRequest,
-            "payment", n, k, after,
+            "payment", n, k, st, after,
         )  # fmt: skip
         self._void: Hop[pay.VoidPaymentRequest, pay.Payment] = _hop(
             "void_payment", self._payment.VoidPaymentBatch, pay.VoidPaymentBatchRequest,
-            "payment", n, k,
+            "payment", n, k, st,
         )  # fmt: skip
 
     async def reserve_stock(self, order: Order, timeout_s: float) -> dict[str, int]:
