@@ -303,6 +303,11 @@ def test_a_negative_interval_is_refused() -> None:
         LiveBatcher("t", Recorder().run, min_interval_s=-1)
 
 
+def test_a_stall_time_that_is_not_positive_is_refused() -> None:
+    with pytest.raises(ValueError, match="stall_s"):
+        LiveBatcher("t", Recorder().run, stall_s=0)
+
+
 async def test_each_batch_s_run_time_and_each_item_s_wait_are_on_metrics() -> None:
     """A batch's run time (start to answers) and an item's wait for its batch, each a
     histogram labelled by batcher: with the two, an item's time in a batcher is known."""

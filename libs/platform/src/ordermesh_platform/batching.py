@@ -101,7 +101,7 @@ class LiveBatcher(Generic[T, R]):
         max_stalled: int = 4,
     ) -> None:
         if max_size < 1 or in_flight < 1 or max_stalled < 0:
-            raise ValueError("max_size and in_flight must be at least 1, max_stalled 0")
+            raise ValueError("max_size and in_flight must be at least 1, max_stalled 0 or more")
         if min_interval_s < 0 or stall_s <= 0:
             raise ValueError("min_interval_s must not be negative, stall_s must be positive")
         self.name = name
@@ -204,7 +204,7 @@ class LiveBatcher(Generic[T, R]):
     def _on_stall(self, running: _Pass) -> None:
         running.timer = None
         if self._stalled >= self.max_stalled:
-            self._watch(running)  # looked at again once more have had their time
+            self._watch(running)  # at the bound: looked at again after another stall_s
             return
         running.stalled = True
         self._stalled += 1
