@@ -74,6 +74,7 @@ class _Waiting(Generic[T, R]):
 class _Pass:
     """One batch while it runs: whether it has given up its place (stalled)."""
 
+    size: int
     stalled: bool = False
     timer: asyncio.TimerHandle | None = None
 
@@ -210,14 +211,15 @@ class LiveBatcher(Generic[T, R]):
         self._stalled += 1
         self._running -= 1
         self._stalls.inc()
-        log.warning("batch stalled: the next one starts", batcher=self.name,
+        # Logged in the batch's context: the trace and order of its first item.
+        log.warning("batch stalled: the next one starts", batcher=self.name, items=running.size,
                     stall_s=self.stall_s, queued=len(self._queue))  # fmt: skip
         if self._queue:
             self._schedule()
 
     async def _pass_detached(self, batch: list[_Waiting[T, R]]) -> None:
         started = time.perf_counter()
-        running = _Pass()
+        running = _Pass(len(batch))
         self._watch(running)
         try:
             self._size.observe(len(batch))
