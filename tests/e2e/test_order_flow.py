@@ -127,7 +127,7 @@ async def test_a_stock_row_locked_elsewhere_holds_up_only_its_own_orders(
 ) -> None:
     """An operator's transaction holding one SKU's stock row stalls the reservation of
     the batch that needs it; the orders queued behind that batch go in the next one
-    once it has run ``ORDERMESH_BATCH_STALL_S`` (0.5 s), not when it ends."""
+    once it has run ``ORDERMESH_BATCH_STALL_S`` (1.5 s), not when it ends."""
     locked = await mesh.add_product(500, stock=2)
     free = await mesh.add_product(500, stock=2)
     operator = await asyncpg.connect(mesh.mesh.config.database_url("inventory"))

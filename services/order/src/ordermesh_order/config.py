@@ -53,12 +53,14 @@ class OrderSettings(RelaySettings):
         "and the most orders per core (docs/performance.md).",
     )
     batch_stall_s: float = Field(
-        0.5,
+        1.5,
         gt=0,
         description="How long a batch to inventory or payment may run before the orders "
         "queued behind it start the next one: a peer slow for one batch (a row lock held "
-        "elsewhere, a slow provider) then holds only that batch's orders. Well above a "
-        "batch's usual time, which is tens of milliseconds at the top rate.",
+        "elsewhere, a peer pausing) then holds only that batch's orders. Above payment's "
+        "own bound on a batch (ORDERMESH_PSP_BATCH_WAIT_S, 1 s), so that a slow card, "
+        "which payment already answers for, is not a stall; far above a batch's usual "
+        "run, tens of milliseconds.",
     )
     fulfil_batch_interval_s: float = Field(
         0.05,
