@@ -5,6 +5,7 @@ real HTTP endpoint, retries failures, and ListNotifications shows the outcome.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -486,3 +487,115 @@ async def test_a_pass_records_its_outcomes_in_one_statement_per_kind_however_man
             case 2:
                 assert (row.state, row.attempts) == ("FAILED", 3)
                 assert row.last_error == f"refused ord-{i}"
+
+
+class Held:
+    """A channel that keeps the sends of the orders in ``held`` until ``let_go`` is set
+    (a webhook answering after its whole timeout) and takes every other at once."""
+
+    def __init__(self, *held: str) -> None:
+        self.held = set(held)
+        self.let_go = asyncio.Event()
+        self.sent: list[str] = []
+
+    async def send(self, message: Outgoing) -> None:
+        if message.order_id in self.held:
+            await self.let_go.wait()
+        self.sent.append(message.order_id)
+
+
+async def _states(sessions: Sessions) -> dict[str, str]:
+    return {r.order_id: r.state for r in await _rows(sessions)}
+
+
+async def _confirmed_orders(sessions: Sessions, count: int) -> None:
+    await _handle(
+        sessions,
+        *(_event(_confirmed(f"ord-{i}", customer_id=f"c{i}"), f"ev-{i}") for i in range(count)),
+    )
+
+
+async def test_a_slow_receiver_holds_up_no_other_delivery_and_is_recorded_when_it_answers(
+    sessions: Sessions,
+) -> None:
+    await _confirmed_orders(sessions, 3)
+    channel = Held("ord-1")
+    worker = DeliveryWorker(
+        sessions, {Channel.LOG: channel}, retry_policy(_settings()), pass_wait_s=0.2
+    )
+    assert await asyncio.wait_for(worker.run_once(), 5) == 3
+    assert await _states(sessions) == {"ord-0": "SENT", "ord-1": "PENDING", "ord-2": "SENT"}
+    assert await worker.run_once() == 0  # still claimed by its pass: not sent twice
+
+    channel.let_go.set()
+    for _ in range(100):  # bounded: the late send is recorded by a task of its own
+        if (await _states(sessions))["ord-1"] == "SENT":
+            break
+        await asyncio.sleep(0.05)
+    (late,) = [r for r in await _rows(sessions) if r.order_id == "ord-1"]
+    assert (late.state, late.attempts, late.claimed_by) == ("SENT", 1, "")
+    assert sorted(channel.sent) == ["ord-0", "ord-1", "ord-2"]
+
+
+async def test_a_pass_waits_while_as_many_sends_as_allowed_are_still_out(
+    sessions: Sessions,
+) -> None:
+    await _confirmed_orders(sessions, 2)
+    channel = Held("ord-0")
+    worker = DeliveryWorker(
+        sessions, {Channel.LOG: channel}, retry_policy(_settings()), batch_size=1,
+        pass_wait_s=0.05, max_sends_out=1,
+    )  # fmt: skip
+    assert await worker.run_once() == 1  # ord-0, still out
+    next_pass = asyncio.create_task(worker.run_once())
+    await asyncio.sleep(0.3)
+    assert not next_pass.done()  # one send out is the bound: it waits for it
+    channel.let_go.set()
+    assert await asyncio.wait_for(next_pass, 5) == 1
+    assert channel.sent[0] == "ord-0"
+
+
+async def test_a_backlog_is_sent_pass_after_pass_not_one_batch_per_interval(
+    sessions: Sessions,
+) -> None:
+    await _confirmed_orders(sessions, 25)
+    channel = Held()
+    worker = DeliveryWorker(
+        sessions, {Channel.LOG: channel}, retry_policy(_settings()), batch_size=10
+    )
+    # One pass per minute would leave 15 PENDING for two minutes; full passes go at once.
+    running = asyncio.create_task(worker.run(interval_s=60))
+    try:
+        for _ in range(200):
+            if await _pending(sessions) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _pending(sessions) == 0
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert len(channel.sent) == 25
+
+
+async def test_a_stopped_worker_leaves_its_sends_still_out_claimed_for_another(
+    sessions: Sessions,
+) -> None:
+    await _confirmed_orders(sessions, 1)
+    channel = Held("ord-0")
+    worker = DeliveryWorker(
+        sessions, {Channel.LOG: channel}, retry_policy(_settings()), pass_wait_s=0.05
+    )
+    running = asyncio.create_task(worker.run(interval_s=60))
+    for _ in range(100):
+        if (await _rows(sessions))[0].claimed_by:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # past the pass's wait: the send is out
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(running, 5)
+    (row,) = await _rows(sessions)
+    assert (row.state, row.attempts) == ("PENDING", 0)  # not counted, its claim lapses
+    assert row.claimed_by != ""
+    assert channel.sent == []

@@ -92,10 +92,9 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
             retry_policy(settings),
             lease_s=settings.delivery_lease_s,
             batch_size=settings.delivery_batch_size,
+            pass_wait_s=settings.delivery_pass_wait_s,
         )
-        delivery = run_periodically(
-            "notification-delivery", worker.run_once, settings.delivery_interval_s
-        )
+        delivery = worker.run(settings.delivery_interval_s)
         async with background(
             ("notification-delivery", delivery),
             ("event-consumer", consumer.run()),

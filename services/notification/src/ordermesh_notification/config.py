@@ -39,10 +39,19 @@ class NotificationSettings(ConsumerSettings):
         300.0, gt=0, description="Longest wait between two tries."
     )
     delivery_interval_s: float = Field(
-        0.5, gt=0, description="How often the worker looks for due deliveries."
+        0.5,
+        gt=0,
+        description="How long the worker waits after a pass that found less than a full "
+        "batch due; while a pass finds a full batch, the next starts at once.",
     )
     delivery_batch_size: int = Field(
         50, ge=1, description="Deliveries claimed (and sent side by side) per pass."
+    )
+    delivery_pass_wait_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long a pass waits for its sends: a send still out then goes on "
+        "and is recorded when it ends, so one slow receiver holds up no other delivery.",
     )
     delivery_lease_s: float = Field(
         60.0,

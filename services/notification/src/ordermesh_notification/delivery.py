@@ -3,14 +3,18 @@
 One pass (:meth:`DeliveryWorker.run_once`): claim the due PENDING rows for a lease (one
 short transaction), send each through its channel (no transaction open), record the
 outcomes (one short transaction for the pass, a statement per kind of outcome, and only
-for the rows the claim still holds)."""
+for the rows the claim still holds). A pass waits for its sends ``pass_wait_s`` at most:
+a send still out then goes on and is recorded on its own when it ends, so one slow
+receiver (a webhook that answers after its whole timeout) holds up no other delivery.
+Passes go back to back while they find a full batch due (:meth:`DeliveryWorker.run`)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -20,6 +24,7 @@ from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import NOTIFICATIONS
+from ordermesh_platform.still_out import CallsStillOut
 from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
 
 log = get_logger(__name__)
@@ -34,6 +39,8 @@ class DeliveryWorker:
         lease_s: float = 60.0,
         batch_size: int = 50,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pass_wait_s: float | None = None,
+        max_sends_out: int | None = None,
     ) -> None:
         self._sessions = sessions
         self._senders = senders
@@ -41,10 +48,38 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=lease_s)
         self._batch_size = batch_size
         self._clock = clock
+        self._pass_wait_s = pass_wait_s  # None: a pass waits for all its sends
+        # Sends their pass stopped waiting for, by notification id; at most this many
+        # (each ends within its channel's timeout), past which a pass waits for one.
+        self._out: CallsStillOut[str] = CallsStillOut("delivery")
+        self._max_out = 4 * batch_size if max_sends_out is None else max_sends_out
+
+    async def run(self, interval_s: float) -> None:
+        """Passes until cancelled: the next at once while a pass finds a full batch due
+        (a backlog is sent back to back, not one batch per interval), otherwise after
+        ``interval_s``. A failed pass is logged and the next waits the interval.
+        Cancelled, it stops the sends still out: their claims lapse and another pass
+        sends them again, as a stopped worker's."""
+        try:
+            while True:
+                try:
+                    attempted = await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("delivery pass failed; retrying next interval")
+                    attempted = 0
+                if attempted < self._batch_size:
+                    await asyncio.sleep(interval_s)
+        finally:
+            await self._out.close()
 
     async def run_once(self) -> int:
-        """Claim the due deliveries, send them side by side, record the outcomes.
-        Returns how many were attempted."""
+        """Claim the due deliveries, send them side by side, record the outcomes of
+        those sent within ``pass_wait_s`` (the others when they end). Returns how many
+        were attempted."""
+        if len(self._out) >= self._max_out:
+            await self._out.one_recorded()
         claim = str(uuid.uuid4())
         now = self._clock()
         with untraced():
@@ -54,20 +89,39 @@ class DeliveryWorker:
                 )
         if not due:
             return 0
-        errors = await asyncio.gather(*(self._attempt(message) for message in due))
+        sends = {asyncio.ensure_future(self._attempt(message)): message for message in due}
+        try:
+            done, pending = await asyncio.wait(sends, timeout=self._pass_wait_s)
+        except asyncio.CancelledError:
+            for send in sends:
+                send.cancel()
+            raise
+        await self._record(claim, [(sends[send], send.result()) for send in done])
+        for send in pending:
+            message = sends[send]
+            record = partial(self._record_one, claim, message)
+            self._out.record_when_answered(message.notification_id, send, record)
+        return len(due)
+
+    async def _record_one(self, claim: str, message: Outgoing, error: str | None) -> None:
+        await self._record(claim, [(message, error)])
+
+    async def _record(self, claim: str, sent: Sequence[tuple[Outgoing, str | None]]) -> None:
+        """Record the outcomes of sends of the claim, in one transaction."""
+        if not sent:
+            return
         now = self._clock()
         outcomes = {
             message.notification_id: (self._outcome(message, error, now), error or "")
-            for message, error in zip(due, errors, strict=True)
+            for message, error in sent
         }
-        # If recording fails (a database blip), the claim lapses and the pass's
-        # deliveries are tried again: at least once, as a lost worker leaves them.
+        # If recording fails (a database blip), the claim lapses and these deliveries
+        # are tried again: at least once, as a lost worker leaves them.
         with untraced():  # the pass's statements belong to no one delivery's trace
             async with self._sessions.begin() as session:
                 recorded = await NotificationStore(session).record_outcomes(claim, outcomes)
-        for message, error in zip(due, errors, strict=True):
+        for message, error in sent:
             self._log(message, outcomes[message.notification_id][0], error, recorded)
-        return len(due)
 
     async def _attempt(self, message: Outgoing) -> str | None:
         """Send one delivery under its own span (continuing its event's trace)."""

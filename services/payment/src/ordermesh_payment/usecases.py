@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ordermesh.common.v1.errors_pb2 import ErrorReason
 from ordermesh_messaging.unit_of_work import UnitsOfWork
@@ -47,11 +47,9 @@ from ordermesh_platform.errors import (
     ServiceError,
     Unavailable,
 )
-from ordermesh_platform.logs import get_logger
 from ordermesh_platform.resilience import Transient
+from ordermesh_platform.still_out import CallsStillOut
 from ordermesh_platform.validation import validate_order_id
-
-log = get_logger(__name__)
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -218,16 +216,13 @@ class Payments:
         # Shared by every call of this service: a big batch cannot flood the provider.
         self._provider_slots = asyncio.Semaphore(psp_concurrency)
         self._batch_wait_s = batch_wait_s  # None: a batch waits for all its calls
-        # (operation, order id) -> a provider call its batch stopped waiting for.
-        self._out: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        self._recording: set[asyncio.Task[None]] = set()
+        # Provider calls their batch stopped waiting for, by (operation, order id).
+        self._out: CallsStillOut[tuple[str, str]] = CallsStillOut("provider call")
 
     async def close(self) -> None:
         """Stop the calls still out: their orders stay as they are (an authorization
         AUTHORIZING), and a retry asks the provider again with the same key."""
-        for task in [*self._recording, *self._out.values()]:
-            task.cancel()
-        await asyncio.gather(*self._recording, *self._out.values(), return_exceptions=True)
+        await self._out.close()
 
     async def get(self, order_id: str) -> Payment:
         validate_order_id(order_id)
@@ -581,7 +576,7 @@ class Payments:
             answers[asked[future]] = future.result()
         for future in pending:
             i = asked[future]
-            self._recorded_when_answered((op, calls[i][0]), future, partial(late, i))
+            self._out.record_when_answered((op, calls[i][0]), future, partial(late, i))
         return answers
 
     def _still_out(self, op: str, order_id: str) -> bool:
@@ -591,27 +586,6 @@ class Payments:
     async def _in_slot(self, call: Callable[[], Awaitable[T]]) -> T:
         async with self._provider_slots:
             return await call()
-
-    def _recorded_when_answered(
-        self, key: tuple[str, str], call: asyncio.Future[T], record: Callable[[T], Awaitable[None]]
-    ) -> None:
-        """A call its batch stopped waiting for: still out under ``key`` until it answers
-        and what it brought is recorded."""
-        self._out[key] = call
-
-        async def when_answered() -> None:
-            try:
-                await record(await call)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the order stays as it was: a retry asks again
-                log.exception("recording a late provider answer failed", operation=key[0])
-            finally:
-                self._out.pop(key, None)
-
-        task = asyncio.create_task(when_answered())
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
 
     async def _capture_at_provider(self, p: Payment, deadline: float | None) -> ServiceError | None:
         return await self._provider_error(
