@@ -599,3 +599,31 @@ async def test_a_stopped_worker_leaves_its_sends_still_out_claimed_for_another(
     assert (row.state, row.attempts) == ("PENDING", 0)  # not counted, its claim lapses
     assert row.claimed_by != ""
     assert channel.sent == []
+
+
+async def test_the_deliveries_due_and_how_late_the_first_is_are_on_metrics(
+    sessions: Sessions,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    await _confirmed_orders(sessions, 2)  # due now
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    channel = Held("ord-0", "ord-1")  # neither is sent while we look
+    worker = DeliveryWorker(
+        sessions, {Channel.LOG: channel}, retry_policy(_settings()), pass_wait_s=0.05,
+        clock=lambda: later,
+    )  # fmt: skip
+    running = asyncio.create_task(worker.run(interval_s=60))
+    try:
+        for _ in range(100):
+            if REGISTRY.get_sample_value("ordermesh_notifications_due") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert REGISTRY.get_sample_value("ordermesh_notifications_due") == 2
+        late_s = REGISTRY.get_sample_value("ordermesh_notifications_oldest_due_seconds")
+        assert late_s is not None
+        assert 29 <= late_s <= 40
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -20,6 +20,7 @@ ALERTS = {
     "OrdermeshSagaFailures",
     "OrdermeshErrorRate",
     "OrdermeshBatchStalls",
+    "OrdermeshNotificationsLate",
 }
 
 
@@ -35,7 +36,7 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> list[str]:
     return [str(t["expr"]) for p in panels for t in p.get("targets", []) if t.get("expr")]
 
 
-def test_the_alerts_cover_outbox_lag_dead_letters_saga_failures_errors_and_stalls(
+def test_the_alerts_cover_outbox_lag_dead_letters_failures_errors_stalls_late_notices(
     platform_objects: list[Manifest],
 ) -> None:
     (rule,) = of_kind(platform_objects, "PrometheusRule")

@@ -144,6 +144,14 @@ NOTIFICATIONS = Counter(
     "ordermesh_notifications_total", "Delivery attempts, by channel and result.",
     ["channel", "result"],
 )  # fmt: skip
+NOTIFICATIONS_DUE = Gauge(
+    "ordermesh_notifications_due",
+    "Deliveries due and not yet sent (PENDING, their next attempt due): the whole table.",
+)
+NOTIFICATIONS_OLDEST_DUE = Gauge(
+    "ordermesh_notifications_oldest_due_seconds",
+    "How long the longest-waiting due delivery has been due: how late notifications are.",
+)
 
 BATCH_SIZE = Histogram(
     "ordermesh_batch_size", "Items per batch, by batcher (a hop, a store, a relay).",

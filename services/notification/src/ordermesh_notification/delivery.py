@@ -11,6 +11,7 @@ Passes go back to back while they find a full batch due (:meth:`DeliveryWorker.r
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,11 +24,13 @@ from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, Retr
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import NOTIFICATIONS
+from ordermesh_platform.metrics import NOTIFICATIONS, NOTIFICATIONS_DUE, NOTIFICATIONS_OLDEST_DUE
 from ordermesh_platform.still_out import CallsStillOut
 from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
 
 log = get_logger(__name__)
+# The due deliveries are counted at most this often (a read of the due index), not per pass.
+DUE_OBSERVE_S = 1.0
 
 
 class DeliveryWorker:
@@ -53,6 +56,7 @@ class DeliveryWorker:
         # (each ends within its channel's timeout), past which a pass waits for one.
         self._out: CallsStillOut[str] = CallsStillOut("delivery")
         self._max_out = 4 * batch_size if max_sends_out is None else max_sends_out
+        self._observed_at = -DUE_OBSERVE_S
 
     async def run(self, interval_s: float) -> None:
         """Passes until cancelled: the next at once while a pass finds a full batch due
@@ -64,6 +68,7 @@ class DeliveryWorker:
             while True:
                 try:
                     attempted = await self.run_once()
+                    await self._observe_due()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -73,6 +78,18 @@ class DeliveryWorker:
                     await asyncio.sleep(interval_s)
         finally:
             await self._out.close()
+
+    async def _observe_due(self) -> None:
+        """The due deliveries and how late the first is, on /metrics (at most once a
+        second): a worker falling behind shows there, not only in the customers' inboxes."""
+        if time.monotonic() - self._observed_at < DUE_OBSERVE_S:
+            return
+        self._observed_at = time.monotonic()
+        with untraced():
+            async with self._sessions() as session:
+                count, late_s = await NotificationStore(session).due(self._clock())
+        NOTIFICATIONS_DUE.set(count)
+        NOTIFICATIONS_OLDEST_DUE.set(late_s)
 
     async def run_once(self) -> int:
         """Claim the due deliveries, send them side by side, record the outcomes of
@@ -96,11 +113,11 @@ class DeliveryWorker:
             for send in sends:
                 send.cancel()
             raise
-        await self._record(claim, [(sends[send], send.result()) for send in done])
-        for send in pending:
+        for send in pending:  # first: they are tracked (and stopped) whatever comes next
             message = sends[send]
             record = partial(self._record_one, claim, message)
             self._out.record_when_answered(message.notification_id, send, record)
+        await self._record(claim, [(sends[send], send.result()) for send in done])
         return len(due)
 
     async def _record_one(self, claim: str, message: Outgoing, error: str | None) -> None:

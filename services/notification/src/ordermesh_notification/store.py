@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    func,
     or_,
     select,
     update,
@@ -198,6 +199,23 @@ class NotificationStore:
             returning=("event_id",),
         )
         return Counter(row.event_id for row in written)
+
+    async def due(self, now: datetime) -> tuple[int, float]:
+        """Deliveries due and not yet sent, and how long the first of them has been due
+        (seconds; 0 when none is): one read of the due index."""
+        c = deliveries.c
+        count, first = (
+            await self.session.execute(
+                select(func.count(), func.min(c.next_attempt_at)).where(
+                    c.state == DeliveryState.PENDING.value, c.next_attempt_at <= now
+                )
+            )
+        ).one()
+        if first is None:
+            return int(count), 0.0
+        if first.tzinfo is None:  # SQLite gives naive UTC back
+            first = first.replace(tzinfo=UTC)
+        return int(count), max(0.0, (now - first).total_seconds())
 
     async def claim_due(
         self, claim: str, now: datetime, until: datetime, limit: int
