@@ -124,6 +124,7 @@ async def test_a_tiny_soak_settles_with_the_invariants_holding(tmp_path: Path) -
     assert result["invariants_ok"] is True
     assert result["final_backlog"] == 0
     assert result["final_consumer_lag"] == 0
+    assert result["final_notifications_due"] == 0
     assert set(result["memory_growth_10_to_100"]) == {
         "order",
         "inventory",

@@ -129,7 +129,8 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
                 await asyncio.gather(*(caller(progress, task) for _ in range(config.concurrency)))
             await _settle(mesh, 600)
             backlog = await wait_drained(mesh, 300)
-            lag_left = await _wait_consumed(mesh, 300)
+            lag_left = await _wait_down(lambda: consumer_lag(mesh), 300)
+            due_left = await _wait_down(lambda: notifications_due(mesh), 300)
             samples.append(await _sample(mesh, placed, time.perf_counter() - started))
             sampling.cancel()
             governing.cancel()
@@ -152,10 +153,11 @@ async def run_soak(config: SoakConfig) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 1),
         "throughput_per_s": round(placed / elapsed, 2),
         "held_s": round(governor.held_s, 1),
-        "invariants_ok": report.ok and backlog == 0,
+        "invariants_ok": report.ok and backlog == 0 and due_left == 0,
         "violations": report.violations[:20],
         "final_backlog": backlog,
         "final_consumer_lag": lag_left,
+        "final_notifications_due": due_left,
         "memory_growth_10_to_100": _growth(samples),
         "sequential_rows_per_order": _scan_growth(samples),
         "sample_errors": sample_errors,
@@ -189,6 +191,11 @@ def plot_soak(samples: list[dict[str, Any]], path: Path) -> None:
         placed,
         [sum(s.get("consumer_lag", {}).values()) for s in samples],
         label="events not yet consumed",
+    )
+    backlog.plot(
+        placed,
+        [s.get("notifications_due", 0) for s in samples],
+        label="notifications due, not yet sent",
     )
     backlog.set_ylabel("rows / orders")
     backlog.legend()
@@ -224,6 +231,8 @@ async def _sample(mesh: LocalMesh, placed: int, at_s: float) -> dict[str, Any]:
         "backlog": backlog,
         # Events fetched from Kafka but not yet handled are held in the consumer's memory.
         "consumer_lag": lag,
+        # Deliveries due and not yet sent: bounded if notification keeps up.
+        "notifications_due": notifications_due(mesh),
         # Orders whose saga still owes work: bounded if the sagas keep up.
         "owed": await owed_work(mesh.config.database_url("order")),
         "seq_rows": await _sequentially_read(mesh),
@@ -352,13 +361,22 @@ def consumer_lag(mesh: LocalMesh) -> float:
     )
 
 
-async def _wait_consumed(mesh: LocalMesh, timeout_s: float) -> float:
-    """Wait until every published event has been consumed; the lag left at the end."""
+def notifications_due(mesh: LocalMesh) -> float:
+    """Deliveries due and not yet sent, from notification's metrics (every replica
+    reports the whole table: the largest report)."""
+    return max(
+        scrape_metrics(child.metrics_port).get("ordermesh_notifications_due", 0.0)
+        for child in mesh.children
+    )
+
+
+async def _wait_down(left: Callable[[], float], timeout_s: float) -> float:
+    """Wait until ``left()`` (read off the event loop) is 0; what is left at the end."""
     deadline = time.monotonic() + timeout_s
     while True:
-        left = await asyncio.to_thread(consumer_lag, mesh)
-        if not left or time.monotonic() > deadline:
-            return left
+        now_left = await asyncio.to_thread(left)
+        if not now_left or time.monotonic() > deadline:
+            return now_left
         await asyncio.sleep(0.5)
 
 
