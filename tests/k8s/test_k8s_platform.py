@@ -32,6 +32,7 @@ from tests.k8s.chart import (
     parse,
 )
 from tests.k8s.test_k8s_workloads import SERVICES, assert_hardened, env_of
+from tests.support.metrics_catalog import problems
 
 HOOK = "pre-install,pre-upgrade"
 
@@ -242,6 +243,30 @@ def test_keda_follows_the_consumer_group_and_a_bootstrap_from_a_secret(render: R
         assert meta["consumerGroup"] == "mail-senders"
     container = pod_spec(deployments(objects)["notification"])["containers"][0]
     assert "ORDERMESH_KAFKA_BOOTSTRAP" in env_of(container)
+
+
+def test_keda_also_scales_notification_on_the_deliveries_due_given_a_prometheus(
+    render: Render,
+) -> None:
+    address = "http://prometheus-operated.monitoring.svc:9090"
+    objects = render(
+        sets=[
+            "notification.keda.enabled=true",
+            f"notification.keda.deliveries.prometheusServerAddress={address}",
+            "notification.keda.deliveries.perReplica=200",
+        ]
+    )
+    (scaled,) = of_kind(objects, "ScaledObject")
+    triggers = {t["type"]: t for t in scaled["spec"]["triggers"]}
+    assert set(triggers) == {"kafka", "prometheus"}
+    meta = triggers["prometheus"]["metadata"]
+    assert meta["serverAddress"] == address
+    assert meta["threshold"] == "200"
+    assert meta["query"] == f'max(ordermesh_notifications_due{{namespace="{NAMESPACE}"}})'
+    assert not problems(meta["query"]), problems(meta["query"])
+    # Without an address, the lag alone.
+    (plain,) = of_kind(render(sets=["notification.keda.enabled=true"]), "ScaledObject")
+    assert {t["type"] for t in plain["spec"]["triggers"]} == {"kafka"}
 
 
 @pytest.mark.parametrize(
