@@ -515,14 +515,31 @@ async def _confirmed_orders(sessions: Sessions, count: int) -> None:
     )
 
 
+def _held_worker(sessions: Sessions, *held: str, **options: Any) -> tuple[Held, DeliveryWorker]:
+    """A worker whose one channel holds the sends of the ``held`` orders."""
+    channel = Held(*held)
+    worker = DeliveryWorker(sessions, {Channel.LOG: channel}, retry_policy(_settings()), **options)
+    return channel, worker
+
+
+@contextlib.asynccontextmanager
+async def _running(worker: DeliveryWorker) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker's own loop (a minute between passes that find less than a batch),
+    stopped on the way out."""
+    running = asyncio.create_task(worker.run(interval_s=60))
+    try:
+        yield running
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, 5)
+
+
 async def test_a_slow_receiver_holds_up_no_other_delivery_and_is_recorded_when_it_answers(
     sessions: Sessions,
 ) -> None:
     await _confirmed_orders(sessions, 3)
-    channel = Held("ord-1")
-    worker = DeliveryWorker(
-        sessions, {Channel.LOG: channel}, retry_policy(_settings()), pass_wait_s=0.2
-    )
+    channel, worker = _held_worker(sessions, "ord-1", pass_wait_s=0.2)
     assert await asyncio.wait_for(worker.run_once(), 5) == 3
     assert await _states(sessions) == {"ord-0": "SENT", "ord-1": "PENDING", "ord-2": "SENT"}
     assert await worker.run_once() == 0  # still claimed by its pass: not sent twice
@@ -541,11 +558,9 @@ async def test_a_pass_waits_while_as_many_sends_as_allowed_are_still_out(
     sessions: Sessions,
 ) -> None:
     await _confirmed_orders(sessions, 2)
-    channel = Held("ord-0")
-    worker = DeliveryWorker(
-        sessions, {Channel.LOG: channel}, retry_policy(_settings()), batch_size=1,
-        pass_wait_s=0.05, max_sends_out=1,
-    )  # fmt: skip
+    channel, worker = _held_worker(
+        sessions, "ord-0", batch_size=1, pass_wait_s=0.05, max_sends_out=1
+    )
     assert await worker.run_once() == 1  # ord-0, still out
     next_pass = asyncio.create_task(worker.run_once())
     await asyncio.sleep(0.3)
@@ -559,22 +574,14 @@ async def test_a_backlog_is_sent_pass_after_pass_not_one_batch_per_interval(
     sessions: Sessions,
 ) -> None:
     await _confirmed_orders(sessions, 25)
-    channel = Held()
-    worker = DeliveryWorker(
-        sessions, {Channel.LOG: channel}, retry_policy(_settings()), batch_size=10
-    )
+    channel, worker = _held_worker(sessions, batch_size=10)
     # One pass per minute would leave 15 PENDING for two minutes; full passes go at once.
-    running = asyncio.create_task(worker.run(interval_s=60))
-    try:
+    async with _running(worker):
         for _ in range(200):
             if await _pending(sessions) == 0:
                 break
             await asyncio.sleep(0.05)
         assert await _pending(sessions) == 0
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
     assert len(channel.sent) == 25
 
 
@@ -582,19 +589,13 @@ async def test_a_stopped_worker_leaves_its_sends_still_out_claimed_for_another(
     sessions: Sessions,
 ) -> None:
     await _confirmed_orders(sessions, 1)
-    channel = Held("ord-0")
-    worker = DeliveryWorker(
-        sessions, {Channel.LOG: channel}, retry_policy(_settings()), pass_wait_s=0.05
-    )
-    running = asyncio.create_task(worker.run(interval_s=60))
-    for _ in range(100):
-        if (await _rows(sessions))[0].claimed_by:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)  # past the pass's wait: the send is out
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(running, 5)
+    channel, worker = _held_worker(sessions, "ord-0", pass_wait_s=0.05)
+    async with _running(worker):
+        for _ in range(100):
+            if (await _rows(sessions))[0].claimed_by:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # past the pass's wait: the send is out
     (row,) = await _rows(sessions)
     assert (row.state, row.attempts) == ("PENDING", 0)  # not counted, its claim lapses
     assert row.claimed_by != ""
@@ -608,13 +609,9 @@ async def test_the_deliveries_due_and_how_late_the_first_is_are_on_metrics(
 
     await _confirmed_orders(sessions, 2)  # due now
     later = datetime.now(UTC) + timedelta(seconds=30)
-    channel = Held("ord-0", "ord-1")  # neither is sent while we look
-    worker = DeliveryWorker(
-        sessions, {Channel.LOG: channel}, retry_policy(_settings()), pass_wait_s=0.05,
-        clock=lambda: later,
-    )  # fmt: skip
-    running = asyncio.create_task(worker.run(interval_s=60))
-    try:
+    # Neither is sent while we look.
+    _, worker = _held_worker(sessions, "ord-0", "ord-1", pass_wait_s=0.05, clock=lambda: later)
+    async with _running(worker):
         for _ in range(100):
             if REGISTRY.get_sample_value("ordermesh_notifications_due") == 2:
                 break
@@ -623,7 +620,3 @@ async def test_the_deliveries_due_and_how_late_the_first_is_are_on_metrics(
         late_s = REGISTRY.get_sample_value("ordermesh_notifications_oldest_due_seconds")
         assert late_s is not None
         assert 29 <= late_s <= 40
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running

@@ -4,8 +4,9 @@ its key until it has answered and its answer is recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from ordermesh_platform.still_out import CallsStillOut
+from ordermesh_platform.still_out import CallsStillOut, answered_within
 
 
 async def test_a_call_is_out_until_its_answer_is_recorded() -> None:
@@ -61,3 +62,23 @@ async def test_close_stops_the_calls_still_out_and_records_nothing() -> None:
 
 async def test_waiting_for_one_recorded_returns_at_once_when_none_is_out() -> None:
     await asyncio.wait_for(CallsStillOut[str]("test").one_recorded(), 1)
+
+
+async def test_calls_answered_within_the_wait_and_those_still_out() -> None:
+    quick = asyncio.ensure_future(asyncio.sleep(0, result=1))
+    slow = asyncio.ensure_future(asyncio.sleep(60, result=2))
+    done, pending = await answered_within([quick, slow], 0.1)
+    assert (done, pending) == ({quick}, {slow})
+    assert not slow.cancelled()  # it goes on, for its caller to hand over
+    slow.cancel()
+
+
+async def test_a_wait_cancelled_cancels_every_call() -> None:
+    calls = [asyncio.ensure_future(asyncio.sleep(60)) for _ in range(2)]
+    waiting = asyncio.ensure_future(answered_within(calls, None))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0)
+    assert all(call.cancelled() for call in calls)

@@ -13,7 +13,7 @@ again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from typing import Any, Generic, TypeVar
 
 from ordermesh_platform.logs import get_logger
@@ -22,6 +22,19 @@ log = get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+
+
+async def answered_within(
+    calls: Collection[asyncio.Future[T]], wait_s: float | None
+) -> tuple[set[asyncio.Future[T]], set[asyncio.Future[T]]]:
+    """The calls that answered within ``wait_s`` (None: all of them), and those still
+    out. Cancelled meanwhile (its caller gone), it cancels every call."""
+    try:
+        return await asyncio.wait(calls, timeout=wait_s)
+    except asyncio.CancelledError:
+        for call in calls:
+            call.cancel()
+        raise
 
 
 class CallsStillOut(Generic[K]):

@@ -25,7 +25,7 @@ from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
 from ordermesh_platform.metrics import NOTIFICATIONS, NOTIFICATIONS_DUE, NOTIFICATIONS_OLDEST_DUE
-from ordermesh_platform.still_out import CallsStillOut
+from ordermesh_platform.still_out import CallsStillOut, answered_within
 from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
 
 log = get_logger(__name__)
@@ -106,13 +106,10 @@ class DeliveryWorker:
                 )
         if not due:
             return 0
-        sends = {asyncio.ensure_future(self._attempt(message)): message for message in due}
-        try:
-            done, pending = await asyncio.wait(sends, timeout=self._pass_wait_s)
-        except asyncio.CancelledError:
-            for send in sends:
-                send.cancel()
-            raise
+        sends: dict[asyncio.Future[str | None], Outgoing] = {
+            asyncio.ensure_future(self._attempt(message)): message for message in due
+        }
+        done, pending = await answered_within(sends, self._pass_wait_s)
         for send in pending:  # first: they are tracked (and stopped) whatever comes next
             message = sends[send]
             record = partial(self._record_one, claim, message)

@@ -48,7 +48,7 @@ from ordermesh_platform.errors import (
     Unavailable,
 )
 from ordermesh_platform.resilience import Transient
-from ordermesh_platform.still_out import CallsStillOut
+from ordermesh_platform.still_out import CallsStillOut, answered_within
 from ordermesh_platform.validation import validate_order_id
 
 T = TypeVar("T")
@@ -566,12 +566,7 @@ class Payments:
                 asked[asyncio.ensure_future(self._in_slot(call))] = i
         if not asked:
             return answers
-        try:
-            done, pending = await asyncio.wait(asked, timeout=self._batch_wait_s)
-        except asyncio.CancelledError:
-            for future in asked:
-                future.cancel()
-            raise
+        done, pending = await answered_within(asked, self._batch_wait_s)
         for future in done:
             answers[asked[future]] = future.result()
         for future in pending:
