@@ -37,6 +37,7 @@ from ordermesh_notification.store import NotificationStore, deliveries
 from ordermesh_notification.usecases import Notifications
 from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.migrations import upgrade_to_head
+from ordermesh_platform.workers import run_periodically
 from tests.support.receivers import SECRET, MailBox, webhook_endpoint
 from tests.support.services import running_service
 from tests.support.statements import statements
@@ -526,13 +527,16 @@ def _held_worker(sessions: Sessions, *held: str, **options: Any) -> tuple[Held, 
 async def _running(worker: DeliveryWorker) -> AsyncIterator[asyncio.Task[None]]:
     """The worker's own loop (a minute between passes that find less than a batch),
     stopped on the way out."""
-    running = asyncio.create_task(worker.run(interval_s=60))
+    running = asyncio.create_task(
+        run_periodically("notification-delivery", worker.deliver_due, 60, again=worker.behind)
+    )
     try:
         yield running
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(running, 5)
+        await worker.close()
 
 
 async def test_a_slow_receiver_holds_up_no_other_delivery_and_is_recorded_when_it_answers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ordermesh_platform.workers import background
+from ordermesh_platform.workers import background, run_periodically
 
 
 async def test_workers_are_cancelled_and_awaited_on_the_way_out() -> None:
@@ -53,3 +53,21 @@ async def test_a_worker_that_failed_does_not_fail_the_drain() -> None:
 
     async with background(("broken", broken())):
         await asyncio.sleep(0.01)
+
+
+async def test_work_that_finds_more_than_one_call_takes_is_called_again_at_once() -> None:
+    backlog = [10, 10, 3]  # what each call finds: two full calls, then less
+
+    async def work() -> int:
+        return backlog.pop(0) if backlog else 0
+
+    loop = asyncio.create_task(run_periodically("t", work, 60, again=lambda found: found >= 10))
+    try:
+        for _ in range(100):
+            if not backlog:
+                break
+            await asyncio.sleep(0.01)
+        assert backlog == []  # not one call a minute: the full ones were followed at once
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

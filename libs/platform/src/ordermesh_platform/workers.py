@@ -6,11 +6,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ordermesh_platform.logs import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
 SLOW_STOP_S = 1.0
 # Past this a drain stops waiting for its workers (each Kafka client's own stop is bound
 # tighter, ordermesh_messaging.clients.STOP_BOUND_S).
@@ -18,12 +19,18 @@ STOP_BOUND_S = 10.0
 
 
 async def run_periodically(
-    name: str, work: Callable[[], Awaitable[object]], interval_s: float
+    name: str,
+    work: Callable[[], Awaitable[T]],
+    interval_s: float,
+    again: Callable[[T], bool] = lambda _: False,
 ) -> None:
-    """Call ``work`` every interval; a failure is logged and the loop goes on."""
+    """Call ``work`` every interval; a failure is logged and the loop goes on. While
+    ``again`` holds for what a call returned (it found more work than one call takes),
+    the next call comes at once: a backlog is worked off back to back."""
     while True:
         try:
-            await work()
+            if again(await work()):
+                continue
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -94,13 +94,21 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
             batch_size=settings.delivery_batch_size,
             pass_wait_s=settings.delivery_pass_wait_s,
         )
-        delivery = worker.run(settings.delivery_interval_s)
-        async with background(
-            ("notification-delivery", delivery),
-            ("event-consumer", consumer.run()),
-            ("inbox-retention", inbox_sweeper),
-        ):
-            yield
+        delivery = run_periodically(
+            "notification-delivery",
+            worker.deliver_due,
+            settings.delivery_interval_s,
+            again=worker.behind,
+        )
+        try:
+            async with background(
+                ("notification-delivery", delivery),
+                ("event-consumer", consumer.run()),
+                ("inbox-retention", inbox_sweeper),
+            ):
+                yield
+        finally:
+            await worker.close()
 
 
 service = ServiceSpec(

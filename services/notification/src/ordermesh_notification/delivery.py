@@ -6,7 +6,7 @@ outcomes (one short transaction for the pass, a statement per kind of outcome, a
 for the rows the claim still holds). A pass waits for its sends ``pass_wait_s`` at most:
 a send still out then goes on and is recorded on its own when it ends, so one slow
 receiver (a webhook that answers after its whole timeout) holds up no other delivery.
-Passes go back to back while they find a full batch due (:meth:`DeliveryWorker.run`)."""
+Passes go back to back while they find a full batch due (:meth:`DeliveryWorker.behind`)."""
 
 from __future__ import annotations
 
@@ -58,26 +58,22 @@ class DeliveryWorker:
         self._max_out = 4 * batch_size if max_sends_out is None else max_sends_out
         self._observed_at = -DUE_OBSERVE_S
 
-    async def run(self, interval_s: float) -> None:
-        """Passes until cancelled: the next at once while a pass finds a full batch due
-        (a backlog is sent back to back, not one batch per interval), otherwise after
-        ``interval_s``. A failed pass is logged and the next waits the interval.
-        Cancelled, it stops the sends still out: their claims lapse and another pass
-        sends them again, as a stopped worker's."""
-        try:
-            while True:
-                try:
-                    attempted = await self.run_once()
-                    await self._observe_due()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("delivery pass failed; retrying next interval")
-                    attempted = 0
-                if attempted < self._batch_size:
-                    await asyncio.sleep(interval_s)
-        finally:
-            await self._out.close()
+    async def deliver_due(self) -> int:
+        """One pass, then the due deliveries on /metrics: what the service runs
+        (``run_periodically`` with ``again=behind``). Returns how many were attempted."""
+        attempted = await self.run_once()
+        await self._observe_due()
+        return attempted
+
+    def behind(self, attempted: int) -> bool:
+        """Whether a pass found a full batch due: then the next goes at once, so a
+        backlog is sent back to back, not one batch per interval."""
+        return attempted >= self._batch_size
+
+    async def close(self) -> None:
+        """Stop the sends still out: their claims lapse and another pass sends them
+        again, as a stopped worker's."""
+        await self._out.close()
 
     async def _observe_due(self) -> None:
         """The due deliveries and how late the first is, on /metrics (at most once a
