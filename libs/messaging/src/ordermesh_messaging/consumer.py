@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ordermesh_messaging import clients
 from ordermesh_messaging.clients import start_or_stop
@@ -46,6 +47,7 @@ from ordermesh_platform.telemetry import (
     tracer,
     untraced,
 )
+from ordermesh_platform.workers import run_periodically
 
 log = get_logger(__name__)
 
@@ -55,6 +57,7 @@ MAX_BACKOFF_S = 5.0
 RESTART_BACKOFF = Backoff(0.4, MAX_BACKOFF_S)  # after the consumer itself failed
 DATABASE_WAIT = Backoff(MAX_BACKOFF_S, MAX_BACKOFF_S)  # between looks at a database that is down
 MAX_POLL_RECORDS = 200
+INBOX_SWEEP_S = 3600.0  # how often handled ids past the retention are dropped
 MAX_PARTITION_FETCH_BYTES = 256 * 1024
 DLQ_HEADERS = (
     "ordermesh_dlq_reason",
@@ -151,10 +154,16 @@ class EventConsumer:
         self._producer: AIOKafkaProducer | None = None
         self._poll_size = BATCH_SIZE.labels(f"consume_{name}")  # records per poll
 
-    async def forget_handled(self, engine: AsyncEngine) -> None:
+    async def forget_handled(self) -> int:
         """Drop inbox rows older than the retention (keep it above the topics')."""
         with untraced():  # a chore: no trace of its own
-            await self._inbox.forget_older_than(engine, self._settings.inbox_retention_s)
+            return await self._inbox.forget_older_than(
+                self._sessions, self._settings.inbox_retention_s
+            )
+
+    def inbox_sweeper(self) -> Coroutine[Any, Any, None]:
+        """The worker that runs ``forget_handled`` every ``INBOX_SWEEP_S``."""
+        return run_periodically("inbox-retention", self.forget_handled, INBOX_SWEEP_S)
 
     @property
     def group_id(self) -> str:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ordermesh_platform.db import insert_rows
+from ordermesh_platform.db import Transactions, delete_in_chunks, insert_rows
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -50,7 +50,9 @@ class Inbox:
         )
         return found is not None
 
-    async def forget_older_than(self, engine: AsyncEngine, seconds: float) -> None:
+    async def forget_older_than(self, transactions: Transactions, seconds: float) -> int:
+        """Drop this consumer's rows handled more than ``seconds`` ago; how many went."""
+        t = self.table
         cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
-        async with engine.begin() as conn:
-            await conn.execute(delete(self.table).where(self.table.c.handled_at < cutoff))
+        where = (t.c.consumer == self.consumer) & (t.c.handled_at < cutoff)
+        return await delete_in_chunks(transactions, t, where)

@@ -16,10 +16,12 @@ from sqlalchemy import (
     Table,
     TextClause,
     bindparam,
+    delete,
     event,
     func,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -207,6 +209,24 @@ class Transactions:
     ) -> AsyncIterator[AsyncConnection]:
         async with asyncio.timeout(self.budget_s()), unit as conn:
             yield conn
+
+
+async def delete_in_chunks(
+    transactions: Transactions, table: Table, where: ColumnElement[bool], chunk: int = 5_000
+) -> int:
+    """Delete the rows ``where`` picks, ``chunk`` rows a transaction, until none is
+    left; how many went. A retention sweep: one statement over a day of rows would hold
+    its locks, and its write-ahead log, for as long as it takes, beside the hot path."""
+    key = tuple_(*table.primary_key.columns)
+    doomed = select(*table.primary_key.columns).where(where).limit(chunk)
+    swept = 0
+    while True:
+        async with transactions.begin() as conn:
+            result = await conn.execute(delete(table).where(key.in_(doomed)))
+        deleted = result.rowcount or 0
+        swept += deleted
+        if deleted < chunk:
+            return swept
 
 
 async def ping(engine: AsyncEngine, timeout_s: float) -> bool:

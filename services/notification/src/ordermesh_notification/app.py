@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 
@@ -24,7 +25,6 @@ from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.workers import background, run_periodically
 
 log = get_logger(__name__)
-INBOX_SWEEP_S = 3600.0
 
 
 def build_senders(settings: NotificationSettings, http: httpx.AsyncClient) -> dict[Channel, Sender]:
@@ -67,8 +67,9 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
             "ORDERMESH_WEBHOOK_SECRET is unset: webhooks are signed with the public "
             "development secret"
         )
+    notifications = Notifications(runtime.sessions)
     notification_pb2_grpc.add_NotificationServiceServicer_to_server(
-        NotificationApi(Notifications(runtime.sessions)), runtime.server
+        NotificationApi(notifications), runtime.server
     )
     handler = NotificationHandler()
     consumer = EventConsumer(
@@ -79,11 +80,6 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         Inbox(inbox, "notification"),
         settings,
         wanted_type=handler.wants_type,
-    )
-    inbox_sweeper = run_periodically(
-        "inbox-retention",
-        lambda: consumer.forget_handled(runtime.engine),
-        INBOX_SWEEP_S,
     )
     async with httpx.AsyncClient(follow_redirects=False) as http:
         worker = DeliveryWorker(
@@ -100,12 +96,25 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
             settings.delivery_interval_s,
             again=worker.behind,
         )
+        workers = [
+            ("notification-delivery", delivery),
+            ("event-consumer", consumer.run()),
+            ("inbox-retention", consumer.inbox_sweeper()),
+        ]
+        if settings.delivery_retention_days > 0:
+            retention = timedelta(days=settings.delivery_retention_days)
+            workers.append(
+                (
+                    "delivery-retention",
+                    run_periodically(
+                        "delivery-retention",
+                        lambda: notifications.forget_finished(retention),
+                        settings.delivery_sweep_interval_s,
+                    ),
+                )
+            )
         try:
-            async with background(
-                ("notification-delivery", delivery),
-                ("event-consumer", consumer.run()),
-                ("inbox-retention", inbox_sweeper),
-            ):
+            async with background(*workers):
                 yield
         finally:
             await worker.close()

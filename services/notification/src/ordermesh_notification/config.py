@@ -60,6 +60,17 @@ class NotificationSettings(ConsumerSettings):
         "replica may take them over. Must exceed the SMTP and webhook timeouts.",
     )
 
+    delivery_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Deliveries SENT or FAILED that were created longer ago than this "
+        "are deleted, and ListNotifications no longer shows them; PENDING ones are never "
+        "deleted. 0: kept for ever.",
+    )
+    delivery_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the deliveries' retention sweep runs."
+    )
+
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> NotificationSettings:
         longest = max(self.smtp_timeout_s, self.webhook_timeout_s)

@@ -39,7 +39,14 @@ from ordermesh_notification.domain import (
     Retry,
     Sent,
 )
-from ordermesh_platform.db import insert_new, insert_rows, one_of, update_rows
+from ordermesh_platform.db import (
+    Transactions,
+    delete_in_chunks,
+    insert_new,
+    insert_rows,
+    one_of,
+    update_rows,
+)
 from ordermesh_platform.paging import Cursor, newest_first
 
 metadata = MetaData()
@@ -99,7 +106,27 @@ deliveries = Table(
     UniqueConstraint("event_id", "channel", name="uq_deliveries_event_channel"),
     Index("ix_deliveries_customer_created", "customer_id", "created_at", "notification_id"),
     Index("ix_deliveries_due", "state", "next_attempt_at"),
+    # The retention sweep's: the oldest deliveries first.
+    Index("ix_deliveries_created_at", "created_at"),
 )
+
+
+FINISHED = (DeliveryState.SENT.value, DeliveryState.FAILED.value)
+
+
+async def delete_finished_before(
+    transactions: Transactions, before: datetime, chunk: int = 5_000
+) -> int:
+    """Delete the deliveries created before ``before`` that are SENT or FAILED, in
+    chunks (``delete_in_chunks``); a PENDING one stays whatever its age. How many went.
+
+    Forgetting a delivery cannot send it twice: its event's inbox row stops a
+    redelivery for the inbox retention, and after it the (event, channel) key does
+    while the delivery is kept; only an event redelivered once both are gone would be
+    sent again (docs/notifications.md)."""
+    c = deliveries.c
+    where = and_(c.state.in_(FINISHED), c.created_at < before)
+    return await delete_in_chunks(transactions, deliveries, where, chunk)
 
 
 def _delivery(r: Row[Any]) -> Delivery:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from ordermesh_notification.domain import (
     Delivery,
     Preferences,
     validate_preferences,
 )
-from ordermesh_notification.store import NotificationStore
+from ordermesh_notification.store import NotificationStore, delete_finished_before
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.errors import Validator
 from ordermesh_platform.paging import Cursor, decode_token, page_of, page_size
@@ -49,3 +51,8 @@ class Notifications:
                 customer_id, order_id, after, size + 1
             )
         return page_of(rows, size, lambda d: Cursor(d.created_at, d.notification_id))
+
+    async def forget_finished(self, retention: timedelta) -> int:
+        """The retention sweep: deliveries sent or given up more than ``retention``
+        ago go (ListNotifications no longer shows them); how many went."""
+        return await delete_finished_before(self._sessions, datetime.now(UTC) - retention)

@@ -48,8 +48,6 @@ from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.workers import background, run_periodically
 
-INBOX_SWEEP_S = 3600.0
-
 
 def build_chargebacks(settings: PaymentSettings, sessions: Transactions) -> SimulatedChargebacks:
     rule = ChargebackRule(settings.psp_chargeback_token_prefix, settings.psp_chargeback_delay_s)
@@ -142,14 +140,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
         settings, handler.wants, handler.wants_type, handler.deduplicated,
     )  # fmt: skip
     workers.append(("event-consumer", consumer.run()))
-    workers.append(
-        (
-            "inbox-retention",
-            run_periodically(
-                "inbox-retention", lambda: consumer.forget_handled(runtime.engine), INBOX_SWEEP_S
-            ),
-        )
-    )
+    workers.append(("inbox-retention", consumer.inbox_sweeper()))
     if chargebacks is not None:
         workers.append(
             (

@@ -27,7 +27,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ordermesh_payment.risk.dataset import replay
 from ordermesh_payment.risk.events import Attempt, Item, PaymentOutcome
 from ordermesh_payment.risk.features import FeatureDefinition
-from ordermesh_platform.db import Transactions, insert_rows
+from ordermesh_platform.db import Transactions, delete_in_chunks, insert_rows
 from ordermesh_platform.writes import Rows
 
 if TYPE_CHECKING:  # scoring writes through this module: no import at run time
@@ -140,19 +139,11 @@ class DecisionLog:
     async def sweep(
         self, transactions: Transactions, retention: timedelta, chunk: int = 5_000
     ) -> int:
-        """Delete the decisions older than ``retention``, ``chunk`` rows a transaction
-        (short locks, bounded WAL), until none is left; returns how many went."""
-        t = self.table
+        """Delete the decisions older than ``retention`` (``delete_in_chunks``)."""
         cutoff = datetime.now(UTC) - retention
-        swept = 0
-        while True:
-            async with transactions.begin() as conn:
-                doomed = select(t.c.order_id).where(t.c.decided_at < cutoff).limit(chunk)
-                result = await conn.execute(delete(t).where(t.c.order_id.in_(doomed)))
-            deleted = result.rowcount or 0
-            swept += deleted
-            if deleted < chunk:
-                return swept
+        return await delete_in_chunks(
+            transactions, self.table, self.table.c.decided_at < cutoff, chunk
+        )
 
     async def entries(self, conn: AsyncConnection) -> list[tuple[PaymentOutcome, list[float]]]:
         """Every logged decision in decision order: the outcome and the vector scored."""
