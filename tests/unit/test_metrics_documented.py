@@ -1,0 +1,44 @@
+"""docs/observability.md lists every metric the services expose, with its type and
+labels as registered: an operator reading the table finds what /metrics shows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from ordermesh_platform import metrics
+
+DOC = Path(__file__).parents[2] / "docs" / "observability.md"
+TYPES = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}
+
+
+def _registered() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each metric of the shared module: its name, type and label names."""
+    found = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            kind = next(t for cls, t in TYPES.items() if isinstance(value, cls))
+            # A counter's samples carry _total; the docs name it so, as PromQL does.
+            name = value._name + ("_total" if kind == "counter" else "")
+            found[name] = (kind, tuple(value._labelnames))
+    return found
+
+
+def _documented() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The rows of the metrics table: | `name` | type | labels | meaning | filled by |."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 5 and re.fullmatch(r"`ordermesh_\w+`", cells[0]):
+            labels = tuple(re.findall(r"`(\w+)`", cells[2]))
+            rows[cells[0].strip("`")] = (cells[1], labels)
+    return rows
+
+
+def test_every_registered_metric_has_a_row_with_its_type_and_labels() -> None:
+    registered, documented = _registered(), _documented()
+    assert registered, "no metric found in ordermesh_platform.metrics"
+    assert registered == documented
