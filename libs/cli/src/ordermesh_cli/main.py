@@ -96,6 +96,15 @@ def migrate(
     typer.echo(f"{spec.name}: migrated {redacted_url(url)} to revision {revision}: done")
 
 
+@app.command(short_help="Print every service's settings: variable, default, meaning.")
+def settings() -> None:
+    """Print every ORDERMESH_* setting of every service as Markdown (docs/settings.md is
+    this output)."""
+    from ordermesh_cli.settings_reference import render
+
+    typer.echo(render(), nl=False)
+
+
 @app.command(short_help="Run only the outbox relay of a service.")
 def relay(service: ServiceArg) -> None:
     """Run only the outbox relay of a service (beside it, with ORDERMESH_RELAY_ENABLED=false)."""

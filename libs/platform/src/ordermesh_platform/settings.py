@@ -30,7 +30,13 @@ class ServiceSettings(BaseSettings):
         "sqlite+aiosqlite:///.ordermesh/service.db",
         description="SQLAlchemy URL: postgresql+asyncpg://... or sqlite+aiosqlite:///path.",
     )
-    database_pool_size: int = Field(10, ge=1)
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        description="Connections this process keeps to its database, fixed (no overflow); "
+        "the relay's LISTEN takes one more. Size them against the server's "
+        "max_connections across every pod (docs/capacity.md).",
+    )
     database_timeout_s: float = Field(
         5.0,
         gt=0,
@@ -48,7 +54,9 @@ class ServiceSettings(BaseSettings):
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     migrate_on_start: bool = Field(True, description="Apply alembic migrations before serving.")
-    log_level: str = "INFO"
+    log_level: str = Field(
+        "INFO", description="Least level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    )
     max_message_bytes: int = Field(4 * MiB, ge=1024, description="Largest gRPC message in or out.")
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, time in-flight calls get to finish."
