@@ -239,10 +239,16 @@ async def test_every_service_exposes_metrics_that_move(mesh: MeshClient) -> None
         ("order", "ordermesh_outbox_oldest_age_seconds"),
         ("notification", "ordermesh_consumer_lag"),
         ("payment", "ordermesh_psp_circuit_open"),
+        ("notification", "ordermesh_notifications_due"),
         ("order", "ordermesh_rpc_in_flight"),
     ]
     for service, series in present:
         assert series in after[service], (service, series)
+    # A metric of one service only is not shown, at 0, by the others.
+    for service in ("order", "inventory", "notification"):
+        assert "ordermesh_psp_circuit_open" not in after[service], service
+    for service in ("order", "inventory", "payment"):
+        assert "ordermesh_notifications_due" not in after[service], service
 
 
 async def test_an_order_recovered_after_a_crash_ends_in_the_trace_it_began_in(

@@ -4,6 +4,8 @@ labels as registered: an operator reading the table finds what /metrics shows.""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -42,3 +44,24 @@ def test_every_registered_metric_has_a_row_with_its_type_and_labels() -> None:
     registered, documented = _registered(), _documented()
     assert registered, "no metric found in ordermesh_platform.metrics"
     assert registered == documented
+
+
+def test_a_metric_of_one_service_shows_only_where_that_service_exposes_it() -> None:
+    # A fresh interpreter: the test process may have run a service already.
+    script = (
+        "import prometheus_client as p\n"
+        "from ordermesh_platform import metrics as m\n"
+        "before = p.generate_latest().decode()\n"
+        "m.expose(*m.ONE_SERVICE)\n"
+        "m.expose(*m.ONE_SERVICE)\n"
+        "print(before)\n"
+        "print('--- exposed')\n"
+        "print(p.generate_latest().decode())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    before, after = out.split("--- exposed")
+    for metric in metrics.ONE_SERVICE:
+        assert f"# TYPE {metric._name} " not in before
+        assert f"# TYPE {metric._name} " in after

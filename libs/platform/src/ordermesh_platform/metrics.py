@@ -1,11 +1,14 @@
 """Prometheus metrics of every service, served on ``ORDERMESH_METRICS_PORT``.
 
 prometheus-client keeps metrics in one process-wide registry, so they are declared
-here once; each service process only fills the ones that concern it.
+here once; each service process only fills the ones that concern it. A labelled metric
+shows nothing until it is filled; an unlabelled one (``ONE_SERVICE``) would show 0 in
+every service, so it is registered only by the service it belongs to (``expose``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Self
 
 import prometheus_client
@@ -98,8 +101,9 @@ PSP_LATENCY = Histogram(
     ["operation", "outcome"], buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 PSP_BREAKER_OPEN = Gauge(
-    "ordermesh_psp_circuit_open", "1 while the payment-provider circuit is open (or half-open)."
-)
+    "ordermesh_psp_circuit_open", "1 while the payment-provider circuit is open (or half-open).",
+    registry=None,
+)  # fmt: skip
 
 RISK_SCORING = Histogram(
     "ordermesh_risk_scoring_duration_seconds",
@@ -121,8 +125,8 @@ RISK_DECISIONS = Counter(
 RISK_FEATURE_FRESHNESS = Histogram(
     "ordermesh_risk_feature_freshness_seconds",
     "From a payment event's time to its attempt being applied to the risk features.",
-    buckets=LATENCY_BUCKETS,
-)
+    buckets=LATENCY_BUCKETS, registry=None,
+)  # fmt: skip
 RISK_SCORE_PSI = Gauge(
     "ordermesh_risk_score_psi",
     "PSI of the champion's recent scores against its training reference "
@@ -147,10 +151,12 @@ NOTIFICATIONS = Counter(
 NOTIFICATIONS_DUE = Gauge(
     "ordermesh_notifications_due",
     "Deliveries due and not yet sent (PENDING, their next attempt due): the whole table.",
+    registry=None,
 )
 NOTIFICATIONS_OLDEST_DUE = Gauge(
     "ordermesh_notifications_oldest_due_seconds",
     "How long the longest-waiting due delivery has been due: how late notifications are.",
+    registry=None,
 )
 
 BATCH_SIZE = Histogram(
@@ -176,6 +182,24 @@ BATCH_STALLS = Counter(
 DB_STATEMENTS = Counter(
     "ordermesh_db_statements_total", "Statements sent to the service's database.", ["service"]
 )
+
+
+# The unlabelled metrics, each filled by one service only: registered by that service.
+ONE_SERVICE = (
+    PSP_BREAKER_OPEN,
+    RISK_FEATURE_FRESHNESS,
+    NOTIFICATIONS_DUE,
+    NOTIFICATIONS_OLDEST_DUE,
+)
+
+
+def expose(*metrics: MetricWrapperBase) -> None:
+    """Put metrics of ``ONE_SERVICE`` on this process's /metrics (again: no change; the
+    tests run several services in one process)."""
+    for metric in metrics:
+        # Refused as a duplicate once registered.
+        with contextlib.suppress(ValueError):
+            prometheus_client.REGISTRY.register(metric)
 
 
 def serve_metrics(port: int, host: str) -> int:

@@ -24,7 +24,12 @@ from ordermesh_notification.domain import Channel, GiveUp, Outgoing, Retry, Retr
 from ordermesh_notification.store import NotificationStore
 from ordermesh_platform.db import Transactions
 from ordermesh_platform.logs import get_logger
-from ordermesh_platform.metrics import NOTIFICATIONS, NOTIFICATIONS_DUE, NOTIFICATIONS_OLDEST_DUE
+from ordermesh_platform.metrics import (
+    NOTIFICATIONS,
+    NOTIFICATIONS_DUE,
+    NOTIFICATIONS_OLDEST_DUE,
+    expose,
+)
 from ordermesh_platform.still_out import CallsStillOut, answered_within
 from ordermesh_platform.telemetry import context_from_traceparent, tracer, untraced
 
@@ -57,6 +62,7 @@ class DeliveryWorker:
         self._out: CallsStillOut[str] = CallsStillOut("delivery")
         self._max_out = 4 * batch_size if max_sends_out is None else max_sends_out
         self._observed_at = -DUE_OBSERVE_S
+        expose(NOTIFICATIONS_DUE, NOTIFICATIONS_OLDEST_DUE)
 
     async def deliver_due(self) -> int:
         """One pass, then the due deliveries on /metrics: what the service runs

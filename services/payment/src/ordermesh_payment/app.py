@@ -43,6 +43,7 @@ from ordermesh_platform.metrics import (
     RISK_SCORE_PSI,
     RISK_SCORING,
     RISK_SHADOW_DECISIONS,
+    expose,
 )
 from ordermesh_platform.resilience import BreakerState, CircuitBreaker
 from ordermesh_platform.service import Runtime, ServiceSpec
@@ -58,6 +59,7 @@ def build_provider(
     settings: PaymentSettings, chargebacks: SimulatedChargebacks | None = None
 ) -> ResilientProvider:
     breaker = CircuitBreaker(settings.psp_breaker_threshold, settings.psp_breaker_open_s)
+    expose(PSP_BREAKER_OPEN)
 
     def observe(operation: str, seconds: float, outcome: str) -> None:
         PSP_LATENCY.labels(operation, outcome).observe(seconds)
@@ -133,6 +135,7 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     # risk on, payment's own events move the risk features.
     handlers: list[TopicHandler] = [ChargebackHandler()]
     if risk is not None:
+        expose(RISK_FEATURE_FRESHNESS)
         handlers.append(FeatureFeed(risk.features, RISK_FEATURE_FRESHNESS.observe))
     handler = Inbound(handlers)
     consumer = EventConsumer(
