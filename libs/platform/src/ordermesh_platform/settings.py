@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
         10,
         ge=1,
         description="Connections this process keeps to its database, fixed (no overflow); "
-        "the relay's LISTEN takes one more. Size them against the server's "
+        "a relay's LISTEN takes one more. Size them against the server's "
         "max_connections across every pod (docs/capacity.md).",
     )
     database_timeout_s: float = Field(
