@@ -31,7 +31,7 @@ from ordermesh_inventory.domain import (
     ReservationState,
 )
 from ordermesh_inventory.store import outbox, reservation_lines, reservations
-from ordermesh_inventory.usecases import Inventory
+from ordermesh_inventory.usecases import EXPIRED_PER_SWEEP, Inventory
 from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.errors import (
     Conflict,
@@ -436,3 +436,22 @@ async def test_a_batch_of_no_or_too_many_requests_is_invalid(stub: Stub, count: 
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         violations = detail(raised.value, error_details_pb2.BadRequest).field_violations
         assert [v.field for v in violations] == ["requests"]
+
+
+async def test_the_running_service_releases_a_backlog_of_expired_reservations_at_once(
+    any_database: str, service: Service
+) -> None:
+    backlog = 2 * EXPIRED_PER_SWEEP + 10
+    expiring = [
+        ReservationRequest(f"lapsed-{i}", (ReservationLine("C", 1),), "EUR", 0.01)
+        for i in range(backlog)
+    ]
+    assert all(isinstance(a, Reservation) for a in await service.inventory.reserve_many(expiring))
+    await asyncio.sleep(0.05)
+    # An hour between sweeps: only sweeps that follow a full one at once can release it.
+    async with running_service(load_service("inventory"), any_database, sweep_interval_s=3600):
+        for _ in range(200):
+            if (await service.levels())["C"] == (1000, 0, 0):
+                break
+            await asyncio.sleep(0.05)
+    assert (await service.levels())["C"] == (1000, 0, 0)

@@ -39,6 +39,10 @@ from ordermesh_platform.faults import kill_at
 from ordermesh_platform.telemetry import untraced
 from ordermesh_platform.validation import validate_order_id
 
+# Reservations one sweep releases at most: one transaction, its locks held briefly. A
+# sweep that found this many is followed by the next at once (the service's wiring).
+EXPIRED_PER_SWEEP = 100
+
 
 class Inventory:
     def __init__(
@@ -305,9 +309,10 @@ class Inventory:
         )
         return answers, lost
 
-    async def release_expired(self, limit: int = 100) -> int:
-        """One sweep: release reservations whose time to live has passed, in one
-        transaction. The look-up is untraced (most sweeps find nothing)."""
+    async def release_expired(self, limit: int = EXPIRED_PER_SWEEP) -> int:
+        """One sweep: release reservations whose time to live has passed, at most
+        ``limit``, in one transaction; how many. The look-up is untraced (most sweeps
+        find nothing)."""
         with untraced():
             async with self._work.read() as session:
                 order_ids = await InventoryStore(session).expired(datetime.now(UTC), limit)
