@@ -20,6 +20,7 @@ from ordermesh_order.api import order_to_pb
 from ordermesh_order.domain import Order, OrderLine, OrderState, PlaceOrder, Reason, Work
 from ordermesh_order.saga import (
     PLACE_ORDER,
+    RECOVERY_BATCH,
     Authorization,
     SagaRunner,
     SagaSettings,
@@ -32,6 +33,7 @@ from ordermesh_platform.db import Transactions, create_engine
 from ordermesh_platform.errors import Overloaded
 from ordermesh_platform.migrations import upgrade_to_head
 from ordermesh_platform.resilience import Transient
+from ordermesh_platform.workers import run_periodically
 
 SETTINGS = SagaSettings(
     saga_timeout_s=2.0, step_timeout_s=0.5, compensation_budget_s=0.5, lease_s=0.2
@@ -233,6 +235,32 @@ async def test_a_running_saga_renews_its_lease_so_no_other_runner_takes_it(
     # The heartbeat is stopped, never cancelled mid-renewal (that would cost the pool
     # the connection it was using).
     assert invalidated == []
+
+
+async def test_a_backlog_of_owed_orders_is_taken_up_pass_after_pass(
+    sessions: Transactions,
+) -> None:
+    owed = [await _new_order(sessions, lease_s=-1) for _ in range(2 * RECOVERY_BATCH + 5)]
+    runner = _runner(sessions, FakeParticipants())
+    # An hour between passes, as the service wires it but for the interval: only a pass
+    # that follows a full one at once can take up the backlog within the test.
+    worker = asyncio.create_task(
+        run_periodically("saga-recovery", runner.recover_once, 3600, runner.recovery_behind)
+    )
+
+    async def states() -> set[OrderState]:
+        async with sessions() as session:
+            found = await OrderRepository(session).get_many(owed)
+        return {order.state for order in found.values()}
+
+    try:
+        for _ in range(400):
+            if await states() == {OrderState.CONFIRMED}:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.cancel()
+    assert await states() == {OrderState.CONFIRMED}
 
 
 async def test_recovery_leaves_orders_with_a_live_lease_alone(sessions) -> None:  # type: ignore[no-untyped-def]

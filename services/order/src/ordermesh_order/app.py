@@ -56,7 +56,10 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
             OrderApi(Orders(runtime.sessions, runner, watch)), runtime.server
         )
         recovery = run_periodically(
-            "saga-recovery", runner.recover_once, settings.recovery_interval_s
+            "saga-recovery",
+            runner.recover_once,
+            settings.recovery_interval_s,
+            again=runner.recovery_behind,
         )
         async with background(
             ("saga-recovery", recovery), *relay_workers(runtime, outbox, "order")

@@ -49,6 +49,10 @@ log = get_logger(__name__)
 # Of a waiting caller's time, what the forward steps leave for compensating and answering.
 ANSWER_RESERVE_SHARE = 0.2
 MAX_ANSWER_RESERVE_S = 0.3
+# Orders one recovery pass takes up at most; a pass that took this many is followed by
+# the next at once (``recovery_behind``), so a backlog of owed work after a crash or an
+# outage is not taken up at 50 orders per recovery interval.
+RECOVERY_BATCH = 50
 
 
 class StepFailed(Exception):
@@ -290,9 +294,9 @@ class SagaRunner:
             else:
                 log.exception("order saga failed; recovery will resume it", order_id=order_id)
 
-    async def recover_once(self, limit: int = 50) -> int:
+    async def recover_once(self, limit: int = RECOVERY_BATCH) -> int:
         """Take up orders whose work is owed and whose runner is gone (crash, restart),
-        as many as there are free background slots."""
+        as many as there are free background slots; how many."""
         limit = min(limit, self.settings.max_background - len(self._background))
         if limit <= 0:
             return 0
@@ -319,6 +323,12 @@ class SagaRunner:
         log.info("recovering orders", count=len(taken))
         await asyncio.gather(*(self._recover(f, loaded.get(f.order_id)) for f in taken))
         return len(taken)
+
+    @staticmethod
+    def recovery_behind(recovered: int) -> bool:
+        """Whether a recovery pass that took up ``recovered`` orders found more owed
+        than one pass takes: then the next starts at once."""
+        return recovered >= RECOVERY_BATCH
 
     async def _recover(self, found: DueOrder, order: Order | None) -> None:
         """Drive a taken-up order under a span in the trace it was placed in, so that
