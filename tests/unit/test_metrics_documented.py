@@ -8,24 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
-
 from ordermesh_platform import metrics
+from tests.support.metrics_catalog import declared
 
 DOC = Path(__file__).parents[2] / "docs" / "observability.md"
-TYPES = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}
 
 
 def _registered() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Each metric of the shared module: its name, type and label names."""
     found = {}
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            kind = next(t for cls, t in TYPES.items() if isinstance(value, cls))
-            # A counter's samples carry _total; the docs name it so, as PromQL does.
-            name = value._name + ("_total" if kind == "counter" else "")
-            found[name] = (kind, tuple(value._labelnames))
+    for name, metric in declared().items():
+        kind = str(metric._type)
+        # A counter's samples carry _total; the docs name it so, as PromQL does.
+        found[name + ("_total" if kind == "counter" else "")] = (kind, tuple(metric._labelnames))
     return found
 
 
