@@ -9,7 +9,7 @@ from ordermesh.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from ordermesh_inventory.api import POLICY, InventoryApi
 from ordermesh_inventory.config import InventorySettings
 from ordermesh_inventory.store import outbox
-from ordermesh_inventory.usecases import EXPIRED_PER_SWEEP, Inventory
+from ordermesh_inventory.usecases import Inventory
 from ordermesh_messaging.relay import relay_workers
 from ordermesh_platform.service import Runtime, ServiceSpec
 from ordermesh_platform.workers import background, run_periodically
@@ -23,13 +23,11 @@ async def wire(runtime: Runtime) -> AsyncIterator[None]:
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryApi(inventory), runtime.server
     )
-    # After an outage a backlog of expired reservations is released sweep after sweep,
-    # not 100 per interval: their stock is unsellable until then.
     sweeper = run_periodically(
         "reservation-sweeper",
         inventory.release_expired,
         settings.sweep_interval_s,
-        again=lambda released: released >= EXPIRED_PER_SWEEP,
+        again=inventory.sweep_behind,
     )
     async with background(
         ("reservation-sweeper", sweeper), *relay_workers(runtime, outbox, "inventory")

@@ -40,7 +40,7 @@ from ordermesh_platform.telemetry import untraced
 from ordermesh_platform.validation import validate_order_id
 
 # Reservations one sweep releases at most: one transaction, its locks held briefly. A
-# sweep that found this many is followed by the next at once (the service's wiring).
+# sweep that found this many is followed by the next at once (``sweep_behind``).
 EXPIRED_PER_SWEEP = 100
 
 
@@ -319,6 +319,12 @@ class Inventory:
         if order_ids:
             await self._release_batch(order_ids, "EXPIRED", expired_only=True)
         return len(order_ids)
+
+    @staticmethod
+    def sweep_behind(released: int) -> bool:
+        """Whether a sweep released as many as one sweep takes: then the next goes at
+        once, so a backlog (stock unsellable until released) is not 100 per interval."""
+        return released >= EXPIRED_PER_SWEEP
 
 
 T = TypeVar("T")
