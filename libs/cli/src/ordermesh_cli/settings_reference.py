@@ -11,7 +11,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from ordermesh_cli.registry import load_service
+from ordermesh_messaging.settings import ConsumerSettings, KafkaSettings, RelaySettings
 from ordermesh_platform.service_names import SERVICE_NAMES
+from ordermesh_platform.settings import ServiceSettings
 
 HEADER = """\
 # Settings reference
@@ -28,17 +30,13 @@ a service whose default differs lists it again in its own section.
 """
 
 
-def _groups() -> list[tuple[str, type[BaseSettings]]]:
-    # The shared bases, in the order a service's model inherits them.
-    from ordermesh_messaging.settings import ConsumerSettings, KafkaSettings, RelaySettings
-    from ordermesh_platform.settings import ServiceSettings
-
-    return [
-        ("Every service", ServiceSettings),
-        ("Every service: Kafka", KafkaSettings),
-        ("Services with an outbox (order, inventory, payment): the relay", RelaySettings),
-        ("Services with a consumer (payment, notification)", ConsumerSettings),
-    ]
+# The shared bases, in the order a service's model inherits them.
+GROUPS: tuple[tuple[str, type[BaseSettings]], ...] = (
+    ("Every service", ServiceSettings),
+    ("Every service: Kafka", KafkaSettings),
+    ("Services with an outbox (order, inventory, payment): the relay", RelaySettings),
+    ("Services with a consumer (payment, notification)", ConsumerSettings),
+)
 
 
 def _default(field: FieldInfo) -> str:
@@ -76,11 +74,10 @@ def _rows(
 
 
 def render() -> str:
-    groups = _groups()
-    bases = [model for _, model in groups]
+    bases = [model for _, model in GROUPS]
     parts = [HEADER]
     listed: dict[str, FieldInfo] = {}
-    for title, model in groups:
+    for title, model in GROUPS:
         names = [n for n in model.model_fields if n not in listed]
         listed.update((n, model.model_fields[n]) for n in names)
         parts += [f"## {title}\n", *_rows(model, names, bases), ""]
